@@ -1,0 +1,137 @@
+//! The `ringway` binary: parse the command line and config, start the shards, wait.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ringway::config::Config;
+
+/// A thread-per-core gRPC gateway: each call is routed by a request header whose value is
+/// looked up in Redis (GET <prefix><value> → host:port[,host:port...]).
+///
+/// Flags override the config file; the file overrides the defaults.
+#[derive(Parser, Debug)]
+#[command(name = "ringway", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Service address every shard listens on (port 0: pick a free port)
+    /// [default: 0.0.0.0:7070]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+
+    /// Redis server, host:port [default: 127.0.0.1:6379]
+    #[arg(long, value_name = "ADDR")]
+    redis: Option<String>,
+
+    /// Number of shards (threads pinned to cores); 0 = one per available core [default: 0]
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+
+    /// Request header whose value is the routing key [default: jobid]
+    #[arg(long, value_name = "NAME")]
+    route_header: Option<String>,
+
+    /// Prefix put before the header's value to form the Redis key [default: ""]
+    #[arg(long, value_name = "PREFIX")]
+    route_prefix: Option<String>,
+
+    /// Most HTTP/2 connections per target, per shard [default: 4]
+    #[arg(long, value_name = "N")]
+    pool_max_connections: Option<usize>,
+
+    /// Route lookup timeout in milliseconds [default: 1000]
+    #[arg(long, value_name = "MS")]
+    lookup_timeout_ms: Option<u64>,
+
+    /// Upstream dial timeout in milliseconds [default: 1000]
+    #[arg(long, value_name = "MS")]
+    dial_timeout_ms: Option<u64>,
+
+    /// TOML config file (see README, "Configuration"); flags given here override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a config file; names the bad field and exits 1 when it is invalid
+    CheckConfig {
+        /// The TOML file to check
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return match Config::from_file(file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringway: invalid config: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match effective_config(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ringway: invalid config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let gateway = match ringway::start(config) {
+        Ok(gateway) => gateway,
+        Err(e) => {
+            eprintln!("ringway: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "ringway: listening on {} ({} shards)",
+        gateway.local_addr,
+        gateway.shards.len()
+    );
+    for shard in gateway.shards {
+        let _ = shard.join();
+    }
+    ExitCode::SUCCESS
+}
+
+/// Defaults, then the file, then the flags; validated once all are applied.
+fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
+    let mut config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(redis) = &cli.redis {
+        config.redis.addr = redis.clone();
+    }
+    if let Some(shards) = cli.shards {
+        config.shards = shards;
+    }
+    if let Some(header) = &cli.route_header {
+        config.route.header = header.clone();
+    }
+    if let Some(prefix) = &cli.route_prefix {
+        config.route.key_prefix = prefix.clone();
+    }
+    if let Some(max) = cli.pool_max_connections {
+        config.upstream.max_connections_per_target = max;
+    }
+    if let Some(ms) = cli.lookup_timeout_ms {
+        config.redis.lookup_timeout_ms = ms;
+    }
+    if let Some(ms) = cli.dial_timeout_ms {
+        config.upstream.dial_timeout_ms = ms;
+    }
+    config.validate()?;
+    Ok(config)
+}

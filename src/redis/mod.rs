@@ -1,0 +1,281 @@
+//! The shard's one pipelined Redis connection.
+//!
+//! Owns: the TCP connection to Redis, the queue of lookups written and awaiting replies, and
+//! redialing with backoff. Knows nothing of HTTP/2 or of what a route means.
+//!
+//! # Pipelining
+//!
+//! [`RedisClient::get`] appends the encoded command to an outbox and wakes the writer task. The
+//! writer runs after every task that was ready in the same turn of the event loop, so every
+//! lookup those tasks issued goes out in one `write`. While that write is in flight, new
+//! lookups gather for the next one. Replies come back in command order and are matched to the
+//! queue of waiting senders in that order — RESP has no request ids, the order is the id.
+//!
+//! # Failure
+//!
+//! While the connection is down, lookups fail at once (the caller maps that to UNAVAILABLE)
+//! rather than queue behind a connection that may take seconds to return. When it drops, every
+//! waiting lookup fails. A connection with a lookup outstanding for a whole
+//! `lookup_timeout_ms` and no reply at all in that time is declared stalled and redialed: a
+//! Redis that vanished without a FIN would otherwise hold the shard's routing hostage.
+//!
+//! This module uses monoio's completion I/O (owned buffers) rather than the poll-io bridge the
+//! HTTP/2 side needs: nothing here wants tokio's traits.
+
+mod codec;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use local_sync::oneshot;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+
+pub use codec::Reply;
+
+use crate::backoff::Backoff;
+use crate::config::RedisConfig;
+use crate::rng::Rng;
+
+/// Why a lookup got no reply. The message is for the client's `grpc-message`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unavailable(pub String);
+
+/// A handle to the shard's Redis connection. Cheap to clone; all clones share one connection.
+#[derive(Clone)]
+pub struct RedisClient {
+    shared: Rc<RefCell<Shared>>,
+}
+
+/// State shared between the handles and the connection task. Single-threaded: a `RefCell`
+/// borrowed only between awaits.
+struct Shared {
+    /// Encoded commands not yet handed to a write.
+    outbox: Vec<u8>,
+    /// How many commands the outbox holds.
+    queued: usize,
+    /// One sender per command written or in the outbox, in command order.
+    waiting: VecDeque<oneshot::Sender<Reply>>,
+    /// Whether a connection is up; lookups fail fast when it is not.
+    connected: bool,
+    /// Why the last connection attempt or connection failed; the message of fast failures.
+    last_error: String,
+    /// The writer task, parked until the outbox has bytes.
+    writer: Option<Waker>,
+    /// Commands queued and replies received on the current connection (for stall detection).
+    sent: u64,
+    received: u64,
+    /// Largest number of commands one write carried (the pipeline depth).
+    max_batch: usize,
+}
+
+impl RedisClient {
+    /// Starts the connection task on the current monoio runtime and returns its handle. The
+    /// task lives as long as the runtime; it redials forever.
+    pub fn start(config: &RedisConfig, rng: Rc<Rng>) -> RedisClient {
+        let shared = Rc::new(RefCell::new(Shared {
+            outbox: Vec::with_capacity(4096),
+            queued: 0,
+            waiting: VecDeque::with_capacity(256),
+            connected: false,
+            last_error: "not connected yet".into(),
+            writer: None,
+            sent: 0,
+            received: 0,
+            max_batch: 0,
+        }));
+        monoio::spawn(maintain(shared.clone(), config.clone(), rng));
+        RedisClient { shared }
+    }
+
+    /// Sends `GET <prefix><key>` and waits for its reply (no timeout here: the caller sets it).
+    pub async fn get(&self, prefix: &[u8], key: &[u8]) -> Result<Reply, Unavailable> {
+        let reply = {
+            let mut shared = self.shared.borrow_mut();
+            if !shared.connected {
+                return Err(Unavailable(shared.last_error.clone()));
+            }
+            codec::encode_get(&mut shared.outbox, prefix, key);
+            let (tx, rx) = oneshot::channel();
+            shared.waiting.push_back(tx);
+            shared.sent += 1;
+            shared.queued += 1;
+            if let Some(writer) = shared.writer.take() {
+                writer.wake();
+            }
+            rx
+        };
+        reply
+            .await
+            .map_err(|_| Unavailable(self.shared.borrow().last_error.clone()))
+    }
+
+    /// Whether the connection is up (for readiness).
+    pub fn is_connected(&self) -> bool {
+        self.shared.borrow().connected
+    }
+
+    /// The most commands one write has carried so far.
+    pub fn max_pipeline_depth(&self) -> usize {
+        self.shared.borrow().max_batch
+    }
+}
+
+/// Dials, serves, and redials with backoff, forever.
+async fn maintain(shared: Rc<RefCell<Shared>>, config: RedisConfig, rng: Rc<Rng>) {
+    let mut backoff = Backoff::new(
+        Duration::from_millis(config.reconnect_backoff_initial_ms),
+        Duration::from_millis(config.reconnect_backoff_max_ms),
+    );
+    let stall_period = Duration::from_millis(config.lookup_timeout_ms);
+    // Log a failure streak once, not once per attempt.
+    let mut failing = false;
+    loop {
+        match dial(&config).await {
+            Ok(stream) => {
+                if failing {
+                    eprintln!("ringway: redis {} reconnected", config.addr);
+                }
+                failing = false;
+                backoff.reset();
+                {
+                    let mut s = shared.borrow_mut();
+                    s.connected = true;
+                    s.sent = 0;
+                    s.received = 0;
+                }
+                let reason = serve(stream, &shared, stall_period).await;
+                eprintln!("ringway: redis {} connection lost: {reason}", config.addr);
+                fail_all(&shared, reason);
+            }
+            Err(reason) => {
+                if !failing {
+                    eprintln!("ringway: redis {} unreachable: {reason}", config.addr);
+                }
+                failing = true;
+                shared.borrow_mut().last_error = reason;
+            }
+        }
+        monoio::time::sleep(backoff.next_delay(&rng)).await;
+    }
+}
+
+async fn dial(config: &RedisConfig) -> Result<TcpStream, String> {
+    // Name resolution blocks the shard, but only while Redis is being (re)dialed, when no
+    // lookup can succeed anyway.
+    let addr: SocketAddr = config
+        .addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", config.addr))?
+        .next()
+        .ok_or_else(|| format!("{} resolves to no address", config.addr))?;
+    let timeout = Duration::from_millis(config.connect_timeout_ms);
+    let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("connect timed out after {} ms", timeout.as_millis())),
+    };
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Marks the connection down and fails every lookup that was waiting on it.
+fn fail_all(shared: &Rc<RefCell<Shared>>, reason: String) {
+    let mut s = shared.borrow_mut();
+    s.connected = false;
+    s.last_error = reason;
+    s.outbox.clear();
+    s.queued = 0;
+    // Dropping the senders wakes the waiting lookups with an error.
+    s.waiting.clear();
+}
+
+/// Runs one connection until it fails; returns why.
+async fn serve(stream: TcpStream, shared: &Rc<RefCell<Shared>>, stall_period: Duration) -> String {
+    let (mut reader, mut writer) = stream.into_split();
+
+    let write_loop = async {
+        // Two buffers swap roles: the outbox fills while the other is being written.
+        let mut spare: Vec<u8> = Vec::with_capacity(4096);
+        loop {
+            let batch = poll_fn(|cx| {
+                let mut s = shared.borrow_mut();
+                if s.outbox.is_empty() {
+                    s.writer = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                s.max_batch = s.max_batch.max(s.queued);
+                s.queued = 0;
+                Poll::Ready(std::mem::replace(&mut s.outbox, std::mem::take(&mut spare)))
+            })
+            .await;
+            let (result, mut written) = writer.write_all(batch).await;
+            if let Err(e) = result {
+                return format!("write failed: {e}");
+            }
+            written.clear();
+            spare = written;
+        }
+    };
+
+    let read_loop = async {
+        let mut buf = BytesMut::with_capacity(64 << 10);
+        loop {
+            loop {
+                match codec::decode(&mut buf) {
+                    Ok(Some(reply)) => {
+                        let mut s = shared.borrow_mut();
+                        s.received += 1;
+                        match s.waiting.pop_front() {
+                            // A lookup that timed out dropped its receiver; that is fine.
+                            Some(tx) => drop(tx.send(reply)),
+                            None => return "reply with no command waiting for it".to_string(),
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return e,
+                }
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(64 << 10);
+            }
+            // monoio reads at the buffer's start; hand it the spare capacity to append instead.
+            let (len, cap) = (buf.len(), buf.capacity());
+            let (result, slice) = reader.read(buf.slice_mut(len..cap)).await;
+            buf = slice.into_inner();
+            match result {
+                Ok(0) => return "closed by Redis".to_string(),
+                Ok(_) => {}
+                Err(e) => return format!("read failed: {e}"),
+            }
+        }
+    };
+
+    let stall_watch = async {
+        let (mut sent_then, mut received_then) = (0u64, 0u64);
+        loop {
+            monoio::time::sleep(stall_period).await;
+            let s = shared.borrow();
+            if s.received == received_then && sent_then > s.received {
+                return format!(
+                    "no reply for {} ms with lookups outstanding",
+                    stall_period.as_millis()
+                );
+            }
+            (sent_then, received_then) = (s.sent, s.received);
+        }
+    };
+
+    monoio::select! {
+        reason = write_loop => reason,
+        reason = read_loop => reason,
+        reason = stall_watch => reason,
+    }
+}

@@ -1,0 +1,177 @@
+//! From a call's routing header to the target(s) it must go to.
+//!
+//! Owns: the lookup (`GET <prefix><value>` on the shard's Redis connection, with a timeout) and
+//! the meaning of the value (`host:port`, or several separated by commas). Knows nothing of
+//! HTTP/2 or of connections; the proxy hands it a header value and gets back a [`Route`] or the
+//! [`GatewayError`] to answer with.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use crate::config::{split_host_port, Config};
+use crate::redis::{RedisClient, Reply};
+use crate::status::{printable, GatewayError};
+
+/// Most targets one route may name; more is a malformed route, not a list to scan per call.
+pub const MAX_TARGETS: usize = 64;
+
+/// The shard's router.
+pub struct Router {
+    redis: RedisClient,
+    prefix: Bytes,
+    lookup_timeout: Duration,
+    redis_addr: String,
+}
+
+impl Router {
+    pub fn new(config: &Config, redis: RedisClient) -> Router {
+        Router {
+            redis,
+            prefix: Bytes::from(config.route.key_prefix.clone().into_bytes()),
+            lookup_timeout: config.lookup_timeout(),
+            redis_addr: config.redis.addr.clone(),
+        }
+    }
+
+    /// Looks the routing value up and validates what Redis holds for it.
+    pub async fn resolve(&self, value: &HeaderValue) -> Result<Route, GatewayError> {
+        let key = value.as_bytes();
+        let lookup = self.redis.get(&self.prefix, key);
+        let reply = match monoio::time::timeout(self.lookup_timeout, lookup).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(unavailable)) => {
+                return Err(GatewayError::RedisUnavailable {
+                    addr: self.redis_addr.clone(),
+                    reason: unavailable.0,
+                })
+            }
+            Err(_) => {
+                return Err(GatewayError::LookupTimeout {
+                    key: self.key_text(key),
+                    timeout_ms: self.lookup_timeout.as_millis() as u64,
+                })
+            }
+        };
+        match reply {
+            Reply::Value(bytes) => Route::parse(bytes).map_err(|bad| GatewayError::MalformedRoute {
+                key: self.key_text(key),
+                value: bad.value,
+                reason: bad.reason,
+            }),
+            Reply::Nil => Err(GatewayError::RouteNotFound {
+                key: self.key_text(key),
+            }),
+            Reply::Error(message) => Err(GatewayError::RedisError {
+                key: self.key_text(key),
+                message,
+            }),
+        }
+    }
+
+    /// The Redis key, printable, for messages.
+    fn key_text(&self, value: &[u8]) -> String {
+        let mut key = self.prefix.to_vec();
+        key.extend_from_slice(value);
+        printable(&key)
+    }
+}
+
+/// A validated route value: one or more `host:port` targets separated by commas (spaces around
+/// each are allowed). Keeps the bytes Redis sent; targets are slices of them, so holding and
+/// walking a route allocates nothing.
+#[derive(Debug, Clone)]
+pub struct Route {
+    value: Bytes,
+    count: usize,
+}
+
+impl Route {
+    /// Checks every target's syntax. The error is the reason, for the caller to wrap.
+    pub fn parse(value: Bytes) -> Result<Route, MalformedValue> {
+        let text = std::str::from_utf8(&value).map_err(|_| MalformedValue {
+            value: printable(&value),
+            reason: "not UTF-8".into(),
+        })?;
+        let mut count = 0;
+        for target in text.split(',') {
+            let target = target.trim();
+            if split_host_port(target).is_none() {
+                return Err(MalformedValue {
+                    value: printable(&value),
+                    reason: if target.is_empty() {
+                        "empty target".into()
+                    } else {
+                        format!("`{target}` is not host:port with a port in 1..=65535")
+                    },
+                });
+            }
+            count += 1;
+        }
+        if count > MAX_TARGETS {
+            return Err(MalformedValue {
+                value: printable(&value),
+                reason: format!("{count} targets, at most {MAX_TARGETS} allowed"),
+            });
+        }
+        Ok(Route { value, count })
+    }
+
+    /// How many targets the route names (at least 1).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The `i`th target, `host:port` as written in Redis (trimmed).
+    pub fn target(&self, i: usize) -> &str {
+        self.targets().nth(i).unwrap_or_default()
+    }
+
+    pub fn targets(&self) -> impl Iterator<Item = &str> {
+        // Validated as UTF-8 in `parse`.
+        std::str::from_utf8(&self.value)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+    }
+}
+
+/// Why a route value was rejected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MalformedValue {
+    pub value: String,
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_and_several_targets() {
+        let r = Route::parse(Bytes::from_static(b"127.0.0.1:50051")).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.target(0), "127.0.0.1:50051");
+        let r = Route::parse(Bytes::from_static(b"a.svc:1, [::1]:2 ,10.0.0.3:3")).unwrap();
+        assert_eq!(r.targets().collect::<Vec<_>>(), ["a.svc:1", "[::1]:2", "10.0.0.3:3"]);
+    }
+
+    #[test]
+    fn malformed_values_say_why() {
+        for (value, why) in [
+            (&b""[..], "empty target"),
+            (b"host", "not host:port"),
+            (b"host:99999", "not host:port"),
+            (b"a:1,,b:2", "empty target"),
+            (b"\xff:1", "not UTF-8"),
+        ] {
+            let e = Route::parse(Bytes::copy_from_slice(value)).unwrap_err();
+            assert!(e.reason.contains(why), "{value:?}: {e:?}");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Gateway errors and the one place they become gRPC statuses.
+//!
+//! Every failure ringway itself decides on is a [`GatewayError`]; it knows where it came from
+//! (the client's request, Redis, the route's value, the target) and maps to exactly one gRPC
+//! code. [`trailers_only`] turns it into the response a gRPC client expects: HTTP 200 with
+//! `grpc-status` and a percent-encoded `grpc-message`, and END_STREAM on the headers. Never a
+//! bare HTTP error, never a hang.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+/// The gRPC status codes ringway produces (a subset of the spec's 17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    InvalidArgument = 3,
+    NotFound = 5,
+    ResourceExhausted = 8,
+    Internal = 13,
+    Unavailable = 14,
+}
+
+impl Code {
+    fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Code::InvalidArgument => "3",
+            Code::NotFound => "5",
+            Code::ResourceExhausted => "8",
+            Code::Internal => "13",
+            Code::Unavailable => "14",
+        })
+    }
+}
+
+/// What went wrong, with enough context for the message to stand on its own in a client's log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GatewayError {
+    /// The request carries no routing header (its configured name is kept).
+    MissingRouteHeader { header: String },
+    /// Redis has no value at the key.
+    RouteNotFound { key: String },
+    /// The shard has no Redis connection right now.
+    RedisUnavailable { addr: String, reason: String },
+    /// The lookup's reply did not come back in time.
+    LookupTimeout { key: String, timeout_ms: u64 },
+    /// Redis answered with an error (e.g. WRONGTYPE).
+    RedisError { key: String, message: String },
+    /// The value at the key is not `host:port[,host:port…]`.
+    MalformedRoute {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    /// Dialing the target failed: refused, unreachable, or timed out.
+    DialFailed { target: String, reason: String },
+    /// The upstream connection broke before the response started.
+    UpstreamLost { target: String, reason: String },
+}
+
+impl GatewayError {
+    pub fn code(&self) -> Code {
+        match self {
+            GatewayError::MissingRouteHeader { .. } => Code::InvalidArgument,
+            GatewayError::RouteNotFound { .. } => Code::NotFound,
+            GatewayError::RedisUnavailable { .. }
+            | GatewayError::LookupTimeout { .. }
+            | GatewayError::DialFailed { .. }
+            | GatewayError::UpstreamLost { .. } => Code::Unavailable,
+            GatewayError::RedisError { .. } | GatewayError::MalformedRoute { .. } => {
+                Code::Internal
+            }
+        }
+    }
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GatewayError::MissingRouteHeader { header } => {
+                write!(f, "ringway: request has no routing header `{header}`")
+            }
+            GatewayError::RouteNotFound { key } => {
+                write!(f, "ringway: no route in Redis for key `{key}`")
+            }
+            GatewayError::RedisUnavailable { addr, reason } => {
+                write!(f, "ringway: route lookup failed: Redis at {addr} is unavailable ({reason})")
+            }
+            GatewayError::LookupTimeout { key, timeout_ms } => write!(
+                f,
+                "ringway: route lookup for key `{key}` timed out after {timeout_ms} ms"
+            ),
+            GatewayError::RedisError { key, message } => {
+                write!(f, "ringway: Redis answered an error for key `{key}`: {message}")
+            }
+            GatewayError::MalformedRoute { key, value, reason } => write!(
+                f,
+                "ringway: route for key `{key}` is malformed: value `{value}` ({reason}); expected host:port[,host:port...]"
+            ),
+            GatewayError::DialFailed { target, reason } => {
+                write!(f, "ringway: cannot connect to target {target}: {reason}")
+            }
+            GatewayError::UpstreamLost { target, reason } => {
+                write!(f, "ringway: connection to target {target} lost: {reason}")
+            }
+        }
+    }
+}
+
+/// A trailers-only gRPC response: the status goes in the one HEADERS frame, which ends the stream.
+pub fn trailers_only(code: Code, message: &str) -> Response<()> {
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    insert_status(headers, code, message);
+    response
+}
+
+/// Trailers that end a response whose headers were already sent.
+pub fn status_trailers(code: Code, message: &str) -> HeaderMap {
+    let mut trailers = HeaderMap::with_capacity(2);
+    insert_status(&mut trailers, code, message);
+    trailers
+}
+
+fn insert_status(headers: &mut HeaderMap, code: Code, message: &str) {
+    headers.insert("grpc-status", code.header_value());
+    let encoded = percent_encode(message);
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(encoded)) {
+        headers.insert("grpc-message", value);
+    }
+}
+
+/// `grpc-message` is percent-encoded: every byte outside printable ASCII, and `%` itself
+/// (gRPC over HTTP/2 spec, "Responses").
+pub fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for &b in message.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Renders bytes from the wire (a header value, a Redis reply) for a message: UTF-8 as is,
+/// anything else escaped, and at most 200 bytes so a huge value cannot bloat a response.
+pub fn printable(bytes: &[u8]) -> String {
+    const LIMIT: usize = 200;
+    let cut = &bytes[..bytes.len().min(LIMIT)];
+    let mut text = String::from_utf8_lossy(cut).escape_debug().to_string();
+    if bytes.len() > LIMIT {
+        text.push_str("...");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_is_percent_encoded() {
+        assert_eq!(percent_encode("a b%c"), "a b%25c");
+        assert_eq!(percent_encode("é\n"), "%C3%A9%0A");
+    }
+
+    #[test]
+    fn trailers_only_carries_status_and_message() {
+        let r = trailers_only(Code::NotFound, "no route");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "5");
+        assert_eq!(r.headers()["grpc-message"], "no route");
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+    }
+
+    #[test]
+    fn printable_escapes_and_truncates() {
+        assert_eq!(printable(b"a\xffb"), "a\u{fffd}b");
+        assert_eq!(printable(b"x\ny"), "x\\ny");
+        assert!(printable(&[b'a'; 500]).ends_with("..."));
+    }
+}

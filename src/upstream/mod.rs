@@ -1,0 +1,77 @@
+//! Targets: which one a call goes to, and the shard's HTTP/2 connections to each.
+//!
+//! Owns: one [`TargetPool`] per target this shard has sent calls to, and the choice between a
+//! route's targets. Mechanism (dialing, pooling) lives in the submodules; this file is the
+//! policy that picks among targets: power-of-two-choices on calls in flight.
+
+mod connector;
+mod pool;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+pub use connector::DialSettings;
+pub use pool::{Lease, TargetPool};
+
+use crate::config::UpstreamConfig;
+use crate::rng::Rng;
+use crate::route::Route;
+
+/// The shard's pools, keyed by `host:port` as routes name them.
+pub struct Upstreams {
+    pools: RefCell<HashMap<Box<str>, Rc<TargetPool>>>,
+    settings: Rc<DialSettings>,
+    max_connections: usize,
+    rng: Rc<Rng>,
+}
+
+impl Upstreams {
+    pub fn new(config: &UpstreamConfig, rng: Rc<Rng>) -> Upstreams {
+        Upstreams {
+            pools: RefCell::new(HashMap::new()),
+            settings: Rc::new(DialSettings::new(config)),
+            max_connections: config.max_connections_per_target,
+            rng,
+        }
+    }
+
+    /// The pool of the target this call should go to. With several targets, two are drawn at
+    /// random and the one with fewer calls in flight wins (Mitzenmacher's power of two
+    /// choices: nearly the balance of least-loaded at the cost of two looks).
+    pub fn pick(&self, route: &Route) -> Rc<TargetPool> {
+        let n = route.len();
+        if n <= 1 {
+            return self.pool(route.target(0));
+        }
+        let a = self.rng.below(n);
+        let b = (a + 1 + self.rng.below(n - 1)) % n;
+        let (pa, pb) = (self.pool(route.target(a)), self.pool(route.target(b)));
+        if pb.in_flight() < pa.in_flight() {
+            pb
+        } else {
+            pa
+        }
+    }
+
+    /// The pool for `authority`, created on first use.
+    pub fn pool(&self, authority: &str) -> Rc<TargetPool> {
+        if let Some(pool) = self.pools.borrow().get(authority) {
+            return pool.clone();
+        }
+        let pool = Rc::new(TargetPool::new(
+            authority,
+            self.max_connections,
+            self.settings.clone(),
+        ));
+        self.pools
+            .borrow_mut()
+            .insert(authority.into(), pool.clone());
+        pool
+    }
+
+    /// Open connections across all targets (for tests and metrics).
+    pub fn open_connections(&self) -> usize {
+        self.pools.borrow().values().map(|p| p.connections()).sum()
+    }
+}
