@@ -31,7 +31,11 @@ impl Backoff {
         self.base = (base * 2).min(self.max);
         let half = base / 2;
         let spread = half.as_micros() as u64;
-        half + Duration::from_micros(if spread == 0 { 0 } else { rng.next_u64() % (spread + 1) })
+        half + Duration::from_micros(if spread == 0 {
+            0
+        } else {
+            rng.next_u64() % (spread + 1)
+        })
     }
 
     /// Called after a success: the next failure starts from the initial delay again.
@@ -51,7 +55,10 @@ mod tests {
         let delays: Vec<_> = (0..8).map(|_| b.next_delay(&rng)).collect();
         for (i, d) in delays.iter().enumerate() {
             let base = Duration::from_millis((100u64 << i).min(1000));
-            assert!(*d >= base / 2 && *d <= base, "delay {i} = {d:?}, base {base:?}");
+            assert!(
+                *d >= base / 2 && *d <= base,
+                "delay {i} = {d:?}, base {base:?}"
+            );
         }
         b.reset();
         assert!(b.next_delay(&rng) <= Duration::from_millis(100));

@@ -193,7 +193,10 @@ impl Config {
                 .span()
                 .map(|span| format!(" (line {})", line_of(text, span.start)))
                 .unwrap_or_default();
-            bad(if field == "." { "" } else { &field }, format!("{message}{line}"))
+            bad(
+                if field == "." { "" } else { &field },
+                format!("{message}{line}"),
+            )
         })?;
         config.validate()?;
         Ok(config)
@@ -258,13 +261,22 @@ impl Config {
             ));
         }
         if self.upstream.max_connections_per_target == 0 {
-            return Err(bad("upstream.max_connections_per_target", "must be at least 1"));
+            return Err(bad(
+                "upstream.max_connections_per_target",
+                "must be at least 1",
+            ));
         }
         if self.downstream.max_concurrent_streams == 0 {
-            return Err(bad("downstream.max_concurrent_streams", "must be at least 1"));
+            return Err(bad(
+                "downstream.max_concurrent_streams",
+                "must be at least 1",
+            ));
         }
         for (field, value) in [
-            ("upstream.stream_window_bytes", self.upstream.stream_window_bytes),
+            (
+                "upstream.stream_window_bytes",
+                self.upstream.stream_window_bytes,
+            ),
             (
                 "upstream.connection_window_bytes",
                 self.upstream.connection_window_bytes,

@@ -35,15 +35,21 @@ use crate::upstream::Lease;
 
 /// Serves one downstream call to its end. Never panics on what a peer sends; every failure ends
 /// in a gRPC status or a reset on the stream it concerns.
-pub async fn serve(shard: Rc<Shard>, request: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+pub async fn serve(
+    shard: Rc<Shard>,
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
     let (head, body) = request.into_parts();
-    let lease = match route(&shard, &head).await {
+    let mut lease = match route(&shard, &head).await {
         Ok(lease) => lease,
         Err(error) => return reply_error(&mut respond, &error),
     };
     let end_of_stream = body.is_end_stream();
-    let mut send = lease.send.clone();
-    let (response, up_body) = match send.send_request(Request::from_parts(head, ()), end_of_stream) {
+    let (response, up_body) = match lease
+        .send
+        .send_request(Request::from_parts(head, ()), end_of_stream)
+    {
         Ok(pair) => pair,
         Err(e) => {
             lease.retire();
@@ -59,12 +65,12 @@ pub async fn serve(shard: Rc<Shard>, request: Request<RecvStream>, mut respond: 
 
 /// Steps 1–3: header → route → a leased stream on a connection to one of its targets.
 async fn route(shard: &Shard, head: &http::request::Parts) -> Result<Lease, GatewayError> {
-    let value = head
-        .headers
-        .get(&shard.route_header)
-        .ok_or_else(|| GatewayError::MissingRouteHeader {
-            header: shard.route_header.to_string(),
-        })?;
+    let value =
+        head.headers
+            .get(&shard.route_header)
+            .ok_or_else(|| GatewayError::MissingRouteHeader {
+                header: shard.route_header.to_string(),
+            })?;
     let route = shard.router.resolve(value).await?;
     let pool = shard.upstreams.pick(&route);
     pool.acquire()
@@ -222,9 +228,7 @@ async fn pump(src: &mut RecvStream, dst: &mut SendStream<Bytes>) -> Result<(), P
         // Wait for data, or for the sink's peer to reset: a reset must not wait for data.
         let next = poll_fn(|cx| {
             if let Poll::Ready(reason) = dst.poll_reset(cx) {
-                return Poll::Ready(Err(PumpError::SinkReset(
-                    reason.unwrap_or(Reason::CANCEL),
-                )));
+                return Poll::Ready(Err(PumpError::SinkReset(reason.unwrap_or(Reason::CANCEL))));
             }
             src.poll_data(cx).map(Ok)
         })
@@ -270,9 +274,7 @@ async fn forward(
         dst.reserve_capacity(data.len());
         let granted = poll_fn(|cx| loop {
             if let Poll::Ready(reason) = dst.poll_reset(cx) {
-                return Poll::Ready(Err(PumpError::SinkReset(
-                    reason.unwrap_or(Reason::CANCEL),
-                )));
+                return Poll::Ready(Err(PumpError::SinkReset(reason.unwrap_or(Reason::CANCEL))));
             }
             let available = dst.capacity();
             if available > 0 {
@@ -282,9 +284,7 @@ async fn forward(
                 Poll::Ready(Some(Ok(0))) => continue,
                 Poll::Ready(Some(Ok(n))) => return Poll::Ready(Ok(n)),
                 Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(PumpError::Sink)),
-                Poll::Ready(None) => {
-                    return Poll::Ready(Err(PumpError::SinkReset(Reason::CANCEL)))
-                }
+                Poll::Ready(None) => return Poll::Ready(Err(PumpError::SinkReset(Reason::CANCEL))),
                 Poll::Pending => return Poll::Pending,
             }
         })

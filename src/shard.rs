@@ -58,7 +58,9 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("ringway-shard-{id}"))
         .spawn(move || {
-            let pinned = core.filter(|&c| core_affinity::set_for_current(c)).map(|c| c.id);
+            let pinned = core
+                .filter(|&c| core_affinity::set_for_current(c))
+                .map(|c| c.id);
             let uring = monoio::utils::detect_uring();
             if !uring {
                 // The legacy (epoll) driver needs non-blocking sockets; io_uring does not.

@@ -67,9 +67,7 @@ impl GatewayError {
             | GatewayError::LookupTimeout { .. }
             | GatewayError::DialFailed { .. }
             | GatewayError::UpstreamLost { .. } => Code::Unavailable,
-            GatewayError::RedisError { .. } | GatewayError::MalformedRoute { .. } => {
-                Code::Internal
-            }
+            GatewayError::RedisError { .. } | GatewayError::MalformedRoute { .. } => Code::Internal,
         }
     }
 }

@@ -61,7 +61,10 @@ mod tests {
     #[test]
     fn decodes_pipelined_replies_in_order() {
         let mut buf = BytesMut::from(&b"$9\r\n127.0.0.1\r\n$-1\r\n-ERR wrong\r\n$3\r\nab"[..]);
-        assert_eq!(decode(&mut buf), Ok(Some(Reply::Value(Bytes::from("127.0.0.1")))));
+        assert_eq!(
+            decode(&mut buf),
+            Ok(Some(Reply::Value(Bytes::from("127.0.0.1"))))
+        );
         assert_eq!(decode(&mut buf), Ok(Some(Reply::Nil)));
         assert_eq!(decode(&mut buf), Ok(Some(Reply::Error("ERR wrong".into()))));
         assert_eq!(decode(&mut buf), Ok(None));

@@ -180,7 +180,12 @@ async fn dial(config: &RedisConfig) -> Result<TcpStream, String> {
     let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err(format!("connect timed out after {} ms", timeout.as_millis())),
+        Err(_) => {
+            return Err(format!(
+                "connect timed out after {} ms",
+                timeout.as_millis()
+            ))
+        }
     };
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     Ok(stream)

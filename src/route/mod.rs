@@ -55,11 +55,13 @@ impl Router {
             }
         };
         match reply {
-            Reply::Value(bytes) => Route::parse(bytes).map_err(|bad| GatewayError::MalformedRoute {
-                key: self.key_text(key),
-                value: bad.value,
-                reason: bad.reason,
-            }),
+            Reply::Value(bytes) => {
+                Route::parse(bytes).map_err(|bad| GatewayError::MalformedRoute {
+                    key: self.key_text(key),
+                    value: bad.value,
+                    reason: bad.reason,
+                })
+            }
             Reply::Nil => Err(GatewayError::RouteNotFound {
                 key: self.key_text(key),
             }),
@@ -158,7 +160,10 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.target(0), "127.0.0.1:50051");
         let r = Route::parse(Bytes::from_static(b"a.svc:1, [::1]:2 ,10.0.0.3:3")).unwrap();
-        assert_eq!(r.targets().collect::<Vec<_>>(), ["a.svc:1", "[::1]:2", "10.0.0.3:3"]);
+        assert_eq!(
+            r.targets().collect::<Vec<_>>(),
+            ["a.svc:1", "[::1]:2", "10.0.0.3:3"]
+        );
     }
 
     #[test]

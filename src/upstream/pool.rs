@@ -94,7 +94,11 @@ impl TargetPool {
 
     /// Open connections (for tests and metrics).
     pub fn connections(&self) -> usize {
-        self.conns.borrow().iter().filter(|c| !c.conn.closed.get()).count()
+        self.conns
+            .borrow()
+            .iter()
+            .filter(|c| !c.conn.closed.get())
+            .count()
     }
 
     /// A connection ready to open one more stream; dials when the policy above says so.
