@@ -1,0 +1,446 @@
+//! Calls that ringway routes and forwards: the route chosen by the `jobid`
+//! header and Redis, all four RPC kinds with metadata and trailers both ways,
+//! 4 MiB messages, upstream errors passed through untouched, route changes,
+//! multi-target routes and the routing flags.
+//!
+//! Every test starts its own redis-server, tonic upstreams and ringway
+//! (`--shards 2`), and talks to them over real loopback sockets.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ringway_testkit::futures_util::stream;
+use ringway_testkit::tonic::metadata::{MetadataMap, MetadataValue};
+use ringway_testkit::tonic::{Code, Request};
+use ringway_testkit::{
+    connect, pattern, routed, run, with_jobid, EchoRequest, Failure, Gateway, RedisServer, Upstream,
+};
+
+const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
+const LIMIT: Duration = Duration::from_secs(60);
+/// A little over the 4 MiB the contract promises, so the gRPC frame is too.
+const BIG: usize = 4 * 1024 * 1024 + 1024;
+
+fn upstream_trailer(metadata: &MetadataMap) -> Option<&str> {
+    metadata.get("x-upstream").and_then(|v| v.to_str().ok())
+}
+
+#[test]
+fn two_keys_reach_two_upstreams_over_one_connection() {
+    run(LIMIT, async {
+        let redis = RedisServer::start();
+        let a = Upstream::start("a").await;
+        let b = Upstream::start("b").await;
+        redis.set("job-a", &a.addr().to_string());
+        redis.set("job-b", &b.addr().to_string());
+        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
+        let mut client = connect(gateway.addr()).await;
+
+        for i in 0..10u32 {
+            for (key, name) in [("job-a", "a"), ("job-b", "b")] {
+                let payload = pattern(100, i);
+                let reply = client
+                    .unary(routed(
+                        EchoRequest {
+                            payload: payload.clone(),
+                            ..Default::default()
+                        },
+                        key,
+                    ))
+                    .await
+                    .unwrap_or_else(|s| panic!("call {i} with {key}: {s:?}"));
+                assert_eq!(reply.get_ref().upstream, name, "call {i} with {key}");
+                assert_eq!(reply.get_ref().payload, payload);
+                assert_eq!(upstream_trailer(reply.metadata()), Some(name));
+            }
+        }
+        assert_eq!((a.calls(), b.calls()), (10, 10));
+    });
+}
+
+#[test]
+fn all_four_kinds_carry_metadata_both_ways() {
+    run(LIMIT, async {
+        let redis = RedisServer::start();
+        let up = Upstream::start("up").await;
+        redis.set("job", &up.addr().to_string());
+        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
+        let mut client = connect(gateway.addr()).await;
+        let blob: &[u8] = &[0, 1, 2, 254, 255];
+
+        let decorate = |request: &mut MetadataMap, kind: &str| {
+            request.insert("x-echo-kind", kind.parse().unwrap());
+            request.insert("x-echo-multi", "one".parse().unwrap());
+            request.append("x-echo-multi", "two".parse().unwrap());
+            request.insert_bin("x-echo-blob-bin", MetadataValue::from_bytes(blob));
+        };
+        // What every response must carry, whatever the kind.
+        let check = |kind: &str, headers: &MetadataMap, seen: &HashMap<String, String>| {
+            assert_eq!(
+                headers.get("x-echo-kind").unwrap(),
+                kind,
+                "{kind}: header echoed"
+            );
+            let multi: Vec<_> = headers.get_all("x-echo-multi").iter().collect();
+            assert_eq!(
+                multi,
+                ["one", "two"],
+                "{kind}: repeated header kept in order"
+            );
+            assert_eq!(
+                headers
+                    .get_bin("x-echo-blob-bin")
+                    .unwrap()
+                    .to_bytes()
+                    .unwrap(),
+                blob,
+                "{kind}: binary header intact"
+            );
+            assert_eq!(
+                seen.get("x-echo-kind").map(String::as_str),
+                Some(kind),
+                "{kind}: upstream saw the request metadata {seen:?}"
+            );
+        };
+
+        // Unary: tonic merges the trailers into the response metadata.
+        let mut request = routed(EchoRequest::default(), "job");
+        decorate(request.metadata_mut(), "unary");
+        let reply = client.unary(request).await.expect("unary");
+        check("unary", reply.metadata(), &reply.get_ref().metadata);
+        assert_eq!(upstream_trailer(reply.metadata()), Some("up"));
+
+        // Server streaming.
+        let mut request = routed(
+            EchoRequest {
+                reply_count: 5,
+                payload: b"s".to_vec(),
+                ..Default::default()
+            },
+            "job",
+        );
+        decorate(request.metadata_mut(), "server");
+        let response = client.server_stream(request).await.expect("server stream");
+        let headers = response.metadata().clone();
+        let mut inbound = response.into_inner();
+        let mut replies = Vec::new();
+        while let Some(reply) = inbound.message().await.expect("server stream message") {
+            replies.push(reply);
+        }
+        assert_eq!(replies.len(), 5);
+        assert!(replies
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.seq == i as u32 && r.payload == b"s"));
+        check("server", &headers, &replies[0].metadata);
+        let trailers = inbound
+            .trailers()
+            .await
+            .expect("trailers")
+            .expect("some trailers");
+        assert_eq!(upstream_trailer(&trailers), Some("up"));
+
+        // Client streaming.
+        let outbound = stream::iter((0..7u32).map(|i| EchoRequest {
+            payload: pattern(1000, i),
+            ..Default::default()
+        }));
+        let mut request = with_jobid(Request::new(outbound), "job");
+        decorate(request.metadata_mut(), "client");
+        let reply = client.client_stream(request).await.expect("client stream");
+        check("client", reply.metadata(), &reply.get_ref().metadata);
+        assert_eq!(reply.get_ref().received_messages, 7);
+        assert_eq!(reply.get_ref().received_bytes, 7000);
+        assert_eq!(reply.get_ref().payload, pattern(1000, 6));
+        assert_eq!(upstream_trailer(reply.metadata()), Some("up"));
+
+        // Bidirectional, in lock step: each reply is read before the next request is sent.
+        let (tx, rx) = ringway_testkit::tokio::sync::mpsc::channel::<EchoRequest>(1);
+        let outbound = ringway_testkit::tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut request = with_jobid(Request::new(outbound), "job");
+        decorate(request.metadata_mut(), "bidi");
+        tx.send(EchoRequest {
+            payload: pattern(10, 0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let response = client.bidi_stream(request).await.expect("bidi");
+        let headers = response.metadata().clone();
+        let mut inbound = response.into_inner();
+        let first = inbound
+            .message()
+            .await
+            .expect("bidi reply")
+            .expect("a first reply");
+        check("bidi", &headers, &first.metadata);
+        assert_eq!(first.payload, pattern(10, 0));
+        for i in 1..5u32 {
+            tx.send(EchoRequest {
+                payload: pattern(10, i),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let reply = inbound
+                .message()
+                .await
+                .expect("bidi reply")
+                .expect("a reply");
+            assert_eq!((reply.seq, reply.payload), (i, pattern(10, i)));
+        }
+        drop(tx);
+        assert!(inbound.message().await.expect("bidi end").is_none());
+        let trailers = inbound
+            .trailers()
+            .await
+            .expect("trailers")
+            .expect("some trailers");
+        assert_eq!(upstream_trailer(&trailers), Some("up"));
+        assert_eq!(up.cancelled(), 0, "no call was cut short");
+    });
+}
+
+#[test]
+fn four_mib_messages_cross_both_ways() {
+    run(LIMIT, async {
+        let redis = RedisServer::start();
+        let up = Upstream::start("big").await;
+        redis.set("job", &up.addr().to_string());
+        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
+        let mut client = connect(gateway.addr()).await;
+
+        let payload = pattern(BIG, 1);
+        let reply = client
+            .unary(routed(
+                EchoRequest {
+                    payload: payload.clone(),
+                    ..Default::default()
+                },
+                "job",
+            ))
+            .await
+            .expect("a 4 MiB unary call");
+        assert!(
+            reply.get_ref().payload == payload,
+            "unary payload came back intact"
+        );
+
+        let outbound = stream::iter((0..3u32).map(|i| EchoRequest {
+            payload: pattern(BIG, 10 + i),
+            ..Default::default()
+        }));
+        let mut inbound = client
+            .bidi_stream(routed(outbound, "job"))
+            .await
+            .expect("a 4 MiB bidi call")
+            .into_inner();
+        for i in 0..3u32 {
+            let reply = inbound
+                .message()
+                .await
+                .expect("bidi reply")
+                .expect("a reply");
+            assert_eq!(reply.seq, i);
+            assert!(
+                reply.payload == pattern(BIG, 10 + i),
+                "bidi payload {i} came back intact"
+            );
+        }
+        assert!(inbound.message().await.expect("bidi end").is_none());
+    });
+}
+
+#[test]
+fn upstream_errors_pass_through_unchanged() {
+    run(LIMIT, async {
+        let redis = RedisServer::start();
+        let up = Upstream::start("err").await;
+        redis.set("job", &up.addr().to_string());
+        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
+        let mut client = connect(gateway.addr()).await;
+        let message = "denied: ünïcode, 100% sure\tand a tab";
+
+        // Unary: a trailers-only response from the upstream.
+        let status = client
+            .unary(routed(
+                EchoRequest {
+                    fail: Some(Failure {
+                        code: Code::PermissionDenied as i32,
+                        message: message.into(),
+                        trailer_key: "x-reason".into(),
+                        trailer_value: "quota".into(),
+                    }),
+                    ..Default::default()
+                },
+                "job",
+            ))
+            .await
+            .expect_err("the upstream fails this call");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert_eq!(status.message(), message);
+        assert_eq!(status.metadata().get("x-reason").unwrap(), "quota");
+        assert_eq!(upstream_trailer(status.metadata()), Some("err"));
+
+        // Server streaming: replies, then the error in the trailers, with a binary trailer.
+        let mut inbound = client
+            .server_stream(routed(
+                EchoRequest {
+                    reply_count: 2,
+                    fail: Some(Failure {
+                        code: Code::ResourceExhausted as i32,
+                        message: "out of tokens".into(),
+                        trailer_key: "x-detail-bin".into(),
+                        trailer_value: "\u{1}\u{2}binary".into(),
+                    }),
+                    ..Default::default()
+                },
+                "job",
+            ))
+            .await
+            .expect("the stream starts")
+            .into_inner();
+        assert_eq!(inbound.message().await.unwrap().unwrap().seq, 0);
+        assert_eq!(inbound.message().await.unwrap().unwrap().seq, 1);
+        let status = inbound
+            .message()
+            .await
+            .expect_err("the stream ends in an error");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert_eq!(status.message(), "out of tokens");
+        assert_eq!(
+            status
+                .metadata()
+                .get_bin("x-detail-bin")
+                .unwrap()
+                .to_bytes()
+                .unwrap(),
+            "\u{1}\u{2}binary".as_bytes()
+        );
+        assert_eq!(upstream_trailer(status.metadata()), Some("err"));
+
+        // Bidi: the second request asks for the failure.
+        let outbound = stream::iter([
+            EchoRequest::default(),
+            EchoRequest {
+                fail: Some(Failure {
+                    code: Code::Aborted as i32,
+                    message: "conflict".into(),
+                    trailer_key: "x-retry".into(),
+                    trailer_value: "later".into(),
+                }),
+                ..Default::default()
+            },
+        ]);
+        let mut inbound = client
+            .bidi_stream(routed(outbound, "job"))
+            .await
+            .expect("bidi starts")
+            .into_inner();
+        assert!(inbound.message().await.unwrap().is_some());
+        let status = inbound.message().await.expect_err("bidi ends in an error");
+        assert_eq!(status.code(), Code::Aborted, "{status:?}");
+        assert_eq!(status.message(), "conflict");
+        assert_eq!(status.metadata().get("x-retry").unwrap(), "later");
+
+        // The connection is still good afterwards.
+        let reply = client.unary(routed(EchoRequest::default(), "job")).await;
+        assert_eq!(
+            reply.expect("a call after the errors").get_ref().upstream,
+            "err"
+        );
+    });
+}
+
+#[test]
+fn a_route_change_is_seen_by_the_next_call() {
+    run(LIMIT, async {
+        let redis = RedisServer::start();
+        let a = Upstream::start("a").await;
+        let b = Upstream::start("b").await;
+        redis.set("job", &a.addr().to_string());
+        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
+        let mut client = connect(gateway.addr()).await;
+
+        let call = |mut client: ringway_testkit::EchoClient<_>| async move {
+            let reply = client.unary(routed(EchoRequest::default(), "job")).await;
+            reply.expect("a routed call").into_inner().upstream
+        };
+        assert_eq!(call(client.clone()).await, "a");
+        assert_eq!(call(client.clone()).await, "a");
+        redis.set("job", &b.addr().to_string());
+        assert_eq!(call(client.clone()).await, "b", "the call right after SET");
+        redis.set("job", &a.addr().to_string());
+        assert_eq!(call(client.clone()).await, "a", "and back");
+        client = connect(gateway.addr()).await;
+        assert_eq!(call(client).await, "a", "on a new connection too");
+    });
+}
+
+#[test]
+fn a_multi_target_route_spreads_calls() {
+    run(LIMIT, async {
+        let redis = RedisServer::start();
+        let a = Upstream::start("a").await;
+        let b = Upstream::start("b").await;
+        redis.set("job", &format!("{},{}", a.addr(), b.addr()));
+        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
+        let mut client = connect(gateway.addr()).await;
+
+        let mut served: HashMap<String, usize> = HashMap::new();
+        for i in 0..200 {
+            let reply = client
+                .unary(routed(EchoRequest::default(), "job"))
+                .await
+                .unwrap_or_else(|s| panic!("call {i}: {s:?}"));
+            *served.entry(reply.into_inner().upstream).or_default() += 1;
+        }
+        let (to_a, to_b) = (
+            served.get("a").copied().unwrap_or(0),
+            served.get("b").copied().unwrap_or(0),
+        );
+        assert_eq!(to_a + to_b, 200, "{served:?}");
+        assert!(to_a > 0 && to_b > 0, "both targets get calls: {served:?}");
+        assert_eq!((a.calls(), b.calls()), (to_a, to_b));
+    });
+}
+
+#[test]
+fn route_header_and_prefix_flags_are_used() {
+    run(LIMIT, async {
+        let redis = RedisServer::start();
+        let up = Upstream::start("tenant").await;
+        redis.set("routes:t-1", &up.addr().to_string());
+        let gateway = Gateway::start(
+            RINGWAY,
+            redis.addr(),
+            &[
+                "--shards",
+                "2",
+                "--route-header",
+                "x-tenant",
+                "--route-prefix",
+                "routes:",
+            ],
+        );
+        let mut client = connect(gateway.addr()).await;
+
+        let mut request = Request::new(EchoRequest::default());
+        request
+            .metadata_mut()
+            .insert("x-tenant", "t-1".parse().unwrap());
+        let reply = client.unary(request).await.expect("routed by x-tenant");
+        assert_eq!(reply.get_ref().upstream, "tenant");
+
+        // `jobid` means nothing now: the header ringway wants is missing.
+        let status = client
+            .unary(routed(EchoRequest::default(), "t-1"))
+            .await
+            .expect_err("jobid is not the routing header");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("x-tenant"),
+            "names the header: {status:?}"
+        );
+    });
+}

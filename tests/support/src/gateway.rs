@@ -1,0 +1,205 @@
+//! The `ringway` binary as a child process: it owns the process, finds the
+//! address it listens on from its stderr (the contract's `listening on <addr>`
+//! line), forwards the rest of stderr to the test's output, and stops it.
+
+use std::fmt::Display;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long ringway has to print `listening on`.
+const READY_WITHIN: Duration = Duration::from_secs(20);
+/// How long [`Gateway::stop`] waits after SIGTERM.
+const STOP_WITHIN: Duration = Duration::from_secs(10);
+/// The marker the contract promises on stderr, followed by the address.
+const LISTENING: &str = "listening on ";
+
+/// A running `ringway`. Killed when dropped.
+#[derive(Debug)]
+pub struct Gateway {
+    /// `None` once stopped.
+    child: Option<Child>,
+    pid: u32,
+    /// Where clients connect: the address ringway printed.
+    addr: SocketAddr,
+    /// Everything ringway wrote to stderr so far.
+    log: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    /// Starts `bin --listen 127.0.0.1:0 --redis <redis_addr> <extra_args>` and
+    /// waits until it prints `listening on <addr>`. Panics, with all it
+    /// printed, if it exits first or stays silent for 20 s.
+    pub fn start(bin: &str, redis_addr: impl Display, extra_args: &[&str]) -> Gateway {
+        let redis_addr = redis_addr.to_string();
+        let mut command = Command::new(bin);
+        command
+            .args(["--listen", "127.0.0.1:0", "--redis", &redis_addr])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {bin}: {e}"));
+        let pid = child.id();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(String::new()));
+
+        let (found, address) = mpsc::channel::<String>();
+        let reader_log = log.clone();
+        std::thread::Builder::new()
+            .name(format!("ringway-{pid}-stderr"))
+            .spawn(move || {
+                let mut found = Some(found);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[ringway {pid}] {line}");
+                    {
+                        let mut log = reader_log.lock().unwrap();
+                        log.push_str(&line);
+                        log.push('\n');
+                    }
+                    if let Some(addr) = listening_addr(&line) {
+                        if let Some(found) = found.take() {
+                            let _ = found.send(addr.to_owned());
+                        }
+                    }
+                }
+                // Dropping `found` here tells a waiting start() that ringway
+                // closed stderr (exited) without saying where it listens.
+            })
+            .expect("spawn the stderr reader");
+
+        let started = Instant::now();
+        let printed = address.recv_timeout(READY_WITHIN);
+        let fail = |child: &mut Child, why: String| -> ! {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            // Let the reader finish copying what was printed.
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "ringway ({bin} --listen 127.0.0.1:0 --redis {redis_addr} {}) {why} \
+                 after {:?}; exit status {status:?}; it printed:\n{}",
+                extra_args.join(" "),
+                started.elapsed(),
+                log.lock().unwrap()
+            )
+        };
+        let printed = match printed {
+            Ok(printed) => printed,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                fail(&mut child, format!("did not print `{LISTENING}<addr>`"))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                fail(&mut child, "exited before it was listening".into())
+            }
+        };
+        let addr = match printed.parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(e) => fail(
+                &mut child,
+                format!("printed a bad address {printed:?} ({e})"),
+            ),
+        };
+        Gateway {
+            child: Some(child),
+            pid,
+            addr,
+            log,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Everything ringway printed to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// `Some(status)` if the process has exited (and was reaped here).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        child.try_wait().ok().flatten()
+    }
+
+    /// Sends SIGTERM and waits for the exit. Panics if ringway is still
+    /// running after 10 s (the contract says SIGTERM stops it); it is then killed.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("gateway already stopped");
+        if let Some(status) = child.try_wait().expect("wait for ringway") {
+            return status;
+        }
+        signal(self.pid, "TERM");
+        let deadline = Instant::now() + STOP_WITHIN;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for ringway") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "ringway (pid {}) ignored SIGTERM for {STOP_WITHIN:?}",
+                    self.pid
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The address in a `... listening on <addr> ...` line, if it is one.
+fn listening_addr(line: &str) -> Option<&str> {
+    let start = line.find(LISTENING)? + LISTENING.len();
+    let addr = line[start..].split_whitespace().next()?;
+    Some(addr)
+}
+
+/// Sends `SIG<name>` to `pid` with kill(1): the testkit stays free of `unsafe`.
+/// A failure (the process just exited) shows in the wait that follows.
+fn signal(pid: u32, name: &str) {
+    match Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        other => eprintln!("kill -{name} {pid}: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_addr;
+
+    #[test]
+    fn finds_the_address() {
+        assert_eq!(
+            listening_addr("ringway: listening on 127.0.0.1:41234 (2 shards)"),
+            Some("127.0.0.1:41234")
+        );
+        assert_eq!(
+            listening_addr("ringway: listening on 127.0.0.1:1"),
+            Some("127.0.0.1:1")
+        );
+        assert_eq!(listening_addr("ringway: starting"), None);
+    }
+}

@@ -1,0 +1,178 @@
+//! A real `redis-server` child process for one test: it owns the process and
+//! its port (random in 20000..32000, below Linux's ephemeral range so it
+//! cannot collide with an outgoing connection's port), and the few commands
+//! tests need to write routes. The wire format is [`crate::resp`]'s.
+//!
+//! Persistence is off (`--save "" --appendonly no`), so a restarted server
+//! starts empty: tests write their routes again after [`RedisServer::start_again`].
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::resp::{self, Reply};
+
+/// The binary to run; `REDIS_SERVER` overrides it.
+const DEFAULT_BINARY: &str = "redis-server";
+/// Ports tried: below the ephemeral range (32768..) and above common services.
+const PORTS: std::ops::Range<u16> = 20000..32000;
+/// How many ports [`RedisServer::start`] tries before giving up.
+const ATTEMPTS: usize = 20;
+/// How long a started server has to answer.
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// A running (or stopped) `redis-server`. Killed when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// Fixed at the first start; [`RedisServer::start_again`] reuses it.
+    addr: SocketAddr,
+    /// `None` while stopped.
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port and waits until it answers.
+    /// Panics if no port works after a few tries.
+    pub fn start() -> RedisServer {
+        let mut last_error = String::new();
+        for _ in 0..ATTEMPTS {
+            let port = random_port();
+            // A port someone holds now is skipped without starting a process.
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            match spawn(addr) {
+                Ok(child) => {
+                    return RedisServer {
+                        addr,
+                        child: Some(child),
+                    }
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("could not start redis-server after {ATTEMPTS} ports; last error: {last_error}");
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `SET key value`; panics if Redis does not answer OK.
+    pub fn set(&self, key: &str, value: &str) {
+        let reply = self.command(&[b"SET", key.as_bytes(), value.as_bytes()]);
+        assert_eq!(reply, Reply::Status("OK".into()), "SET {key} {value}");
+    }
+
+    /// `GET key`.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self.command(&[b"GET", key.as_bytes()]) {
+            Reply::Bulk(value) => value,
+            other => panic!("GET {key}: unexpected reply {other:?}"),
+        }
+    }
+
+    /// `DEL key`.
+    pub fn del(&self, key: &str) {
+        match self.command(&[b"DEL", key.as_bytes()]) {
+            Reply::Integer(_) => {}
+            other => panic!("DEL {key}: unexpected reply {other:?}"),
+        }
+    }
+
+    /// Sends any command; panics if Redis cannot be reached.
+    pub fn command(&self, args: &[&[u8]]) -> Reply {
+        resp::command(self.addr, args).unwrap_or_else(|e| panic!("redis at {}: {e}", self.addr))
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the server (SIGKILL) and waits for it: its port then refuses connections.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a fresh, empty server on the same port after [`RedisServer::stop`].
+    pub fn start_again(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            match spawn(self.addr) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!(
+                        "redis-server on {} did not restart ({e}); retrying",
+                        self.addr
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("redis-server on {} did not restart: {e}", self.addr),
+            }
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port from [`PORTS`], different on each call and in each process.
+fn random_port() -> u16 {
+    // RandomState is seeded randomly per process and per instance.
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let span = u64::from(PORTS.end - PORTS.start);
+    PORTS.start + (hasher.finish() % span) as u16
+}
+
+/// Spawns `redis-server` on `addr` and waits until it answers; kills it
+/// and returns why if it exits or stays silent.
+fn spawn(addr: SocketAddr) -> Result<Child, String> {
+    let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| DEFAULT_BINARY.to_owned());
+    let mut child = Command::new(&binary)
+        .args(["--port", &addr.port().to_string()])
+        .args(["--bind", &addr.ip().to_string()])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .args(["--loglevel", "warning"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("spawning {binary}: {e}"))?;
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("{binary} on {addr} exited: {status}"));
+        }
+        // Asking for the process id, not just PING, makes sure the server
+        // answering is ours and not another test's that won a race for the port.
+        if let Ok(Reply::Bulk(Some(info))) = resp::command(addr, &[b"INFO", b"server"]) {
+            let ours = format!("process_id:{}\r\n", child.id());
+            if String::from_utf8_lossy(&info).contains(&ours) {
+                return Ok(child);
+            }
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{binary} on {addr} did not answer within {READY_WITHIN:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,212 @@
+//! One upstream: a tonic server running [`EchoService`] on `127.0.0.1`, with
+//! its lifecycle (start on port 0, stop, restart on the same port) and the
+//! counts tests assert on. It owns the listener and the accepted sockets; what
+//! a call does is [`crate::echo`]'s.
+//!
+//! Connections are counted where they are accepted, by wrapping the listener's
+//! stream, so the count is what the gateway really opened, not what it claims.
+
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::client::MAX_MESSAGE_SIZE;
+use crate::echo::pb::echo_server::EchoServer;
+use crate::echo::{CallCounters, EchoService};
+use crate::stamp::StampLayer;
+
+/// How long [`Upstream::restart`] retries binding its old port.
+const REBIND_FOR: Duration = Duration::from_secs(10);
+/// How long [`Upstream::stop`] waits for the server task to end before aborting it.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A running (or stopped) gRPC upstream. Stopped when dropped.
+pub struct Upstream {
+    /// Put in every reply and in the `x-upstream` trailer.
+    name: String,
+    /// Fixed at the first start; restarts bind it again.
+    addr: SocketAddr,
+    /// Shared with the service; survives restarts.
+    counters: Arc<CallCounters>,
+    /// TCP connections accepted over the upstream's whole life.
+    connections: Arc<AtomicUsize>,
+    /// `None` while stopped.
+    running: Option<Running>,
+}
+
+/// What exists only while the server runs.
+struct Running {
+    /// Fires the tonic server's shutdown: it stops accepting and closes the listener.
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    /// A duplicate of every accepted socket, so [`Upstream::stop`] can cut
+    /// connections the gateway keeps open (tonic's graceful shutdown would
+    /// otherwise wait for them).
+    sockets: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+/// Shuts down (both ways) every accepted socket, ending its HTTP/2 connection.
+fn cut_connections(sockets: &Mutex<Vec<std::net::TcpStream>>) {
+    for socket in sockets.lock().unwrap().drain(..) {
+        let _ = socket.shutdown(Shutdown::Both);
+    }
+}
+
+impl Upstream {
+    /// Starts an upstream named `name` on `127.0.0.1:0`, on the current tokio runtime.
+    pub async fn start(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an upstream on 127.0.0.1:0");
+        let addr = listener.local_addr().expect("upstream local address");
+        let mut upstream = Upstream {
+            name: name.to_owned(),
+            addr,
+            counters: Arc::default(),
+            connections: Arc::default(),
+            running: None,
+        };
+        upstream.serve(listener);
+        upstream
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// TCP connections accepted since the first start.
+    pub fn connections_accepted(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Calls whose handler started since the first start.
+    pub fn calls(&self) -> usize {
+        self.counters.started.load(Ordering::SeqCst)
+    }
+
+    /// Calls whose handler saw the client cancel (was dropped or found its
+    /// peer gone before finishing its reply).
+    pub fn cancelled(&self) -> usize {
+        self.counters.cancelled.load(Ordering::SeqCst)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Stops accepting, closes the listening socket and cuts every open
+    /// connection, so new dials are refused and pooled connections die.
+    pub async fn stop(&mut self) {
+        let Some(Running {
+            shutdown,
+            mut task,
+            sockets,
+        }) = self.running.take()
+        else {
+            return;
+        };
+        let _ = shutdown.send(());
+        let deadline = Instant::now() + STOP_GRACE;
+        loop {
+            // Cut again each round: a connection accepted just before the
+            // shutdown signal was seen would otherwise keep the server waiting.
+            cut_connections(&sockets);
+            match tokio::time::timeout(Duration::from_millis(50), &mut task).await {
+                Ok(_) => break,
+                Err(_) if Instant::now() >= deadline => {
+                    task.abort();
+                    break;
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Starts again on the same address, after [`Upstream::stop`]. The counts carry on.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let deadline = Instant::now() + REBIND_FOR;
+        let listener = loop {
+            // tokio sets SO_REUSEADDR, so TIME_WAIT leftovers do not block this.
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!(
+                        "upstream {}: rebinding {}: {e}; retrying",
+                        self.name, self.addr
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("upstream {}: cannot rebind {}: {e}", self.name, self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let sockets: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let connections = self.connections.clone();
+        let registry = sockets.clone();
+        let incoming = TcpListenerStream::new(listener).map(move |accepted| {
+            let stream = accepted?;
+            connections.fetch_add(1, Ordering::SeqCst);
+            let stream = stream.into_std()?;
+            stream.set_nodelay(true)?;
+            registry.lock().unwrap().push(stream.try_clone()?);
+            TcpStream::from_std(stream)
+        });
+
+        let service = EchoServer::new(EchoService::new(&self.name, self.counters.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let router = Server::builder()
+            .layer(StampLayer::new(&self.name))
+            .add_service(service);
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let name = self.name.clone();
+        let task = tokio::spawn(async move {
+            let stopped = async {
+                let _ = signal.await;
+            };
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped).await {
+                eprintln!("upstream {name}: server ended: {e}");
+            }
+        });
+        self.running = Some(Running {
+            shutdown,
+            task,
+            sockets,
+        });
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            cut_connections(&running.sockets);
+            running.task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .field("running", &self.running.is_some())
+            .finish()
+    }
+}
