@@ -22,10 +22,33 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Number of shards (threads, each pinned to one core). 0 means one per available core.
     pub shards: usize,
+    /// Admin address (metrics, health, drain), served by its own thread, never by a shard.
+    /// Default `127.0.0.1:9901`: loopback only, below the ephemeral range. Empty disables it.
+    pub admin: String,
     pub route: RouteConfig,
     pub redis: RedisConfig,
     pub upstream: UpstreamConfig,
     pub downstream: DownstreamConfig,
+    pub access_log: AccessLogConfig,
+}
+
+/// The optional access log: one JSON line per call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// Where lines go: empty = off (the default), `-` = stdout, else a file opened for append.
+    pub path: String,
+    /// Fraction of calls logged, in (0, 1]. Default 1.0 (every call). 0.01 logs one in 100.
+    pub sample: f64,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig {
+            path: String::new(),
+            sample: 1.0,
+        }
+    }
 }
 
 /// How a call's target is found.
@@ -91,6 +114,16 @@ pub struct DownstreamConfig {
     /// `listen(2)` backlog of each shard's socket. Default 1024 (the kernel caps it at
     /// `net.core.somaxconn`).
     pub listen_backlog: i32,
+    /// Most client connections open at once, per process (each shard gets an equal share).
+    /// Past it, new connections are closed at once and counted as refused. Default 10000.
+    pub max_connections: usize,
+    /// File descriptors kept back from client connections for Redis, upstreams, the admin port
+    /// and logs, per process. The effective cap is
+    /// `min(max_connections, RLIMIT_NOFILE - fd_reserve)`. Default 256.
+    pub fd_reserve: usize,
+    /// On SIGTERM/SIGINT or `POST /drain`: how long calls in flight may take to finish after
+    /// the GOAWAY before the process exits anyway. Default 30000 ms.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -98,10 +131,12 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
             shards: 0,
+            admin: "127.0.0.1:9901".into(),
             route: RouteConfig::default(),
             redis: RedisConfig::default(),
             upstream: UpstreamConfig::default(),
             downstream: DownstreamConfig::default(),
+            access_log: AccessLogConfig::default(),
         }
     }
 }
@@ -146,6 +181,9 @@ impl Default for DownstreamConfig {
             connection_window_bytes: 8 << 20,
             max_header_list_bytes: 16 << 10,
             listen_backlog: 1024,
+            max_connections: 10_000,
+            fd_reserve: 256,
+            drain_timeout_ms: 30_000,
         }
     }
 }
@@ -297,6 +335,18 @@ impl Config {
                 ));
             }
         }
+        if !self.admin.is_empty() && self.admin.parse::<SocketAddr>().is_err() {
+            return Err(bad(
+                "admin",
+                format!("`{}` is not ip:port (or empty to disable)", self.admin),
+            ));
+        }
+        if self.downstream.max_connections == 0 {
+            return Err(bad("downstream.max_connections", "must be at least 1"));
+        }
+        if !(self.access_log.sample > 0.0 && self.access_log.sample <= 1.0) {
+            return Err(bad("access_log.sample", "must be in (0, 1]"));
+        }
         if self.downstream.listen_backlog < 1 {
             return Err(bad("downstream.listen_backlog", "must be at least 1"));
         }
@@ -310,6 +360,11 @@ impl Config {
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
+    }
+
+    /// The admin address, or `None` when disabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.parse().ok()
     }
 
     pub fn lookup_timeout(&self) -> Duration {

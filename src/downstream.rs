@@ -38,6 +38,13 @@ pub fn server_builder(config: &DownstreamConfig) -> h2::server::Builder {
 
 /// Runs one client connection until it closes.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let metrics = shard.metrics.clone();
+    metrics.downstream_open.inc();
+    run(&shard, stream).await;
+    metrics.downstream_open.dec();
+}
+
+async fn run(shard: &Rc<Shard>, stream: TcpStream) {
     if stream.set_nodelay(true).is_err() {
         return;
     }
@@ -50,12 +57,25 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         // Not HTTP/2, or too slow: nothing to answer on.
         _ => return,
     };
-    while let Some(next) = connection.accept().await {
+    let mut drain = shard.drain.subscribe();
+    let mut going_away = false;
+    loop {
+        let next = monoio::select! {
+            next = connection.accept() => next,
+            _ = &mut drain, if !going_away => {
+                // Two-phase GOAWAY: h2 first announces the maximum stream id, then after a
+                // PING round trip the last one it accepted, so no stream in flight is lost.
+                connection.graceful_shutdown();
+                shard.metrics.downstream_goaways_sent.inc();
+                going_away = true;
+                continue;
+            }
+        };
         match next {
-            Ok((request, respond)) => {
+            Some(Ok((request, respond))) => {
                 monoio::spawn(proxy::serve(shard.clone(), request, respond));
             }
-            Err(_) => break,
+            Some(Err(_)) | None => break,
         }
     }
     // Keep driving the connection until its remaining streams are done.

@@ -12,6 +12,12 @@
 //! - [`redis`]: the shard's pipelined RESP connection.
 //! - [`upstream`]: per-target HTTP/2 connection pools and the choice between targets.
 //! - [`status`]: gateway errors and their gRPC statuses, in one place.
+//! - [`metrics`]: per-shard counters (single writer, no contention) and the Prometheus text.
+//! - [`admin`]: the admin port on its own thread: `/metrics`, `/healthz`, `/readyz`,
+//!   `/config`, `POST /drain`.
+//! - [`access_log`]: optional JSON lines, buffered per shard, written by their own thread.
+//! - [`shutdown`]: the drain (signals, admin) and how shards learn of it.
+//! - [`procfs`]: descriptors, limits and TCP states read from `/proc`.
 //! - [`backoff`], [`rng`]: small helpers.
 //!
 //! # The path of one call
@@ -28,15 +34,21 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
+pub mod admin;
 pub mod backoff;
 pub mod config;
+pub mod doctor;
 pub mod downstream;
+pub mod metrics;
 pub mod net;
+pub mod procfs;
 pub mod proxy;
 pub mod redis;
 pub mod rng;
 pub mod route;
 pub mod shard;
+pub mod shutdown;
 pub mod status;
 pub mod upstream;
 
@@ -44,35 +56,53 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use config::Config;
+use metrics::ShardMetrics;
+use shutdown::Drain;
 
-/// A running gateway: where it listens and its shard threads.
+/// A running gateway: where it listens, its shard threads and their metrics.
 pub struct Gateway {
     pub local_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
     pub shards: Vec<JoinHandle<()>>,
+    pub metrics: Vec<Arc<ShardMetrics>>,
 }
 
-/// Binds the listeners, starts every shard and waits until each one accepts. Errors (a port in
-/// use, a runtime that cannot start) are returned before anything serves.
-pub fn start(config: Config) -> io::Result<Gateway> {
+/// Binds the listeners, starts every shard and waits until each one accepts, then starts the
+/// admin port. Errors (a port in use, a runtime that cannot start) are returned before
+/// anything serves. `drain` is how the caller (signals, admin) asks the shards to drain.
+pub fn start(config: Config, drain: Arc<Drain>) -> io::Result<Gateway> {
     let count = config.shard_count();
+    let connection_cap = connection_cap(&config);
     let (local_addr, listeners) =
         net::bind_shard_listeners(config.listen, count, config.downstream.listen_backlog)?;
     if let Some(warning) = net::listen_port_warning(config.listen.port()) {
         eprintln!("ringway: warning: {warning}");
     }
+    let access_log = access_log::start(&config.access_log)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let config = Arc::new(config);
+    let context = shard::ShardContext {
+        config: config.clone(),
+        drain: drain.clone(),
+        access_log: access_log.clone(),
+        connection_cap: connection_cap.div_ceil(count),
+    };
     let (started_tx, started_rx) = crossbeam_channel::unbounded();
     let mut shards = Vec::with_capacity(count);
+    let mut metrics = Vec::with_capacity(count);
     for (id, listener) in listeners.into_iter().enumerate() {
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
+        let shard_metrics = Arc::new(ShardMetrics::default());
+        metrics.push(shard_metrics.clone());
         shards.push(shard::spawn(
             id,
             core,
             listener,
-            config.clone(),
+            context.clone(),
+            shard_metrics,
             started_tx.clone(),
         )?);
     }
@@ -88,5 +118,54 @@ pub fn start(config: Config) -> io::Result<Gateway> {
             started.id, started.driver
         );
     }
-    Ok(Gateway { local_addr, shards })
+    let admin_addr = match config.admin_addr() {
+        Some(addr) => {
+            let state = Arc::new(admin::AdminState {
+                config: config.clone(),
+                shards: metrics.clone(),
+                drain,
+                started: Instant::now(),
+                service_port: local_addr.port(),
+                access_log_dropped: access_log.map(|sink| sink.dropped),
+            });
+            Some(admin::start(addr, state)?)
+        }
+        None => None,
+    };
+    Ok(Gateway {
+        local_addr,
+        admin_addr,
+        shards,
+        metrics,
+    })
+}
+
+/// Raises the descriptor limit as far as allowed and returns the client connection cap:
+/// `max_connections`, or fewer when the descriptors left after `fd_reserve` cannot hold it.
+fn connection_cap(config: &Config) -> usize {
+    let wanted = config.downstream.max_connections;
+    let reserve = config.downstream.fd_reserve;
+    let limit = match procfs::raise_nofile_limit() {
+        Ok((before, after)) => {
+            if after > before {
+                eprintln!(
+                    "ringway: raised the descriptor limit (RLIMIT_NOFILE) from {before} to {after}"
+                );
+            }
+            after
+        }
+        Err(e) => {
+            eprintln!("ringway: warning: cannot read or raise RLIMIT_NOFILE: {e}");
+            return wanted;
+        }
+    };
+    let room = (limit as usize).saturating_sub(reserve);
+    if room < wanted {
+        eprintln!(
+            "ringway: warning: descriptor limit {limit} leaves room for {room} client connections \
+             (fd_reserve {reserve}), below downstream.max_connections {wanted}; capping at {room}. \
+             Raise it with `ulimit -n` or systemd LimitNOFILE= (see tuning/README.md)"
+        );
+    }
+    room.min(wanted).max(1)
 }

@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
 use ringway::config::Config;
+use ringway::shutdown::{self, Drain};
 
 /// A thread-per-core gRPC gateway: each call is routed by a request header whose value is
 /// looked up in Redis (GET <prefix><value> → host:port[,host:port...]).
@@ -45,6 +48,15 @@ struct Cli {
     #[arg(long, value_name = "MS")]
     lookup_timeout_ms: Option<u64>,
 
+    /// Admin address (/metrics /healthz /readyz /config, POST /drain); "" disables it
+    /// [default: 127.0.0.1:9901]
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+
+    /// Access log: "-" for stdout, or a file (JSON lines, one per call) [default: off]
+    #[arg(long, value_name = "PATH")]
+    access_log: Option<String>,
+
     /// Upstream dial timeout in milliseconds [default: 1000]
     #[arg(long, value_name = "MS")]
     dial_timeout_ms: Option<u64>,
@@ -84,21 +96,31 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let gateway = match ringway::start(config) {
+    let drain = Arc::new(Drain::default());
+    if let Err(e) = shutdown::watch_signals(drain.clone()) {
+        eprintln!("ringway: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    let gateway = match ringway::start(config, drain) {
         Ok(gateway) => gateway,
         Err(e) => {
             eprintln!("ringway: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(admin) = gateway.admin_addr {
+        eprintln!("ringway: admin on http://{admin}/ (metrics, healthz, readyz, config, drain)");
+    }
     eprintln!(
         "ringway: listening on {} ({} shards)",
         gateway.local_addr,
         gateway.shards.len()
     );
+    // Shards return once a drain has finished.
     for shard in gateway.shards {
         let _ = shard.join();
     }
+    eprintln!("ringway: drained, exiting");
     ExitCode::SUCCESS
 }
 
@@ -128,6 +150,12 @@ fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
     }
     if let Some(ms) = cli.lookup_timeout_ms {
         config.redis.lookup_timeout_ms = ms;
+    }
+    if let Some(admin) = &cli.admin {
+        config.admin = admin.clone();
+    }
+    if let Some(path) = &cli.access_log {
+        config.access_log.path = path.clone();
     }
     if let Some(ms) = cli.dial_timeout_ms {
         config.upstream.dial_timeout_ms = ms;

@@ -17,34 +17,119 @@
 //! at most one window of each stream. A reset on either side is passed to the other with its
 //! reason (a client's CANCEL reaches the target as RST_STREAM(CANCEL)).
 
+use std::cell::Cell;
 use std::future::poll_fn;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::{select, Either};
 use h2::client::ResponseFuture;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use http::{Request, Response};
+use http::{HeaderMap, HeaderName, Request, Response};
 
+use crate::access_log::Entry;
+use crate::metrics::Outcome;
 use crate::shard::Shard;
 use crate::status::{status_trailers, trailers_only, Code, GatewayError};
 use crate::upstream::Lease;
 
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// What a call did, filled in as it goes and recorded once at its end.
+struct CallStats {
+    outcome: Cell<Outcome>,
+    /// The gRPC status the client got, when the response carried one.
+    status: Cell<Option<u8>>,
+    bytes_in: Cell<u64>,
+    bytes_out: Cell<u64>,
+    /// When the request went upstream.
+    routed_at: Cell<Option<Instant>>,
+}
+
+impl CallStats {
+    fn new() -> CallStats {
+        CallStats {
+            outcome: Cell::new(Outcome::Routed),
+            status: Cell::new(None),
+            bytes_in: Cell::new(0),
+            bytes_out: Cell::new(0),
+            routed_at: Cell::new(None),
+        }
+    }
+
+    fn failed(&self, error: &GatewayError) {
+        self.outcome.set(match error {
+            GatewayError::MissingRouteHeader { .. } => Outcome::NoHeader,
+            GatewayError::RouteNotFound { .. } => Outcome::NotFound,
+            GatewayError::RedisUnavailable { .. }
+            | GatewayError::LookupTimeout { .. }
+            | GatewayError::RedisError { .. } => Outcome::RedisError,
+            GatewayError::MalformedRoute { .. } => Outcome::Malformed,
+            GatewayError::DialFailed { .. } => Outcome::DialError,
+            GatewayError::UpstreamLost { .. } => Outcome::UpstreamReset,
+        });
+        self.status.set(Some(error.code() as u8));
+    }
+
+    /// Notes the `grpc-status` of headers or trailers going to the client.
+    fn saw_status(&self, headers: &HeaderMap) {
+        if let Some(code) = headers
+            .get(&GRPC_STATUS)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .and_then(|v| v.parse::<u8>().ok())
+        {
+            self.status.set(Some(code));
+        }
+    }
+}
+
+/// Direction of a pump, for byte accounting.
+#[derive(Clone, Copy)]
+enum Direction {
+    Request,
+    Response,
+}
+
 /// Serves one downstream call to its end. Never panics on what a peer sends; every failure ends
 /// in a gRPC status or a reset on the stream it concerns.
-pub async fn serve(
-    shard: Rc<Shard>,
+pub async fn serve(shard: Rc<Shard>, request: Request<RecvStream>, respond: SendResponse<Bytes>) {
+    let started = Instant::now();
+    shard.metrics.calls_in_flight.inc();
+    let stats = CallStats::new();
+    // What the access log needs is kept only for calls it will log: refcount clones, no copy.
+    let logged = shard
+        .access_log
+        .as_ref()
+        .filter(|log| log.sample())
+        .map(|_| {
+            let key = request.headers().get(&shard.route_header).cloned();
+            (request.uri().path().to_string(), key)
+        });
+    let target = forward(&shard, request, respond, &stats).await;
+    record(&shard, &stats, started, target.as_deref(), logged);
+}
+
+/// Routes and relays; returns the target the call went to, if it got that far.
+async fn forward(
+    shard: &Shard,
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-) {
+    stats: &CallStats,
+) -> Option<Rc<str>> {
     let (head, body) = request.into_parts();
-    let mut lease = match route(&shard, &head).await {
+    let mut lease = match route(shard, &head).await {
         Ok(lease) => lease,
-        Err(error) => return reply_error(&mut respond, &error),
+        Err(error) => {
+            stats.failed(&error);
+            reply_error(&mut respond, &error);
+            return None;
+        }
     };
+    let target = lease.authority_rc();
     let end_of_stream = body.is_end_stream();
     let (response, up_body) = match lease
         .send
@@ -57,10 +142,67 @@ pub async fn serve(
                 target: lease.authority().to_string(),
                 reason: e.to_string(),
             };
-            return reply_error(&mut respond, &error);
+            stats.failed(&error);
+            reply_error(&mut respond, &error);
+            return Some(target);
         }
     };
-    relay(body, up_body, response, respond, &lease, end_of_stream).await;
+    stats.routed_at.set(Some(Instant::now()));
+    relay(
+        body,
+        up_body,
+        response,
+        respond,
+        &lease,
+        end_of_stream,
+        stats,
+    )
+    .await;
+    Some(target)
+}
+
+/// Counts the call, records its latency and writes its access-log line.
+fn record(
+    shard: &Shard,
+    stats: &CallStats,
+    started: Instant,
+    target: Option<&str>,
+    logged: Option<(String, Option<http::HeaderValue>)>,
+) {
+    let m = &shard.metrics;
+    m.calls_in_flight.dec();
+    let outcome = stats.outcome.get();
+    m.outcome(outcome).inc();
+    if let Some(code) = stats.status.get() {
+        if let Some(counter) = m.calls_by_status.get(code as usize) {
+            counter.inc();
+        }
+    }
+    m.request_bytes.add(stats.bytes_in.get());
+    m.response_bytes.add(stats.bytes_out.get());
+    let now = Instant::now();
+    let total_us = now.duration_since(started).as_micros() as u64;
+    {
+        let mut latency = shard.latency.borrow_mut();
+        latency.total.saturating_record(total_us.max(1));
+        if let Some(routed_at) = stats.routed_at.get() {
+            let overhead = routed_at.duration_since(started).as_micros() as u64;
+            latency.overhead.saturating_record(overhead.max(1));
+        }
+    }
+    if let (Some(log), Some((method, key))) = (&shard.access_log, logged) {
+        log.record(&Entry {
+            shard: shard.id,
+            method: &method,
+            key: key.as_ref().map_or(&[][..], |k| k.as_bytes()),
+            target: target.unwrap_or(""),
+            status: stats.status.get(),
+            outcome: outcome.label(),
+            duration_us: total_us,
+            bytes_in: stats.bytes_in.get(),
+            bytes_out: stats.bytes_out.get(),
+        });
+    }
 }
 
 /// Steps 1–3: header → route → a leased stream on a connection to one of its targets.
@@ -71,7 +213,15 @@ async fn route(shard: &Shard, head: &http::request::Parts) -> Result<Lease, Gate
             .ok_or_else(|| GatewayError::MissingRouteHeader {
                 header: shard.route_header.to_string(),
             })?;
-    let route = shard.router.resolve(value).await?;
+    let asked = Instant::now();
+    let route = shard.router.resolve(value).await;
+    let lookup_us = asked.elapsed().as_micros() as u64;
+    shard
+        .latency
+        .borrow_mut()
+        .lookup
+        .saturating_record(lookup_us.max(1));
+    let route = route?;
     let pool = shard.upstreams.pick(&route);
     pool.acquire()
         .await
@@ -109,22 +259,24 @@ async fn relay(
     mut respond: SendResponse<Bytes>,
     lease: &Lease,
     request_complete: bool,
+    stats: &CallStats,
 ) {
     let reset_upstream = {
         let request_side = pin!(async {
             if request_complete {
                 return RequestEnd::Done;
             }
-            match pump(&mut down_body, &mut up_send).await {
+            match pump(&mut down_body, &mut up_send, stats, Direction::Request).await {
                 Ok(()) => RequestEnd::Done,
                 Err(PumpError::Source(e)) => {
                     up_send.send_reset(e.reason().unwrap_or(Reason::CANCEL));
+                    stats.outcome.set(Outcome::ClientCancel);
                     RequestEnd::ClientGone
                 }
                 Err(PumpError::SinkReset(_) | PumpError::Sink) => RequestEnd::TargetReset,
             }
         });
-        let response_side = pin!(relay_response(response, &mut respond, lease));
+        let response_side = pin!(relay_response(response, &mut respond, lease, stats));
         match select(request_side, response_side).await {
             Either::Left((RequestEnd::ClientGone, _)) => None,
             Either::Left((RequestEnd::Done | RequestEnd::TargetReset, response_side)) => {
@@ -138,6 +290,7 @@ async fn relay(
         }
     };
     if let Some(reason) = reset_upstream {
+        stats.outcome.set(Outcome::ClientCancel);
         up_send.send_reset(reason);
     }
 }
@@ -147,6 +300,7 @@ async fn relay_response(
     response: ResponseFuture,
     respond: &mut SendResponse<Bytes>,
     lease: &Lease,
+    stats: &CallStats,
 ) -> ResponseEnd {
     let head = {
         let client_reset = poll_fn(|cx| respond.poll_reset(cx));
@@ -162,7 +316,10 @@ async fn relay_response(
         Err(e) => {
             match e.reason() {
                 // The target reset the stream (e.g. CANCEL, or REFUSED_STREAM): pass it on.
-                Some(reason) if e.is_reset() => respond.send_reset(reason),
+                Some(reason) if e.is_reset() => {
+                    stats.outcome.set(Outcome::UpstreamReset);
+                    respond.send_reset(reason);
+                }
                 // The connection failed or went away before answering.
                 _ => {
                     lease.retire();
@@ -170,6 +327,7 @@ async fn relay_response(
                         target: lease.authority().to_string(),
                         reason: e.to_string(),
                     };
+                    stats.failed(&error);
                     reply_error(respond, &error);
                 }
             }
@@ -178,6 +336,9 @@ async fn relay_response(
     };
     let (parts, mut up_body) = head.into_parts();
     let trailers_only = up_body.is_end_stream();
+    if trailers_only {
+        stats.saw_status(&parts.headers);
+    }
     let mut down_send = match respond.send_response(Response::from_parts(parts, ()), trailers_only)
     {
         Ok(stream) => stream,
@@ -187,9 +348,10 @@ async fn relay_response(
     if trailers_only {
         return ResponseEnd::Done;
     }
-    match pump(&mut up_body, &mut down_send).await {
+    match pump(&mut up_body, &mut down_send, stats, Direction::Response).await {
         Ok(()) => ResponseEnd::Done,
         Err(PumpError::Source(e)) => {
+            stats.outcome.set(Outcome::UpstreamReset);
             match e.reason() {
                 Some(reason) if e.is_reset() => down_send.send_reset(reason),
                 // Not a reset: the connection broke mid-response. End the call with a status
@@ -201,6 +363,7 @@ async fn relay_response(
                         reason: e.to_string(),
                     }
                     .to_string();
+                    stats.status.set(Some(Code::Unavailable as u8));
                     let _ = down_send.send_trailers(status_trailers(Code::Unavailable, &message));
                 }
             }
@@ -223,7 +386,16 @@ enum PumpError {
 
 /// Copies one direction's DATA frames and trailers from `src` to `dst`, releasing each byte's
 /// flow-control capacity to `src`'s sender only after `dst`'s window accepted it.
-async fn pump(src: &mut RecvStream, dst: &mut SendStream<Bytes>) -> Result<(), PumpError> {
+async fn pump(
+    src: &mut RecvStream,
+    dst: &mut SendStream<Bytes>,
+    stats: &CallStats,
+    direction: Direction,
+) -> Result<(), PumpError> {
+    let bytes = match direction {
+        Direction::Request => &stats.bytes_in,
+        Direction::Response => &stats.bytes_out,
+    };
     loop {
         // Wait for data, or for the sink's peer to reset: a reset must not wait for data.
         let next = poll_fn(|cx| {
@@ -236,7 +408,8 @@ async fn pump(src: &mut RecvStream, dst: &mut SendStream<Bytes>) -> Result<(), P
         match next {
             Some(Ok(data)) => {
                 let end = src.is_end_stream();
-                forward(src, dst, data, end).await?;
+                bytes.set(bytes.get() + data.len() as u64);
+                forward_chunk(src, dst, data, end).await?;
                 if end {
                     return Ok(());
                 }
@@ -247,7 +420,12 @@ async fn pump(src: &mut RecvStream, dst: &mut SendStream<Bytes>) -> Result<(), P
                     .await
                     .map_err(PumpError::Source)?;
                 let sent = match trailers {
-                    Some(trailers) => dst.send_trailers(trailers),
+                    Some(trailers) => {
+                        if let Direction::Response = direction {
+                            stats.saw_status(&trailers);
+                        }
+                        dst.send_trailers(trailers)
+                    }
                     None => dst.send_data(Bytes::new(), true),
                 };
                 return sent.map_err(|_| PumpError::Sink);
@@ -257,7 +435,7 @@ async fn pump(src: &mut RecvStream, dst: &mut SendStream<Bytes>) -> Result<(), P
 }
 
 /// Sends one chunk as the sink's window allows, in pieces if it must.
-async fn forward(
+async fn forward_chunk(
     src: &mut RecvStream,
     dst: &mut SendStream<Bytes>,
     mut data: Bytes,

@@ -2,24 +2,38 @@
 //! Redis connection and its own upstream pools.
 //!
 //! Nothing a call touches is shared with another shard: the [`Shard`] lives in an `Rc` on its
-//! thread, and its counters are `Cell`s. The only things that cross threads are the shard's
-//! startup report (which I/O driver it got) and the read-only [`Config`].
+//! thread. What crosses threads is for control only: the read-only [`Config`], the startup
+//! report, the drain flag (read by the shard's control task, not per call), and the shard's
+//! [`ShardMetrics`], which only this shard writes (see [`metrics`](crate::metrics)).
+//!
+//! # Lifecycle
+//!
+//! Start: pin, build the runtime, adopt the listener, start the Redis connection, report
+//! `Started`. Serve: accept until the drain starts. Drain: close the listener (new connections
+//! are refused), tell every client connection to GOAWAY ([`LocalBroadcast`]), wait until they
+//! have all closed or `drain_timeout_ms` has passed, then return — which ends the runtime and
+//! with it anything still open.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::TcpListener;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use http::HeaderName;
 use monoio::{FusionDriver, RuntimeBuilder};
 
+use crate::access_log::{self, ShardLog};
 use crate::config::Config;
 use crate::downstream;
+use crate::metrics::{Latency, ShardMetrics, PUBLISH_INTERVAL};
 use crate::redis::RedisClient;
 use crate::rng::Rng;
 use crate::route::Router;
+use crate::shutdown::{Drain, LocalBroadcast, POLL_INTERVAL};
 use crate::upstream::Upstreams;
 
 /// io_uring submission queue entries per shard. Each queued operation takes one; 1024 covers a
@@ -35,6 +49,26 @@ pub struct Shard {
     pub upstreams: Upstreams,
     /// Settings for client connections.
     pub h2_server: h2::server::Builder,
+    pub config: Arc<Config>,
+    /// This shard's counters; written here only, read by the admin thread.
+    pub metrics: Arc<ShardMetrics>,
+    /// Latency recorded by calls, published to `metrics.latency` every second.
+    pub latency: RefCell<Latency>,
+    pub access_log: Option<ShardLog>,
+    /// Fires once when the drain starts.
+    pub drain: LocalBroadcast,
+    /// Most client connections this shard keeps open (its share of the process cap).
+    pub connection_cap: usize,
+}
+
+/// What a shard needs from the process besides its listener.
+#[derive(Clone)]
+pub struct ShardContext {
+    pub config: Arc<Config>,
+    pub drain: Arc<Drain>,
+    pub access_log: Option<access_log::Sink>,
+    /// This shard's share of the client connection cap.
+    pub connection_cap: usize,
 }
 
 /// What a shard reports once it is accepting.
@@ -52,7 +86,8 @@ pub fn spawn(
     id: usize,
     core: Option<core_affinity::CoreId>,
     listener: TcpListener,
-    config: Arc<Config>,
+    context: ShardContext,
+    metrics: Arc<ShardMetrics>,
     started: Sender<io::Result<Started>>,
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -85,14 +120,15 @@ pub fn spawn(
             } else {
                 "epoll (legacy driver; io_uring unavailable)"
             };
-            runtime.block_on(run(id, listener, config, started, driver, pinned));
+            runtime.block_on(run(id, listener, context, metrics, started, driver, pinned));
         })
 }
 
 async fn run(
     id: usize,
     listener: TcpListener,
-    config: Arc<Config>,
+    context: ShardContext,
+    metrics: Arc<ShardMetrics>,
     started: Sender<io::Result<Started>>,
     driver: &'static str,
     core: Option<usize>,
@@ -104,35 +140,107 @@ async fn run(
             return;
         }
     };
+    let config = context.config;
     let rng = Rc::new(Rng::new(id as u64));
-    let redis = RedisClient::start(&config.redis, rng.clone());
+    let redis = RedisClient::start(&config.redis, rng.clone(), metrics.clone());
     let shard = Rc::new(Shard {
         id,
         // Validated with the config.
         route_header: HeaderName::from_bytes(config.route.header.as_bytes())
             .expect("route.header was validated"),
-        router: Router::new(&config, redis),
-        upstreams: Upstreams::new(&config.upstream, rng),
+        router: Router::new(&config, redis, metrics.clone()),
+        upstreams: Upstreams::new(&config.upstream, rng, metrics.clone()),
         h2_server: downstream::server_builder(&config.downstream),
+        access_log: context
+            .access_log
+            .map(|sink| ShardLog::new(sink, &config.access_log)),
+        config: config.clone(),
+        metrics,
+        latency: RefCell::new(Latency::default()),
+        drain: LocalBroadcast::default(),
+        connection_cap: context.connection_cap,
     });
+    monoio::spawn(control(shard.clone(), context.drain));
     let _ = started.send(Ok(Started { id, driver, core }));
 
+    accept_until_drain(&shard, listener).await;
+
+    // Draining: the listener is closed; wait for client connections to finish.
+    let deadline = Instant::now() + Duration::from_millis(config.downstream.drain_timeout_ms);
+    while shard.metrics.downstream_open.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(POLL_INTERVAL).await;
+    }
+    let left = shard.metrics.downstream_open.get();
+    if left > 0 {
+        eprintln!("ringway: shard {id}: drain timeout, closing {left} connections");
+    }
+    shard.publish();
+}
+
+/// Accepts client connections until the drain starts; then drops the listener.
+async fn accept_until_drain(shard: &Rc<Shard>, listener: monoio::net::TcpListener) {
+    let mut drain = shard.drain.subscribe();
     // Accept errors such as EMFILE are transient: log the first of a streak, back off briefly
     // so the loop does not spin, and keep serving.
     let mut failing = false;
     loop {
-        match listener.accept().await {
+        let accepted = monoio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut drain => return,
+        };
+        match accepted {
             Ok((stream, _peer)) => {
                 failing = false;
+                let m = &shard.metrics;
+                if m.downstream_open.get() as usize >= shard.connection_cap {
+                    // Over the cap: close at once, before any HTTP/2, and count it.
+                    m.downstream_refused.inc();
+                    drop(stream);
+                    continue;
+                }
+                m.downstream_accepted.inc();
                 monoio::spawn(downstream::serve(shard.clone(), stream));
             }
             Err(e) => {
                 if !failing {
-                    eprintln!("ringway: shard {id}: accept failed: {e}");
+                    eprintln!("ringway: shard {}: accept failed: {e}", shard.id);
                 }
                 failing = true;
-                monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+                monoio::time::sleep(Duration::from_millis(10)).await;
             }
+        }
+    }
+}
+
+/// The shard's housekeeping, off the call path: notices the drain, publishes latency
+/// histograms, flushes the access log.
+async fn control(shard: Rc<Shard>, drain: Arc<Drain>) {
+    let publish_every = (PUBLISH_INTERVAL.as_millis() / POLL_INTERVAL.as_millis()).max(1) as u64;
+    let mut tick: u64 = 0;
+    loop {
+        monoio::time::sleep(POLL_INTERVAL).await;
+        tick += 1;
+        if drain.is_draining() && !shard.drain.has_fired() {
+            shard.drain.fire();
+        }
+        if let Some(log) = &shard.access_log {
+            log.flush();
+        }
+        if tick % publish_every == 0 {
+            shard.publish();
+        }
+    }
+}
+
+impl Shard {
+    /// Copies the shard-local latency histograms to the shared slot the admin thread reads.
+    pub fn publish(&self) {
+        if let Some(log) = &self.access_log {
+            log.flush();
+        }
+        let local = self.latency.borrow();
+        if let Ok(mut shared) = self.metrics.latency.lock() {
+            shared.clone_from(&local);
         }
     }
 }

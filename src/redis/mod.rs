@@ -40,8 +40,11 @@ use monoio::net::TcpStream;
 
 pub use codec::Reply;
 
+use std::sync::Arc;
+
 use crate::backoff::Backoff;
 use crate::config::RedisConfig;
+use crate::metrics::ShardMetrics;
 use crate::rng::Rng;
 
 /// Why a lookup got no reply. The message is for the client's `grpc-message`.
@@ -52,6 +55,7 @@ pub struct Unavailable(pub String);
 #[derive(Clone)]
 pub struct RedisClient {
     shared: Rc<RefCell<Shared>>,
+    metrics: Arc<ShardMetrics>,
 }
 
 /// State shared between the handles and the connection task. Single-threaded: a `RefCell`
@@ -72,14 +76,12 @@ struct Shared {
     /// Commands queued and replies received on the current connection (for stall detection).
     sent: u64,
     received: u64,
-    /// Largest number of commands one write carried (the pipeline depth).
-    max_batch: usize,
 }
 
 impl RedisClient {
     /// Starts the connection task on the current monoio runtime and returns its handle. The
     /// task lives as long as the runtime; it redials forever.
-    pub fn start(config: &RedisConfig, rng: Rc<Rng>) -> RedisClient {
+    pub fn start(config: &RedisConfig, rng: Rc<Rng>, metrics: Arc<ShardMetrics>) -> RedisClient {
         let shared = Rc::new(RefCell::new(Shared {
             outbox: Vec::with_capacity(4096),
             queued: 0,
@@ -89,10 +91,14 @@ impl RedisClient {
             writer: None,
             sent: 0,
             received: 0,
-            max_batch: 0,
         }));
-        monoio::spawn(maintain(shared.clone(), config.clone(), rng));
-        RedisClient { shared }
+        monoio::spawn(maintain(
+            shared.clone(),
+            config.clone(),
+            rng,
+            metrics.clone(),
+        ));
+        RedisClient { shared, metrics }
     }
 
     /// Sends `GET <prefix><key>` and waits for its reply (no timeout here: the caller sets it).
@@ -107,6 +113,7 @@ impl RedisClient {
             shared.waiting.push_back(tx);
             shared.sent += 1;
             shared.queued += 1;
+            self.metrics.redis_lookups.inc();
             if let Some(writer) = shared.writer.take() {
                 writer.wake();
             }
@@ -121,15 +128,15 @@ impl RedisClient {
     pub fn is_connected(&self) -> bool {
         self.shared.borrow().connected
     }
-
-    /// The most commands one write has carried so far.
-    pub fn max_pipeline_depth(&self) -> usize {
-        self.shared.borrow().max_batch
-    }
 }
 
 /// Dials, serves, and redials with backoff, forever.
-async fn maintain(shared: Rc<RefCell<Shared>>, config: RedisConfig, rng: Rc<Rng>) {
+async fn maintain(
+    shared: Rc<RefCell<Shared>>,
+    config: RedisConfig,
+    rng: Rc<Rng>,
+    metrics: Arc<ShardMetrics>,
+) {
     let mut backoff = Backoff::new(
         Duration::from_millis(config.reconnect_backoff_initial_ms),
         Duration::from_millis(config.reconnect_backoff_max_ms),
@@ -151,7 +158,11 @@ async fn maintain(shared: Rc<RefCell<Shared>>, config: RedisConfig, rng: Rc<Rng>
                     s.sent = 0;
                     s.received = 0;
                 }
-                let reason = serve(stream, &shared, stall_period).await;
+                metrics.redis_connects.inc();
+                metrics.redis_connected.set(1);
+                let reason = serve(stream, &shared, stall_period, &metrics).await;
+                metrics.redis_connected.set(0);
+                metrics.redis_disconnects.inc();
                 eprintln!("ringway: redis {} connection lost: {reason}", config.addr);
                 fail_all(&shared, reason);
             }
@@ -203,7 +214,12 @@ fn fail_all(shared: &Rc<RefCell<Shared>>, reason: String) {
 }
 
 /// Runs one connection until it fails; returns why.
-async fn serve(stream: TcpStream, shared: &Rc<RefCell<Shared>>, stall_period: Duration) -> String {
+async fn serve(
+    stream: TcpStream,
+    shared: &Rc<RefCell<Shared>>,
+    stall_period: Duration,
+    metrics: &ShardMetrics,
+) -> String {
     let (mut reader, mut writer) = stream.into_split();
 
     let write_loop = async {
@@ -216,7 +232,9 @@ async fn serve(stream: TcpStream, shared: &Rc<RefCell<Shared>>, stall_period: Du
                     s.writer = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
-                s.max_batch = s.max_batch.max(s.queued);
+                metrics.redis_writes.inc();
+                metrics.redis_commands.add(s.queued as u64);
+                metrics.redis_max_pipeline_depth.max(s.queued as i64);
                 s.queued = 0;
                 Poll::Ready(std::mem::replace(&mut s.outbox, std::mem::take(&mut spare)))
             })

@@ -10,7 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderValue;
 
+use std::sync::Arc;
+
 use crate::config::{split_host_port, Config};
+use crate::metrics::ShardMetrics;
 use crate::redis::{RedisClient, Reply};
 use crate::status::{printable, GatewayError};
 
@@ -20,15 +23,17 @@ pub const MAX_TARGETS: usize = 64;
 /// The shard's router.
 pub struct Router {
     redis: RedisClient,
+    metrics: Arc<ShardMetrics>,
     prefix: Bytes,
     lookup_timeout: Duration,
     redis_addr: String,
 }
 
 impl Router {
-    pub fn new(config: &Config, redis: RedisClient) -> Router {
+    pub fn new(config: &Config, redis: RedisClient, metrics: Arc<ShardMetrics>) -> Router {
         Router {
             redis,
+            metrics,
             prefix: Bytes::from(config.route.key_prefix.clone().into_bytes()),
             lookup_timeout: config.lookup_timeout(),
             redis_addr: config.redis.addr.clone(),
@@ -42,16 +47,18 @@ impl Router {
         let reply = match monoio::time::timeout(self.lookup_timeout, lookup).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(unavailable)) => {
+                self.metrics.redis_errors.inc();
                 return Err(GatewayError::RedisUnavailable {
                     addr: self.redis_addr.clone(),
                     reason: unavailable.0,
-                })
+                });
             }
             Err(_) => {
+                self.metrics.redis_timeouts.inc();
                 return Err(GatewayError::LookupTimeout {
                     key: self.key_text(key),
                     timeout_ms: self.lookup_timeout.as_millis() as u64,
-                })
+                });
             }
         };
         match reply {
@@ -65,9 +72,12 @@ impl Router {
             Reply::Nil => Err(GatewayError::RouteNotFound {
                 key: self.key_text(key),
             }),
-            Reply::Error(message) => Err(GatewayError::RedisError {
-                key: self.key_text(key),
-                message,
+            Reply::Error(message) => Err({
+                self.metrics.redis_errors.inc();
+                GatewayError::RedisError {
+                    key: self.key_text(key),
+                    message,
+                }
             }),
         }
     }

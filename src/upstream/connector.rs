@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use monoio::io::IntoPollIo;
 use monoio::net::TcpStream;
 
 use crate::config::{split_host_port, UpstreamConfig};
+use crate::metrics::ShardMetrics;
 
 /// What every dial on a shard needs, built once from the config.
 #[derive(Debug, Clone)]
@@ -38,13 +40,20 @@ impl DialSettings {
 pub struct Connection {
     /// Opens streams; cloned per call (h2 shares the connection state behind it).
     pub send: SendRequest<Bytes>,
-    /// Set by the driver task when the connection has ended, for whatever reason.
+    /// Set by the driver task when the connection has ended, for whatever reason, and by the
+    /// pool when it retires the connection.
     pub closed: Rc<Cell<bool>>,
+    /// Set when ringway decided to close the connection (for the closed-by metric).
+    pub closing_locally: Rc<Cell<bool>>,
 }
 
 /// Connects to `authority` (`host:port`) and completes the HTTP/2 handshake within the dial
 /// timeout. The error is a short reason for the client's message.
-pub async fn dial(authority: &str, settings: &DialSettings) -> Result<Connection, String> {
+pub async fn dial(
+    authority: &str,
+    settings: &DialSettings,
+    metrics: &Arc<ShardMetrics>,
+) -> Result<Connection, String> {
     let addr = resolve(authority)?;
     let connect = async {
         let stream = TcpStream::connect_addr(addr)
@@ -68,19 +77,37 @@ pub async fn dial(authority: &str, settings: &DialSettings) -> Result<Connection
         }
     };
     let closed = Rc::new(Cell::new(false));
-    let flag = closed.clone();
+    let closing_locally = Rc::new(Cell::new(false));
+    let (flag, local) = (closed.clone(), closing_locally.clone());
     let target = authority.to_string();
+    let metrics = metrics.clone();
+    metrics.upstream_connections_opened.inc();
+    metrics.upstream_connections_open.inc();
     monoio::spawn(async move {
         // Drives all I/O of the connection; ends when the peer closes it, it fails, or every
         // handle is dropped and no stream is left.
-        if let Err(e) = connection.await {
+        let result = connection.await;
+        if let Err(e) = &result {
+            if e.is_go_away() && e.is_remote() {
+                metrics.upstream_goaways_received.inc();
+            }
             if !e.is_go_away() || e.reason() != Some(h2::Reason::NO_ERROR) {
                 eprintln!("ringway: upstream connection to {target} ended: {e}");
             }
         }
         flag.set(true);
+        metrics.upstream_connections_open.dec();
+        if local.get() {
+            metrics.upstream_connections_closed_local.inc();
+        } else {
+            metrics.upstream_connections_closed_remote.inc();
+        }
     });
-    Ok(Connection { send, closed })
+    Ok(Connection {
+        send,
+        closed,
+        closing_locally,
+    })
 }
 
 /// `host:port` to a socket address. IP literals cost nothing; a hostname is resolved by the

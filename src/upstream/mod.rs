@@ -10,11 +10,13 @@ mod pool;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub use connector::DialSettings;
 pub use pool::{Lease, TargetPool};
 
 use crate::config::UpstreamConfig;
+use crate::metrics::ShardMetrics;
 use crate::rng::Rng;
 use crate::route::Route;
 
@@ -24,15 +26,17 @@ pub struct Upstreams {
     settings: Rc<DialSettings>,
     max_connections: usize,
     rng: Rc<Rng>,
+    metrics: Arc<ShardMetrics>,
 }
 
 impl Upstreams {
-    pub fn new(config: &UpstreamConfig, rng: Rc<Rng>) -> Upstreams {
+    pub fn new(config: &UpstreamConfig, rng: Rc<Rng>, metrics: Arc<ShardMetrics>) -> Upstreams {
         Upstreams {
             pools: RefCell::new(HashMap::new()),
             settings: Rc::new(DialSettings::new(config)),
             max_connections: config.max_connections_per_target,
             rng,
+            metrics,
         }
     }
 
@@ -63,6 +67,7 @@ impl Upstreams {
             authority,
             self.max_connections,
             self.settings.clone(),
+            self.metrics.clone(),
         ));
         self.pools
             .borrow_mut()

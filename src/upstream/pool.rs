@@ -13,12 +13,14 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
 use local_sync::oneshot;
 
 use super::connector::{dial, Connection, DialSettings};
+use crate::metrics::ShardMetrics;
 
 /// One target's pool on one shard.
 pub struct TargetPool {
@@ -31,6 +33,7 @@ pub struct TargetPool {
     dialing: RefCell<Option<Vec<oneshot::Sender<Result<(), String>>>>>,
     max_connections: usize,
     settings: Rc<DialSettings>,
+    metrics: Arc<ShardMetrics>,
 }
 
 /// A pooled connection and the streams it carries.
@@ -58,6 +61,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.conn.streams.set(self.conn.streams.get() - 1);
         self.pool.in_flight.set(self.pool.in_flight.get() - 1);
+        self.pool.metrics.upstream_streams_in_flight.dec();
     }
 }
 
@@ -66,14 +70,24 @@ impl Lease {
         &self.pool.authority
     }
 
-    /// Marks the connection unusable, e.g. after it refused a new stream.
+    pub fn authority_rc(&self) -> Rc<str> {
+        self.pool.authority.clone()
+    }
+
+    /// Marks the connection unusable, e.g. after it failed a new stream. The target caused
+    /// it, so the close counts as the peer's.
     pub fn retire(&self) {
         self.conn.conn.closed.set(true);
     }
 }
 
 impl TargetPool {
-    pub fn new(authority: &str, max_connections: usize, settings: Rc<DialSettings>) -> Self {
+    pub fn new(
+        authority: &str,
+        max_connections: usize,
+        settings: Rc<DialSettings>,
+        metrics: Arc<ShardMetrics>,
+    ) -> Self {
         TargetPool {
             authority: authority.into(),
             conns: RefCell::new(Vec::new()),
@@ -81,6 +95,7 @@ impl TargetPool {
             dialing: RefCell::new(None),
             max_connections,
             settings,
+            metrics,
         }
     }
 
@@ -136,6 +151,7 @@ impl TargetPool {
     fn lease(self: &Rc<Self>, conn: Rc<Pooled>, send: SendRequest<Bytes>) -> Lease {
         conn.streams.set(conn.streams.get() + 1);
         self.in_flight.set(self.in_flight.get() + 1);
+        self.metrics.upstream_streams_in_flight.inc();
         Lease {
             pool: self.clone(),
             conn,
@@ -156,7 +172,7 @@ impl TargetPool {
         if start {
             let pool = self.clone();
             monoio::spawn(async move {
-                let result = dial(&pool.authority, &pool.settings).await;
+                let result = dial(&pool.authority, &pool.settings, &pool.metrics).await;
                 let outcome = match result {
                     Ok(conn) => {
                         pool.conns.borrow_mut().push(Rc::new(Pooled {
@@ -165,7 +181,10 @@ impl TargetPool {
                         }));
                         Ok(())
                     }
-                    Err(reason) => Err(reason),
+                    Err(reason) => {
+                        pool.metrics.upstream_dial_failures.inc();
+                        Err(reason)
+                    }
                 };
                 for waiter in pool.dialing.borrow_mut().take().unwrap_or_default() {
                     let _ = waiter.send(outcome.clone());

@@ -27,6 +27,8 @@ pub struct Gateway {
     addr: SocketAddr,
     /// Everything ringway wrote to stderr so far.
     log: Arc<Mutex<String>>,
+    /// The admin port ringway printed (`admin on http://<addr>/`), if it has one.
+    admin: Option<SocketAddr>,
 }
 
 impl Gateway {
@@ -36,8 +38,12 @@ impl Gateway {
     pub fn start(bin: &str, redis_addr: impl Display, extra_args: &[&str]) -> Gateway {
         let redis_addr = redis_addr.to_string();
         let mut command = Command::new(bin);
+        command.args(["--listen", "127.0.0.1:0", "--redis", &redis_addr]);
+        // Gateways run side by side in tests: give each its own admin port.
+        if !extra_args.contains(&"--admin") {
+            command.args(["--admin", "127.0.0.1:0"]);
+        }
         command
-            .args(["--listen", "127.0.0.1:0", "--redis", &redis_addr])
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
@@ -105,12 +111,30 @@ impl Gateway {
                 format!("printed a bad address {printed:?} ({e})"),
             ),
         };
+        // The admin line comes before `listening on`.
+        let admin = admin_addr(&log.lock().unwrap());
         Gateway {
             child: Some(child),
             pid,
             addr,
             log,
+            admin,
         }
+    }
+
+    /// The admin port's address. Panics if ringway runs without one.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("ringway printed no admin address")
+    }
+
+    /// `GET path` on the admin port: (HTTP status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        crate::admin::request(self.admin_addr(), "GET", path)
+    }
+
+    /// `POST path` on the admin port: (HTTP status, body).
+    pub fn admin_post(&self, path: &str) -> (u16, String) {
+        crate::admin::request(self.admin_addr(), "POST", path)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -165,6 +189,15 @@ impl Drop for Gateway {
             let _ = child.wait();
         }
     }
+}
+
+/// The address in the first `admin on http://<addr>/` line of `log`.
+fn admin_addr(log: &str) -> Option<SocketAddr> {
+    const ADMIN: &str = "admin on http://";
+    log.lines().find_map(|line| {
+        let start = line.find(ADMIN)? + ADMIN.len();
+        line[start..].split('/').next()?.parse().ok()
+    })
 }
 
 /// The address in a `... listening on <addr> ...` line, if it is one.

@@ -40,6 +40,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod client;
 pub mod echo;
 pub mod gateway;

@@ -1,0 +1,187 @@
+//! The admin port: metrics, health, readiness, drain and the effective configuration.
+//!
+//! Served by its own thread with blocking std sockets, never by a shard, so a shard that is
+//! stuck or saturated cannot take the admin port down with it (seed 004: service and
+//! management ports apart). Requests are tiny and rare, so it serves one connection at a time
+//! with short socket timeouts; every response closes its connection.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /metrics` | Prometheus text format: per-shard counters, merged histograms, process gauges |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 when every shard has Redis and nothing drains, else 503 and why |
+//! | `POST /drain` | 202; starts a graceful drain, as SIGTERM does |
+//! | `GET /config` | the effective configuration, TOML |
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::metrics::{self, ProcessGauges, ShardMetrics};
+use crate::procfs;
+use crate::shutdown::Drain;
+
+/// A request that has not arrived whole by then is dropped.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest request head read.
+const MAX_REQUEST: usize = 8 << 10;
+
+/// What the admin thread reads. Everything here is either immutable or written by one shard.
+pub struct AdminState {
+    pub config: Arc<Config>,
+    pub shards: Vec<Arc<ShardMetrics>>,
+    pub drain: Arc<Drain>,
+    pub started: Instant,
+    /// The service port, for counting the process's TIME_WAIT sockets.
+    pub service_port: u16,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: Option<Arc<AtomicU64>>,
+}
+
+/// Binds the admin address and serves it on a new thread. Returns the bound address.
+pub fn start(addr: SocketAddr, state: Arc<AdminState>) -> io::Result<SocketAddr> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(64)?;
+    let listener: TcpListener = socket.into();
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("ringway-admin".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        let _ = serve(stream, &state);
+                    }
+                    // EMFILE and friends: do not spin.
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })?;
+    Ok(bound)
+}
+
+fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_REQUEST {
+            return respond(&mut stream, 431, "text/plain", "request too large\n");
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    match (method, path) {
+        ("GET", "/metrics") => respond(
+            &mut stream,
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            &render_metrics(state),
+        ),
+        ("GET", "/healthz") => respond(&mut stream, 200, "text/plain", "ok\n"),
+        ("GET", "/readyz") => match not_ready(state) {
+            None => respond(&mut stream, 200, "text/plain", "ready\n"),
+            Some(why) => respond(
+                &mut stream,
+                503,
+                "text/plain",
+                &format!("not ready: {why}\n"),
+            ),
+        },
+        ("POST", "/drain") => {
+            if state.drain.start() {
+                eprintln!("ringway: drain requested on the admin port");
+            }
+            respond(&mut stream, 202, "text/plain", "draining\n")
+        }
+        ("GET", "/config") => respond(&mut stream, 200, "text/plain", &state.config.to_toml()),
+        (_, "/metrics" | "/healthz" | "/readyz" | "/drain" | "/config") => {
+            respond(&mut stream, 405, "text/plain", "method not allowed\n")
+        }
+        _ => respond(
+            &mut stream,
+            404,
+            "text/plain",
+            "not found; try /metrics /healthz /readyz /config, POST /drain\n",
+        ),
+    }
+}
+
+/// `None` when ready, else the reason.
+fn not_ready(state: &AdminState) -> Option<String> {
+    if state.drain.is_draining() {
+        return Some("draining".into());
+    }
+    let without: Vec<String> = state
+        .shards
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.redis_connected.get() != 1)
+        .map(|(i, _)| i.to_string())
+        .collect();
+    (!without.is_empty()).then(|| format!("no Redis connection on shard(s) {}", without.join(",")))
+}
+
+fn render_metrics(state: &AdminState) -> String {
+    let fds = procfs::fd_usage().ok();
+    let redis_peer = state.config.redis.addr.parse::<SocketAddr>().ok();
+    let tcp = procfs::process_tcp_states(&[state.service_port], redis_peer.as_slice()).ok();
+    let process = ProcessGauges {
+        open_fds: fds.as_ref().map(|f| f.open),
+        max_fds: fds.as_ref().map(|f| f.soft_limit),
+        tcp_established: tcp.as_ref().map(|t| t.established),
+        tcp_time_wait: tcp.as_ref().map(|t| t.time_wait),
+        tcp_close_wait: tcp.as_ref().map(|t| t.close_wait),
+        tcp_retransmitted_segments: procfs::tcp_retransmitted_segments().ok(),
+        draining: state.drain.is_draining(),
+        ready: not_ready(state).is_none(),
+        uptime_seconds: state.started.elapsed().as_secs_f64(),
+    };
+    let shards: Vec<&ShardMetrics> = state.shards.iter().map(|m| m.as_ref()).collect();
+    let mut text = metrics::render(&shards, &process);
+    if let Some(dropped) = &state.access_log_dropped {
+        text.push_str("# HELP ringway_access_log_dropped_lines_total Access-log lines dropped because the writer fell behind.\n");
+        text.push_str("# TYPE ringway_access_log_dropped_lines_total counter\n");
+        text.push_str(&format!(
+            "ringway_access_log_dropped_lines_total {}\n",
+            dropped.load(Ordering::Relaxed)
+        ));
+    }
+    text
+}
+
+fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) -> io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        202 => "Accepted",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()
+}

@@ -1,0 +1,1109 @@
+//! `ringway doctor`: checks the live machine against what a configuration needs, and says how to
+//! fix what falls short.
+//!
+//! It owns the checks and their verdicts; it reads the machine only through [`Facts::gather`]
+//! (which uses [`crate::procfs`], [`crate::net`] and monoio's io_uring probe) and changes
+//! nothing. Every check is a pure function of the [`Config`], the [`Facts`] and, with
+//! `--profile`, a sysctl [`Profile`], so tests build a machine as a struct.
+//!
+//! What is checked, and why:
+//!
+//! 1. io_uring: monoio probes for every ring operation it uses; without them ringway runs on
+//!    epoll. Kernels before 5.12 also charge each ring to `RLIMIT_MEMLOCK`.
+//! 2. Descriptors: every client connection is one descriptor, so the hard `RLIMIT_NOFILE` (the
+//!    soft limit is raised to it at start) must cover `downstream.max_connections +
+//!    downstream.fd_reserve`, under `fs.nr_open` and `fs.file-max`.
+//! 3. Ports: a listen port inside `net.ipv4.ip_local_port_range` can be taken by any outgoing
+//!    connection before ringway (re)starts, and the bind fails.
+//! 4. `net.core.somaxconn` silently caps `downstream.listen_backlog`.
+//! 5. More shards than cores make pinned shards share cores.
+//! 6. With a profile: each of its sysctls against the live value.
+//!
+//! The profiles in `tuning/` are compiled in, so the binary checks a machine without the source
+//! tree beside it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::config::Config;
+use crate::procfs;
+
+/// How bad a finding is. Only `Fail` makes `ringway doctor` exit non-zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Ok,
+    /// ringway runs, but worse than it could (epoll, a capped backlog, a port at risk).
+    Warn,
+    /// ringway cannot do what its configuration promises (e.g. hold `max_connections`).
+    Fail,
+}
+
+impl Severity {
+    fn label(self) -> &'static str {
+        match self {
+            Severity::Ok => "OK",
+            Severity::Warn => "WARN",
+            Severity::Fail => "FAIL",
+        }
+    }
+}
+
+/// One check's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub severity: Severity,
+    /// Short name of what was checked (`nofile`, `listen port`, `profile`).
+    pub check: &'static str,
+    /// What was found, with the numbers it was judged on.
+    pub detail: String,
+    /// What to do about it; `None` when there is nothing to do.
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    fn ok(check: &'static str, detail: String) -> Finding {
+        Finding {
+            severity: Severity::Ok,
+            check,
+            detail,
+            fix: None,
+        }
+    }
+
+    fn warn(check: &'static str, detail: String, fix: Option<String>) -> Finding {
+        Finding {
+            severity: Severity::Warn,
+            check,
+            detail,
+            fix,
+        }
+    }
+
+    fn fail(check: &'static str, detail: String, fix: String) -> Finding {
+        Finding {
+            severity: Severity::Fail,
+            check,
+            detail,
+            fix: Some(fix),
+        }
+    }
+}
+
+/// Checks this machine against `config` and, when named, the sysctl profile `profile`
+/// (`gateway-lan`, `gateway-wan`, `loopback-benchmark`; a trailing `.conf` is accepted).
+/// Errs only for an unknown profile name.
+pub fn run(config: &Config, profile: Option<&str>) -> Result<Vec<Finding>, String> {
+    let profile = profile.map(Profile::named).transpose()?;
+    let facts = Facts::gather(profile.as_ref());
+    Ok(check(config, &facts, profile.as_ref()))
+}
+
+/// The findings as text: one line per finding, `SEVERITY  check: detail`, and below it an
+/// indented `fix: ...` line when there is one.
+pub fn render(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    for finding in findings {
+        let _ = writeln!(
+            out,
+            "{:<6}{}: {}",
+            finding.severity.label(),
+            finding.check,
+            finding.detail
+        );
+        if let Some(fix) = &finding.fix {
+            let _ = writeln!(out, "      fix: {fix}");
+        }
+    }
+    out
+}
+
+/// 1 when any finding is a failure, else 0.
+pub fn exit_code(findings: &[Finding]) -> i32 {
+    i32::from(findings.iter().any(|f| f.severity == Severity::Fail))
+}
+
+/// Everything the checks look at, read once from the live machine or built by a test.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// monoio can set up a ring and the kernel supports every operation it uses.
+    pub uring_usable: bool,
+    /// `MONOIO_FORCE_LEGACY_DRIVER` is set to 1/true/yes, which turns io_uring off in monoio.
+    pub uring_forced_off: bool,
+    /// `RLIMIT_NOFILE` as (soft, hard); `None` when unreadable.
+    pub nofile: Option<(u64, u64)>,
+    /// Soft `RLIMIT_MEMLOCK` in bytes ([`rlimit::INFINITY`] when unlimited).
+    pub memlock: Option<u64>,
+    /// The process holds `CAP_IPC_LOCK`, which exempts its rings from `RLIMIT_MEMLOCK`.
+    pub cap_ipc_lock: bool,
+    /// Cores this process may run on (affinity and cgroup quota included).
+    pub cores: usize,
+    /// `net.ipv4.ip_local_port_range`, which IPv6 shares.
+    pub ephemeral_ports: Option<(u16, u16)>,
+    /// Live sysctls by dotted key, whitespace normalised. A key absent here is not on this
+    /// kernel or not visible in this namespace.
+    pub sysctls: BTreeMap<String, String>,
+}
+
+/// Sysctls the checks read besides a profile's.
+const LIVE_SYSCTLS: &[&str] = &[
+    "kernel.osrelease",
+    "kernel.io_uring_disabled",
+    "fs.nr_open",
+    "fs.file-max",
+    "fs.file-nr",
+    "net.core.somaxconn",
+    "net.ipv4.ip_local_reserved_ports",
+];
+
+/// `CAP_IPC_LOCK`'s number (include/uapi/linux/capability.h).
+const CAP_IPC_LOCK: u32 = 14;
+
+impl Facts {
+    /// Reads the live machine: limits, sysctls (the checks' own and `profile`'s), cores, and
+    /// whether io_uring works. Whatever cannot be read stays `None` or absent.
+    pub fn gather(profile: Option<&Profile>) -> Facts {
+        let keys = LIVE_SYSCTLS.iter().copied().chain(
+            profile
+                .iter()
+                .flat_map(|p| p.settings.iter().map(|s| s.key.as_str())),
+        );
+        let sysctls = keys
+            .filter_map(|key| Some((key.to_string(), procfs::read_sysctl(key)?)))
+            .collect();
+        Facts {
+            uring_usable: monoio::utils::detect_uring(),
+            uring_forced_off: std::env::var("MONOIO_FORCE_LEGACY_DRIVER")
+                .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
+            nofile: rlimit::Resource::NOFILE.get().ok(),
+            memlock: rlimit::Resource::MEMLOCK.get().ok().map(|(soft, _)| soft),
+            cap_ipc_lock: procfs::effective_capabilities()
+                .is_ok_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ephemeral_ports: crate::net::ephemeral_port_range(),
+            sysctls,
+        }
+    }
+
+    fn sysctl(&self, key: &str) -> Option<&str> {
+        self.sysctls.get(key).map(String::as_str)
+    }
+
+    fn sysctl_u64(&self, key: &str) -> Option<u64> {
+        self.sysctl(key)?.parse().ok()
+    }
+
+    /// The kernel's (major, minor) version, from `kernel.osrelease`.
+    fn kernel_version(&self) -> Option<(u32, u32)> {
+        kernel_version(self.sysctl("kernel.osrelease")?)
+    }
+}
+
+/// Runs every check on `facts`; the findings come in the order of the module doc's list.
+pub fn check(config: &Config, facts: &Facts, profile: Option<&Profile>) -> Vec<Finding> {
+    let mut findings = vec![check_uring(facts), check_memlock(config, facts)];
+    findings.extend(check_descriptors(config, facts));
+    findings.push(check_port(
+        "listen port",
+        "listen",
+        config.listen.port(),
+        facts,
+    ));
+    findings.push(match config.admin_addr() {
+        Some(admin) => check_port("admin port", "admin", admin.port(), facts),
+        None => Finding::ok("admin port", "admin endpoint disabled".into()),
+    });
+    findings.push(check_somaxconn(config, facts));
+    findings.push(check_shards(config, facts));
+    if let Some(profile) = profile {
+        findings.extend(check_profile(profile, facts));
+    }
+    findings
+}
+
+/// The first kernel with every io_uring operation monoio probes for: `IORING_OP_PROVIDE_BUFFERS`
+/// came in 5.7 (the others, and the probe itself, in 5.6).
+const URING_MIN_KERNEL: (u32, u32) = (5, 7);
+
+/// From 5.12 on, io_uring rings are charged to the memory cgroup, not to `RLIMIT_MEMLOCK`.
+const MEMLOCK_FREE_KERNEL: (u32, u32) = (5, 12);
+
+/// Locked memory one shard's ring takes on kernels before 5.12: 1024 SQEs × 64 B = 64 KiB,
+/// 2048 CQEs × 16 B = 32 KiB, plus the index array and ring headers (~8 KiB), rounded up to
+/// whole pages with headroom: 128 KiB. (The distribution default used to be 64 KiB: not even one.)
+const RING_MEMLOCK_BYTES: u64 = 128 << 10;
+
+fn check_uring(facts: &Facts) -> Finding {
+    const CHECK: &str = "io_uring";
+    let kernel = facts.sysctl("kernel.osrelease").unwrap_or("unknown");
+    if facts.uring_usable {
+        return Finding::ok(
+            CHECK,
+            format!("usable: the kernel ({kernel}) supports every operation monoio needs"),
+        );
+    }
+    let mut causes = Vec::new();
+    let mut fixes = Vec::new();
+    if facts.uring_forced_off {
+        causes.push("MONOIO_FORCE_LEGACY_DRIVER is set".to_string());
+        fixes.push("unset MONOIO_FORCE_LEGACY_DRIVER".to_string());
+    }
+    if facts.kernel_version().is_some_and(|v| v < URING_MIN_KERNEL) {
+        causes.push(format!(
+            "kernel {kernel} is older than 5.7, which monoio's operations need"
+        ));
+        fixes.push("run on Linux 5.7 or later (5.12+ also frees rings from RLIMIT_MEMLOCK)".into());
+    }
+    match facts.sysctl("kernel.io_uring_disabled") {
+        Some("1") => {
+            causes.push(
+                "kernel.io_uring_disabled = 1: only processes in kernel.io_uring_group (or with \
+                 CAP_SYS_ADMIN) may create rings"
+                    .into(),
+            );
+            fixes.push(
+                "sysctl -w kernel.io_uring_disabled=0, or run ringway in kernel.io_uring_group"
+                    .into(),
+            );
+        }
+        Some("2") => {
+            causes.push("kernel.io_uring_disabled = 2: io_uring is off for every process".into());
+            fixes.push("sysctl -w kernel.io_uring_disabled=0".into());
+        }
+        _ => {}
+    }
+    if causes.is_empty() {
+        causes.push(
+            "likely a seccomp filter or container runtime that blocks io_uring_setup (Docker's \
+             and many Kubernetes runtimes' default profiles do), or a sandbox like gVisor"
+                .into(),
+        );
+        fixes.push(
+            "allow io_uring_setup, io_uring_enter and io_uring_register in the seccomp profile \
+             (e.g. docker run --security-opt seccomp=PROFILE.json)"
+                .into(),
+        );
+    }
+    Finding::warn(
+        CHECK,
+        format!(
+            "unavailable, ringway falls back to epoll (monoio's legacy driver): {}",
+            causes.join("; ")
+        ),
+        Some(fixes.join("; ")),
+    )
+}
+
+fn check_memlock(config: &Config, facts: &Facts) -> Finding {
+    const CHECK: &str = "memlock";
+    let limit = match facts.memlock {
+        Some(rlimit::INFINITY) => "unlimited".to_string(),
+        Some(bytes) => format!("{} KiB", bytes >> 10),
+        None => "unreadable".to_string(),
+    };
+    match facts.kernel_version() {
+        Some(version) if version >= MEMLOCK_FREE_KERNEL => {
+            return Finding::ok(
+                CHECK,
+                format!("RLIMIT_MEMLOCK {limit}; kernels from 5.12 on do not charge io_uring rings to it"),
+            )
+        }
+        Some(_) => {}
+        None => {
+            return Finding::warn(
+                CHECK,
+                format!("RLIMIT_MEMLOCK {limit}; cannot read the kernel version (kernel.osrelease) to judge it"),
+                None,
+            )
+        }
+    }
+    if facts.cap_ipc_lock {
+        return Finding::ok(
+            CHECK,
+            format!("RLIMIT_MEMLOCK {limit}; not charged: the process holds CAP_IPC_LOCK"),
+        );
+    }
+    let shards = shards_started(config, facts) as u64;
+    let needed = shards * RING_MEMLOCK_BYTES;
+    match facts.memlock {
+        Some(bytes) if bytes >= needed => Finding::ok(
+            CHECK,
+            format!(
+                "RLIMIT_MEMLOCK {limit} covers {shards} io_uring rings ({} KiB)",
+                needed >> 10
+            ),
+        ),
+        _ => Finding::warn(
+            CHECK,
+            format!(
+                "RLIMIT_MEMLOCK {limit} < {} KiB needed: kernels before 5.12 charge each shard's \
+                 io_uring ring (~{} KiB) to it, so {shards} shards may fail to set up their rings",
+                needed >> 10,
+                RING_MEMLOCK_BYTES >> 10
+            ),
+            Some(format!(
+                "ulimit -l {} before starting ringway, LimitMEMLOCK={} in its systemd unit, or a \
+                 memlock line in /etc/security/limits.conf",
+                needed >> 10,
+                needed
+            )),
+        ),
+    }
+}
+
+/// The shards ringway would start: `shards`, or one per core when 0.
+fn shards_started(config: &Config, facts: &Facts) -> usize {
+    if config.shards > 0 {
+        config.shards
+    } else {
+        facts.cores.max(1)
+    }
+}
+
+fn check_descriptors(config: &Config, facts: &Facts) -> Vec<Finding> {
+    let max_connections = config.downstream.max_connections as u64;
+    let reserve = config.downstream.fd_reserve as u64;
+    let needed = max_connections + reserve;
+    let why = format!("max_connections {max_connections} + fd_reserve {reserve}");
+    let nr_open = facts.sysctl_u64("fs.nr_open");
+    let mut findings = Vec::new();
+
+    findings.push(match facts.nofile {
+        None => Finding::warn("nofile", "cannot read RLIMIT_NOFILE".into(), None),
+        Some((soft, hard)) if hard >= needed => Finding::ok(
+            "nofile",
+            format!(
+                "hard limit {hard} >= {needed} needed ({why}); soft {soft}, raised to the hard \
+                 limit at start"
+            ),
+        ),
+        Some((soft, hard)) => {
+            let mut fix = format!(
+                "raise the hard limit to at least {needed}: `ulimit -n {needed}` (as root) in the \
+                 shell that starts ringway, LimitNOFILE={needed} in its systemd unit, or \
+                 `USER hard nofile {needed}` in /etc/security/limits.conf; or lower \
+                 downstream.max_connections"
+            );
+            if let Some(nr_open) = nr_open.filter(|&n| n < needed) {
+                let _ = write!(
+                    fix,
+                    "; first raise fs.nr_open ({nr_open}), the ceiling of any hard limit"
+                );
+            }
+            Finding::fail(
+                "nofile",
+                format!(
+                    "hard limit {hard} (soft {soft}) < {needed} needed ({why}): ringway could \
+                     hold at most {} client connections",
+                    hard.saturating_sub(reserve)
+                ),
+                fix,
+            )
+        }
+    });
+
+    findings.push(match nr_open {
+        None => Finding::warn("fs.nr_open", "cannot read fs.nr_open".into(), None),
+        Some(n) if n >= needed => Finding::ok(
+            "fs.nr_open",
+            format!("{n} >= {needed}: no hard limit is capped below what ringway needs"),
+        ),
+        Some(n) => Finding::fail(
+            "fs.nr_open",
+            format!("{n} < {needed} needed ({why}): no process may have a higher hard limit"),
+            format!("sysctl -w fs.nr_open={needed} (the profiles in tuning/ set 1048576)"),
+        ),
+    });
+
+    let allocated = facts
+        .sysctl("fs.file-nr")
+        .and_then(|v| v.split(' ').next()?.parse::<u64>().ok());
+    findings.push(match facts.sysctl_u64("fs.file-max") {
+        None => Finding::warn("fs.file-max", "cannot read fs.file-max".into(), None),
+        Some(max) if max < needed => Finding::warn(
+            "fs.file-max",
+            format!("{max} < {needed} needed ({why}): the whole host has fewer file handles"),
+            Some(format!(
+                "sysctl -w fs.file-max={needed} or more (the profiles in tuning/ set 4194304)"
+            )),
+        ),
+        Some(max) => match allocated {
+            Some(allocated) if allocated.saturating_add(needed) > max => Finding::warn(
+                "fs.file-max",
+                format!(
+                    "{max}, of which {allocated} are in use host-wide: fewer than the {needed} \
+                     ringway needs are left"
+                ),
+                Some(format!(
+                    "sysctl -w fs.file-max={}",
+                    allocated.saturating_add(needed).saturating_mul(2)
+                )),
+            ),
+            _ => Finding::ok(
+                "fs.file-max",
+                format!(
+                    "{max} host-wide ({} in use)",
+                    allocated.map_or_else(|| "?".to_string(), |a| a.to_string())
+                ),
+            ),
+        },
+    });
+    findings
+}
+
+/// A listen port against the ephemeral range. `field` is the config field that sets it.
+fn check_port(check: &'static str, field: &str, port: u16, facts: &Facts) -> Finding {
+    if port == 0 {
+        return Finding::ok(check, "port 0: the kernel picks a free port".into());
+    }
+    let Some((low, high)) = facts.ephemeral_ports else {
+        return Finding::warn(
+            check,
+            format!("{port}: cannot read net.ipv4.ip_local_port_range to judge it"),
+            None,
+        );
+    };
+    if !(low..=high).contains(&port) {
+        return Finding::ok(
+            check,
+            format!("{port} is outside the ephemeral range {low}-{high}"),
+        );
+    }
+    let reserved = facts
+        .sysctl("net.ipv4.ip_local_reserved_ports")
+        .unwrap_or("");
+    if port_listed(reserved, port) {
+        return Finding::ok(
+            check,
+            format!(
+                "{port} is inside the ephemeral range {low}-{high} but reserved \
+                 (net.ipv4.ip_local_reserved_ports)"
+            ),
+        );
+    }
+    let list = if reserved.is_empty() {
+        port.to_string()
+    } else {
+        format!("{reserved},{port}")
+    };
+    // A Warn, not a Fail: ringway starts as long as nobody holds the port at that moment.
+    Finding::warn(
+        check,
+        format!(
+            "{port} lies inside net.ipv4.ip_local_port_range ({low}-{high}): an outgoing \
+             connection may hold it when ringway (re)starts, and the bind then fails"
+        ),
+        Some(format!(
+            "set `{field}` to a port below {low} (the defaults 7070 and 9901 are), or reserve it: \
+             sysctl -w net.ipv4.ip_local_reserved_ports={list}"
+        )),
+    )
+}
+
+/// Whether `port` is in a list as the kernel prints `ip_local_reserved_ports`: `7070,9000-9100`.
+fn port_listed(list: &str, port: u16) -> bool {
+    list.split(',').map(str::trim).any(|item| {
+        let (low, high) = item.split_once('-').unwrap_or((item, item));
+        match (low.trim().parse::<u16>(), high.trim().parse::<u16>()) {
+            (Ok(low), Ok(high)) => (low..=high).contains(&port),
+            _ => false,
+        }
+    })
+}
+
+fn check_somaxconn(config: &Config, facts: &Facts) -> Finding {
+    const CHECK: &str = "somaxconn";
+    let backlog = config.downstream.listen_backlog;
+    match facts
+        .sysctl("net.core.somaxconn")
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        None => Finding::warn(CHECK, "cannot read net.core.somaxconn".into(), None),
+        Some(max) if max < i64::from(backlog) => Finding::warn(
+            CHECK,
+            format!(
+                "net.core.somaxconn {max} < downstream.listen_backlog {backlog}: the kernel \
+                 silently caps each shard's accept queue at {max}"
+            ),
+            Some(format!(
+                "sysctl -w net.core.somaxconn={backlog} (the profiles in tuning/ set 8192), or \
+                 lower downstream.listen_backlog"
+            )),
+        ),
+        Some(max) => Finding::ok(
+            CHECK,
+            format!("net.core.somaxconn {max} >= downstream.listen_backlog {backlog}"),
+        ),
+    }
+}
+
+fn check_shards(config: &Config, facts: &Facts) -> Finding {
+    const CHECK: &str = "shards";
+    let cores = facts.cores;
+    match config.shards {
+        0 => Finding::ok(CHECK, format!("one per core ({cores})")),
+        n if n > cores => Finding::warn(
+            CHECK,
+            format!(
+                "{n} shards on {cores} available cores: pinned shards would share cores and \
+                 preempt one another"
+            ),
+            Some(format!("set shards = 0 (one per core) or at most {cores}")),
+        ),
+        n => Finding::ok(CHECK, format!("{n} of {cores} available cores")),
+    }
+}
+
+fn check_profile(profile: &Profile, facts: &Facts) -> Vec<Finding> {
+    const CHECK: &str = "profile";
+    let fix = format!("sudo tuning/apply --apply {}", profile.name);
+    let mut findings = Vec::new();
+    let mut in_force = 0;
+    for setting in &profile.settings {
+        match facts.sysctl(&setting.key) {
+            None if optional_key(&setting.key) => findings.push(Finding::ok(
+                CHECK,
+                format!(
+                    "{} is not on this kernel or in this network namespace (optional)",
+                    setting.key
+                ),
+            )),
+            None => findings.push(Finding::warn(
+                CHECK,
+                format!(
+                    "{} is not on this kernel or not visible here; profile {} wants {}",
+                    setting.key, profile.name, setting.value
+                ),
+                None,
+            )),
+            Some(live) if setting.satisfied_by(live) => in_force += 1,
+            Some(live) => findings.push(Finding::warn(
+                CHECK,
+                format!(
+                    "{} is {live}, profile {} wants {}{}",
+                    setting.key,
+                    profile.name,
+                    setting.value,
+                    if setting.floor { " or more" } else { "" }
+                ),
+                Some(fix.clone()),
+            )),
+        }
+    }
+    findings.insert(
+        0,
+        Finding::ok(
+            CHECK,
+            format!(
+                "{}: {in_force} of {} settings in force",
+                profile.name,
+                profile.settings.len()
+            ),
+        ),
+    );
+    findings
+}
+
+/// The sysctl profiles of `tuning/`, compiled in.
+const PROFILES: &[(&str, &str)] = &[
+    ("gateway-lan", include_str!("../tuning/gateway-lan.conf")),
+    ("gateway-wan", include_str!("../tuning/gateway-wan.conf")),
+    (
+        "loopback-benchmark",
+        include_str!("../tuning/loopback-benchmark.conf"),
+    ),
+];
+
+/// Keys a profile may set that need not exist on every machine (`tuning/optional-keys`).
+const OPTIONAL_KEYS_FILE: &str = include_str!("../tuning/optional-keys");
+
+/// Whether a profile key is listed in `tuning/optional-keys`.
+fn optional_key(key: &str) -> bool {
+    OPTIONAL_KEYS_FILE
+        .lines()
+        .map(str::trim)
+        .any(|line| line == key)
+}
+
+/// A sysctl profile from `tuning/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub name: &'static str,
+    pub settings: Vec<Setting>,
+}
+
+/// One `key = value` line of a profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    pub key: String,
+    /// Whitespace normalised, as [`procfs::read_sysctl`] returns live values.
+    pub value: String,
+    /// Marked `[floor]` in its comment block: a capacity ceiling that a higher live value also
+    /// satisfies (`tuning/apply` never lowers it).
+    pub floor: bool,
+}
+
+impl Profile {
+    /// The compiled-in profile `name` (a trailing `.conf` is accepted); the error lists the
+    /// known names.
+    pub fn named(name: &str) -> Result<Profile, String> {
+        let wanted = name.strip_suffix(".conf").unwrap_or(name);
+        PROFILES
+            .iter()
+            .find(|(known, _)| *known == wanted)
+            .map(|&(name, text)| Profile {
+                name,
+                settings: parse_profile(text),
+            })
+            .ok_or_else(|| {
+                let known: Vec<&str> = PROFILES.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown profile `{name}`; known profiles: {}",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+impl Setting {
+    /// Whether the live value is what the profile asks for: equal once whitespace and spaces
+    /// around commas are normalised, or for a `[floor]` key, at least as high in every field.
+    fn satisfied_by(&self, live: &str) -> bool {
+        let canonical = |v: &str| procfs::normalize_whitespace(v).replace(", ", ",");
+        if canonical(live) == canonical(&self.value) {
+            return true;
+        }
+        if !self.floor {
+            return false;
+        }
+        let numbers = |v: &str| -> Option<Vec<i128>> {
+            v.split_whitespace().map(|n| n.parse().ok()).collect()
+        };
+        match (numbers(live), numbers(&self.value)) {
+            (Some(live), Some(wanted)) if live.len() == wanted.len() => {
+                live.iter().zip(&wanted).all(|(l, w)| l >= w)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A profile's settings: `key = value` lines; `#` and `;` start comment lines, as in
+/// sysctl.d(5), and a `[floor]` anywhere in the comment block directly above a key marks it.
+/// A leading `-` on a key (sysctl.d's "ignore failure") is dropped.
+fn parse_profile(text: &str) -> Vec<Setting> {
+    let mut settings = Vec::new();
+    let mut floor = false;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() {
+            floor = false;
+        } else if line.starts_with('#') || line.starts_with(';') {
+            floor |= line.contains("[floor]");
+        } else if let Some((key, value)) = line.split_once('=') {
+            settings.push(Setting {
+                key: key.trim().trim_start_matches('-').trim().to_string(),
+                value: procfs::normalize_whitespace(value),
+                floor,
+            });
+            floor = false;
+        }
+    }
+    settings
+}
+
+/// (major, minor) from a release string such as `6.8.0-45-generic` or `5.4.17`.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((major, minor.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A machine on which every check passes for the default config.
+    fn healthy() -> Facts {
+        let sysctls = [
+            ("kernel.osrelease", "6.8.0-45-generic"),
+            ("kernel.io_uring_disabled", "0"),
+            ("fs.nr_open", "1048576"),
+            ("fs.file-max", "9223372036854775807"),
+            ("fs.file-nr", "2048 0 9223372036854775807"),
+            ("net.core.somaxconn", "4096"),
+            ("net.ipv4.ip_local_reserved_ports", ""),
+        ];
+        Facts {
+            uring_usable: true,
+            uring_forced_off: false,
+            nofile: Some((1024, 524_288)),
+            memlock: Some(8 << 20),
+            cap_ipc_lock: false,
+            cores: 4,
+            ephemeral_ports: Some((32768, 60999)),
+            sysctls: sysctls
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn with_sysctl(mut facts: Facts, key: &str, value: &str) -> Facts {
+        facts.sysctls.insert(key.into(), value.into());
+        facts
+    }
+
+    fn find<'a>(findings: &'a [Finding], check: &str) -> &'a Finding {
+        findings
+            .iter()
+            .find(|f| f.check == check)
+            .unwrap_or_else(|| panic!("no {check} finding in {findings:#?}"))
+    }
+
+    #[test]
+    fn a_healthy_machine_passes() {
+        let findings = check(&Config::default(), &healthy(), None);
+        let bad: Vec<_> = findings
+            .iter()
+            .filter(|f| f.severity != Severity::Ok)
+            .collect();
+        assert!(bad.is_empty(), "{bad:#?}");
+        assert_eq!(exit_code(&findings), 0);
+        assert_eq!(find(&findings, "shards").detail, "one per core (4)");
+    }
+
+    #[test]
+    fn uring_unavailable_names_its_cause() {
+        let mut facts = healthy();
+        facts.uring_usable = false;
+        let finding = check_uring(&facts);
+        assert_eq!(finding.severity, Severity::Warn);
+        assert!(finding.detail.contains("epoll"), "{finding:?}");
+        assert!(finding.detail.contains("seccomp"), "{finding:?}");
+
+        let finding = check_uring(&with_sysctl(facts.clone(), "kernel.io_uring_disabled", "2"));
+        assert!(
+            finding.detail.contains("io_uring_disabled = 2"),
+            "{finding:?}"
+        );
+        assert!(!finding.detail.contains("seccomp"), "{finding:?}");
+        assert!(finding.fix.unwrap().contains("io_uring_disabled=0"));
+
+        let old = with_sysctl(facts.clone(), "kernel.osrelease", "5.4.0-150-generic");
+        let finding = check_uring(&old);
+        assert!(finding.detail.contains("older than 5.7"), "{finding:?}");
+
+        facts.uring_forced_off = true;
+        assert!(check_uring(&facts)
+            .detail
+            .contains("MONOIO_FORCE_LEGACY_DRIVER"));
+    }
+
+    #[test]
+    fn memlock_matters_only_before_5_12() {
+        let config = Config {
+            shards: 2,
+            ..Config::default()
+        };
+        let mut facts = healthy();
+        facts.memlock = Some(64 << 10);
+        assert_eq!(check_memlock(&config, &facts).severity, Severity::Ok);
+
+        let mut old = with_sysctl(facts, "kernel.osrelease", "5.10.0");
+        let finding = check_memlock(&config, &old);
+        assert_eq!(finding.severity, Severity::Warn);
+        assert!(finding.detail.contains("64 KiB < 256 KiB"), "{finding:?}");
+        assert!(finding.fix.unwrap().contains("ulimit -l 256"));
+
+        old.memlock = Some(rlimit::INFINITY);
+        assert_eq!(check_memlock(&config, &old).severity, Severity::Ok);
+        old.memlock = Some(0);
+        old.cap_ipc_lock = true;
+        assert_eq!(check_memlock(&config, &old).severity, Severity::Ok);
+    }
+
+    #[test]
+    fn nofile_hard_limit_must_cover_connections_and_reserve() {
+        let mut facts = healthy();
+        facts.nofile = Some((512, 512));
+        let findings = check_descriptors(&Config::default(), &facts);
+        let nofile = find(&findings, "nofile");
+        assert_eq!(nofile.severity, Severity::Fail);
+        assert!(
+            nofile.detail.starts_with(
+                "hard limit 512 (soft 512) < 10256 needed (max_connections 10000 + fd_reserve 256)"
+            ),
+            "{nofile:?}"
+        );
+        assert!(nofile.detail.contains("at most 256 client"), "{nofile:?}");
+        let fix = nofile.fix.as_deref().unwrap();
+        assert!(fix.contains("ulimit -n 10256") && fix.contains("LimitNOFILE=10256"));
+        assert!(fix.contains("limits.conf") && !fix.contains("nr_open"));
+        assert_eq!(exit_code(&findings), 1);
+
+        // A low soft limit alone is fine: ringway raises it to the hard limit.
+        facts.nofile = Some((1024, 10256));
+        let findings = check_descriptors(&Config::default(), &facts);
+        assert_eq!(find(&findings, "nofile").severity, Severity::Ok);
+    }
+
+    #[test]
+    fn nr_open_and_file_max_bound_the_limit() {
+        let mut config = Config::default();
+        config.downstream.max_connections = 2_000_000;
+        let mut facts = healthy();
+        facts.nofile = Some((1024, 1_048_576));
+        let findings = check_descriptors(&config, &facts);
+        assert_eq!(find(&findings, "fs.nr_open").severity, Severity::Fail);
+        let nofile = find(&findings, "nofile");
+        assert!(nofile
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("fs.nr_open (1048576)"));
+
+        let facts = with_sysctl(healthy(), "fs.file-max", "8192");
+        let findings = check_descriptors(&Config::default(), &facts);
+        assert_eq!(find(&findings, "fs.file-max").severity, Severity::Warn);
+
+        let facts = with_sysctl(
+            with_sysctl(healthy(), "fs.file-max", "100000"),
+            "fs.file-nr",
+            "95000 0 100000",
+        );
+        let findings = check_descriptors(&Config::default(), &facts);
+        let file_max = find(&findings, "fs.file-max");
+        assert_eq!(file_max.severity, Severity::Warn);
+        assert!(file_max.detail.contains("95000 are in use"), "{file_max:?}");
+    }
+
+    #[test]
+    fn ports_inside_the_ephemeral_range_warn_unless_reserved() {
+        let facts = healthy();
+        assert_eq!(
+            check_port("listen port", "listen", 7070, &facts).severity,
+            Severity::Ok
+        );
+        assert_eq!(
+            check_port("listen port", "listen", 0, &facts).severity,
+            Severity::Ok
+        );
+        let finding = check_port("listen port", "listen", 40000, &facts);
+        assert_eq!(finding.severity, Severity::Warn);
+        assert!(finding.detail.contains("ip_local_port_range (32768-60999)"));
+        assert!(finding
+            .fix
+            .unwrap()
+            .ends_with("ip_local_reserved_ports=40000"));
+
+        let facts = with_sysctl(
+            facts,
+            "net.ipv4.ip_local_reserved_ports",
+            "7070,39000-41000",
+        );
+        assert_eq!(
+            check_port("listen port", "listen", 40000, &facts).severity,
+            Severity::Ok
+        );
+        let finding = check_port("admin port", "admin", 45000, &facts);
+        assert!(finding
+            .fix
+            .unwrap()
+            .ends_with("ip_local_reserved_ports=7070,39000-41000,45000"));
+    }
+
+    #[test]
+    fn admin_port_is_checked_too() {
+        let config = Config {
+            admin: "127.0.0.1:50000".into(),
+            ..Config::default()
+        };
+        let findings = check(&config, &healthy(), None);
+        assert_eq!(find(&findings, "admin port").severity, Severity::Warn);
+        assert_eq!(find(&findings, "listen port").severity, Severity::Ok);
+        let config = Config {
+            admin: String::new(),
+            ..Config::default()
+        };
+        let findings = check(&config, &healthy(), None);
+        assert_eq!(
+            find(&findings, "admin port").detail,
+            "admin endpoint disabled"
+        );
+    }
+
+    #[test]
+    fn reserved_port_lists() {
+        assert!(port_listed("7070,9901", 9901));
+        assert!(port_listed("7070, 9000-9999", 9901));
+        assert!(!port_listed("", 9901));
+        assert!(!port_listed("9902-9999", 9901));
+        assert!(!port_listed("junk", 9901));
+    }
+
+    #[test]
+    fn somaxconn_below_the_backlog_warns() {
+        let mut config = Config::default();
+        config.downstream.listen_backlog = 8192;
+        let finding = check_somaxconn(&config, &healthy());
+        assert_eq!(finding.severity, Severity::Warn);
+        assert!(finding
+            .detail
+            .contains("4096 < downstream.listen_backlog 8192"));
+        assert!(finding.fix.unwrap().contains("net.core.somaxconn=8192"));
+        config.downstream.listen_backlog = 4096;
+        assert_eq!(check_somaxconn(&config, &healthy()).severity, Severity::Ok);
+    }
+
+    #[test]
+    fn more_shards_than_cores_warns() {
+        let facts = healthy();
+        let shards = |n| Config {
+            shards: n,
+            ..Config::default()
+        };
+        assert_eq!(check_shards(&shards(4), &facts).severity, Severity::Ok);
+        let finding = check_shards(&shards(8), &facts);
+        assert_eq!(finding.severity, Severity::Warn);
+        assert!(finding.detail.contains("8 shards on 4 available cores"));
+    }
+
+    #[test]
+    fn profiles_parse_with_floors() {
+        let text = "# header, mentions [floor]\n\n# [floor] cap\n# more words\nnet.core.somaxconn = 8192\n\n\
+                    # plain\nnet.ipv4.ip_local_port_range =  32768\t65535 \n; sysctl.d comment\n-net.x = 1\n";
+        let settings = parse_profile(text);
+        assert_eq!(
+            settings,
+            vec![
+                Setting {
+                    key: "net.core.somaxconn".into(),
+                    value: "8192".into(),
+                    floor: true
+                },
+                Setting {
+                    key: "net.ipv4.ip_local_port_range".into(),
+                    value: "32768 65535".into(),
+                    floor: false
+                },
+                Setting {
+                    key: "net.x".into(),
+                    value: "1".into(),
+                    floor: false
+                },
+            ]
+        );
+        assert!(settings[0].satisfied_by("65535"));
+        assert!(!settings[0].satisfied_by("4096"));
+        assert!(settings[1].satisfied_by("32768 65535"));
+        assert!(!settings[1].satisfied_by("32768 60999"));
+    }
+
+    #[test]
+    fn every_compiled_in_profile_parses() {
+        for (name, _) in PROFILES {
+            let profile = Profile::named(name).unwrap();
+            assert!(!profile.settings.is_empty(), "{name}");
+            for setting in &profile.settings {
+                assert!(
+                    !setting.key.is_empty() && !setting.key.contains(' '),
+                    "{name}: {setting:?}"
+                );
+            }
+        }
+        assert_eq!(
+            Profile::named("gateway-lan.conf").unwrap().name,
+            "gateway-lan"
+        );
+        let e = Profile::named("nosuch").unwrap_err();
+        assert!(e.contains("nosuch") && e.contains("gateway-lan"), "{e}");
+        assert!(run(&Config::default(), Some("nosuch")).is_err());
+    }
+
+    #[test]
+    fn profile_differences_warn_with_the_apply_command() {
+        let profile = Profile {
+            name: "gateway-lan",
+            settings: parse_profile(
+                "# [floor]\nnet.core.somaxconn = 8192\n\nnet.ipv4.tcp_fin_timeout = 15\n\n\
+                 net.ipv4.ip_local_reserved_ports = 7070,9901\n\nnet.core.netdev_max_backlog = 16384\n\n\
+                 net.ipv4.tcp_gone = 1\n",
+            ),
+        };
+        let facts = with_sysctl(
+            with_sysctl(healthy(), "net.ipv4.tcp_fin_timeout", "15"),
+            "net.ipv4.ip_local_reserved_ports",
+            "7070, 9901",
+        );
+        let findings = check_profile(&profile, &facts);
+        assert_eq!(findings[0].detail, "gateway-lan: 2 of 5 settings in force");
+        let somaxconn = findings
+            .iter()
+            .find(|f| f.detail.starts_with("net.core.somaxconn"))
+            .unwrap();
+        assert_eq!(somaxconn.severity, Severity::Warn);
+        assert_eq!(
+            somaxconn.detail,
+            "net.core.somaxconn is 4096, profile gateway-lan wants 8192 or more"
+        );
+        assert_eq!(
+            somaxconn.fix.as_deref(),
+            Some("sudo tuning/apply --apply gateway-lan")
+        );
+        let optional = findings
+            .iter()
+            .find(|f| f.detail.starts_with("net.core.netdev_max_backlog"))
+            .unwrap();
+        assert_eq!(optional.severity, Severity::Ok);
+        let gone = findings
+            .iter()
+            .find(|f| f.detail.starts_with("net.ipv4.tcp_gone"))
+            .unwrap();
+        assert_eq!((gone.severity, gone.fix.is_none()), (Severity::Warn, true));
+    }
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(kernel_version("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(kernel_version("5.4.0-150-generic"), Some((5, 4)));
+        assert_eq!(kernel_version("5.11"), Some((5, 11)));
+        assert_eq!(kernel_version("4.19rc1"), Some((4, 19)));
+        assert_eq!(kernel_version("junk"), None);
+    }
+
+    #[test]
+    fn render_and_exit_code() {
+        let findings = vec![
+            Finding::ok("shards", "one per core (2)".into()),
+            Finding::fail(
+                "nofile",
+                "hard limit 512 < 10256 needed".into(),
+                "ulimit -n 10256".into(),
+            ),
+        ];
+        assert_eq!(
+            render(&findings),
+            "OK    shards: one per core (2)\n\
+             FAIL  nofile: hard limit 512 < 10256 needed\n      fix: ulimit -n 10256\n"
+        );
+        assert_eq!(exit_code(&findings), 1);
+        assert_eq!(exit_code(&findings[..1]), 0);
+    }
+}
+#[cfg(test)]
+mod tmp_print {
+    #[test]
+    fn tmp_print_live() {
+        let mut c = crate::config::Config::default();
+        c.listen = "127.0.0.1:40000".parse().unwrap();
+        c.shards = 3;
+        print!(
+            "{}",
+            super::render(&super::run(&c, Some("gateway-lan")).unwrap())
+        );
+    }
+}
