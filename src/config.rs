@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Starting point for every field the file does not set: `""` (the defaults documented
+    /// here), `"lan"` (short timeouts, fast failure detection, one warm connection per target)
+    /// or `"wan"` (long RTT: bigger windows, patient dials, pings that keep NAT and load
+    /// balancer state alive). See [`Config::preset`].
+    pub preset: String,
     /// Service address every shard listens on (`SO_REUSEPORT`). Port 0 picks one free port that
     /// all shards share. Default `0.0.0.0:7070`: below the kernel's ephemeral range
     /// (32768–60999), so an outgoing connection can never occupy it.
@@ -96,6 +101,51 @@ pub struct UpstreamConfig {
     pub stream_window_bytes: u32,
     /// HTTP/2 connection window advertised to targets. Default 8 MiB (four full streams).
     pub connection_window_bytes: u32,
+    /// Fewest connections kept per target, per shard, even when idle. Default 0: a target no
+    /// call names any more costs nothing once its connections idle out.
+    pub min_connections_per_target: usize,
+    /// A new connection is dialed (up to the maximum) only when every open one carries at
+    /// least this many streams (or the peer's `MAX_CONCURRENT_STREAMS`, if lower). Default 100.
+    pub stream_high_watermark: usize,
+    /// When the target's streams fit on one connection fewer at this many per connection, the
+    /// least-loaded connection is retired gracefully (down to the minimum). Default 10.
+    pub stream_low_watermark: usize,
+    /// A connection without streams for this long is closed (down to the minimum).
+    /// Default 300000 ms; 0 keeps idle connections forever.
+    pub idle_timeout_ms: u64,
+    /// Rotate a connection after this long: a new one is dialed first, then the old one stops
+    /// taking streams and closes when its calls are done. 0 (default) = never.
+    pub max_connection_age_ms: u64,
+    /// HTTP/2 PING every this long on a connection (gRPC A8 `keepalive_time`); 0 (default)
+    /// = off, as in gRPC clients: a server's ping policy may reject frequent pings.
+    pub keepalive_time_ms: u64,
+    /// A PING without its ACK after this long closes the connection. Default 20000 ms.
+    pub keepalive_timeout_ms: u64,
+    /// Also ping connections that carry no calls (A8 `keepalive_without_calls`). Default false.
+    pub keepalive_without_calls: bool,
+    /// `TCP_KEEPALIVE` idle time on target sockets; 0 = off. Default 60000 ms. Probes then go
+    /// every `tcp_keepalive_interval_ms`, 3 of them, before the kernel drops the connection.
+    pub tcp_keepalive_time_ms: u64,
+    pub tcp_keepalive_interval_ms: u64,
+    /// `TCP_USER_TIMEOUT` on target sockets: sent data unacknowledged this long drops the
+    /// connection (a peer that vanished without a FIN). 0 = kernel default (~15 min).
+    /// Default 30000 ms.
+    pub tcp_user_timeout_ms: u64,
+    /// First delay before redialing a target whose dial failed; doubles per failure, with
+    /// jitter. Calls meanwhile fail fast with UNAVAILABLE. Default 250 ms.
+    pub dial_backoff_initial_ms: u64,
+    /// Cap of that delay. Default 64000 ms (seed 004).
+    pub dial_backoff_max_ms: u64,
+    /// After this many consecutive dial failures or keepalive timeouts a target is ejected
+    /// (skipped while its route names other targets) until its backoff ends. Default 3.
+    pub eject_after_failures: u32,
+    /// How often hostname targets are resolved again; connections to addresses that vanished
+    /// drain. Default 30000 ms.
+    pub dns_refresh_ms: u64,
+    /// Request bytes kept until the target answers, so a call the target refused unprocessed
+    /// (GOAWAY above its last stream id, or REFUSED_STREAM) can be retried on a fresh
+    /// connection. Larger requests are not retried. Default 65536; 0 turns retries off.
+    pub retry_buffer_bytes: usize,
 }
 
 /// Connections from clients to ringway.
@@ -124,11 +174,35 @@ pub struct DownstreamConfig {
     /// On SIGTERM/SIGINT or `POST /drain`: how long calls in flight may take to finish after
     /// the GOAWAY before the process exits anyway. Default 30000 ms.
     pub drain_timeout_ms: u64,
+    /// A connection that has not completed the HTTP/2 preface after this long is closed.
+    /// Default 10000 ms.
+    pub handshake_timeout_ms: u64,
+    /// Server PING to a client after this long without any frame from it (gRPC
+    /// `keepalive_time`). Default 7200000 ms (2 h), as gRPC servers.
+    pub keepalive_time_ms: u64,
+    /// A client that has not acknowledged the PING after this long is closed. Default 20000 ms.
+    pub keepalive_timeout_ms: u64,
+    /// GOAWAY (NO_ERROR) to a connection without calls for this long; 0 (default) = never.
+    pub max_connection_idle_ms: u64,
+    /// GOAWAY to a connection after this long, ±10% jitter so connections made together do
+    /// not all leave together; 0 (default) = never.
+    pub max_connection_age_ms: u64,
+    /// After the age GOAWAY, calls get this long to finish before the connection is closed;
+    /// 0 (default) = as long as they take.
+    pub max_connection_age_grace_ms: u64,
+    /// Client PINGs closer together than this earn a strike (gRPC enforcement `MinTime`);
+    /// after 2 strikes the connection gets GOAWAY ENHANCE_YOUR_CALM `too_many_pings`.
+    /// Default 300000 ms (5 min), as gRPC servers.
+    pub permit_keepalive_time_ms: u64,
+    /// Allow client PINGs while no call is open (`PermitWithoutStream`). Default false: such
+    /// pings are then allowed only every 2 hours.
+    pub permit_keepalive_without_calls: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
+            preset: String::new(),
             listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
             shards: 0,
             admin: "127.0.0.1:9901".into(),
@@ -169,6 +243,22 @@ impl Default for UpstreamConfig {
             max_connections_per_target: 4,
             stream_window_bytes: 2 << 20,
             connection_window_bytes: 8 << 20,
+            min_connections_per_target: 0,
+            stream_high_watermark: 100,
+            stream_low_watermark: 10,
+            idle_timeout_ms: 300_000,
+            max_connection_age_ms: 0,
+            keepalive_time_ms: 0,
+            keepalive_timeout_ms: 20_000,
+            keepalive_without_calls: false,
+            tcp_keepalive_time_ms: 60_000,
+            tcp_keepalive_interval_ms: 10_000,
+            tcp_user_timeout_ms: 30_000,
+            dial_backoff_initial_ms: 250,
+            dial_backoff_max_ms: 64_000,
+            eject_after_failures: 3,
+            dns_refresh_ms: 30_000,
+            retry_buffer_bytes: 64 << 10,
         }
     }
 }
@@ -184,6 +274,14 @@ impl Default for DownstreamConfig {
             max_connections: 10_000,
             fd_reserve: 256,
             drain_timeout_ms: 30_000,
+            handshake_timeout_ms: 10_000,
+            keepalive_time_ms: 7_200_000,
+            keepalive_timeout_ms: 20_000,
+            max_connection_idle_ms: 0,
+            max_connection_age_ms: 0,
+            max_connection_age_grace_ms: 0,
+            permit_keepalive_time_ms: 300_000,
+            permit_keepalive_without_calls: false,
         }
     }
 }
@@ -219,8 +317,82 @@ fn bad(field: &str, problem: impl Into<String>) -> ConfigError {
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 
 impl Config {
+    /// The defaults of a named preset. `""` is the plain defaults.
+    pub fn preset(name: &str) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        match name {
+            "" => {}
+            // Same rack or zone: RTT well under 1 ms. Fail fast and detect dead peers within
+            // seconds; keep one connection per target warm.
+            "lan" => {
+                c.redis.lookup_timeout_ms = 250;
+                c.redis.connect_timeout_ms = 250;
+                c.upstream.dial_timeout_ms = 250;
+                c.upstream.min_connections_per_target = 1;
+                c.upstream.tcp_keepalive_time_ms = 15_000;
+                c.upstream.tcp_keepalive_interval_ms = 5_000;
+                c.upstream.tcp_user_timeout_ms = 10_000;
+                c.upstream.dial_backoff_max_ms = 8_000;
+                c.downstream.keepalive_time_ms = 60_000;
+                c.downstream.keepalive_timeout_ms = 10_000;
+            }
+            // Clients or targets across a WAN: RTT of tens of ms, NATs and load balancers that
+            // drop idle flows after minutes, loss. Bigger windows for the bandwidth-delay
+            // product, patient dials, pings well inside common idle timeouts (AWS NLB: 350 s).
+            "wan" => {
+                c.redis.lookup_timeout_ms = 1_000;
+                c.upstream.dial_timeout_ms = 3_000;
+                c.upstream.stream_window_bytes = 8 << 20;
+                c.upstream.connection_window_bytes = 32 << 20;
+                c.upstream.tcp_keepalive_time_ms = 60_000;
+                c.upstream.tcp_keepalive_interval_ms = 15_000;
+                c.upstream.tcp_user_timeout_ms = 60_000;
+                c.downstream.stream_window_bytes = 8 << 20;
+                c.downstream.connection_window_bytes = 32 << 20;
+                c.downstream.keepalive_time_ms = 60_000;
+                c.downstream.keepalive_timeout_ms = 20_000;
+                c.downstream.permit_keepalive_time_ms = 30_000;
+            }
+            other => {
+                return Err(bad(
+                    "preset",
+                    format!("unknown preset `{other}`; use \"lan\", \"wan\" or \"\""),
+                ))
+            }
+        }
+        c.preset = name.to_string();
+        Ok(c)
+    }
+
     /// Parses a TOML document; unknown fields are errors (a typo must not pass silently).
+    /// With `preset = "..."`, fields the document does not set come from that preset.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_with_preset(text, None)
+    }
+
+    /// As [`Config::from_toml`], with `preset` (the command line's) replacing the document's.
+    pub fn from_toml_with_preset(text: &str, preset: Option<&str>) -> Result<Config, ConfigError> {
+        let config = Config::from_toml_over_defaults(text)?;
+        let preset = preset.unwrap_or(&config.preset);
+        if preset.is_empty() {
+            return Ok(config);
+        }
+        // Second pass: the document's values laid over the preset's. The first pass already
+        // reported any error with its line.
+        let base = Config::preset(preset)?;
+        let mut merged = toml::Table::try_from(&base).map_err(|e| bad("", e.to_string()))?;
+        let mut document: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| bad("", e.to_string()))?;
+        document.remove("preset");
+        merge(&mut merged, document);
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
+            .map_err(|e| bad(&e.path().to_string(), e.into_inner().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_toml_over_defaults(text: &str) -> Result<Config, ConfigError> {
         let de = toml::Deserializer::parse(text).map_err(|e| bad("", e.to_string()))?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
@@ -242,9 +414,17 @@ impl Config {
 
     /// Reads and parses a file; errors name the file as well as the field.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        Config::load(Some(path), None)
+    }
+
+    /// The defaults (or `preset`'s), overlaid by the file if one is given.
+    pub fn load(path: Option<&Path>, preset: Option<&str>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Config::preset(preset.unwrap_or(""));
+        };
         let text = std::fs::read_to_string(path)
             .map_err(|e| bad("", format!("cannot read {}: {e}", path.display())))?;
-        Config::from_toml(&text).map_err(|mut e| {
+        Config::from_toml_with_preset(&text, preset).map_err(|mut e| {
             e.problem = format!("{} ({})", e.problem, path.display());
             e
         })
@@ -381,6 +561,18 @@ impl Config {
     }
 }
 
+/// Lays `over` onto `base`, table by table.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 /// Splits `host:port` (or `[v6]:port`) into its parts; `None` when it is not of that form or the
 /// port is not 1..=65535.
 pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
@@ -436,6 +628,21 @@ mod tests {
         assert_eq!(e.field, "route.header");
         let e = Config::from_toml("[redis]\naddr = \"localhost\"\n").unwrap_err();
         assert_eq!(e.field, "redis.addr");
+    }
+
+    #[test]
+    fn presets_fill_what_the_file_leaves_out() {
+        let c = Config::from_toml("preset = \"lan\"\n[upstream]\ndial_timeout_ms = 700\n").unwrap();
+        assert_eq!(c.upstream.dial_timeout_ms, 700, "the file wins");
+        assert_eq!(
+            c.upstream.tcp_user_timeout_ms, 10_000,
+            "the preset fills the rest"
+        );
+        assert_eq!(c.redis.addr, "127.0.0.1:6379");
+        let c = Config::from_toml("preset = \"wan\"\n").unwrap();
+        assert_eq!(c.downstream.stream_window_bytes, 8 << 20);
+        let e = Config::from_toml("preset = \"moon\"\n").unwrap_err();
+        assert_eq!(e.field, "preset");
     }
 
     #[test]

@@ -238,7 +238,7 @@ fn check_uring(facts: &Facts) -> Finding {
     if facts.uring_usable {
         return Finding::ok(
             CHECK,
-            format!("usable: the kernel ({kernel}) supports every operation monoio needs"),
+            format!("usable on kernel {kernel}: every ring operation monoio needs is supported"),
         );
     }
     let mut causes = Vec::new();
@@ -372,8 +372,12 @@ fn check_descriptors(config: &Config, facts: &Facts) -> Vec<Finding> {
         Some((soft, hard)) if hard >= needed => Finding::ok(
             "nofile",
             format!(
-                "hard limit {hard} >= {needed} needed ({why}); soft {soft}, raised to the hard \
-                 limit at start"
+                "hard limit {hard} >= {needed} needed ({why}){}",
+                if soft < hard {
+                    format!("; soft {soft}, raised to the hard limit at start")
+                } else {
+                    String::new()
+                }
             ),
         ),
         Some((soft, hard)) => {
@@ -405,7 +409,7 @@ fn check_descriptors(config: &Config, facts: &Facts) -> Vec<Finding> {
         None => Finding::warn("fs.nr_open", "cannot read fs.nr_open".into(), None),
         Some(n) if n >= needed => Finding::ok(
             "fs.nr_open",
-            format!("{n} >= {needed}: no hard limit is capped below what ringway needs"),
+            format!("{n} >= {needed} needed: it does not cap the hard limit below that"),
         ),
         Some(n) => Finding::fail(
             "fs.nr_open",
@@ -557,16 +561,20 @@ fn check_profile(profile: &Profile, facts: &Facts) -> Vec<Finding> {
     const CHECK: &str = "profile";
     let fix = format!("sudo tuning/apply --apply {}", profile.name);
     let mut findings = Vec::new();
-    let mut in_force = 0;
+    // Settings as the profile wants them, or optional and absent here.
+    let mut fine = 0;
     for setting in &profile.settings {
         match facts.sysctl(&setting.key) {
-            None if optional_key(&setting.key) => findings.push(Finding::ok(
-                CHECK,
-                format!(
-                    "{} is not on this kernel or in this network namespace (optional)",
-                    setting.key
-                ),
-            )),
+            None if optional_key(&setting.key) => {
+                fine += 1;
+                findings.push(Finding::ok(
+                    CHECK,
+                    format!(
+                        "{} is not on this kernel or in this network namespace (optional)",
+                        setting.key
+                    ),
+                ));
+            }
             None => findings.push(Finding::warn(
                 CHECK,
                 format!(
@@ -575,12 +583,13 @@ fn check_profile(profile: &Profile, facts: &Facts) -> Vec<Finding> {
                 ),
                 None,
             )),
-            Some(live) if setting.satisfied_by(live) => in_force += 1,
+            Some(live) if setting.satisfied_by(live) => fine += 1,
             Some(live) => findings.push(Finding::warn(
                 CHECK,
                 format!(
-                    "{} is {live}, profile {} wants {}{}",
+                    "{} is {}, profile {} wants {}{}",
                     setting.key,
+                    if live.is_empty() { "empty" } else { live },
                     profile.name,
                     setting.value,
                     if setting.floor { " or more" } else { "" }
@@ -589,16 +598,16 @@ fn check_profile(profile: &Profile, facts: &Facts) -> Vec<Finding> {
             )),
         }
     }
+    let total = profile.settings.len();
+    let summary = format!("{} has {fine} of {total} settings in force", profile.name);
+    // The summary carries no fix of its own: each differing key below names it.
     findings.insert(
         0,
-        Finding::ok(
-            CHECK,
-            format!(
-                "{}: {in_force} of {} settings in force",
-                profile.name,
-                profile.settings.len()
-            ),
-        ),
+        if fine == total {
+            Finding::ok(CHECK, summary)
+        } else {
+            Finding::warn(CHECK, summary, None)
+        },
     );
     findings
 }
@@ -1040,7 +1049,11 @@ mod tests {
             "7070, 9901",
         );
         let findings = check_profile(&profile, &facts);
-        assert_eq!(findings[0].detail, "gateway-lan: 2 of 5 settings in force");
+        assert_eq!(
+            findings[0].detail,
+            "gateway-lan has 3 of 5 settings in force"
+        );
+        assert_eq!(findings[0].severity, Severity::Warn);
         let somaxconn = findings
             .iter()
             .find(|f| f.detail.starts_with("net.core.somaxconn"))
@@ -1064,6 +1077,22 @@ mod tests {
             .find(|f| f.detail.starts_with("net.ipv4.tcp_gone"))
             .unwrap();
         assert_eq!((gone.severity, gone.fix.is_none()), (Severity::Warn, true));
+
+        let facts = with_sysctl(
+            with_sysctl(facts, "net.core.somaxconn", "65535"),
+            "net.ipv4.tcp_gone",
+            "1",
+        );
+        let findings = check_profile(&profile, &facts);
+        assert_eq!(
+            findings.len(),
+            2,
+            "the summary and the optional key: {findings:#?}"
+        );
+        assert_eq!(
+            findings[0],
+            Finding::ok("profile", "gateway-lan has 5 of 5 settings in force".into())
+        );
     }
 
     #[test]
@@ -1092,18 +1121,5 @@ mod tests {
         );
         assert_eq!(exit_code(&findings), 1);
         assert_eq!(exit_code(&findings[..1]), 0);
-    }
-}
-#[cfg(test)]
-mod tmp_print {
-    #[test]
-    fn tmp_print_live() {
-        let mut c = crate::config::Config::default();
-        c.listen = "127.0.0.1:40000".parse().unwrap();
-        c.shards = 3;
-        print!(
-            "{}",
-            super::render(&super::run(&c, Some("gateway-lan")).unwrap())
-        );
     }
 }

@@ -6,7 +6,9 @@
 //! - [`shard`]: one pinned thread per core with its own monoio runtime (io_uring), listener,
 //!   Redis connection and upstream pools. Nothing on a call's path crosses shards.
 //! - [`net`]: the `SO_REUSEPORT` listeners, one per shard.
-//! - [`downstream`]: a client's HTTP/2 connection: settings, limits, accepting streams.
+//! - [`downstream`]: a client's HTTP/2 connection: settings, limits, accepting streams,
+//!   keepalive, idle and age limits, ping enforcement.
+//! - [`frames`]: watching HTTP/2 frame headers go by, for what h2 does not report.
 //! - [`proxy`]: one call, from the client's stream to the target's and back.
 //! - [`route`]: routing header → Redis value → validated list of targets.
 //! - [`redis`]: the shard's pipelined RESP connection.
@@ -17,7 +19,9 @@
 //!   `/config`, `POST /drain`.
 //! - [`access_log`]: optional JSON lines, buffered per shard, written by their own thread.
 //! - [`shutdown`]: the drain (signals, admin) and how shards learn of it.
-//! - [`procfs`]: descriptors, limits and TCP states read from `/proc`.
+//! - [`procfs`]: what the process and host look like, read from /proc (fds, TCP states,
+//!   sysctls).
+//! - [`doctor`]: `ringway doctor`: checks the live machine against the config, with fixes.
 //! - [`backoff`], [`rng`]: small helpers.
 //!
 //! # The path of one call
@@ -40,6 +44,7 @@ pub mod backoff;
 pub mod config;
 pub mod doctor;
 pub mod downstream;
+pub mod frames;
 pub mod metrics;
 pub mod net;
 pub mod procfs;

@@ -61,6 +61,10 @@ struct Cli {
     #[arg(long, value_name = "MS")]
     dial_timeout_ms: Option<u64>,
 
+    /// Preset for every field the config file does not set: lan or wan [default: none]
+    #[arg(long, value_name = "NAME")]
+    preset: Option<String>,
+
     /// TOML config file (see README, "Configuration"); flags given here override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -68,6 +72,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Check this machine against what ringway needs (limits, sysctls, io_uring); exits 1 on a failure
+    Doctor {
+        /// Also compare the live sysctls with a tuning profile: gateway-lan, gateway-wan, loopback-benchmark
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// The config to check the machine against [default: the built-in defaults]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Validate a config file; names the bad field and exits 1 when it is invalid
     CheckConfig {
         /// The TOML file to check
@@ -77,6 +90,25 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Doctor { profile, config }) = &cli.command {
+        let config = match Config::load(config.as_deref(), None) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("ringway: invalid config: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return match ringway::doctor::run(&config, profile.as_deref()) {
+            Ok(findings) => {
+                print!("{}", ringway::doctor::render(&findings));
+                ExitCode::from(ringway::doctor::exit_code(&findings) as u8)
+            }
+            Err(e) => {
+                eprintln!("ringway doctor: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return match Config::from_file(file) {
             Ok(_) => {
@@ -126,10 +158,7 @@ fn main() -> ExitCode {
 
 /// Defaults, then the file, then the flags; validated once all are applied.
 fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
-    let mut config = match &cli.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
+    let mut config = Config::load(cli.config.as_deref(), cli.preset.as_deref())?;
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }

@@ -7,8 +7,9 @@
 //! `ringway doctor` decide what the numbers mean; nothing here judges them. The kernel's
 //! ephemeral port range is [`crate::net::ephemeral_port_range`], beside the listeners it concerns.
 //!
-//! Every call reads the files afresh: `/proc/net/tcp` costs about 1 µs per socket on the host, so
-//! call these from the admin thread or the CLI, never from a shard's request path.
+//! Every call reads the files afresh, and the kernel formats one line per TCP socket on the
+//! whole host for `/proc/net/tcp`: call these from the admin thread or the CLI, never from a
+//! shard's request path.
 
 use std::collections::HashSet;
 use std::fs;

@@ -12,12 +12,17 @@
 //! malformed on receipt (RFC 9113 §8.2.2: `connection`, `keep-alive`, `proxy-connection`,
 //! `transfer-encoding`, `upgrade`, and `te` other than `trailers`), so they never reach us.
 //!
+//! A call the target refused without processing it — REFUSED_STREAM, or a stream above the
+//! last stream id of the target's GOAWAY — is sent again, once, on a fresh connection, as long
+//! as its request head and the body received so far (up to `retry_buffer_bytes`) are still
+//! held; they are let go as soon as the target answers. The client does not notice.
+//!
 //! Flow control is end to end: a data chunk's bytes are released back to its sender only once
 //! the other side's window has taken them, so a slow reader slows its writer and ringway holds
 //! at most one window of each stream. A reset on either side is passed to the other with its
 //! reason (a client's CANCEL reaches the target as RST_STREAM(CANCEL)).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::pin::pin;
 use std::rc::Rc;
@@ -46,6 +51,8 @@ struct CallStats {
     status: Cell<Option<u8>>,
     bytes_in: Cell<u64>,
     bytes_out: Cell<u64>,
+    /// Request bytes whose window was given back to the client.
+    request_released: Cell<u64>,
     /// When the request went upstream.
     routed_at: Cell<Option<Instant>>,
 }
@@ -57,6 +64,7 @@ impl CallStats {
             status: Cell::new(None),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
+            request_released: Cell::new(0),
             routed_at: Cell::new(None),
         }
     }
@@ -120,7 +128,7 @@ async fn forward(
     mut respond: SendResponse<Bytes>,
     stats: &CallStats,
 ) -> Option<Rc<str>> {
-    let (head, body) = request.into_parts();
+    let (head, mut body) = request.into_parts();
     let mut lease = match route(shard, &head).await {
         Ok(lease) => lease,
         Err(error) => {
@@ -129,36 +137,169 @@ async fn forward(
             return None;
         }
     };
-    let target = lease.authority_rc();
-    let end_of_stream = body.is_end_stream();
-    let (response, up_body) = match lease
-        .send
-        .send_request(Request::from_parts(head, ()), end_of_stream)
-    {
-        Ok(pair) => pair,
-        Err(e) => {
-            lease.retire();
-            let error = GatewayError::UpstreamLost {
-                target: lease.authority().to_string(),
-                reason: e.to_string(),
+    let limit = shard.config.upstream.retry_buffer_bytes;
+    let replay = (limit > 0).then(|| RefCell::new(Replay::new(&head, limit)));
+    let mut head = Some(head);
+    let mut retried = false;
+    loop {
+        let (request, request_complete) = match head.take() {
+            Some(head) => (Request::from_parts(head, ()), body.is_end_stream()),
+            None => {
+                let replay = replay.as_ref().expect("a retry needs the replay").borrow();
+                (replay.request(), replay.ended && replay.chunks.is_empty())
+            }
+        };
+        let (response, mut up_send) = match lease.send.send_request(request, request_complete) {
+            Ok(pair) => pair,
+            Err(e) => {
+                lease.retire();
+                let error = GatewayError::UpstreamLost {
+                    target: lease.authority().to_string(),
+                    reason: e.to_string(),
+                };
+                stats.failed(&error);
+                reply_error(&mut respond, &error);
+                return Some(lease.authority_rc());
+            }
+        };
+        stats.routed_at.set(Some(Instant::now()));
+        let mut request_complete = request_complete;
+        if retried {
+            // Send what the first target was given, without taking more from the client.
+            let replay = replay.as_ref().expect("a retry needs the replay");
+            let (chunks, ended) = {
+                let r = replay.borrow();
+                (r.chunks.clone(), r.ended)
             };
-            stats.failed(&error);
-            reply_error(&mut respond, &error);
-            return Some(target);
+            if resend(&mut up_send, chunks, ended).await.is_err() {
+                stats.outcome.set(Outcome::UpstreamReset);
+                respond.send_reset(Reason::REFUSED_STREAM);
+                return Some(lease.authority_rc());
+            }
+            request_complete = ended;
         }
-    };
-    stats.routed_at.set(Some(Instant::now()));
-    relay(
-        body,
-        up_body,
-        response,
-        respond,
-        &lease,
-        end_of_stream,
-        stats,
-    )
-    .await;
-    Some(target)
+        let retry = (!retried).then_some(replay.as_ref()).flatten();
+        let end = relay(
+            &mut body,
+            up_send,
+            response,
+            &mut respond,
+            &lease,
+            request_complete,
+            stats,
+            retry,
+        )
+        .await;
+        if !matches!(end, RelayEnd::Refused) {
+            return Some(lease.authority_rc());
+        }
+        // Refused unprocessed: once more, on another connection. The client's window for
+        // what it sent so far is given back now; the replay is sent from memory.
+        retried = true;
+        shard.metrics.upstream_retries.inc();
+        let unreleased = stats.bytes_in.get() - stats.request_released.get();
+        if unreleased > 0 {
+            let _ = body.flow_control().release_capacity(unreleased as usize);
+            stats.request_released.set(stats.bytes_in.get());
+        }
+        lease.retire();
+        let pool = lease.pool().clone();
+        drop(lease);
+        lease = match pool.acquire().await {
+            Ok(lease) => lease,
+            Err(reason) => {
+                let error = GatewayError::DialFailed {
+                    target: pool.authority().to_string(),
+                    reason,
+                };
+                stats.failed(&error);
+                reply_error(&mut respond, &error);
+                return Some(pool.authority().into());
+            }
+        };
+    }
+}
+
+/// What a retry needs of the request: its head and the body received so far, while it fits.
+struct Replay {
+    method: http::Method,
+    uri: http::Uri,
+    headers: HeaderMap,
+    chunks: Vec<Bytes>,
+    buffered: usize,
+    limit: usize,
+    /// Too big, had trailers, or the target answered: no retry any more.
+    spoiled: bool,
+    /// The client's end of stream was received.
+    ended: bool,
+}
+
+impl Replay {
+    fn new(head: &http::request::Parts, limit: usize) -> Replay {
+        Replay {
+            method: head.method.clone(),
+            uri: head.uri.clone(),
+            headers: head.headers.clone(),
+            chunks: Vec::new(),
+            buffered: 0,
+            limit,
+            spoiled: false,
+            ended: false,
+        }
+    }
+
+    fn request(&self) -> Request<()> {
+        let mut request = Request::new(());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+
+    /// Keeps a chunk (a reference to it: `Bytes` clones share the buffer).
+    fn record(&mut self, data: &Bytes, end: bool) {
+        if self.spoiled {
+            return;
+        }
+        self.buffered += data.len();
+        if self.buffered > self.limit {
+            self.spoil();
+            return;
+        }
+        self.chunks.push(data.clone());
+        self.ended = end;
+    }
+
+    fn spoil(&mut self) {
+        self.spoiled = true;
+        self.chunks = Vec::new();
+    }
+}
+
+/// Sends a replayed body on the retry's stream, as its window allows.
+async fn resend(
+    up_send: &mut SendStream<Bytes>,
+    chunks: Vec<Bytes>,
+    ended: bool,
+) -> Result<(), ()> {
+    let count = chunks.len();
+    for (i, mut data) in chunks.into_iter().enumerate() {
+        let last = ended && i + 1 == count;
+        while !data.is_empty() {
+            up_send.reserve_capacity(data.len());
+            let granted = poll_fn(|cx| poll_granted(up_send, cx))
+                .await
+                .map_err(|_| ())?;
+            let piece = data.split_to(granted.min(data.len()));
+            up_send
+                .send_data(piece, last && data.is_empty())
+                .map_err(|_| ())?;
+        }
+    }
+    if ended && count == 0 {
+        up_send.send_data(Bytes::new(), true).map_err(|_| ())?;
+    }
+    Ok(())
 }
 
 /// Counts the call, records its latency and writes its access-log line.
@@ -237,6 +378,8 @@ enum ResponseEnd {
     Done,
     /// The client reset its stream; the upstream stream must be reset with this reason.
     ClientReset(Reason),
+    /// The target refused the stream unprocessed, and a retry is possible.
+    Refused,
 }
 
 /// How the request direction ended.
@@ -249,24 +392,33 @@ enum RequestEnd {
     TargetReset,
 }
 
+/// How a relay ended.
+enum RelayEnd {
+    Done,
+    /// Refused unprocessed: the caller retries.
+    Refused,
+}
+
 /// Step 4: both directions at once. The request direction may end first (the usual case) or
 /// last (a server-streaming target that answers before the client stops sending); when the
 /// response has ended, whatever the client still sends is dropped.
+#[allow(clippy::too_many_arguments)]
 async fn relay(
-    mut down_body: RecvStream,
+    down_body: &mut RecvStream,
     mut up_send: SendStream<Bytes>,
     response: ResponseFuture,
-    mut respond: SendResponse<Bytes>,
+    respond: &mut SendResponse<Bytes>,
     lease: &Lease,
     request_complete: bool,
     stats: &CallStats,
-) {
-    let reset_upstream = {
+    replay: Option<&RefCell<Replay>>,
+) -> RelayEnd {
+    let end = {
         let request_side = pin!(async {
             if request_complete {
                 return RequestEnd::Done;
             }
-            match pump(&mut down_body, &mut up_send, stats, Direction::Request).await {
+            match pump(down_body, &mut up_send, stats, Direction::Request, replay).await {
                 Ok(()) => RequestEnd::Done,
                 Err(PumpError::Source(e)) => {
                     up_send.send_reset(e.reason().unwrap_or(Reason::CANCEL));
@@ -276,22 +428,23 @@ async fn relay(
                 Err(PumpError::SinkReset(_) | PumpError::Sink) => RequestEnd::TargetReset,
             }
         });
-        let response_side = pin!(relay_response(response, &mut respond, lease, stats));
+        let response_side = pin!(relay_response(response, respond, lease, stats, replay));
         match select(request_side, response_side).await {
-            Either::Left((RequestEnd::ClientGone, _)) => None,
+            Either::Left((RequestEnd::ClientGone, _)) => ResponseEnd::Done,
             Either::Left((RequestEnd::Done | RequestEnd::TargetReset, response_side)) => {
-                match response_side.await {
-                    ResponseEnd::Done => None,
-                    ResponseEnd::ClientReset(reason) => Some(reason),
-                }
+                response_side.await
             }
-            Either::Right((ResponseEnd::Done, _)) => None,
-            Either::Right((ResponseEnd::ClientReset(reason), _)) => Some(reason),
+            Either::Right((end, _)) => end,
         }
     };
-    if let Some(reason) = reset_upstream {
-        stats.outcome.set(Outcome::ClientCancel);
-        up_send.send_reset(reason);
+    match end {
+        ResponseEnd::Done => RelayEnd::Done,
+        ResponseEnd::Refused => RelayEnd::Refused,
+        ResponseEnd::ClientReset(reason) => {
+            stats.outcome.set(Outcome::ClientCancel);
+            up_send.send_reset(reason);
+            RelayEnd::Done
+        }
     }
 }
 
@@ -301,7 +454,9 @@ async fn relay_response(
     respond: &mut SendResponse<Bytes>,
     lease: &Lease,
     stats: &CallStats,
+    replay: Option<&RefCell<Replay>>,
 ) -> ResponseEnd {
+    let stream_id = response.stream_id();
     let head = {
         let client_reset = poll_fn(|cx| respond.poll_reset(cx));
         match select(response, pin!(client_reset)).await {
@@ -314,6 +469,11 @@ async fn relay_response(
     let head = match head {
         Ok(head) => head,
         Err(e) => {
+            let refused = (e.is_reset() && e.reason() == Some(Reason::REFUSED_STREAM))
+                || (e.is_go_away() && lease.never_processed(stream_id));
+            if refused && replay.is_some_and(|r| !r.borrow().spoiled) {
+                return ResponseEnd::Refused;
+            }
             match e.reason() {
                 // The target reset the stream (e.g. CANCEL, or REFUSED_STREAM): pass it on.
                 Some(reason) if e.is_reset() => {
@@ -334,6 +494,10 @@ async fn relay_response(
             return ResponseEnd::Done;
         }
     };
+    // The target answered: the call cannot be retried any more.
+    if let Some(replay) = replay {
+        replay.borrow_mut().spoil();
+    }
     let (parts, mut up_body) = head.into_parts();
     let trailers_only = up_body.is_end_stream();
     if trailers_only {
@@ -348,7 +512,15 @@ async fn relay_response(
     if trailers_only {
         return ResponseEnd::Done;
     }
-    match pump(&mut up_body, &mut down_send, stats, Direction::Response).await {
+    match pump(
+        &mut up_body,
+        &mut down_send,
+        stats,
+        Direction::Response,
+        None,
+    )
+    .await
+    {
         Ok(()) => ResponseEnd::Done,
         Err(PumpError::Source(e)) => {
             stats.outcome.set(Outcome::UpstreamReset);
@@ -391,10 +563,11 @@ async fn pump(
     dst: &mut SendStream<Bytes>,
     stats: &CallStats,
     direction: Direction,
+    replay: Option<&RefCell<Replay>>,
 ) -> Result<(), PumpError> {
-    let bytes = match direction {
-        Direction::Request => &stats.bytes_in,
-        Direction::Response => &stats.bytes_out,
+    let (bytes, released) = match direction {
+        Direction::Request => (&stats.bytes_in, Some(&stats.request_released)),
+        Direction::Response => (&stats.bytes_out, None),
     };
     loop {
         // Wait for data, or for the sink's peer to reset: a reset must not wait for data.
@@ -409,7 +582,10 @@ async fn pump(
             Some(Ok(data)) => {
                 let end = src.is_end_stream();
                 bytes.set(bytes.get() + data.len() as u64);
-                forward_chunk(src, dst, data, end).await?;
+                if let Some(replay) = replay {
+                    replay.borrow_mut().record(&data, end);
+                }
+                forward_chunk(src, dst, data, end, released).await?;
                 if end {
                     return Ok(());
                 }
@@ -419,6 +595,15 @@ async fn pump(
                 let trailers = poll_fn(|cx| src.poll_trailers(cx))
                     .await
                     .map_err(PumpError::Source)?;
+                if let Some(replay) = replay {
+                    let mut replay = replay.borrow_mut();
+                    if trailers.is_some() {
+                        // Request trailers are rare in gRPC; not worth replaying.
+                        replay.spoil();
+                    } else {
+                        replay.ended = true;
+                    }
+                }
                 let sent = match trailers {
                     Some(trailers) => {
                         if let Direction::Response = direction {
@@ -434,12 +619,14 @@ async fn pump(
     }
 }
 
-/// Sends one chunk as the sink's window allows, in pieces if it must.
+/// Sends one chunk as the sink's window allows, in pieces if it must, giving each piece's
+/// window back to the source's sender once the sink took it.
 async fn forward_chunk(
     src: &mut RecvStream,
     dst: &mut SendStream<Bytes>,
     mut data: Bytes,
     end: bool,
+    released: Option<&Cell<u64>>,
 ) -> Result<(), PumpError> {
     if data.is_empty() {
         return if end {
@@ -450,31 +637,41 @@ async fn forward_chunk(
     }
     while !data.is_empty() {
         dst.reserve_capacity(data.len());
-        let granted = poll_fn(|cx| loop {
-            if let Poll::Ready(reason) = dst.poll_reset(cx) {
-                return Poll::Ready(Err(PumpError::SinkReset(reason.unwrap_or(Reason::CANCEL))));
-            }
-            let available = dst.capacity();
-            if available > 0 {
-                return Poll::Ready(Ok(available));
-            }
-            match dst.poll_capacity(cx) {
-                Poll::Ready(Some(Ok(0))) => continue,
-                Poll::Ready(Some(Ok(n))) => return Poll::Ready(Ok(n)),
-                Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(PumpError::Sink)),
-                Poll::Ready(None) => return Poll::Ready(Err(PumpError::SinkReset(Reason::CANCEL))),
-                Poll::Pending => return Poll::Pending,
-            }
-        })
-        .await?;
+        let granted = poll_fn(|cx| poll_granted(dst, cx)).await?;
         let piece = data.split_to(granted.min(data.len()));
         let n = piece.len();
         dst.send_data(piece, end && data.is_empty())
             .map_err(|_| PumpError::Sink)?;
         // The source's peer may have gone meanwhile; its window no longer matters then.
         let _ = src.flow_control().release_capacity(n);
+        if let Some(released) = released {
+            released.set(released.get() + n as u64);
+        }
     }
     Ok(())
+}
+
+/// Ready with the sink's send capacity once it has some, or the reason it never will.
+fn poll_granted(
+    dst: &mut SendStream<Bytes>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Result<usize, PumpError>> {
+    loop {
+        if let Poll::Ready(reason) = dst.poll_reset(cx) {
+            return Poll::Ready(Err(PumpError::SinkReset(reason.unwrap_or(Reason::CANCEL))));
+        }
+        let available = dst.capacity();
+        if available > 0 {
+            return Poll::Ready(Ok(available));
+        }
+        match dst.poll_capacity(cx) {
+            Poll::Ready(Some(Ok(0))) => continue,
+            Poll::Ready(Some(Ok(n))) => return Poll::Ready(Ok(n)),
+            Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(PumpError::Sink)),
+            Poll::Ready(None) => return Poll::Ready(Err(PumpError::SinkReset(Reason::CANCEL))),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
 }
 
 /// Answers the call with a gateway error as a trailers-only response.

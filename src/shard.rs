@@ -46,9 +46,10 @@ pub struct Shard {
     /// The routing header's name, parsed once.
     pub route_header: HeaderName,
     pub router: Router,
-    pub upstreams: Upstreams,
+    pub upstreams: Rc<Upstreams>,
     /// Settings for client connections.
-    pub h2_server: h2::server::Builder,
+    pub downstream: downstream::Settings,
+    pub rng: Rc<Rng>,
     pub config: Arc<Config>,
     /// This shard's counters; written here only, read by the admin thread.
     pub metrics: Arc<ShardMetrics>,
@@ -149,8 +150,13 @@ async fn run(
         route_header: HeaderName::from_bytes(config.route.header.as_bytes())
             .expect("route.header was validated"),
         router: Router::new(&config, redis, metrics.clone()),
-        upstreams: Upstreams::new(&config.upstream, rng, metrics.clone()),
-        h2_server: downstream::server_builder(&config.downstream),
+        upstreams: Rc::new(Upstreams::new(
+            &config.upstream,
+            rng.clone(),
+            metrics.clone(),
+        )),
+        downstream: downstream::Settings::new(&config.downstream),
+        rng,
         access_log: context
             .access_log
             .map(|sink| ShardLog::new(sink, &config.access_log)),
@@ -161,6 +167,7 @@ async fn run(
         connection_cap: context.connection_cap,
     });
     monoio::spawn(control(shard.clone(), context.drain));
+    monoio::spawn(shard.upstreams.clone().maintain_forever());
     let _ = started.send(Ok(Started { id, driver, core }));
 
     accept_until_drain(&shard, listener).await;

@@ -1,18 +1,25 @@
-//! Dialing a target: TCP connect with a timeout, `TCP_NODELAY`, the HTTP/2 client handshake,
-//! and the task that drives the connection. Speaks no gRPC and makes no pool decisions.
+//! Dialing a target: resolving its name off the shard thread, TCP connect with a timeout and
+//! the socket options (`TCP_NODELAY`, TCP keepalive, `TCP_USER_TIMEOUT`), the HTTP/2 client
+//! handshake, and the task that drives the connection. Speaks no gRPC and makes no pool
+//! decisions.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
+use h2::PingPong;
+use local_sync::oneshot;
 use monoio::io::IntoPollIo;
 use monoio::net::TcpStream;
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
-use crate::config::{split_host_port, UpstreamConfig};
+use crate::config::UpstreamConfig;
+use crate::frames::{Observer, Watched};
 use crate::metrics::ShardMetrics;
 
 /// What every dial on a shard needs, built once from the config.
@@ -20,6 +27,9 @@ use crate::metrics::ShardMetrics;
 pub struct DialSettings {
     pub timeout: Duration,
     pub h2: h2::client::Builder,
+    /// `None`: TCP keepalive off.
+    pub tcp_keepalive: Option<(Duration, Duration)>,
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 impl DialSettings {
@@ -29,45 +39,123 @@ impl DialSettings {
             .initial_connection_window_size(config.connection_window_bytes)
             // gRPC has no server push.
             .enable_push(false);
+        let ms = Duration::from_millis;
         DialSettings {
-            timeout: Duration::from_millis(config.dial_timeout_ms),
+            timeout: ms(config.dial_timeout_ms),
             h2,
+            tcp_keepalive: (config.tcp_keepalive_time_ms > 0).then(|| {
+                (
+                    ms(config.tcp_keepalive_time_ms),
+                    ms(config.tcp_keepalive_interval_ms),
+                )
+            }),
+            tcp_user_timeout: (config.tcp_user_timeout_ms > 0)
+                .then(|| ms(config.tcp_user_timeout_ms)),
         }
     }
 }
 
-/// One live HTTP/2 connection to a target, as the pool sees it.
+/// One live HTTP/2 connection to a target.
 pub struct Connection {
     /// Opens streams; cloned per call (h2 shares the connection state behind it).
     pub send: SendRequest<Bytes>,
+    pub remote: SocketAddr,
+    /// What the target's frames said: its GOAWAY's last stream id.
+    watch: Rc<TargetWatch>,
     /// Set by the driver task when the connection has ended, for whatever reason, and by the
-    /// pool when it retires the connection.
+    /// pool when it stops using the connection.
     pub closed: Rc<Cell<bool>>,
     /// Set when ringway decided to close the connection (for the closed-by metric).
     pub closing_locally: Rc<Cell<bool>>,
+    /// Dropping or firing it makes the driver drop the connection at once.
+    abort: RefCell<Option<oneshot::Sender<()>>>,
+    /// For keepalive pings; taken while a ping is in flight.
+    ping: RefCell<Option<PingPong>>,
 }
 
-/// Connects to `authority` (`host:port`) and completes the HTTP/2 handshake within the dial
-/// timeout. The error is a short reason for the client's message.
+/// Reads the last stream id of a GOAWAY from the target (h2 only fails the streams above it).
+#[derive(Default)]
+struct TargetWatch {
+    goaway_last_stream: Cell<Option<u32>>,
+}
+
+impl Observer for TargetWatch {
+    fn read_goaway(&self, last_stream: u32, _code: u32) {
+        // A second GOAWAY may only lower the id (RFC 9113 §6.8).
+        let last = self
+            .goaway_last_stream
+            .get()
+            .map_or(last_stream, |l| l.min(last_stream));
+        self.goaway_last_stream.set(Some(last));
+    }
+}
+
+impl Connection {
+    /// Whether the target announced, by GOAWAY, that it never processed stream `id`: then a
+    /// retry elsewhere cannot run the call twice.
+    pub fn never_processed(&self, id: h2::StreamId) -> bool {
+        self.watch
+            .goaway_last_stream
+            .get()
+            .is_some_and(|last| id.as_u32() > last)
+    }
+
+    /// Closes the connection now (keepalive timeout): streams on it fail.
+    pub fn abort(&self) {
+        self.closing_locally.set(true);
+        self.closed.set(true);
+        if let Some(abort) = self.abort.borrow_mut().take() {
+            let _ = abort.send(());
+        }
+    }
+
+    /// Sends a PING and waits for its ACK up to `timeout`. `Ok(false)` when a ping is already
+    /// in flight (the caller's question is being answered by that one).
+    pub async fn ping(&self, timeout: Duration) -> Result<bool, String> {
+        let Some(mut ping_pong) = self.ping.borrow_mut().take() else {
+            return Ok(false);
+        };
+        let result = monoio::time::timeout(timeout, ping_pong.ping(h2::Ping::opaque())).await;
+        *self.ping.borrow_mut() = Some(ping_pong);
+        match result {
+            Ok(Ok(_pong)) => Ok(true),
+            Ok(Err(e)) => Err(format!("keepalive ping failed: {e}")),
+            Err(_) => Err(format!(
+                "keepalive ping unanswered after {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+}
+
+/// What the driver reports when a connection ends.
+pub struct Ended {
+    /// The target sent GOAWAY ENHANCE_YOUR_CALM: our pings are too frequent for it.
+    pub too_many_pings: bool,
+}
+
+/// Connects to `addr` and completes the HTTP/2 handshake within the dial timeout; spawns the
+/// task that drives the connection, which calls `on_end` when it ends. The error is a short
+/// reason for the client's message.
 pub async fn dial(
-    authority: &str,
+    addr: SocketAddr,
     settings: &DialSettings,
     metrics: &Arc<ShardMetrics>,
+    target: Rc<str>,
+    on_end: impl FnOnce(Ended) + 'static,
 ) -> Result<Connection, String> {
-    let addr = resolve(authority)?;
+    let watch = Rc::new(TargetWatch::default());
     let connect = async {
-        let stream = TcpStream::connect_addr(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let stream = connect(addr, settings).await.map_err(|e| e.to_string())?;
         let io = stream.into_poll_io().map_err(|e| e.to_string())?;
+        let io = Watched::client(io, watch.clone());
         settings
             .h2
             .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| format!("HTTP/2 handshake failed: {e}"))
     };
-    let (send, connection) = match monoio::time::timeout(settings.timeout, connect).await {
+    let (send, mut connection) = match monoio::time::timeout(settings.timeout, connect).await {
         Ok(result) => result?,
         Err(_) => {
             return Err(format!(
@@ -76,23 +164,30 @@ pub async fn dial(
             ))
         }
     };
+    let ping = connection.ping_pong();
     let closed = Rc::new(Cell::new(false));
     let closing_locally = Rc::new(Cell::new(false));
+    let (abort_tx, abort_rx) = oneshot::channel::<()>();
     let (flag, local) = (closed.clone(), closing_locally.clone());
-    let target = authority.to_string();
     let metrics = metrics.clone();
     metrics.upstream_connections_opened.inc();
     metrics.upstream_connections_open.inc();
     monoio::spawn(async move {
-        // Drives all I/O of the connection; ends when the peer closes it, it fails, or every
-        // handle is dropped and no stream is left.
-        let result = connection.await;
-        if let Err(e) = &result {
+        // Drives all I/O of the connection; ends when the peer closes it, it fails, every
+        // handle is dropped with no stream left, or the pool aborts it.
+        let result = monoio::select! {
+            result = &mut connection => Some(result),
+            _ = abort_rx => None,
+        };
+        drop(connection);
+        let mut too_many_pings = false;
+        if let Some(Err(e)) = &result {
             if e.is_go_away() && e.is_remote() {
                 metrics.upstream_goaways_received.inc();
+                too_many_pings = e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
             }
             if !e.is_go_away() || e.reason() != Some(h2::Reason::NO_ERROR) {
-                eprintln!("ringway: upstream connection to {target} ended: {e}");
+                eprintln!("ringway: upstream connection to {target} ({addr}) ended: {e}");
             }
         }
         flag.set(true);
@@ -102,25 +197,83 @@ pub async fn dial(
         } else {
             metrics.upstream_connections_closed_remote.inc();
         }
+        on_end(Ended { too_many_pings });
     });
     Ok(Connection {
         send,
+        remote: addr,
+        watch,
         closed,
         closing_locally,
+        abort: RefCell::new(Some(abort_tx)),
+        ping: RefCell::new(ping),
     })
 }
 
-/// `host:port` to a socket address. IP literals cost nothing; a hostname is resolved by the
-/// system resolver, which blocks this shard — only while dialing, never per call.
-fn resolve(authority: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = authority.parse::<SocketAddr>() {
-        return Ok(addr);
+/// A TCP connection with the options set before the SYN: built with socket2, connected
+/// non-blocking, then handed to monoio, which waits until it is writable (connected). A second
+/// handle on the socket (`try_clone`, a `dup`) reads `SO_ERROR` afterwards — the safe way to
+/// keep socket2's setters and monoio's I/O on one socket.
+async fn connect(addr: SocketAddr, settings: &DialSettings) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some((time, interval)) = settings.tcp_keepalive {
+        let keepalive = TcpKeepalive::new()
+            .with_time(time)
+            .with_interval(interval)
+            .with_retries(3);
+        socket.set_tcp_keepalive(&keepalive)?;
     }
-    let (host, port) =
-        split_host_port(authority).ok_or_else(|| format!("`{authority}` is not host:port"))?;
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} resolves to no address"))
+    if let Some(timeout) = settings.tcp_user_timeout {
+        socket.set_tcp_user_timeout(Some(timeout))?;
+    }
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let probe = socket.try_clone()?;
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    stream.writable(false).await?;
+    match probe.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(stream),
+    }
+}
+
+/// Resolves `host:port` without blocking the shard: IP literals at once, names on a
+/// short-lived thread whose answer the shard polls for (a monoio runtime without its `sync`
+/// feature cannot be woken from another thread).
+pub async fn resolve(authority: &str, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let name = authority.to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("ringway-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(name.to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+        })
+        .map_err(|e| format!("cannot start a resolver thread: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match rx.try_recv() {
+            Ok(Ok(addrs)) if !addrs.is_empty() => return Ok(addrs),
+            Ok(Ok(_)) => return Err(format!("{authority} resolves to no address")),
+            Ok(Err(e)) => return Err(format!("cannot resolve {authority}: {e}")),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                return Err(format!("resolver for {authority} failed"))
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "resolving {authority} took over {} ms",
+                timeout.as_millis()
+            ));
+        }
+        monoio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 pub use connector::DialSettings;
-pub use pool::{Lease, TargetPool};
+pub use pool::{Lease, PoolSettings, TargetPool};
 
 use crate::config::UpstreamConfig;
 use crate::metrics::ShardMetrics;
@@ -23,8 +23,7 @@ use crate::route::Route;
 /// The shard's pools, keyed by `host:port` as routes name them.
 pub struct Upstreams {
     pools: RefCell<HashMap<Box<str>, Rc<TargetPool>>>,
-    settings: Rc<DialSettings>,
-    max_connections: usize,
+    settings: Rc<PoolSettings>,
     rng: Rc<Rng>,
     metrics: Arc<ShardMetrics>,
 }
@@ -33,16 +32,31 @@ impl Upstreams {
     pub fn new(config: &UpstreamConfig, rng: Rc<Rng>, metrics: Arc<ShardMetrics>) -> Upstreams {
         Upstreams {
             pools: RefCell::new(HashMap::new()),
-            settings: Rc::new(DialSettings::new(config)),
-            max_connections: config.max_connections_per_target,
+            settings: Rc::new(PoolSettings::new(config)),
             rng,
             metrics,
         }
     }
 
+    /// Runs pool maintenance about once a second for as long as the shard runs (see
+    /// [`pool`]'s module doc): idle, age, shrink, minimum, DNS refresh, unused pools dropped.
+    pub async fn maintain_forever(self: Rc<Self>) {
+        loop {
+            monoio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let pools: Vec<Rc<TargetPool>> = self.pools.borrow().values().cloned().collect();
+            for pool in pools {
+                if !pool.maintain().await {
+                    self.pools.borrow_mut().remove(pool.authority());
+                }
+            }
+        }
+    }
+
     /// The pool of the target this call should go to. With several targets, two are drawn at
     /// random and the one with fewer calls in flight wins (Mitzenmacher's power of two
-    /// choices: nearly the balance of least-loaded at the cost of two looks).
+    /// choices: nearly the balance of least-loaded at the cost of two looks). An ejected
+    /// target loses to any other; when both draws are ejected, the first target that is not
+    /// is taken, and only when all are does an ejected one get the call (to fail fast).
     pub fn pick(&self, route: &Route) -> Rc<TargetPool> {
         let n = route.len();
         if n <= 1 {
@@ -51,10 +65,15 @@ impl Upstreams {
         let a = self.rng.below(n);
         let b = (a + 1 + self.rng.below(n - 1)) % n;
         let (pa, pb) = (self.pool(route.target(a)), self.pool(route.target(b)));
-        if pb.in_flight() < pa.in_flight() {
-            pb
-        } else {
-            pa
+        match (pa.is_ejected(), pb.is_ejected()) {
+            (false, false) if pb.in_flight() < pa.in_flight() => pb,
+            (false, _) => pa,
+            (true, false) => pb,
+            (true, true) => route
+                .targets()
+                .map(|t| self.pool(t))
+                .find(|p| !p.is_ejected())
+                .unwrap_or(pa),
         }
     }
 
@@ -65,9 +84,9 @@ impl Upstreams {
         }
         let pool = Rc::new(TargetPool::new(
             authority,
-            self.max_connections,
             self.settings.clone(),
             self.metrics.clone(),
+            self.rng.clone(),
         ));
         self.pools
             .borrow_mut()

@@ -1,0 +1,296 @@
+//! Serving one client connection: the HTTP/2 server handshake, accepting its streams, and its
+//! lifecycle — keepalive, idle and age limits, ping enforcement, drain.
+//!
+//! Owns the connection's settings (windows, stream and header-list limits, reset-flood guards)
+//! and drives its I/O; each accepted stream becomes its own task in [`proxy`](crate::proxy).
+//! Knows nothing of routing.
+//!
+//! # Timers (gRPC server keepalive semantics)
+//!
+//! - `keepalive_time_ms` without a frame from the client: PING; no ACK within
+//!   `keepalive_timeout_ms`: the connection is closed.
+//! - `max_connection_idle_ms` without calls: GOAWAY (NO_ERROR).
+//! - `max_connection_age_ms` (±10%): GOAWAY; `max_connection_age_grace_ms` later, the
+//!   connection is closed whatever is still on it.
+//! - Drain: GOAWAY; the shard waits for the connection to finish.
+//!
+//! Every GOAWAY here is h2's two-phase one: first the maximum stream id, then, after a PING
+//! round trip, the last stream really accepted, so no call in flight is lost.
+
+mod watch;
+
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use monoio::io::IntoPollIo;
+use monoio::net::TcpStream;
+
+use crate::config::DownstreamConfig;
+use crate::frames::Watched;
+use crate::proxy;
+use crate::rng::Rng;
+use crate::shard::Shard;
+pub use watch::{ClientConn, PingPolicy};
+
+/// A client connection's settings, built once per shard.
+pub struct Settings {
+    pub h2: h2::server::Builder,
+    pub handshake_timeout: Duration,
+    pub keepalive_time: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_idle: Option<Duration>,
+    pub max_age: Option<Duration>,
+    pub age_grace: Option<Duration>,
+    pub ping_policy: PingPolicy,
+}
+
+impl Settings {
+    pub fn new(config: &DownstreamConfig) -> Settings {
+        let ms = Duration::from_millis;
+        let nonzero = |v: u64| (v > 0).then(|| ms(v));
+        Settings {
+            h2: server_builder(config),
+            handshake_timeout: ms(config.handshake_timeout_ms),
+            keepalive_time: ms(config.keepalive_time_ms),
+            keepalive_timeout: ms(config.keepalive_timeout_ms),
+            max_idle: nonzero(config.max_connection_idle_ms),
+            max_age: nonzero(config.max_connection_age_ms),
+            age_grace: nonzero(config.max_connection_age_grace_ms),
+            ping_policy: PingPolicy {
+                min_interval: ms(config.permit_keepalive_time_ms),
+                without_calls: config.permit_keepalive_without_calls,
+            },
+        }
+    }
+}
+
+/// The HTTP/2 server settings for client connections.
+pub fn server_builder(config: &DownstreamConfig) -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(config.stream_window_bytes)
+        .initial_connection_window_size(config.connection_window_bytes)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_header_list_size(config.max_header_list_bytes)
+        // Rapid reset (CVE-2023-44487): streams a client opens and resets before we accept
+        // them are capped per connection (h2 then sends GOAWAY ENHANCE_YOUR_CALM) ...
+        .max_pending_accept_reset_streams(64)
+        // ... and so are resets we must send because a client misbehaves on its streams.
+        .max_local_error_reset_streams(Some(1024));
+    builder
+}
+
+/// Runs one client connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let metrics = shard.metrics.clone();
+    metrics.downstream_open.inc();
+    run(&shard, stream).await;
+    metrics.downstream_open.dec();
+}
+
+/// Decrements the connection's call count however the call ends.
+struct CallGuard(Rc<ClientConn>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.call_ended();
+    }
+}
+
+async fn run(shard: &Rc<Shard>, stream: TcpStream) {
+    let settings = &shard.downstream;
+    if stream.set_nodelay(true).is_err() {
+        return;
+    }
+    let Ok(io) = stream.into_poll_io() else {
+        return;
+    };
+    let conn = Rc::new(ClientConn::new(settings.ping_policy));
+    let io = Watched::server(io, conn.clone());
+    let handshake = settings.h2.handshake::<_, Bytes>(io);
+    let mut connection = match monoio::time::timeout(settings.handshake_timeout, handshake).await {
+        Ok(Ok(connection)) => connection,
+        // Not HTTP/2, or too slow: nothing to answer on.
+        _ => return,
+    };
+    let mut ping_pong = connection.ping_pong();
+    let mut drain = shard.drain.subscribe();
+    let opened = Instant::now();
+    let mut timers = Timers {
+        keepalive_at: opened + settings.keepalive_time,
+        frames_seen: conn.frames_read(),
+        pong_due: None,
+        age_at: settings
+            .max_age
+            .map(|age| opened + jittered(age, &shard.rng)),
+        grace_until: None,
+        going_away: false,
+    };
+    loop {
+        let deadline = timers.next(settings, &conn);
+        let next = monoio::select! {
+            next = connection.accept() => next,
+            _ = &mut drain, if !timers.going_away => {
+                connection.graceful_shutdown();
+                shard.metrics.downstream_goaways_sent.inc();
+                timers.going_away = true;
+                continue;
+            }
+            _ = poll_fn(|cx| conn.poll_too_many_pings(cx)) => {
+                // The frame watcher swaps h2's GOAWAY for one with `too_many_pings`.
+                connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                shard.metrics.downstream_too_many_pings.inc();
+                shard.metrics.downstream_goaways_sent.inc();
+                break;
+            }
+            pong = poll_fn(|cx| ping_pong.as_mut().map_or(std::task::Poll::Pending, |p| p.poll_pong(cx))), if timers.pong_due.is_some() => {
+                if pong.is_ok() {
+                    timers.pong_due = None;
+                    timers.keepalive_at = Instant::now() + settings.keepalive_time;
+                }
+                continue;
+            }
+            _ = monoio::time::sleep_until(deadline.into()) => {
+                match timers.fire(settings, &conn) {
+                    Fire::Nothing => {}
+                    Fire::Ping => {
+                        if let Some(p) = ping_pong.as_mut() {
+                            if p.send_ping(h2::Ping::opaque()).is_ok() {
+                                timers.pong_due = Some(Instant::now() + settings.keepalive_timeout);
+                            }
+                        }
+                    }
+                    Fire::GoAway => {
+                        connection.graceful_shutdown();
+                        shard.metrics.downstream_goaways_sent.inc();
+                    }
+                    Fire::Close(keepalive) => {
+                        if keepalive {
+                            shard.metrics.downstream_keepalive_timeouts.inc();
+                        }
+                        // Dropping the connection closes the socket; calls on it fail.
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        match next {
+            Some(Ok((request, respond))) => {
+                conn.call_started();
+                let guard = CallGuard(conn.clone());
+                let shard = shard.clone();
+                monoio::spawn(async move {
+                    proxy::serve(shard, request, respond).await;
+                    drop(guard);
+                });
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    // Keep driving the connection until its remaining streams are done and the close is sent,
+    // within the age grace if one applies.
+    let closed = poll_fn(|cx| connection.poll_closed(cx));
+    match timers.grace_until {
+        Some(until) => {
+            let _ = monoio::time::timeout_at(until.into(), closed).await;
+        }
+        None => {
+            let _ = closed.await;
+        }
+    }
+}
+
+/// The connection's deadlines.
+struct Timers {
+    /// When to PING if no frame has arrived meanwhile.
+    keepalive_at: Instant,
+    /// `frames_read` when the keepalive deadline was last set.
+    frames_seen: u64,
+    /// A PING is out; its ACK is due by then.
+    pong_due: Option<Instant>,
+    age_at: Option<Instant>,
+    /// After the age GOAWAY: when the connection is closed regardless.
+    grace_until: Option<Instant>,
+    going_away: bool,
+}
+
+enum Fire {
+    Nothing,
+    Ping,
+    GoAway,
+    /// Close now; `true` when because a PING went unanswered.
+    Close(bool),
+}
+
+impl Timers {
+    /// The earliest deadline.
+    fn next(&self, settings: &Settings, conn: &ClientConn) -> Instant {
+        let mut next = self.pong_due.unwrap_or(self.keepalive_at);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = next.min(t);
+            }
+        };
+        if !self.going_away {
+            consider(self.age_at);
+            if conn.active_calls() == 0 {
+                consider(settings.max_idle.map(|idle| conn.idle_since() + idle));
+            } else if settings.max_idle.is_some() {
+                // Calls are open: look again in a while, when they may have ended.
+                consider(Some(Instant::now() + settings.max_idle.unwrap_or_default()));
+            }
+        }
+        consider(self.grace_until);
+        next
+    }
+
+    /// Acts on whatever deadline has passed.
+    fn fire(&mut self, settings: &Settings, conn: &ClientConn) -> Fire {
+        let now = Instant::now();
+        if let Some(due) = self.pong_due {
+            if now >= due {
+                return Fire::Close(true);
+            }
+        }
+        if self.grace_until.is_some_and(|t| now >= t) {
+            return Fire::Close(false);
+        }
+        if !self.going_away {
+            if self.age_at.is_some_and(|t| now >= t) {
+                self.going_away = true;
+                self.grace_until = settings.age_grace.map(|g| now + g);
+                return Fire::GoAway;
+            }
+            let idle = conn.active_calls() == 0
+                && settings
+                    .max_idle
+                    .is_some_and(|idle| now >= conn.idle_since() + idle);
+            if idle {
+                self.going_away = true;
+                return Fire::GoAway;
+            }
+        }
+        if self.pong_due.is_none() && now >= self.keepalive_at {
+            let frames = conn.frames_read();
+            if frames != self.frames_seen {
+                // The client was heard from since: wait a full interval from now.
+                self.frames_seen = frames;
+                self.keepalive_at = now + settings.keepalive_time;
+                return Fire::Nothing;
+            }
+            self.keepalive_at = now + settings.keepalive_time;
+            return Fire::Ping;
+        }
+        Fire::Nothing
+    }
+}
+
+/// `d` ± 10%, so connections opened together do not all age out together.
+fn jittered(d: Duration, rng: &Rng) -> Duration {
+    let tenth = d.as_millis() as u64 / 10;
+    let offset = rng.next_u64() % (2 * tenth + 1);
+    d - Duration::from_millis(tenth) + Duration::from_millis(offset)
+}

@@ -1,0 +1,201 @@
+//! What one client connection's frames tell: activity for keepalive, the client's PINGs for
+//! ping enforcement, and its highest stream id for our GOAWAY.
+//!
+//! # Ping enforcement (as grpc-go's server, gRPC A8/A9)
+//!
+//! 1. The first PING, and the first after we sent HEADERS or DATA, is free (and resets strikes).
+//! 2. Otherwise a PING earlier than `permit_keepalive_time` after the previous one is a strike —
+//!    or earlier than 2 hours when no call is open and `permit_keepalive_without_calls` is off.
+//! 3. More than 2 strikes: the connection is ended with GOAWAY ENHANCE_YOUR_CALM and the debug
+//!    data `too_many_pings`, which gRPC clients read as "double your keepalive interval".
+
+use std::cell::{Cell, RefCell};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::frames::{self, Frame, Observer};
+
+/// grpc-go's `maxPingStrikes`: the third offending PING ends the connection.
+const MAX_STRIKES: u32 = 2;
+/// Pings without calls, when not permitted, are allowed this often (grpc-go
+/// `defaultPingTimeout`).
+const WITHOUT_CALLS_INTERVAL: Duration = Duration::from_secs(2 * 60 * 60);
+/// `ENHANCE_YOUR_CALM` (RFC 9113 §7).
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+/// The enforcement policy.
+#[derive(Debug, Clone, Copy)]
+pub struct PingPolicy {
+    pub min_interval: Duration,
+    pub without_calls: bool,
+}
+
+/// Shared by a connection's serve loop, its calls and its frame watcher.
+pub struct ClientConn {
+    policy: PingPolicy,
+    /// Calls open on the connection.
+    active_calls: Cell<usize>,
+    /// When the connection last had no calls (for `max_connection_idle`).
+    idle_since: Cell<Instant>,
+    /// Frames read so far; keepalive compares it between ticks.
+    frames_read: Cell<u64>,
+    last_ping: Cell<Option<Instant>>,
+    strikes: Cell<u32>,
+    /// We sent HEADERS or DATA since the last PING: the next one is free.
+    reset_strikes: Cell<bool>,
+    too_many_pings: Cell<bool>,
+    /// The serve loop, waiting to hear about `too_many_pings`.
+    waiter: RefCell<Option<Waker>>,
+    last_client_stream: Cell<u32>,
+}
+
+impl ClientConn {
+    pub fn new(policy: PingPolicy) -> ClientConn {
+        ClientConn {
+            policy,
+            active_calls: Cell::new(0),
+            idle_since: Cell::new(Instant::now()),
+            frames_read: Cell::new(0),
+            last_ping: Cell::new(None),
+            strikes: Cell::new(0),
+            reset_strikes: Cell::new(false),
+            too_many_pings: Cell::new(false),
+            waiter: RefCell::new(None),
+            last_client_stream: Cell::new(0),
+        }
+    }
+
+    pub fn call_started(&self) {
+        self.active_calls.set(self.active_calls.get() + 1);
+    }
+
+    pub fn call_ended(&self) {
+        let n = self.active_calls.get() - 1;
+        self.active_calls.set(n);
+        if n == 0 {
+            self.idle_since.set(Instant::now());
+        }
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.active_calls.get()
+    }
+
+    pub fn idle_since(&self) -> Instant {
+        self.idle_since.get()
+    }
+
+    pub fn frames_read(&self) -> u64 {
+        self.frames_read.get()
+    }
+
+    /// Ready once the client has pinged too often.
+    pub fn poll_too_many_pings(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.too_many_pings.get() {
+            return Poll::Ready(());
+        }
+        *self.waiter.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn client_pinged(&self) {
+        let now = Instant::now();
+        let last = self.last_ping.replace(Some(now));
+        if self.reset_strikes.replace(false) {
+            self.strikes.set(0);
+            return;
+        }
+        let allowed = if self.active_calls.get() == 0 && !self.policy.without_calls {
+            WITHOUT_CALLS_INTERVAL
+        } else {
+            self.policy.min_interval
+        };
+        if last.is_some_and(|last| now.duration_since(last) < allowed) {
+            self.strikes.set(self.strikes.get() + 1);
+        }
+        if self.strikes.get() > MAX_STRIKES && !self.too_many_pings.replace(true) {
+            if let Some(waker) = self.waiter.borrow_mut().take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Observer for ClientConn {
+    fn read(&self, frame: &Frame) {
+        self.frames_read.set(self.frames_read.get() + 1);
+        match frame.kind {
+            frames::PING if frame.flags & frames::FLAG_ACK == 0 => self.client_pinged(),
+            frames::HEADERS if frame.stream > self.last_client_stream.get() => {
+                self.last_client_stream.set(frame.stream)
+            }
+            _ => {}
+        }
+    }
+
+    fn written(&self, frame: &Frame) {
+        if frame.kind == frames::DATA || frame.kind == frames::HEADERS {
+            self.reset_strikes.set(true);
+        }
+    }
+
+    fn goaway(&self) -> Option<Vec<u8>> {
+        self.too_many_pings.get().then(|| {
+            frames::goaway_frame(
+                self.last_client_stream.get(),
+                ENHANCE_YOUR_CALM,
+                b"too_many_pings",
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ping() -> Frame {
+        Frame {
+            len: 8,
+            kind: frames::PING,
+            flags: 0,
+            stream: 0,
+        }
+    }
+
+    #[test]
+    fn third_early_ping_is_too_many() {
+        let c = ClientConn::new(PingPolicy {
+            min_interval: Duration::from_secs(300),
+            without_calls: false,
+        });
+        c.call_started();
+        c.read(&ping()); // first: free
+        c.read(&ping()); // strike 1
+        c.read(&ping()); // strike 2
+        assert!(c.goaway().is_none());
+        c.read(&ping()); // strike 3 > 2
+        let frame = c.goaway().expect("GOAWAY due");
+        assert_eq!(frame[3], frames::GOAWAY);
+        assert!(frame.ends_with(b"too_many_pings"));
+    }
+
+    #[test]
+    fn sending_data_forgives() {
+        let c = ClientConn::new(PingPolicy {
+            min_interval: Duration::from_secs(300),
+            without_calls: true,
+        });
+        let data = Frame {
+            len: 5,
+            kind: frames::DATA,
+            flags: 0,
+            stream: 1,
+        };
+        for _ in 0..10 {
+            c.read(&ping());
+            c.written(&data);
+        }
+        assert!(c.goaway().is_none());
+    }
+}
