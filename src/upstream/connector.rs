@@ -119,11 +119,8 @@ impl Connection {
         *self.ping.borrow_mut() = Some(ping_pong);
         match result {
             Ok(Ok(_pong)) => Ok(true),
-            Ok(Err(e)) => Err(format!("keepalive ping failed: {e}")),
-            Err(_) => Err(format!(
-                "keepalive ping unanswered after {} ms",
-                timeout.as_millis()
-            )),
+            Ok(Err(e)) => Err(format!("PING failed: {e}")),
+            Err(_) => Err(format!("PING unanswered after {} ms", timeout.as_millis())),
         }
     }
 }
@@ -155,6 +152,7 @@ pub async fn dial(
             .await
             .map_err(|e| format!("HTTP/2 handshake failed: {e}"))
     };
+    let started = Instant::now();
     let (send, mut connection) = match monoio::time::timeout(settings.timeout, connect).await {
         Ok(result) => result?,
         Err(_) => {
@@ -164,15 +162,15 @@ pub async fn dial(
             ))
         }
     };
-    let ping = connection.ping_pong();
+    let mut ping = connection.ping_pong();
     let closed = Rc::new(Cell::new(false));
     let closing_locally = Rc::new(Cell::new(false));
     let (abort_tx, abort_rx) = oneshot::channel::<()>();
     let (flag, local) = (closed.clone(), closing_locally.clone());
     let metrics = metrics.clone();
-    metrics.upstream_connections_opened.inc();
-    metrics.upstream_connections_open.inc();
+    let driver_metrics = metrics.clone();
     monoio::spawn(async move {
+        let metrics = driver_metrics;
         // Drives all I/O of the connection; ends when the peer closes it, it fails, every
         // handle is dropped with no stream left, or the pool aborts it.
         let result = monoio::select! {
@@ -199,17 +197,27 @@ pub async fn dial(
         }
         on_end(Ended { too_many_pings });
     });
-    Ok(Connection {
+    metrics.upstream_connections_opened.inc();
+    metrics.upstream_connections_open.inc();
+    let connection = Connection {
         send,
         remote: addr,
         watch,
         closed,
         closing_locally,
         abort: RefCell::new(Some(abort_tx)),
-        ping: RefCell::new(ping),
-    })
+        ping: RefCell::new(ping.take()),
+    };
+    // h2's handshake only sends our preface; a PING round trip within what is left of the
+    // dial timeout proves the target speaks HTTP/2 and is answering, so a listener that
+    // accepts and never answers fails the dial instead of swallowing calls.
+    let left = settings.timeout.saturating_sub(started.elapsed());
+    if let Err(reason) = connection.ping(left.max(Duration::from_millis(1))).await {
+        connection.abort();
+        return Err(format!("no HTTP/2 answer: {reason}"));
+    }
+    Ok(connection)
 }
-
 /// A TCP connection with the options set before the SYN: built with socket2, connected
 /// non-blocking, then handed to monoio, which waits until it is writable (connected). A second
 /// handle on the socket (`try_clone`, a `dup`) reads `SO_ERROR` afterwards — the safe way to
