@@ -104,7 +104,7 @@ impl ShardLog {
     pub fn sample(&self) -> bool {
         let n = self.seen.get();
         self.seen.set(n + 1);
-        n % self.every == 0
+        n.is_multiple_of(self.every)
     }
 
     pub fn record(&self, e: &Entry<'_>) {

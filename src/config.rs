@@ -64,6 +64,16 @@ pub struct RouteConfig {
     pub header: String,
     /// Prefix put before the header's value to form the Redis key. Default empty.
     pub key_prefix: String,
+    /// Cache routes per shard, kept coherent by Redis client tracking (RESP3): a `SET` is seen
+    /// by the first call after its invalidation arrives. With a RESP2 server, entries live
+    /// `cache_ttl_ms`. Default false: every call does a GET.
+    pub cache: bool,
+    /// Most cached routes per shard. Default 100000.
+    pub cache_max_entries: usize,
+    /// Longest a cached route lives even without an invalidation. Default 60000 ms.
+    pub cache_ttl_ms: u64,
+    /// How long "no such key" is cached. Default 1000 ms.
+    pub negative_ttl_ms: u64,
 }
 
 /// The shard's Redis connection (one per shard).
@@ -220,6 +230,10 @@ impl Default for RouteConfig {
         RouteConfig {
             header: "jobid".into(),
             key_prefix: String::new(),
+            cache: false,
+            cache_max_entries: 100_000,
+            cache_ttl_ms: 60_000,
+            negative_ttl_ms: 1_000,
         }
     }
 }
@@ -513,6 +527,19 @@ impl Config {
                     field,
                     format!("{value} is outside HTTP/2's window range 65535..={MAX_WINDOW}"),
                 ));
+            }
+        }
+        if self.route.cache {
+            for (field, value) in [
+                (
+                    "route.cache_max_entries",
+                    self.route.cache_max_entries as u64,
+                ),
+                ("route.cache_ttl_ms", self.route.cache_ttl_ms),
+            ] {
+                if value == 0 {
+                    return Err(bad(field, "must be at least 1 when route.cache is on"));
+                }
             }
         }
         if !self.admin.is_empty() && self.admin.parse::<SocketAddr>().is_err() {

@@ -40,6 +40,10 @@ struct Cli {
     #[arg(long, value_name = "PREFIX")]
     route_prefix: Option<String>,
 
+    /// Cache routes per shard, kept coherent by Redis client tracking (RESP3) [default: off]
+    #[arg(long)]
+    route_cache: bool,
+
     /// Most HTTP/2 connections per target, per shard [default: 4]
     #[arg(long, value_name = "N")]
     pool_max_connections: Option<usize>,
@@ -173,6 +177,9 @@ fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
     }
     if let Some(prefix) = &cli.route_prefix {
         config.route.key_prefix = prefix.clone();
+    }
+    if cli.route_cache {
+        config.route.cache = true;
     }
     if let Some(max) = cli.pool_max_connections {
         config.upstream.max_connections_per_target = max;

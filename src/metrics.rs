@@ -176,6 +176,14 @@ pub struct ShardMetrics {
     pub redis_commands: Counter,
     pub redis_max_pipeline_depth: Gauge,
 
+    // Route cache.
+    pub route_cache_hits: Counter,
+    pub route_cache_misses: Counter,
+    /// Lookups that waited on another call's GET for the same key.
+    pub route_cache_coalesced: Counter,
+    pub route_cache_invalidations: Counter,
+    pub route_cache_entries: Gauge,
+
     // Upstream.
     pub upstream_connections_opened: Counter,
     /// Closed by ringway (idle, age, pool shrink, failed keepalive) vs by the target.
@@ -358,6 +366,41 @@ pub fn render(shards: &[&ShardMetrics], process: &ProcessGauges) -> String {
         "Most commands one write to Redis has carried.",
         &|m| m.redis_max_pipeline_depth.get(),
     );
+
+    for (name, kind, help, f) in [
+        (
+            "ringway_route_cache_hits_total",
+            "counter",
+            "Route lookups answered by the cache.",
+            (|m: &ShardMetrics| m.route_cache_hits.get() as i64) as fn(&ShardMetrics) -> i64,
+        ),
+        (
+            "ringway_route_cache_misses_total",
+            "counter",
+            "Route lookups that sent a GET to fill the cache.",
+            |m| m.route_cache_misses.get() as i64,
+        ),
+        (
+            "ringway_route_cache_coalesced_total",
+            "counter",
+            "Route lookups that waited for another call's GET of the same key.",
+            |m| m.route_cache_coalesced.get() as i64,
+        ),
+        (
+            "ringway_route_cache_invalidations_total",
+            "counter",
+            "Invalidations received from Redis (client tracking), flushes included.",
+            |m| m.route_cache_invalidations.get() as i64,
+        ),
+        (
+            "ringway_route_cache_entries",
+            "gauge",
+            "Routes in the cache, lookups in progress included.",
+            |m| m.route_cache_entries.get(),
+        ),
+    ] {
+        per_shard(&mut out, name, kind, help, &f);
+    }
 
     per_shard(
         &mut out,

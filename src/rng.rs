@@ -31,7 +31,7 @@ impl Rng {
 
     /// A number in `0..n` (`n` > 0), by multiply-shift rather than modulo.
     pub fn below(&self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 }
 

@@ -143,13 +143,24 @@ async fn run(
     };
     let config = context.config;
     let rng = Rc::new(Rng::new(id as u64));
-    let redis = RedisClient::start(&config.redis, rng.clone(), metrics.clone());
+    let cache = crate::route::cache_for(&config, metrics.clone());
+    let pushes = cache
+        .clone()
+        .map(|cache| -> crate::redis::PushHandler { Rc::new(move |push| cache.on_push(push)) });
+    let redis = RedisClient::start(&config.redis, rng.clone(), metrics.clone(), pushes);
+    // Serve only once the first Redis connection attempt is over (made, or failed within its
+    // timeout), so calls right after start do not fail for a connection still being set up.
+    let settle = Duration::from_millis(2 * config.redis.connect_timeout_ms);
+    let asked = Instant::now();
+    while !redis.first_attempt_done() && asked.elapsed() < settle {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
     let shard = Rc::new(Shard {
         id,
         // Validated with the config.
         route_header: HeaderName::from_bytes(config.route.header.as_bytes())
             .expect("route.header was validated"),
-        router: Router::new(&config, redis, metrics.clone()),
+        router: Router::new(&config, redis, metrics.clone(), cache),
         upstreams: Rc::new(Upstreams::new(
             &config.upstream,
             rng.clone(),
@@ -233,7 +244,7 @@ async fn control(shard: Rc<Shard>, drain: Arc<Drain>) {
         if let Some(log) = &shard.access_log {
             log.flush();
         }
-        if tick % publish_every == 0 {
+        if tick.is_multiple_of(publish_every) {
             shard.publish();
         }
     }

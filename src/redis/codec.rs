@@ -3,10 +3,14 @@
 //! `GET` is written by hand into the outgoing buffer: it is two bulk strings, and building a
 //! `redis_protocol` frame for it would cost an allocation per lookup. Replies are parsed by
 //! `redis_protocol`, which splits each frame off the read buffer without copying its payload.
+//! The connection speaks RESP2 unless it asked for RESP3 (`HELLO 3`, for client tracking);
+//! then out-of-band push frames can arrive between replies.
 
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::types::BytesFrame;
+use redis_protocol::resp3::decode::complete::decode_bytes_mut as decode3;
+use redis_protocol::resp3::types::BytesFrame as Frame3;
 
 /// What one reply means to a route lookup.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +21,34 @@ pub enum Reply {
     Nil,
     /// Redis answered with an error (`-WRONGTYPE ...`).
     Error(String),
+    /// A well-formed reply that is no value (an array, a map such as HELLO's), named by kind.
+    Other(&'static str),
+}
+
+/// What one frame from Redis is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// The reply to the oldest command waiting.
+    Reply(Reply),
+    /// Client tracking: these keys changed (`None`: everything, e.g. after FLUSHALL).
+    Invalidate(Option<Vec<Bytes>>),
+    /// Another push (e.g. pub/sub); ignored.
+    OtherPush,
+}
+
+/// Appends a command of bulk strings to `out`.
+pub fn encode_command(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    let mut digits = itoa::Buffer::new();
+    out.push(b'*');
+    out.extend_from_slice(digits.format(parts.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for part in parts {
+        out.push(b'$');
+        out.extend_from_slice(digits.format(part.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(part);
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// Appends `GET <prefix><key>` to `out`.
@@ -28,6 +60,60 @@ pub fn encode_get(out: &mut Vec<u8>, prefix: &[u8], key: &[u8]) {
     out.extend_from_slice(prefix);
     out.extend_from_slice(key);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Takes the first complete frame off the front of `buf`, as RESP3 when `resp3`.
+pub fn decode_message(buf: &mut BytesMut, resp3: bool) -> Result<Option<Message>, String> {
+    if !resp3 {
+        return Ok(decode(buf)?.map(Message::Reply));
+    }
+    let frame = match decode3(buf) {
+        Ok(Some((frame, _, _))) => frame,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(format!("bad RESP3 from Redis: {e:?}")),
+    };
+    Ok(Some(match frame {
+        Frame3::Push { data, .. } => push(data),
+        Frame3::BlobString { data, .. } | Frame3::SimpleString { data, .. } => {
+            Message::Reply(Reply::Value(data))
+        }
+        Frame3::VerbatimString { data, .. } => Message::Reply(Reply::Value(data)),
+        Frame3::Null => Message::Reply(Reply::Nil),
+        Frame3::SimpleError { data, .. } => Message::Reply(Reply::Error(data.to_string())),
+        Frame3::BlobError { data, .. } => {
+            Message::Reply(Reply::Error(String::from_utf8_lossy(&data).into_owned()))
+        }
+        Frame3::Number { data, .. } => Message::Reply(Reply::Value(Bytes::from(data.to_string()))),
+        // HELLO's map and anything else a lookup never gets: a reply, but not a value.
+        Frame3::Map { .. } => Message::Reply(Reply::Other("map")),
+        Frame3::Array { .. } => Message::Reply(Reply::Other("array")),
+        _ => Message::Reply(Reply::Other("unexpected type")),
+    }))
+}
+
+fn push(data: Vec<Frame3>) -> Message {
+    let mut items = data.into_iter();
+    let is_invalidate = matches!(
+        items.next(),
+        Some(Frame3::BlobString { ref data, .. } | Frame3::SimpleString { ref data, .. })
+            if data.eq_ignore_ascii_case(b"invalidate")
+    );
+    if !is_invalidate {
+        return Message::OtherPush;
+    }
+    match items.next() {
+        Some(Frame3::Array { data, .. }) => Message::Invalidate(Some(
+            data.into_iter()
+                .filter_map(|f| match f {
+                    Frame3::BlobString { data, .. } | Frame3::SimpleString { data, .. } => {
+                        Some(data)
+                    }
+                    _ => None,
+                })
+                .collect(),
+        )),
+        _ => Message::Invalidate(None),
+    }
 }
 
 /// Takes the first complete reply off the front of `buf`: `Ok(None)` when more bytes are needed,
@@ -43,7 +129,7 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Reply>, String> {
         BytesFrame::Null => Reply::Nil,
         BytesFrame::Error(message) => Reply::Error(message.to_string()),
         BytesFrame::Integer(i) => Reply::Value(Bytes::from(i.to_string())),
-        BytesFrame::Array(_) => Reply::Error("unexpected array reply".into()),
+        BytesFrame::Array(_) => Reply::Other("array"),
     }))
 }
 
@@ -70,6 +156,43 @@ mod tests {
         assert_eq!(decode(&mut buf), Ok(None));
         buf.extend_from_slice(b"c\r\n");
         assert_eq!(decode(&mut buf), Ok(Some(Reply::Value(Bytes::from("abc")))));
+    }
+
+    #[test]
+    fn resp3_replies_and_invalidations() {
+        let mut buf = BytesMut::from(
+            &b">2\r\n$10\r\ninvalidate\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n$3\r\nx:1\r\n_\r\n>2\r\n$10\r\ninvalidate\r\n_\r\n-ERR no\r\n"[..],
+        );
+        assert_eq!(
+            decode_message(&mut buf, true),
+            Ok(Some(Message::Invalidate(Some(vec![
+                Bytes::from("a"),
+                Bytes::from("b")
+            ]))))
+        );
+        assert_eq!(
+            decode_message(&mut buf, true),
+            Ok(Some(Message::Reply(Reply::Value(Bytes::from("x:1")))))
+        );
+        assert_eq!(
+            decode_message(&mut buf, true),
+            Ok(Some(Message::Reply(Reply::Nil)))
+        );
+        assert_eq!(
+            decode_message(&mut buf, true),
+            Ok(Some(Message::Invalidate(None)))
+        );
+        assert_eq!(
+            decode_message(&mut buf, true),
+            Ok(Some(Message::Reply(Reply::Error("ERR no".into()))))
+        );
+    }
+
+    #[test]
+    fn encodes_commands() {
+        let mut out = Vec::new();
+        encode_command(&mut out, &[b"CLIENT", b"TRACKING", b"ON"]);
+        assert_eq!(out, b"*3\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n");
     }
 
     #[test]

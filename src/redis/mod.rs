@@ -19,6 +19,17 @@
 //! `lookup_timeout_ms` and no reply at all in that time is declared stalled and redialed: a
 //! Redis that vanished without a FIN would otherwise hold the shard's routing hostage.
 //!
+//! # Client tracking
+//!
+//! When asked to (the route cache is on), the connection says `HELLO 3` and
+//! `CLIENT TRACKING ON`: Redis then remembers the keys this connection read and pushes an
+//! `invalidate` message when one changes. Pushes and replies share the connection, so an
+//! invalidation can never overtake the reply it invalidates. They are handed to the
+//! [`PushHandler`], as is a [`Push::Reset`] whenever the connection is lost or made, since
+//! invalidations may have been missed in between. A server without RESP3 (Redis < 6) answers
+//! `HELLO` with an error; the connection then stays RESP2 and [`RedisClient::tracking`] is
+//! false.
+//!
 //! This module uses monoio's completion I/O (owned buffers) rather than the poll-io bridge the
 //! HTTP/2 side needs: nothing here wants tokio's traits.
 
@@ -38,6 +49,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
+use codec::Message;
 pub use codec::Reply;
 
 use std::sync::Arc;
@@ -50,6 +62,20 @@ use crate::rng::Rng;
 /// Why a lookup got no reply. The message is for the client's `grpc-message`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unavailable(pub String);
+
+/// What client tracking tells the route cache.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Push {
+    /// These keys changed.
+    Invalidate(Vec<bytes::Bytes>),
+    /// Every key may have changed (FLUSHALL, or tracking state lost).
+    InvalidateAll,
+    /// The connection was lost or made: nothing cached may be trusted.
+    Reset,
+}
+
+/// Receives [`Push`]es on the shard.
+pub type PushHandler = Rc<dyn Fn(Push)>;
 
 /// A handle to the shard's Redis connection. Cheap to clone; all clones share one connection.
 #[derive(Clone)]
@@ -76,12 +102,22 @@ struct Shared {
     /// Commands queued and replies received on the current connection (for stall detection).
     sent: u64,
     received: u64,
+    /// The current connection speaks RESP3 with client tracking on.
+    tracking: bool,
+    /// Connection attempts finished (made or failed), for startup.
+    attempts: u64,
 }
 
 impl RedisClient {
     /// Starts the connection task on the current monoio runtime and returns its handle. The
     /// task lives as long as the runtime; it redials forever.
-    pub fn start(config: &RedisConfig, rng: Rc<Rng>, metrics: Arc<ShardMetrics>) -> RedisClient {
+    /// With `pushes`, each connection turns client tracking on and invalidations go there.
+    pub fn start(
+        config: &RedisConfig,
+        rng: Rc<Rng>,
+        metrics: Arc<ShardMetrics>,
+        pushes: Option<PushHandler>,
+    ) -> RedisClient {
         let shared = Rc::new(RefCell::new(Shared {
             outbox: Vec::with_capacity(4096),
             queued: 0,
@@ -91,12 +127,15 @@ impl RedisClient {
             writer: None,
             sent: 0,
             received: 0,
+            tracking: false,
+            attempts: 0,
         }));
         monoio::spawn(maintain(
             shared.clone(),
             config.clone(),
             rng,
             metrics.clone(),
+            pushes,
         ));
         RedisClient { shared, metrics }
     }
@@ -128,6 +167,17 @@ impl RedisClient {
     pub fn is_connected(&self) -> bool {
         self.shared.borrow().connected
     }
+
+    /// Whether the first connection attempt has finished, made or failed.
+    pub fn first_attempt_done(&self) -> bool {
+        self.shared.borrow().attempts > 0
+    }
+
+    /// Whether the current connection has client tracking on (RESP3 server, tracking asked).
+    pub fn tracking(&self) -> bool {
+        let s = self.shared.borrow();
+        s.connected && s.tracking
+    }
 }
 
 /// Dials, serves, and redials with backoff, forever.
@@ -136,6 +186,7 @@ async fn maintain(
     config: RedisConfig,
     rng: Rc<Rng>,
     metrics: Arc<ShardMetrics>,
+    pushes: Option<PushHandler>,
 ) {
     let mut backoff = Backoff::new(
         Duration::from_millis(config.reconnect_backoff_initial_ms),
@@ -145,8 +196,18 @@ async fn maintain(
     // Log a failure streak once, not once per attempt.
     let mut failing = false;
     loop {
-        match dial(&config).await {
-            Ok(stream) => {
+        let connected = match dial(&config).await {
+            Ok(mut stream) => match &pushes {
+                Some(_) => match start_tracking(&mut stream, &config).await {
+                    Ok(tracking) => Ok((stream, tracking)),
+                    Err(reason) => Err(reason),
+                },
+                None => Ok((stream, false)),
+            },
+            Err(reason) => Err(reason),
+        };
+        match connected {
+            Ok((stream, tracking)) => {
                 if failing {
                     eprintln!("ringway: redis {} reconnected", config.addr);
                 }
@@ -154,24 +215,34 @@ async fn maintain(
                 backoff.reset();
                 {
                     let mut s = shared.borrow_mut();
+                    s.attempts += 1;
                     s.connected = true;
+                    s.tracking = tracking;
                     s.sent = 0;
                     s.received = 0;
                 }
+                if let Some(push) = &pushes {
+                    push(Push::Reset);
+                }
                 metrics.redis_connects.inc();
                 metrics.redis_connected.set(1);
-                let reason = serve(stream, &shared, stall_period, &metrics).await;
+                let reason = serve(stream, &shared, stall_period, &metrics, pushes.as_ref()).await;
                 metrics.redis_connected.set(0);
                 metrics.redis_disconnects.inc();
                 eprintln!("ringway: redis {} connection lost: {reason}", config.addr);
                 fail_all(&shared, reason);
+                if let Some(push) = &pushes {
+                    push(Push::Reset);
+                }
             }
             Err(reason) => {
                 if !failing {
                     eprintln!("ringway: redis {} unreachable: {reason}", config.addr);
                 }
                 failing = true;
-                shared.borrow_mut().last_error = reason;
+                let mut s = shared.borrow_mut();
+                s.attempts += 1;
+                s.last_error = reason;
             }
         }
         monoio::time::sleep(backoff.next_delay(&rng)).await;
@@ -202,6 +273,66 @@ async fn dial(config: &RedisConfig) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
+/// `HELLO 3` then `CLIENT TRACKING ON`. `Ok(false)`: the server has no RESP3 (Redis < 6),
+/// so the connection stays RESP2 without tracking.
+async fn start_tracking(stream: &mut TcpStream, config: &RedisConfig) -> Result<bool, String> {
+    let timeout = Duration::from_millis(config.connect_timeout_ms);
+    let mut buf = BytesMut::with_capacity(4096);
+    let hello = command(stream, &mut buf, &[b"HELLO", b"3"], timeout).await?;
+    if let Reply::Error(e) = hello {
+        eprintln!(
+            "ringway: redis {} has no RESP3 ({e}); route cache falls back to TTL only",
+            config.addr
+        );
+        return Ok(false);
+    }
+    match command(stream, &mut buf, &[b"CLIENT", b"TRACKING", b"ON"], timeout).await? {
+        Reply::Error(e) => {
+            eprintln!(
+                "ringway: redis {}: CLIENT TRACKING refused ({e}); route cache falls back to TTL only",
+                config.addr
+            );
+            Ok(false)
+        }
+        _ => Ok(true),
+    }
+}
+
+/// Sends one command and reads its reply (RESP3 decoding also reads RESP2 errors), before the
+/// connection starts pipelining.
+async fn command(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    parts: &[&[u8]],
+    timeout: Duration,
+) -> Result<Reply, String> {
+    let mut out = Vec::new();
+    codec::encode_command(&mut out, parts);
+    let exchange = async {
+        let (result, _) = stream.write_all(out).await;
+        result.map_err(|e| format!("write failed: {e}"))?;
+        loop {
+            match codec::decode_message(buf, true)? {
+                Some(Message::Reply(reply)) => return Ok(reply),
+                Some(_) => continue,
+                None => {}
+            }
+            buf.reserve(4096);
+            let (len, cap) = (buf.len(), buf.capacity());
+            let (result, slice) = stream.read(std::mem::take(buf).slice_mut(len..cap)).await;
+            *buf = slice.into_inner();
+            match result {
+                Ok(0) => return Err("closed by Redis".to_string()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+        }
+    };
+    monoio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
+}
+
 /// Marks the connection down and fails every lookup that was waiting on it.
 fn fail_all(shared: &Rc<RefCell<Shared>>, reason: String) {
     let mut s = shared.borrow_mut();
@@ -219,7 +350,9 @@ async fn serve(
     shared: &Rc<RefCell<Shared>>,
     stall_period: Duration,
     metrics: &ShardMetrics,
+    pushes: Option<&PushHandler>,
 ) -> String {
+    let resp3 = shared.borrow().tracking;
     let (mut reader, mut writer) = stream.into_split();
 
     let write_loop = async {
@@ -252,8 +385,8 @@ async fn serve(
         let mut buf = BytesMut::with_capacity(64 << 10);
         loop {
             loop {
-                match codec::decode(&mut buf) {
-                    Ok(Some(reply)) => {
+                match codec::decode_message(&mut buf, resp3) {
+                    Ok(Some(Message::Reply(reply))) => {
                         let mut s = shared.borrow_mut();
                         s.received += 1;
                         match s.waiting.pop_front() {
@@ -262,6 +395,15 @@ async fn serve(
                             None => return "reply with no command waiting for it".to_string(),
                         }
                     }
+                    Ok(Some(Message::Invalidate(keys))) => {
+                        if let Some(push) = pushes {
+                            push(match keys {
+                                Some(keys) => Push::Invalidate(keys),
+                                None => Push::InvalidateAll,
+                            });
+                        }
+                    }
+                    Ok(Some(Message::OtherPush)) => {}
                     Ok(None) => break,
                     Err(e) => return e,
                 }

@@ -1,10 +1,14 @@
 //! From a call's routing header to the target(s) it must go to.
 //!
-//! Owns: the lookup (`GET <prefix><value>` on the shard's Redis connection, with a timeout) and
-//! the meaning of the value (`host:port`, or several separated by commas). Knows nothing of
-//! HTTP/2 or of connections; the proxy hands it a header value and gets back a [`Route`] or the
-//! [`GatewayError`] to answer with.
+//! Owns: the lookup (`GET <prefix><value>` on the shard's Redis connection, with a timeout),
+//! the optional route [`cache`], and the meaning of the value (`host:port`, or several
+//! separated by commas). Knows nothing of HTTP/2 or of connections; the proxy hands it a header
+//! value and gets back a [`Route`] or the [`GatewayError`] to answer with.
 
+pub mod cache;
+
+use std::ops::Deref;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,33 +20,115 @@ use crate::config::{split_host_port, Config};
 use crate::metrics::ShardMetrics;
 use crate::redis::{RedisClient, Reply};
 use crate::status::{printable, GatewayError};
+use cache::{Lookup, RouteCache};
 
 /// Most targets one route may name; more is a malformed route, not a list to scan per call.
 pub const MAX_TARGETS: usize = 64;
 
-/// The shard's router.
+/// The shard's router. Cheap to clone (a cache fill runs in its own task with a clone).
+#[derive(Clone)]
 pub struct Router {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
     redis: RedisClient,
     metrics: Arc<ShardMetrics>,
     prefix: Bytes,
     lookup_timeout: Duration,
     redis_addr: String,
+    cache: Option<Rc<RouteCache>>,
+}
+
+/// A route as the router hands it out: fresh from Redis, or shared with the cache.
+pub enum RouteRef {
+    Owned(Route),
+    Shared(Rc<Route>),
+}
+
+impl Deref for RouteRef {
+    type Target = Route;
+
+    fn deref(&self) -> &Route {
+        match self {
+            RouteRef::Owned(route) => route,
+            RouteRef::Shared(route) => route,
+        }
+    }
+}
+
+/// The cache for a config, if it asks for one.
+pub fn cache_for(config: &Config, metrics: Arc<ShardMetrics>) -> Option<Rc<RouteCache>> {
+    let r = &config.route;
+    r.cache.then(|| {
+        Rc::new(RouteCache::new(
+            Bytes::from(r.key_prefix.clone().into_bytes()),
+            r.cache_max_entries,
+            Duration::from_millis(r.cache_ttl_ms),
+            Duration::from_millis(r.negative_ttl_ms),
+            metrics,
+        ))
+    })
 }
 
 impl Router {
-    pub fn new(config: &Config, redis: RedisClient, metrics: Arc<ShardMetrics>) -> Router {
+    pub fn new(
+        config: &Config,
+        redis: RedisClient,
+        metrics: Arc<ShardMetrics>,
+        cache: Option<Rc<RouteCache>>,
+    ) -> Router {
         Router {
-            redis,
-            metrics,
-            prefix: Bytes::from(config.route.key_prefix.clone().into_bytes()),
-            lookup_timeout: config.lookup_timeout(),
-            redis_addr: config.redis.addr.clone(),
+            inner: Rc::new(Inner {
+                redis,
+                metrics,
+                prefix: Bytes::from(config.route.key_prefix.clone().into_bytes()),
+                lookup_timeout: config.lookup_timeout(),
+                redis_addr: config.redis.addr.clone(),
+                cache,
+            }),
         }
     }
 
-    /// Looks the routing value up and validates what Redis holds for it.
-    pub async fn resolve(&self, value: &HeaderValue) -> Result<Route, GatewayError> {
-        let key = value.as_bytes();
+    /// Resolves a routing value: from the cache when it has it, else from Redis.
+    pub async fn resolve(&self, value: &HeaderValue) -> Result<RouteRef, GatewayError> {
+        let Some(cache) = &self.inner.cache else {
+            return self
+                .inner
+                .fetch(value.as_bytes())
+                .await
+                .map(RouteRef::Owned);
+        };
+        let answer = match cache.lookup(value.as_bytes()) {
+            Lookup::Hit(resolved) => return resolved.map(RouteRef::Shared),
+            Lookup::Wait(answer) => answer,
+            Lookup::Miss { epoch, answer } => {
+                // The GET runs in its own task: the calls waiting on it must get their answer
+                // even if this call is cancelled meanwhile.
+                let inner = self.inner.clone();
+                let key = Bytes::copy_from_slice(value.as_bytes());
+                monoio::spawn(async move {
+                    let resolved = inner.fetch(&key).await.map(Rc::new);
+                    if let Some(cache) = &inner.cache {
+                        cache.fill(&key, epoch, resolved);
+                    }
+                });
+                answer
+            }
+        };
+        match answer.await {
+            Ok(resolved) => resolved.map(RouteRef::Shared),
+            Err(_) => Err(GatewayError::RedisUnavailable {
+                addr: self.inner.redis_addr.clone(),
+                reason: "lookup abandoned".into(),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    /// Looks the routing value up in Redis and validates what it holds.
+    async fn fetch(&self, key: &[u8]) -> Result<Route, GatewayError> {
         let lookup = self.redis.get(&self.prefix, key);
         let reply = match monoio::time::timeout(self.lookup_timeout, lookup).await {
             Ok(Ok(reply)) => reply,
@@ -71,6 +157,13 @@ impl Router {
             }
             Reply::Nil => Err(GatewayError::RouteNotFound {
                 key: self.key_text(key),
+            }),
+            Reply::Other(kind) => Err({
+                self.metrics.redis_errors.inc();
+                GatewayError::RedisError {
+                    key: self.key_text(key),
+                    message: format!("unexpected {kind} reply to GET"),
+                }
             }),
             Reply::Error(message) => Err({
                 self.metrics.redis_errors.inc();

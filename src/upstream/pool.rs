@@ -98,7 +98,7 @@ pub struct TargetPool {
     /// Calls in flight to this target, for power-of-two-choices between targets.
     in_flight: Cell<usize>,
     /// `Some` while a dial is in progress: the calls waiting for its result.
-    dialing: RefCell<Option<Vec<oneshot::Sender<Result<(), String>>>>>,
+    dialing: RefCell<Option<Vec<DialWaiter>>>,
     /// Resolved addresses; dials rotate through them. Empty until the first dial.
     addrs: RefCell<Vec<SocketAddr>>,
     next_addr: Cell<usize>,
@@ -117,6 +117,9 @@ pub struct TargetPool {
     metrics: Arc<ShardMetrics>,
     rng: Rc<Rng>,
 }
+
+/// A call waiting for a dial: told `Ok` when a connection was added, or why not.
+type DialWaiter = oneshot::Sender<Result<(), String>>;
 
 /// A pooled connection and the streams it carries.
 pub(crate) struct Pooled {
@@ -517,7 +520,7 @@ impl TargetPool {
             let mut conns = self.conns.borrow_mut();
             // Drop connections that ended, and retiring ones with nothing left on them.
             conns.retain(|c| {
-                let keep = !c.conn.closed.get() && !(c.retiring.get() && c.streams.get() == 0);
+                let keep = !(c.conn.closed.get() || c.retiring.get() && c.streams.get() == 0);
                 if !keep {
                     c.conn.closing_locally.set(!c.conn.closed.get());
                 }

@@ -30,12 +30,21 @@ pub struct RedisServer {
     addr: SocketAddr,
     /// `None` while stopped.
     child: Option<Child>,
+    /// Extra `redis-server` arguments, kept for restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` on a free port and waits until it answers.
     /// Panics if no port works after a few tries.
     pub fn start() -> RedisServer {
+        RedisServer::start_with_args(&[])
+    }
+
+    /// As [`RedisServer::start`], with extra `redis-server` arguments (e.g.
+    /// `["--rename-command", "HELLO", ""]` for a server that answers like Redis 5).
+    pub fn start_with_args(extra: &[&str]) -> RedisServer {
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         let mut last_error = String::new();
         for _ in 0..ATTEMPTS {
             let port = random_port();
@@ -44,11 +53,12 @@ impl RedisServer {
                 continue;
             }
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            match spawn(addr) {
+            match spawn(addr, &extra) {
                 Ok(child) => {
                     return RedisServer {
                         addr,
                         child: Some(child),
+                        extra,
                     }
                 }
                 Err(e) => last_error = e,
@@ -105,7 +115,7 @@ impl RedisServer {
         self.stop();
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            match spawn(self.addr) {
+            match spawn(self.addr, &self.extra) {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -140,7 +150,7 @@ fn random_port() -> u16 {
 
 /// Spawns `redis-server` on `addr` and waits until it answers; kills it
 /// and returns why if it exits or stays silent.
-fn spawn(addr: SocketAddr) -> Result<Child, String> {
+fn spawn(addr: SocketAddr, extra: &[String]) -> Result<Child, String> {
     let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| DEFAULT_BINARY.to_owned());
     let mut child = Command::new(&binary)
         .args(["--port", &addr.port().to_string()])
@@ -148,6 +158,7 @@ fn spawn(addr: SocketAddr) -> Result<Child, String> {
         .args(["--save", ""])
         .args(["--appendonly", "no"])
         .args(["--loglevel", "warning"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

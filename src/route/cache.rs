@@ -1,0 +1,293 @@
+//! The shard's route cache, kept coherent with Redis by client tracking.
+//!
+//! Owns: routing value → route (or "not found"), with expiry; the lookups in progress. Filled
+//! only from the shard's own Redis connection, which has `CLIENT TRACKING ON`, so Redis pushes
+//! an invalidation on that same connection whenever a key it served changes — after the reply
+//! that carried the old value, never before it. A `SET` is therefore seen by the first call
+//! that starts after its invalidation arrived (well under a millisecond on a LAN).
+//!
+//! # The rules
+//!
+//! 1. A miss inserts a *pending* slot and one GET goes out; lookups of the same key meanwhile
+//!    wait on that slot instead of sending their own GET (one GET per key per shard).
+//! 2. An invalidation that arrives while a GET is pending marks the slot; the GET's answer is
+//!    then handed to the waiting calls but not cached — it may predate the change.
+//! 3. Losing (or making) the Redis connection flushes everything: invalidations may have been
+//!    missed. Pending slots are marked as in rule 2.
+//! 4. Every entry also expires: after `cache_ttl_ms` (a bound should tracking ever fail
+//!    silently), or `negative_ttl_ms` for "not found". With a RESP2 server (no tracking) the
+//!    TTL is the only bound, and the README says so.
+//! 5. At `cache_max_entries` the expired entries are swept, and if that frees nothing, half the
+//!    entries go (in hash order, which is as good as random here).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use local_sync::oneshot;
+
+use super::Route;
+use crate::metrics::ShardMetrics;
+use crate::redis::Push;
+use crate::status::GatewayError;
+
+/// What a lookup resolves to: a route, or the error to answer with (NOT_FOUND among them).
+pub type Resolved = Result<Rc<Route>, GatewayError>;
+
+pub struct RouteCache {
+    /// Stripped from invalidated keys to find the routing value.
+    prefix: Bytes,
+    slots: RefCell<HashMap<Bytes, Slot>>,
+    max_entries: usize,
+    ttl: Duration,
+    negative_ttl: Duration,
+    /// Bumped by every flush: a fill that started before it must not land.
+    epoch: Cell<u64>,
+    metrics: Arc<ShardMetrics>,
+}
+
+enum Slot {
+    Ready {
+        /// `Err` only for RouteNotFound (the negative entry).
+        resolved: Resolved,
+        expires: Instant,
+    },
+    Pending {
+        waiters: Vec<oneshot::Sender<Resolved>>,
+        /// An invalidation or flush came while the GET was out.
+        invalidated: bool,
+    },
+}
+
+/// What [`RouteCache::lookup`] found.
+pub enum Lookup {
+    Hit(Resolved),
+    /// A GET for this key is out; its answer will come here.
+    Wait(oneshot::Receiver<Resolved>),
+    /// Nothing usable: the caller must fetch, then call [`RouteCache::fill`] with this epoch.
+    Miss {
+        epoch: u64,
+        answer: oneshot::Receiver<Resolved>,
+    },
+}
+
+impl RouteCache {
+    pub fn new(
+        prefix: Bytes,
+        max_entries: usize,
+        ttl: Duration,
+        negative_ttl: Duration,
+        metrics: Arc<ShardMetrics>,
+    ) -> RouteCache {
+        RouteCache {
+            prefix,
+            slots: RefCell::new(HashMap::new()),
+            max_entries,
+            ttl,
+            negative_ttl,
+            epoch: Cell::new(0),
+            metrics,
+        }
+    }
+
+    /// Looks `value` up. On a miss, a pending slot is left for the caller's fetch.
+    pub fn lookup(&self, value: &[u8]) -> Lookup {
+        let mut slots = self.slots.borrow_mut();
+        let now = Instant::now();
+        match slots.get_mut(value) {
+            Some(Slot::Ready { resolved, expires }) if *expires > now => {
+                self.metrics.route_cache_hits.inc();
+                return Lookup::Hit(resolved.clone());
+            }
+            Some(Slot::Pending { waiters, .. }) => {
+                self.metrics.route_cache_coalesced.inc();
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                return Lookup::Wait(rx);
+            }
+            _ => {}
+        }
+        self.metrics.route_cache_misses.inc();
+        if slots.len() >= self.max_entries && !slots.contains_key(value) {
+            Self::make_room(&mut slots, now);
+        }
+        let (tx, rx) = oneshot::channel();
+        slots.insert(
+            Bytes::copy_from_slice(value),
+            Slot::Pending {
+                waiters: vec![tx],
+                invalidated: false,
+            },
+        );
+        self.metrics.route_cache_entries.set(slots.len() as i64);
+        Lookup::Miss {
+            epoch: self.epoch.get(),
+            answer: rx,
+        }
+    }
+
+    /// Lands a fetch: caches it unless rule 2 or 3 forbids, and answers every waiter.
+    pub fn fill(&self, value: &[u8], epoch: u64, resolved: Resolved) {
+        let mut slots = self.slots.borrow_mut();
+        let Some(Slot::Pending {
+            waiters,
+            invalidated,
+        }) = slots.remove(value)
+        else {
+            return;
+        };
+        let ttl = match &resolved {
+            Ok(_) => Some(self.ttl),
+            Err(GatewayError::RouteNotFound { .. }) => Some(self.negative_ttl),
+            // Errors (Redis down, malformed value) are not cached.
+            Err(_) => None,
+        };
+        if let Some(ttl) = ttl {
+            if !invalidated && epoch == self.epoch.get() {
+                slots.insert(
+                    Bytes::copy_from_slice(value),
+                    Slot::Ready {
+                        resolved: resolved.clone(),
+                        expires: Instant::now() + ttl,
+                    },
+                );
+            }
+        }
+        self.metrics.route_cache_entries.set(slots.len() as i64);
+        drop(slots);
+        for waiter in waiters {
+            let _ = waiter.send(resolved.clone());
+        }
+    }
+
+    /// Applies what Redis pushed.
+    pub fn on_push(&self, push: Push) {
+        let mut slots = self.slots.borrow_mut();
+        match push {
+            Push::Invalidate(keys) => {
+                for key in keys {
+                    self.metrics.route_cache_invalidations.inc();
+                    let Some(value) = key.strip_prefix(&self.prefix[..]) else {
+                        continue;
+                    };
+                    match slots.get_mut(value) {
+                        Some(Slot::Pending { invalidated, .. }) => *invalidated = true,
+                        Some(Slot::Ready { .. }) => {
+                            slots.remove(value);
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Push::InvalidateAll | Push::Reset => {
+                self.metrics.route_cache_invalidations.inc();
+                self.epoch.set(self.epoch.get() + 1);
+                slots.retain(|_, slot| match slot {
+                    Slot::Pending { invalidated, .. } => {
+                        *invalidated = true;
+                        true
+                    }
+                    Slot::Ready { .. } => false,
+                });
+            }
+        }
+        self.metrics.route_cache_entries.set(slots.len() as i64);
+    }
+
+    fn make_room(slots: &mut HashMap<Bytes, Slot>, now: Instant) {
+        let before = slots.len();
+        slots.retain(|_, slot| !matches!(slot, Slot::Ready { expires, .. } if *expires <= now));
+        if slots.len() == before {
+            let mut keep = false;
+            slots.retain(|_, slot| {
+                keep = !keep;
+                keep || matches!(slot, Slot::Pending { .. })
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> RouteCache {
+        RouteCache::new(
+            Bytes::from_static(b"r:"),
+            4,
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+            Arc::new(ShardMetrics::default()),
+        )
+    }
+
+    fn route(v: &'static str) -> Resolved {
+        Ok(Rc::new(
+            Route::parse(Bytes::from_static(v.as_bytes())).unwrap(),
+        ))
+    }
+
+    fn target(r: &Resolved) -> String {
+        r.as_ref().unwrap().target(0).to_string()
+    }
+
+    #[test]
+    fn miss_fill_hit_and_coalescing() {
+        let c = cache();
+        let Lookup::Miss { epoch, .. } = c.lookup(b"job") else {
+            panic!("miss")
+        };
+        let Lookup::Wait(mut waiter) = c.lookup(b"job") else {
+            panic!("waits on the pending GET")
+        };
+        c.fill(b"job", epoch, route("a:1"));
+        assert_eq!(target(&waiter.try_recv().unwrap()), "a:1");
+        let Lookup::Hit(hit) = c.lookup(b"job") else {
+            panic!("hit")
+        };
+        assert_eq!(target(&hit), "a:1");
+    }
+
+    #[test]
+    fn invalidation_removes_and_spoils_pending() {
+        let c = cache();
+        let Lookup::Miss { epoch, .. } = c.lookup(b"job") else {
+            panic!()
+        };
+        c.fill(b"job", epoch, route("a:1"));
+        c.on_push(Push::Invalidate(vec![Bytes::from_static(b"r:job")]));
+        let Lookup::Miss { epoch, .. } = c.lookup(b"job") else {
+            panic!("invalidated")
+        };
+        // An invalidation while the GET is out: the answer is used once, not cached.
+        c.on_push(Push::Invalidate(vec![Bytes::from_static(b"r:job")]));
+        c.fill(b"job", epoch, route("a:1"));
+        assert!(matches!(c.lookup(b"job"), Lookup::Miss { .. }));
+    }
+
+    #[test]
+    fn reset_flushes_and_fences_old_fills() {
+        let c = cache();
+        let Lookup::Miss { epoch, .. } = c.lookup(b"x") else {
+            panic!()
+        };
+        c.on_push(Push::Reset);
+        c.fill(b"x", epoch, route("a:1"));
+        assert!(matches!(c.lookup(b"x"), Lookup::Miss { .. }));
+    }
+
+    #[test]
+    fn bounded() {
+        let c = cache();
+        for i in 0..20u8 {
+            let key = [b'k', i];
+            if let Lookup::Miss { epoch, .. } = c.lookup(&key) {
+                c.fill(&key, epoch, route("a:1"));
+            }
+        }
+        assert!(c.slots.borrow().len() <= 4);
+    }
+}
