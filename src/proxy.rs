@@ -134,7 +134,11 @@ async fn forward(
         Err(error) => {
             stats.failed(&error);
             reply_error(&mut respond, &error);
-            return None;
+            // A failed dial still had a target: the access log names it.
+            return match error {
+                GatewayError::DialFailed { target, .. } => Some(target.into()),
+                _ => None,
+            };
         }
     };
     let limit = shard.config.upstream.retry_buffer_bytes;

@@ -36,9 +36,19 @@ impl Gateway {
     /// waits until it prints `listening on <addr>`. Panics, with all it
     /// printed, if it exits first or stays silent for 20 s.
     pub fn start(bin: &str, redis_addr: impl Display, extra_args: &[&str]) -> Gateway {
+        Gateway::start_with(bin, "127.0.0.1:0", redis_addr, extra_args)
+    }
+
+    /// As [`Gateway::start`], listening on `listen` (`ip:port`) instead of port 0.
+    pub fn start_with(
+        bin: &str,
+        listen: &str,
+        redis_addr: impl Display,
+        extra_args: &[&str],
+    ) -> Gateway {
         let redis_addr = redis_addr.to_string();
         let mut command = Command::new(bin);
-        command.args(["--listen", "127.0.0.1:0", "--redis", &redis_addr]);
+        command.args(["--listen", listen, "--redis", &redis_addr]);
         // Gateways run side by side in tests: give each its own admin port.
         if !extra_args.contains(&"--admin") {
             command.args(["--admin", "127.0.0.1:0"]);
@@ -88,7 +98,7 @@ impl Gateway {
             // Let the reader finish copying what was printed.
             std::thread::sleep(Duration::from_millis(100));
             panic!(
-                "ringway ({bin} --listen 127.0.0.1:0 --redis {redis_addr} {}) {why} \
+                "ringway ({bin} --listen {listen} --redis {redis_addr} {}) {why} \
                  after {:?}; exit status {status:?}; it printed:\n{}",
                 extra_args.join(" "),
                 started.elapsed(),
@@ -150,6 +160,25 @@ impl Gateway {
         self.log.lock().unwrap().clone()
     }
 
+    /// Sends `SIG<name>` (e.g. `"TERM"`) without waiting for anything.
+    pub fn signal(&self, name: &str) {
+        signal(self.pid, name);
+    }
+
+    /// Waits up to `limit` for the process to exit on its own; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// `Some(status)` if the process has exited (and was reaped here).
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
@@ -179,6 +208,35 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// A config file for `--config`, in the temp directory; removed when dropped.
+#[derive(Debug)]
+pub struct ConfigFile {
+    path: std::path::PathBuf,
+}
+
+impl ConfigFile {
+    /// Writes `toml` to a file named after this process and a counter.
+    pub fn new(toml: &str) -> ConfigFile {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("ringway-test-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, toml).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        ConfigFile { path }
+    }
+
+    pub fn path(&self) -> &str {
+        self.path.to_str().expect("the temp dir is UTF-8")
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

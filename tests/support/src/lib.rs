@@ -19,6 +19,10 @@
 //!   and the routing-header helper.
 //! - [`raw`]: one gRPC call over bare HTTP/2 (the `h2` crate), for what tonic
 //!   hides: the HTTP status and whether a response was trailers-only.
+//! - [`rawh2`]: HTTP/2 frame by frame — a client that never answers PINGs or floods them, a
+//!   silent server, and a tap that records the frames an `h2` client receives (GOAWAY, close).
+//! - [`h2server`]: a gRPC echo upstream on the `h2` crate that can send GOAWAY mid-load with the
+//!   last stream it really accepted, counting every message it handles.
 //! - [`wait`]: bounded waiting, and [`run`], a fresh runtime per test with a
 //!   time limit, so every test can fail instead of hang.
 //!
@@ -44,7 +48,9 @@ pub mod admin;
 pub mod client;
 pub mod echo;
 pub mod gateway;
+pub mod h2server;
 pub mod raw;
+pub mod rawh2;
 pub mod redis;
 pub mod resp;
 pub mod stamp;
@@ -54,14 +60,17 @@ pub mod wait;
 pub use client::{connect, routed, with_jobid, MAX_MESSAGE_SIZE, ROUTE_HEADER};
 pub use echo::pattern;
 pub use echo::pb::{echo_client::EchoClient, EchoReply, EchoRequest, Failure};
-pub use gateway::Gateway;
-pub use raw::{raw_grpc_call, RawResponse};
+pub use gateway::{ConfigFile, Gateway};
+pub use raw::{grpc_call_on, raw_grpc_call, RawResponse};
 pub use redis::RedisServer;
-pub use upstream::Upstream;
+pub use upstream::{Upstream, UpstreamOptions};
 pub use wait::{eventually, run, within};
 
 // Re-exported so ringway's tests need no dependencies of their own beyond this crate.
+pub use bytes;
 pub use futures_util;
+pub use h2;
+pub use http;
 pub use prost;
 pub use tokio;
 pub use tokio_stream;

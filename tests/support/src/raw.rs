@@ -56,7 +56,19 @@ pub async fn raw_grpc_call(
     let driver = tokio::spawn(async move {
         let _ = connection.await;
     });
+    let response = grpc_call_on(client, addr, path, headers, message).await;
+    driver.abort();
+    response
+}
 
+/// As [`raw_grpc_call`], on a connection the caller owns (and drives).
+pub async fn grpc_call_on(
+    client: h2::client::SendRequest<Bytes>,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    message: &[u8],
+) -> Result<RawResponse, Box<dyn std::error::Error + Send + Sync>> {
     let mut request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
@@ -84,7 +96,6 @@ pub async fn raw_grpc_call(
         data.extend_from_slice(&chunk);
     }
     let trailers = body.trailers().await?;
-    driver.abort();
     Ok(RawResponse {
         status: parts.status,
         headers: parts.headers,

@@ -28,6 +28,15 @@ const REBIND_FOR: Duration = Duration::from_secs(10);
 /// How long [`Upstream::stop`] waits for the server task to end before aborting it.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// Server settings of an upstream beyond the defaults; kept across restarts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpstreamOptions {
+    /// The server's HTTP/2 PING interval (tonic `http2_keepalive_interval`); `None`: no pings.
+    pub http2_keepalive_interval: Option<Duration>,
+    /// How long an unanswered PING may wait before the server closes the connection.
+    pub http2_keepalive_timeout: Option<Duration>,
+}
+
 /// A running (or stopped) gRPC upstream. Stopped when dropped.
 pub struct Upstream {
     /// Put in every reply and in the `x-upstream` trailer.
@@ -38,6 +47,7 @@ pub struct Upstream {
     counters: Arc<CallCounters>,
     /// TCP connections accepted over the upstream's whole life.
     connections: Arc<AtomicUsize>,
+    options: UpstreamOptions,
     /// `None` while stopped.
     running: Option<Running>,
 }
@@ -63,6 +73,11 @@ fn cut_connections(sockets: &Mutex<Vec<std::net::TcpStream>>) {
 impl Upstream {
     /// Starts an upstream named `name` on `127.0.0.1:0`, on the current tokio runtime.
     pub async fn start(name: &str) -> Upstream {
+        Upstream::start_with(name, UpstreamOptions::default()).await
+    }
+
+    /// As [`Upstream::start`], with server settings.
+    pub async fn start_with(name: &str, options: UpstreamOptions) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an upstream on 127.0.0.1:0");
@@ -72,6 +87,7 @@ impl Upstream {
             addr,
             counters: Arc::default(),
             connections: Arc::default(),
+            options,
             running: None,
         };
         upstream.serve(listener);
@@ -171,7 +187,14 @@ impl Upstream {
         let service = EchoServer::new(EchoService::new(&self.name, self.counters.clone()))
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
-        let router = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(interval) = self.options.http2_keepalive_interval {
+            builder = builder.http2_keepalive_interval(Some(interval));
+        }
+        if let Some(timeout) = self.options.http2_keepalive_timeout {
+            builder = builder.http2_keepalive_timeout(Some(timeout));
+        }
+        let router = builder
             .layer(StampLayer::new(&self.name))
             .add_service(service);
         let (shutdown, signal) = oneshot::channel::<()>();

@@ -1,0 +1,104 @@
+//! The echo upstream: an HTTP/2 gRPC server that answers every call with the request's own
+//! message(s) and `grpc-status: 0` trailers.
+//!
+//! Owns: accepting on a listener it is handed, one HTTP/2 server connection per client, one
+//! task per stream. It does not decode protobuf (the bytes go back as they came, framing
+//! included) and does not care about the path, so any unary method works.
+//!
+//! Shape: `threads` OS threads, each with its own tokio current_thread runtime accepting from
+//! a clone of the same listening socket. One thread is the default, so the upstream's CPU time
+//! per call is easy to read and comparable between systems under test.
+
+use std::net::TcpListener as StdListener;
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::RecvStream;
+use http::Request;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::grpc;
+use crate::h2cfg;
+
+/// Serve on `listener` with `threads` threads until the process exits.
+pub fn serve(listener: StdListener, threads: usize, max_streams: u32) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let l = listener.try_clone()?;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("echo-{i}"))
+                .spawn(move || run_thread(l, max_streams))?,
+        );
+    }
+    for h in handles {
+        h.join().expect("echo thread panicked")?;
+    }
+    Ok(())
+}
+
+fn run_thread(listener: StdListener, max_streams: u32) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = TcpListener::from_std(listener)?;
+        loop {
+            let (sock, _) = match listener.accept().await {
+                Ok(s) => s,
+                // EMFILE and friends: back off briefly rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            tokio::task::spawn_local(connection(sock, max_streams));
+        }
+    })
+}
+
+async fn connection(sock: TcpStream, max_streams: u32) {
+    let _ = sock.set_nodelay(true);
+    let mut conn = match h2cfg::server(max_streams).handshake::<_, Bytes>(sock).await {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    while let Some(next) = conn.accept().await {
+        let Ok((req, respond)) = next else { return };
+        tokio::task::spawn_local(async move {
+            let _ = echo(req, respond).await;
+        });
+    }
+}
+
+async fn echo(req: Request<RecvStream>, mut respond: SendResponse<Bytes>) -> Result<(), h2::Error> {
+    let mut body = req.into_body();
+    // Most unary messages arrive in one DATA frame: avoid a copy in that case.
+    let mut first: Option<Bytes> = None;
+    let mut rest: Option<BytesMut> = None;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        match (&mut first, &mut rest) {
+            (None, _) => first = Some(chunk),
+            (Some(f), None) => {
+                let mut b = BytesMut::from(&f[..]);
+                b.extend_from_slice(&chunk);
+                rest = Some(b);
+            }
+            (Some(_), Some(b)) => b.extend_from_slice(&chunk),
+        }
+    }
+    let payload = match (first, rest) {
+        (_, Some(b)) => b.freeze(),
+        (Some(f), None) => f,
+        (None, None) => Bytes::new(),
+    };
+    let mut send = respond.send_response(grpc::ok_response(), false)?;
+    if !payload.is_empty() {
+        send.send_data(payload, false)?;
+    }
+    send.send_trailers(grpc::ok_trailers())
+}

@@ -1,0 +1,432 @@
+//! What a results directory holds: `results.json` (everything), `README.md` (tables), and the
+//! sweep charts; plus the machine, commit and tuning facts every result carries.
+//!
+//! Owns: the results' shape and their markdown rendering. It must not run anything except
+//! the read-only commands that describe the machine and the commit.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use serde::Serialize;
+
+use super::measure::{H2loadCheck, Load, Measurement, TcpSnapshot};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub memory_gib: f64,
+    /// Cores the gateway under test is pinned to, and cores of the load generator,
+    /// the echo upstream and Redis.
+    pub gateway_cpus: Vec<usize>,
+    pub client_cpus: String,
+    /// The sysctls this benchmark is sensitive to, as found.
+    pub sysctl: BTreeMap<String, String>,
+    pub versions: BTreeMap<String, String>,
+}
+
+fn cmd_out(prog: &str, args: &[&str]) -> Option<String> {
+    let o = Command::new(prog).args(args).output().ok()?;
+    let mut s = String::from_utf8_lossy(&o.stdout).to_string();
+    s.push_str(&String::from_utf8_lossy(&o.stderr));
+    Some(s.trim().to_string())
+}
+
+pub fn machine(gateway_cpus: &[usize], client_cpus: &str) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    let mut sysctl = BTreeMap::new();
+    for k in [
+        "net/ipv4/tcp_tw_reuse",
+        "net/ipv4/tcp_fin_timeout",
+        "net/ipv4/ip_local_port_range",
+        "net/core/somaxconn",
+        "net/ipv4/tcp_max_tw_buckets",
+        "net/core/rmem_max",
+        "net/core/wmem_max",
+    ] {
+        if let Ok(v) = std::fs::read_to_string(format!("/proc/sys/{k}")) {
+            sysctl.insert(
+                k.replace('/', "."),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            );
+        }
+    }
+    let mut versions = BTreeMap::new();
+    let first = |s: Option<String>| s.and_then(|s| s.lines().next().map(str::to_string));
+    if let Some(v) = first(cmd_out("nginx", &["-v"])) {
+        versions.insert("nginx".into(), v);
+    }
+    if let Some(v) = first(cmd_out("redis-server", &["--version"])) {
+        versions.insert("redis".into(), v);
+    }
+    if let Some(v) = first(cmd_out("h2load", &["--version"])) {
+        versions.insert("h2load".into(), v);
+    }
+    if let Some(v) = first(cmd_out("rustc", &["--version"])) {
+        versions.insert("rustc".into(), v);
+    }
+    Machine {
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cpu_model,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        memory_gib: mem_kb / 1024.0 / 1024.0,
+        gateway_cpus: gateway_cpus.to_vec(),
+        client_cpus: client_cpus.into(),
+        sysctl,
+        versions,
+    }
+}
+
+/// The workspace's commit: short hash (or `uncommitted`) and whether the tree is dirty.
+pub fn commit(repo: &Path) -> (String, bool) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let hash = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "uncommitted".into());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+        .map(|s| !s.is_empty())
+        .unwrap_or(true);
+    (hash, dirty)
+}
+
+pub fn today() -> String {
+    cmd_out("date", &["+%Y-%m-%d"]).unwrap_or_else(|| "undated".into())
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SystemRun {
+    pub system: String,
+    pub description: String,
+    /// `ok`, `skipped` or `failed`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub command: Option<String>,
+    pub main: Option<Measurement>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepPoint {
+    pub in_flight: usize,
+    pub connections: usize,
+    pub throughput_rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub failed: u64,
+    pub gateway_us_per_call: Option<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepSeries {
+    pub system: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub points: Vec<SweepPoint>,
+    /// The smallest in-flight count reaching 90% of the series' peak throughput: past it,
+    /// more calls in flight buy little throughput and mostly queueing (seed 001's knee).
+    pub knee: Option<usize>,
+}
+
+/// The knee of a sweep (see `SweepSeries::knee`).
+pub fn knee(points: &[SweepPoint]) -> Option<usize> {
+    let peak = points.iter().map(|p| p.throughput_rps).fold(0.0, f64::max);
+    if peak <= 0.0 {
+        return None;
+    }
+    points
+        .iter()
+        .find(|p| p.throughput_rps >= 0.9 * peak)
+        .map(|p| p.in_flight)
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Results {
+    pub date: String,
+    pub commit: String,
+    pub dirty: bool,
+    /// The tuning profile in force (`none` unless `--tuning` applied one).
+    pub tuning: String,
+    pub tuning_note: Option<String>,
+    pub machine: Machine,
+    pub mode: String,
+    pub load: Load,
+    pub nginx_keepalive: usize,
+    pub nginx_redis_pool: usize,
+    pub redis_port: u16,
+    pub upstream_port: u16,
+    pub upstream_threads: usize,
+    pub systems: Vec<SystemRun>,
+    pub sweep: Vec<SweepSeries>,
+    pub sweep_load: Option<Load>,
+    pub cross_check: Option<H2loadCheck>,
+}
+
+fn f1(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+fn st(s: &TcpSnapshot, label: &str, to: bool, state: &str) -> u64 {
+    s.ports.get(label).map(|p| p.count(to, state)).unwrap_or(0)
+}
+
+/// The results as markdown.
+pub fn markdown(r: &Results) -> String {
+    let mut o = String::new();
+    let m = &r.machine;
+    let _ = writeln!(o, "# ringway benchmark — {} ({})\n", r.date, r.mode);
+    let _ = writeln!(
+        o,
+        "- commit: `{}`{}\n- tuning profile: `{}`{}\n- machine: {} cores, {}, kernel {}, {:.1} GiB\n- pinning: gateway on cores {:?}; load generator, echo upstream and Redis on cores {}\n- versions: {}\n- sysctl: {}",
+        r.commit,
+        if r.dirty { " (work tree dirty)" } else { "" },
+        r.tuning,
+        r.tuning_note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+        m.cores,
+        m.cpu_model,
+        m.kernel,
+        m.memory_gib,
+        m.gateway_cpus,
+        m.client_cpus,
+        m.versions.values().cloned().collect::<Vec<_>>().join("; "),
+        m.sysctl.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+    );
+    let l = &r.load;
+    let _ = writeln!(
+        o,
+        "- load: {} connections, {} calls in flight{}, {} B messages, {} s warm-up + {} s measured, header(s) {}, path `{}`\n- nginx peers: upstream `keepalive {}`, Lua Redis pool {}\n",
+        l.connections,
+        l.concurrency,
+        l.rate.map(|r| format!(" (open loop at {r:.0} calls/s)")).unwrap_or_else(|| " (closed loop)".into()),
+        l.message_bytes,
+        l.warmup_s,
+        l.duration_s,
+        l.headers.join(", "),
+        l.path,
+        r.nginx_keepalive,
+        r.nginx_redis_pool
+    );
+    let _ = writeln!(o, "## Throughput, latency, CPU per call, memory\n");
+    let _ = writeln!(
+        o,
+        "CPU per call is utime+stime from /proc over the whole load (warm-up included) divided by every call made; the gateway figure covers its whole process tree (nginx master + worker). The last column is the share of the machine's CPU used during the load by processes outside the benchmark (other builds, daemons): where it is high, the figures are noisy.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| system | status | calls/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | failed | gateway CPU µs/call | upstream CPU µs/call | Redis CPU µs/call | loadgen CPU µs/call | gateway peak RSS MiB | other procs' CPU % |"
+    );
+    let _ = writeln!(
+        o,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for s in &r.systems {
+        let Some(m) = s.main.as_ref().filter(|m| m.loadgen.is_some()) else {
+            let reason = s
+                .reason
+                .clone()
+                .or_else(|| s.main.as_ref().and_then(|m| m.error.clone()))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "| {} | {}: {} | | | | | | | | | | | | | |",
+                s.system,
+                s.status,
+                reason.replace('|', "/").replace('\n', " ")
+            );
+            continue;
+        };
+        let g = m.loadgen.as_ref().expect("checked above");
+        let p = &g.latency;
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+            s.system,
+            s.status,
+            g.throughput_rps,
+            f1(p.p50_us),
+            f1(p.p90_us),
+            f1(p.p99_us),
+            f1(p.p999_us),
+            f1(p.max_us),
+            g.calls - g.ok,
+            m.cpu
+                .gateway_us_per_call
+                .map(f1)
+                .unwrap_or_else(|| "—".into()),
+            f1(m.cpu.upstream_us_per_call),
+            f1(m.cpu.redis_us_per_call),
+            f1(g.loadgen_cpu_us_per_call),
+            m.gateway_peak_rss
+                .as_ref()
+                .map(|r| format!("{:.1}", r.sum_bytes as f64 / 1048576.0))
+                .unwrap_or_else(|| "—".into()),
+            m.cpu.other_busy_pct
+        );
+    }
+    let errors: Vec<String> = r
+        .systems
+        .iter()
+        .filter_map(|s| {
+            let g = s.main.as_ref()?.loadgen.as_ref()?;
+            (!g.errors.is_empty()).then(|| format!("- {}: {:?}", s.system, g.errors))
+        })
+        .collect();
+    if !errors.is_empty() {
+        let _ = writeln!(o, "\nFailed calls by status:\n\n{}", errors.join("\n"));
+    }
+    let _ = writeln!(o, "\n## TCP state table (seed 000's netstat counts)\n");
+    let _ = writeln!(
+        o,
+        "Sockets whose remote port is the upstream's or Redis's port (the connecting side: gateway → upstream, gateway → Redis; for `direct`, the load generator → upstream). `during` is taken halfway through the measured phase, `after` right after the load with the gateway still up. TIME_WAIT lasts 60 s on Linux, so `before` may hold the previous system's leftovers: compare before → after.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| system | when | →upstream ESTABLISHED | →upstream TIME_WAIT | →upstream CLOSE_WAIT | →Redis ESTABLISHED | →Redis TIME_WAIT | →Redis CLOSE_WAIT | machine TIME_WAIT |"
+    );
+    let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for s in &r.systems {
+        let Some(m) = &s.main else { continue };
+        let snaps: Vec<(&str, &TcpSnapshot)> = [
+            Some(("before", &m.tcp_before)),
+            m.tcp_during.as_ref().map(|d| ("during", d)),
+            Some(("after", &m.tcp_after)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for (when, snap) in snaps {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.system,
+                when,
+                st(snap, "upstream", true, "ESTABLISHED"),
+                st(snap, "upstream", true, "TIME_WAIT"),
+                st(snap, "upstream", true, "CLOSE_WAIT"),
+                st(snap, "redis", true, "ESTABLISHED"),
+                st(snap, "redis", true, "TIME_WAIT"),
+                st(snap, "redis", true, "CLOSE_WAIT"),
+                snap.all.get("TIME_WAIT").copied().unwrap_or(0)
+            );
+        }
+    }
+    let commands: Vec<String> = r
+        .systems
+        .iter()
+        .filter_map(|s| Some(format!("- {}: `{}`", s.system, s.command.as_ref()?)))
+        .collect();
+    if !commands.is_empty() {
+        let _ = writeln!(o, "\n## Commands\n\n{}", commands.join("\n"));
+    }
+    if let Some(c) = &r.cross_check {
+        let _ = writeln!(o, "\n## Cross-check with h2load (direct path)\n");
+        let _ = writeln!(o, "```\n{}\n```\n", c.command);
+        let _ = writeln!(
+            o,
+            "h2load: {} calls/s ({} succeeded); loadgen, same connections/streams/count: {} calls/s ({} ok). {}",
+            c.h2load_rps.map(|v| format!("{v:.0}")).unwrap_or_else(|| "n/a".into()),
+            c.h2load_succeeded.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into()),
+            c.loadgen_rps.map(|v| format!("{v:.0}")).unwrap_or_else(|| "n/a".into()),
+            c.loadgen_ok.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into()),
+            c.note
+        );
+    }
+    if !r.sweep.is_empty() {
+        let _ = writeln!(o, "\n## Concurrency sweep (seed 001)\n");
+        if let Some(sl) = &r.sweep_load {
+            let _ = writeln!(
+                o,
+                "Closed loop, {} s warm-up + {} s per point, connections = min(in-flight, {}). Knee: the smallest in-flight count reaching 90% of that system's peak throughput (marked ◆).\n",
+                sl.warmup_s, sl.duration_s, sl.connections
+            );
+        }
+        let _ = writeln!(
+            o,
+            "![throughput](sweep-throughput.svg)\n\n![p99](sweep-p99.svg)\n"
+        );
+        let levels: Vec<usize> = {
+            let mut v: Vec<usize> = r
+                .sweep
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.in_flight))
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let _ = writeln!(o, "Each cell: calls/s / p99 µs.\n");
+        let _ = write!(o, "| in flight |");
+        for s in &r.sweep {
+            let _ = write!(o, " {} |", s.system);
+        }
+        let _ = writeln!(o);
+        let _ = writeln!(o, "|---:|{}", "---:|".repeat(r.sweep.len()));
+        for lv in &levels {
+            let _ = write!(o, "| {lv} |");
+            for s in &r.sweep {
+                match s.points.iter().find(|p| p.in_flight == *lv) {
+                    Some(p) if p.error.is_none() => {
+                        let mark = if s.knee == Some(*lv) { " ◆" } else { "" };
+                        let failed = if p.failed > 0 {
+                            format!(" ({} failed)", p.failed)
+                        } else {
+                            String::new()
+                        };
+                        let _ = write!(
+                            o,
+                            " {:.0} / {:.0}{mark}{failed} |",
+                            p.throughput_rps, p.p99_us
+                        );
+                    }
+                    Some(_) => {
+                        let _ = write!(o, " error |");
+                    }
+                    None => {
+                        let _ = write!(o, " |");
+                    }
+                }
+            }
+            let _ = writeln!(o);
+        }
+        for s in r.sweep.iter().filter(|s| s.status != "ok") {
+            let _ = writeln!(
+                o,
+                "\n{}: {} — {}",
+                s.system,
+                s.status,
+                s.reason.clone().unwrap_or_default()
+            );
+        }
+    }
+    o
+}

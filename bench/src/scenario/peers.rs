@@ -1,0 +1,114 @@
+//! The nginx peers' configs: templates in `bench/peers/`, rendered with this run's ports,
+//! paths and core pinning.
+//!
+//! Owns: `{{NAME}}` substitution and the per-run values. It must not start nginx.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The values a template may use.
+pub struct PeerVars {
+    pub prefix: PathBuf,
+    pub peers_dir: PathBuf,
+    pub listen_port: u16,
+    pub upstream: String,
+    pub redis_host: String,
+    pub redis_port: u16,
+    pub route_header: String,
+    pub route_prefix: String,
+    /// nginx upstream `keepalive N` (idle connections kept per worker).
+    pub keepalive: usize,
+    /// Lua `setkeepalive(_, N)`: idle Redis sockets kept per worker.
+    pub redis_pool: usize,
+    /// Cores the nginx workers are pinned to, one worker per core.
+    pub cpus: Vec<usize>,
+    /// `worker_rlimit_nofile`.
+    pub nofile: u64,
+}
+
+/// `worker_cpu_affinity` masks: one per worker, bit i = core i (nginx writes the lowest
+/// core rightmost).
+pub fn affinity_masks(cpus: &[usize]) -> String {
+    let width = cpus.iter().max().map(|m| m + 1).unwrap_or(1);
+    cpus.iter()
+        .map(|&c| {
+            (0..width)
+                .rev()
+                .map(|i| if i == c { '1' } else { '0' })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Render `bench/peers/<template>` with `vars`; unknown `{{NAME}}`s are an error.
+pub fn render(peers_dir: &Path, template: &str, vars: &PeerVars) -> Result<String, String> {
+    let read = |name: &str| {
+        std::fs::read_to_string(peers_dir.join(name))
+            .map_err(|e| format!("read {}: {e}", peers_dir.join(name).display()))
+    };
+    let mut map = BTreeMap::new();
+    map.insert("WORKERS", vars.cpus.len().max(1).to_string());
+    map.insert("CPU_AFFINITY", affinity_masks(&vars.cpus));
+    map.insert("NOFILE", vars.nofile.to_string());
+    map.insert("PREFIX", vars.prefix.display().to_string());
+    map.insert("PEERS_DIR", vars.peers_dir.display().to_string());
+    map.insert("LISTEN_PORT", vars.listen_port.to_string());
+    map.insert("UPSTREAM", vars.upstream.clone());
+    map.insert("REDIS_HOST", vars.redis_host.clone());
+    map.insert("REDIS_PORT", vars.redis_port.to_string());
+    map.insert("ROUTE_HEADER", vars.route_header.clone());
+    map.insert("ROUTE_PREFIX", vars.route_prefix.clone());
+    map.insert("KEEPALIVE", vars.keepalive.to_string());
+    map.insert("REDIS_POOL", vars.redis_pool.to_string());
+    let mut text = read(template)?
+        .replace("{{COMMON}}", &read("nginx-common.inc")?)
+        .replace("{{HTTP_COMMON}}", &read("nginx-http-common.inc")?);
+    for (k, v) in &map {
+        text = text.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    if let Some(i) = text.find("{{") {
+        let name: String = text[i..].chars().take(40).collect();
+        return Err(format!("{template}: unknown placeholder {name}"));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_put_core_zero_rightmost() {
+        assert_eq!(affinity_masks(&[1]), "10");
+        assert_eq!(affinity_masks(&[0]), "1");
+        assert_eq!(affinity_masks(&[2, 3]), "0100 1000");
+    }
+
+    #[test]
+    fn every_template_renders_without_leftovers() {
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers"));
+        let vars = PeerVars {
+            prefix: "/tmp/x".into(),
+            peers_dir: dir.clone(),
+            listen_port: 17010,
+            upstream: "127.0.0.1:17001".into(),
+            redis_host: "127.0.0.1".into(),
+            redis_port: 17000,
+            route_header: "jobid".into(),
+            route_prefix: String::new(),
+            keepalive: 1024,
+            redis_pool: 1024,
+            cpus: vec![1],
+            nofile: 20000,
+        };
+        for t in [
+            "nginx-grpc.conf",
+            "nginx-lua-pooled.conf",
+            "nginx-lua-short.conf",
+        ] {
+            let text = render(&dir, t, &vars).unwrap();
+            assert!(text.contains("listen 127.0.0.1:17010 http2;"), "{t}");
+        }
+    }
+}

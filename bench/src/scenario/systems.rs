@@ -1,0 +1,249 @@
+//! The systems under test and how each one is started.
+//!
+//! Owns: the list of systems, their descriptions, and turning one into a running process with
+//! a target address. It must not measure anything (`measure` does).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::peers::{self, PeerVars};
+use super::procs::Proc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum System {
+    /// No gateway: the load generator calls the echo upstream itself. The ceiling.
+    Direct,
+    Ringway,
+    /// nginx `grpc_pass` to a static upstream with `keepalive`.
+    NginxGrpc,
+    /// Seed 000 after its fix: Lua GET over a pooled cosocket, balancer_by_lua, keepalive.
+    NginxLua,
+    /// Seed 000 before its fix: Lua GET over a fresh socket, `grpc_pass grpc://$target`.
+    NginxLuaShort,
+}
+
+pub const ALL: [System; 5] = [
+    System::Direct,
+    System::Ringway,
+    System::NginxGrpc,
+    System::NginxLua,
+    System::NginxLuaShort,
+];
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Direct => "direct",
+            System::Ringway => "ringway",
+            System::NginxGrpc => "nginx-grpc",
+            System::NginxLua => "nginx-lua",
+            System::NginxLuaShort => "nginx-lua-short",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<System> {
+        ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            System::Direct => "no gateway: load generator -> echo upstream (the ceiling)",
+            System::Ringway => "ringway: route from Redis, multiplexed upstream HTTP/2 pool",
+            System::NginxGrpc => "nginx grpc_pass, static upstream, upstream keepalive",
+            System::NginxLua => {
+                "nginx + Lua (seed 000 fixed): access_by_lua GET over pooled cosocket, balancer_by_lua, keepalive"
+            }
+            System::NginxLuaShort => {
+                "nginx + Lua (seed 000 before fix): new Redis socket per call, grpc_pass grpc://$target"
+            }
+        }
+    }
+
+    fn template(self) -> Option<&'static str> {
+        match self {
+            System::NginxGrpc => Some("nginx-grpc.conf"),
+            System::NginxLua => Some("nginx-lua-pooled.conf"),
+            System::NginxLuaShort => Some("nginx-lua-short.conf"),
+            _ => None,
+        }
+    }
+
+    /// Whether the system looks the route up in Redis.
+    pub fn uses_redis(self) -> bool {
+        matches!(
+            self,
+            System::Ringway | System::NginxLua | System::NginxLuaShort
+        )
+    }
+}
+
+/// Why a system did not run.
+#[derive(Debug)]
+pub enum NotRun {
+    /// Its software is missing or not asked for: not a fault of the system.
+    Skipped(String),
+    /// It was there but did not start or did not answer.
+    Failed(String),
+}
+
+/// What every system is started with.
+pub struct Env {
+    pub tmp: PathBuf,
+    pub peers_dir: PathBuf,
+    pub redis: SocketAddr,
+    pub upstream: SocketAddr,
+    pub route_header: String,
+    pub route_prefix: String,
+    pub gateway_cpus: Vec<usize>,
+    pub keepalive: usize,
+    pub redis_pool: usize,
+    pub ringway_bin: PathBuf,
+    /// Extra arguments for ringway (`--ringway-arg`).
+    pub ringway_args: Vec<String>,
+    pub nofile: u64,
+}
+
+/// A started system: its process (none for `direct`) and the address to load.
+pub struct Running {
+    pub proc: Option<Proc>,
+    pub target: SocketAddr,
+    /// Command line or config, for the record.
+    pub command: String,
+}
+
+fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Start `system` listening on 127.0.0.1:`port`.
+pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    match system {
+        System::Direct => Ok(Running {
+            proc: None,
+            target: env.upstream,
+            command: String::new(),
+        }),
+        System::Ringway => {
+            if !env.ringway_bin.exists() {
+                return Err(NotRun::Skipped(format!(
+                    "{} not found (build it with `cargo build --release -p ringway`)",
+                    env.ringway_bin.display()
+                )));
+            }
+            let mut cmd = vec![
+                env.ringway_bin.display().to_string(),
+                "--listen".into(),
+                listen.to_string(),
+                "--redis".into(),
+                env.redis.to_string(),
+                "--shards".into(),
+                env.gateway_cpus.len().to_string(),
+                "--route-header".into(),
+                env.route_header.clone(),
+            ];
+            if !env.route_prefix.is_empty() {
+                cmd.extend(["--route-prefix".into(), env.route_prefix.clone()]);
+            }
+            cmd.extend(env.ringway_args.iter().cloned());
+            let log = env.tmp.join("ringway.log");
+            let cpus = cpu_list(&env.gateway_cpus);
+            let mut p = Proc::spawn("ringway", Some(&cpus), &cmd, &log).map_err(NotRun::Failed)?;
+            let target = p
+                .wait_listening(Duration::from_secs(15))
+                .map_err(NotRun::Failed)?;
+            let built = std::process::Command::new("date")
+                .arg("-r")
+                .arg(&env.ringway_bin)
+                .arg("+%F %T")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            Ok(Running {
+                proc: Some(p),
+                target,
+                command: format!("taskset -c {cpus} {} (binary built {built})", cmd.join(" ")),
+            })
+        }
+        System::NginxGrpc | System::NginxLua | System::NginxLuaShort => {
+            let nginx = which("nginx").ok_or_else(|| {
+                NotRun::Skipped(
+                    "nginx not found: apt-get install -y nginx libnginx-mod-http-lua lua-resty-core"
+                        .into(),
+                )
+            })?;
+            if system != System::NginxGrpc
+                && !std::path::Path::new("/usr/lib/nginx/modules/ngx_http_lua_module.so").exists()
+            {
+                return Err(NotRun::Skipped(
+                    "the nginx Lua module is missing: apt-get install -y libnginx-mod-http-lua lua-resty-core"
+                        .into(),
+                ));
+            }
+            let prefix = env.tmp.join(system.name());
+            std::fs::create_dir_all(&prefix).map_err(|e| NotRun::Failed(e.to_string()))?;
+            let vars = PeerVars {
+                prefix: prefix.clone(),
+                peers_dir: env.peers_dir.clone(),
+                listen_port: port,
+                upstream: env.upstream.to_string(),
+                redis_host: env.redis.ip().to_string(),
+                redis_port: env.redis.port(),
+                route_header: env.route_header.clone(),
+                route_prefix: env.route_prefix.clone(),
+                keepalive: env.keepalive,
+                redis_pool: env.redis_pool,
+                cpus: env.gateway_cpus.clone(),
+                nofile: env.nofile,
+            };
+            let template = system.template().expect("nginx systems have a template");
+            let conf = peers::render(&env.peers_dir, template, &vars).map_err(NotRun::Failed)?;
+            let conf_path = prefix.join("nginx.conf");
+            std::fs::write(&conf_path, &conf).map_err(|e| NotRun::Failed(e.to_string()))?;
+            let cmd = vec![
+                nginx,
+                "-p".into(),
+                prefix.display().to_string(),
+                "-e".into(),
+                prefix.join("error.log").display().to_string(),
+                "-c".into(),
+                conf_path.display().to_string(),
+                "-g".into(),
+                "daemon off;".into(),
+            ];
+            let log = prefix.join("stderr.log");
+            // The workers pin themselves (worker_cpu_affinity); the master idles.
+            let mut p = Proc::spawn(system.name(), None, &cmd, &log).map_err(NotRun::Failed)?;
+            p.wait_port(listen, Duration::from_secs(10)).map_err(|e| {
+                NotRun::Failed(format!(
+                    "{e}; error.log: {}",
+                    super::procs::tail(&prefix.join("error.log"), 10)
+                ))
+            })?;
+            Ok(Running {
+                proc: Some(p),
+                target: listen,
+                command: format!("{} (config: {template})", cmd.join(" ")),
+            })
+        }
+    }
+}
+
+/// Full path of `prog` on PATH (plus the sbin directories nginx lives in).
+pub fn which(prog: &str) -> Option<String> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/usr/local/sbin"])
+        .map(|d| std::path::Path::new(d).join(prog))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string());
+    found
+}

@@ -1,0 +1,553 @@
+//! The life of ringway's connections to targets, with real targets: a tonic server that pings,
+//! a listener that never answers, an HTTP/2 server that goes silent, an `h2` server that sends
+//! GOAWAY mid-load, closed ports (backoff, ejection), and the pool's idle timeout, rotation and
+//! watermarks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ringway_testkit::admin::metric_sum;
+use ringway_testkit::futures_util::stream::{self, StreamExt};
+use ringway_testkit::h2server::{GoAwayPlan, H2Upstream};
+use ringway_testkit::prost::Message;
+use ringway_testkit::rawh2::{grpc_frame, Frame, RawConn, DATA, HEADERS, PING, SETTINGS};
+use ringway_testkit::tokio::net::TcpListener;
+use ringway_testkit::tokio::{self, io::AsyncReadExt};
+use ringway_testkit::tonic::Code;
+use ringway_testkit::{
+    connect, eventually, routed, run, within, ConfigFile, EchoReply, EchoRequest, Gateway,
+    RedisServer, Upstream, UpstreamOptions,
+};
+
+const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// `name` summed over the series whose labels include `labels`.
+fn metric(gateway: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (status, text) = gateway.admin_get("/metrics");
+    assert_eq!(status, 200, "/metrics: {text}");
+    metric_sum(&text, name, labels)
+}
+
+/// ringway on one shard (so pools, backoff and ejection are one shard's) with `toml`.
+fn gateway(redis: &RedisServer, toml: &str) -> (Gateway, ConfigFile) {
+    let config = ConfigFile::new(toml);
+    let gateway = Gateway::start(
+        RINGWAY,
+        redis.addr(),
+        &["--shards", "1", "--config", config.path()],
+    );
+    (gateway, config)
+}
+
+/// A loopback port nothing listens on: bound, then released.
+fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address")
+}
+
+/// A target whose server pings every 200 ms (timeout 1 s): ringway answers, so the one
+/// connection lives on through idle time and calls.
+#[test]
+fn a_target_that_pings_keeps_its_one_connection() {
+    run(LIMIT, async {
+        let redis = RedisServer::start();
+        let options = UpstreamOptions {
+            http2_keepalive_interval: Some(Duration::from_millis(200)),
+            http2_keepalive_timeout: Some(Duration::from_secs(1)),
+        };
+        let upstream = Upstream::start_with("pinging", options).await;
+        redis.set("job", &upstream.addr().to_string());
+        let (gateway, _config) = gateway(&redis, "");
+        let mut client = connect(gateway.addr()).await;
+        let start = Instant::now();
+        let mut calls = 0;
+        // Calls, then a second of idle, twice over: 2 s in all with the target pinging.
+        for round in 0..2 {
+            for _ in 0..5 {
+                let reply = client.unary(routed(EchoRequest::default(), "job")).await;
+                reply.unwrap_or_else(|s| panic!("round {round}: {s:?}"));
+                calls += 1;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        client
+            .unary(routed(EchoRequest::default(), "job"))
+            .await
+            .expect("a call after the idle time");
+        eprintln!("{} calls over {:?}", calls + 1, start.elapsed());
+        assert_eq!(
+            upstream.connections_accepted(),
+            1,
+            "one connection throughout"
+        );
+        assert_eq!(
+            metric(
+                &gateway,
+                "ringway_upstream_connections_closed_total",
+                &[("by", "peer")]
+            ),
+            0.0
+        );
+    });
+}
+
+/// A listener that accepts and never says a byte: the dial's PING round trip fails it within
+/// the dial timeout, with the target in the message.
+#[test]
+fn a_target_that_never_answers_fails_the_dial_in_time() {
+    run(LIMIT, async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            // Accept, then read and discard whatever comes, forever.
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut sink = [0u8; 4096];
+                    while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let redis = RedisServer::start();
+        redis.set("job", &target.to_string());
+        let (gateway, _config) = gateway(&redis, "[upstream]\ndial_timeout_ms = 500\n");
+        let mut client = connect(gateway.addr()).await;
+        let started = Instant::now();
+        let status = within(
+            Duration::from_secs(10),
+            "a call to a silent target",
+            client.unary(routed(EchoRequest::default(), "job")),
+        )
+        .await
+        .expect_err("a silent target cannot answer");
+        let took = started.elapsed();
+        eprintln!("failed after {took:?}: {status:?}");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(
+            status.message().contains(&target.to_string()),
+            "the message names {target}: {status:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(400) && took <= Duration::from_millis(2_000),
+            "failed after {took:?}; the dial timeout is 500 ms"
+        );
+        let failures = metric(&gateway, "ringway_upstream_dial_failures_total", &[]);
+        assert!(failures >= 1.0, "dial failures: {failures}");
+    });
+}
+
+/// What the silent server saw.
+#[derive(Debug, Default)]
+struct SilentLog {
+    /// PINGs it left unanswered (every one after the first).
+    unanswered_pings: usize,
+    /// When ringway closed the connection.
+    closed_at: Option<Instant>,
+}
+
+/// A raw-frame HTTP/2 server that answers the handshake, the first PING (ringway's dial ends
+/// with a PING round trip) and the first call, then answers nothing more while it keeps reading.
+/// Frames are written by hand (HPACK literals) because no HTTP/2 library can be told to stop
+/// acknowledging PINGs.
+async fn silent_after_one_call(listener: TcpListener, log: Arc<Mutex<SilentLog>>) {
+    let Ok((socket, _)) = listener.accept().await else {
+        return;
+    };
+    let mut conn = RawConn::new(socket);
+    if conn.read_preface().await.is_err() {
+        return;
+    }
+    let _ = conn.write_frame(&Frame::settings()).await;
+    let mut pings = 0;
+    let mut answered_call = false;
+    loop {
+        let frame = match conn.read_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => break,
+        };
+        match frame.kind {
+            SETTINGS if !frame.is_ack() => {
+                let _ = conn.write_frame(&Frame::settings_ack()).await;
+            }
+            PING if !frame.is_ack() => {
+                pings += 1;
+                if pings == 1 {
+                    let _ = conn.write_frame(&Frame::ping_ack(&frame.payload)).await;
+                } else {
+                    log.lock().unwrap().unanswered_pings += 1;
+                }
+            }
+            DATA | HEADERS if frame.ends_stream() && !answered_call => {
+                answered_call = true;
+                let reply = EchoReply {
+                    upstream: "silent".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec();
+                let s = frame.stream;
+                let head = [(":status", "200"), ("content-type", "application/grpc")];
+                let _ = conn.write_frame(&Frame::headers(s, &head, false)).await;
+                let _ = conn
+                    .write_frame(&Frame::data(s, &grpc_frame(&reply), false))
+                    .await;
+                let trailers = [("grpc-status", "0")];
+                let _ = conn.write_frame(&Frame::headers(s, &trailers, true)).await;
+            }
+            _ => {}
+        }
+    }
+    log.lock().unwrap().closed_at = Some(Instant::now());
+}
+
+/// Upstream keepalive 200 ms / 300 ms, also without calls: a target that stops answering after
+/// its first call is closed by ringway, and counted.
+#[test]
+fn upstream_keepalive_closes_a_silent_target() {
+    run(LIMIT, async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = listener.local_addr().expect("address");
+        let log = Arc::new(Mutex::new(SilentLog::default()));
+        tokio::spawn(silent_after_one_call(listener, log.clone()));
+        let redis = RedisServer::start();
+        redis.set("job", &target.to_string());
+        let toml = "[upstream]\nkeepalive_time_ms = 200\nkeepalive_timeout_ms = 300\n\
+                    keepalive_without_calls = true\n";
+        let (gateway, _config) = gateway(&redis, toml);
+        let mut client = connect(gateway.addr()).await;
+        let reply = within(
+            Duration::from_secs(10),
+            "the one call the target answers",
+            client.unary(routed(EchoRequest::default(), "job")),
+        )
+        .await
+        .expect("the target answers its first call");
+        assert_eq!(reply.get_ref().upstream, "silent");
+        let answered = Instant::now();
+        let closed_at = eventually(
+            Duration::from_secs(3),
+            "ringway closes the silent target's connection",
+            || {
+                let log = log.clone();
+                async move { log.lock().unwrap().closed_at.ok_or("still open") }
+            },
+        )
+        .await;
+        let unanswered = log.lock().unwrap().unanswered_pings;
+        eprintln!(
+            "closed {:?} after the call; {unanswered} PING(s) unanswered",
+            closed_at - answered
+        );
+        assert!(unanswered >= 1, "ringway closed without pinging");
+        let timeouts = metric(&gateway, "ringway_upstream_keepalive_timeouts_total", &[]);
+        assert!(timeouts >= 1.0, "keepalive timeouts: {timeouts}");
+    });
+}
+
+/// A target that sends GOAWAY in the middle of 200 calls (32 in flight), naming the last stream
+/// it accepted: every call succeeds — those it refused are retried on a fresh connection — and
+/// the target handles each exactly once.
+#[test]
+fn goaway_mid_load_retries_refused_calls_exactly_once() {
+    run(LIMIT, async {
+        let target = H2Upstream::start(Some(GoAwayPlan {
+            after_streams: 20,
+            pause: Duration::from_millis(100),
+        }))
+        .await;
+        let redis = RedisServer::start();
+        redis.set("job", &target.addr().to_string());
+        let (gateway, _config) = gateway(&redis, "");
+        let client = connect(gateway.addr()).await;
+        let done = Arc::new(AtomicUsize::new(0));
+        let calls = stream::iter(0..200u32)
+            .map(|i| {
+                let mut client = client.clone();
+                let done = done.clone();
+                async move {
+                    let payload = format!("call-{i:03}").into_bytes();
+                    let request = EchoRequest {
+                        payload: payload.clone(),
+                        ..Default::default()
+                    };
+                    let reply = client.unary(routed(request, "job")).await;
+                    done.fetch_add(1, Ordering::SeqCst);
+                    (
+                        i,
+                        reply
+                            .map(|r| r.into_inner().payload)
+                            .map_err(|s| format!("{s:?}")),
+                    )
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<(u32, Result<Vec<u8>, String>)>>();
+        let results = match tokio::time::timeout(Duration::from_secs(20), calls).await {
+            Ok(results) => results,
+            Err(_) => panic!(
+                "200 calls not done in 20 s: {} done; target: GOAWAY last stream {:?}, \
+                 {} connections, {} calls handled; ringway: retries {}, in flight {}; \
+                 metrics:\n{}\nstderr:\n{}",
+                done.load(Ordering::SeqCst),
+                target.goaway_last_stream(),
+                target.connections(),
+                target.calls(),
+                metric(&gateway, "ringway_upstream_retries_total", &[]),
+                metric(&gateway, "ringway_upstream_streams_in_flight", &[]),
+                gateway
+                    .admin_get("/metrics")
+                    .1
+                    .lines()
+                    .filter(|l| l.starts_with("ringway_upstream") || l.starts_with("ringway_calls"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                gateway.stderr()
+            ),
+        };
+        let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of 200 calls failed, e.g. {:?}; ringway stderr:\n{}",
+            failed.len(),
+            failed.first(),
+            gateway.stderr()
+        );
+        for (i, reply) in &results {
+            let payload = reply.as_ref().expect("checked above");
+            assert_eq!(payload, format!("call-{i:03}").as_bytes(), "call {i}");
+        }
+        let handled = target.calls_by_message();
+        let repeated: Vec<_> = handled.iter().filter(|(_, n)| **n > 1).collect();
+        let goaway = target.goaway_last_stream();
+        let retries = metric(&gateway, "ringway_upstream_retries_total", &[]);
+        let goaways = metric(&gateway, "ringway_upstream_goaways_received_total", &[]);
+        eprintln!(
+            "target: GOAWAY last stream {goaway:?}, {} connections, {} calls handled; \
+             ringway: retries {retries}, GOAWAYs received {goaways}",
+            target.connections(),
+            target.calls()
+        );
+        assert!(goaway.is_some(), "the target never sent its GOAWAY");
+        assert!(repeated.is_empty(), "handled twice: {repeated:?}");
+        assert_eq!(target.calls(), 200, "the target handled each call once");
+        assert!(retries >= 1.0, "retries: {retries}");
+        assert!(goaways >= 1.0, "GOAWAYs received: {goaways}");
+    });
+}
+
+/// After a failed dial, backoff (1 s initial, so 500..1000 ms) makes the next calls fail fast
+/// without dialing: 20 quick calls, one or two dials.
+#[test]
+fn dial_backoff_fails_calls_fast_without_redialing() {
+    run(LIMIT, async {
+        let target = closed_port();
+        let redis = RedisServer::start();
+        redis.set("job", &target.to_string());
+        let (gateway, _config) = gateway(&redis, "[upstream]\ndial_backoff_initial_ms = 1000\n");
+        let mut client = connect(gateway.addr()).await;
+        let started = Instant::now();
+        let mut messages = Vec::new();
+        for i in 0..20 {
+            let status = client
+                .unary(routed(EchoRequest::default(), "job"))
+                .await
+                .expect_err("nothing listens on the target");
+            assert_eq!(status.code(), Code::Unavailable, "call {i}: {status:?}");
+            messages.push(status.message().to_string());
+        }
+        let took = started.elapsed();
+        let dials = metric(&gateway, "ringway_upstream_dial_failures_total", &[]);
+        eprintln!(
+            "20 calls in {took:?}; {dials} dial failures; first: {:?}; last: {:?}",
+            messages[0], messages[19]
+        );
+        assert!(
+            took <= Duration::from_millis(1_000),
+            "20 failing calls took {took:?}: not failing fast"
+        );
+        assert!(
+            (1.0..=2.0).contains(&dials),
+            "{dials} dials for 20 calls within the backoff"
+        );
+        assert!(
+            messages[19].contains("next dial in") && messages[19].contains(" ms"),
+            "the last call's message tells when the next dial is: {:?}",
+            messages[19]
+        );
+    });
+}
+
+/// Route "A,B" with A a closed port: after two failed dials A is ejected and 50 calls in a row
+/// all reach B.
+#[test]
+fn an_ejected_target_is_skipped() {
+    run(LIMIT, async {
+        let dead = closed_port();
+        let live = Upstream::start("b").await;
+        let redis = RedisServer::start();
+        redis.set("job", &format!("{dead},{}", live.addr()));
+        // Ejection lasts as long as the backoff after the failure that caused it; 1 s initial
+        // (1..2 s after the second failure) keeps A out for the whole of the 50 calls even on a
+        // slow machine. With the default 250 ms it would lapse after 250..500 ms.
+        let toml = "[upstream]\neject_after_failures = 2\ndial_backoff_initial_ms = 1000\n";
+        let (gateway, _config) = gateway(&redis, toml);
+        let mut client = connect(gateway.addr()).await;
+        let warm_up = Instant::now();
+        let mut failed = 0;
+        while metric(&gateway, "ringway_upstream_dial_failures_total", &[]) < 2.0 {
+            assert!(
+                warm_up.elapsed() < Duration::from_secs(10),
+                "A did not fail twice in 10 s"
+            );
+            if client
+                .unary(routed(EchoRequest::default(), "job"))
+                .await
+                .is_err()
+            {
+                failed += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!(
+            "two dial failures after {:?} ({failed} calls failed)",
+            warm_up.elapsed()
+        );
+        let started = Instant::now();
+        for i in 0..50 {
+            let reply = client
+                .unary(routed(EchoRequest::default(), "job"))
+                .await
+                .unwrap_or_else(|s| panic!("call {i} after the ejection: {s:?}"));
+            assert_eq!(reply.get_ref().upstream, "b", "call {i}");
+        }
+        eprintln!("50 calls on B in {:?}", started.elapsed());
+    });
+}
+
+/// `idle_timeout_ms = 500`: a connection without calls is closed by ringway within a few
+/// seconds (the pool's maintenance runs once a second).
+#[test]
+fn an_idle_upstream_connection_is_closed() {
+    run(LIMIT, async {
+        let upstream = Upstream::start("up").await;
+        let redis = RedisServer::start();
+        redis.set("job", &upstream.addr().to_string());
+        let (gateway, _config) = gateway(&redis, "[upstream]\nidle_timeout_ms = 500\n");
+        let mut client = connect(gateway.addr()).await;
+        client
+            .unary(routed(EchoRequest::default(), "job"))
+            .await
+            .expect("a call");
+        let called = Instant::now();
+        assert_eq!(metric(&gateway, "ringway_upstream_connections", &[]), 1.0);
+        eventually(
+            Duration::from_secs(3),
+            "ringway closes its idle connection",
+            || async {
+                let closed = metric(
+                    &gateway,
+                    "ringway_upstream_connections_closed_total",
+                    &[("by", "ringway")],
+                );
+                let open = metric(&gateway, "ringway_upstream_connections", &[]);
+                if closed >= 1.0 && open == 0.0 {
+                    Ok(())
+                } else {
+                    Err(format!("closed by ringway {closed}, open {open}"))
+                }
+            },
+        )
+        .await;
+        eprintln!("closed {:?} after the call", called.elapsed());
+    });
+}
+
+/// `max_connection_age_ms = 400`: calls every 50 ms for 2 s all succeed while the connection
+/// is replaced.
+#[test]
+fn old_upstream_connections_are_rotated_without_failing_calls() {
+    run(LIMIT, async {
+        let upstream = Upstream::start("up").await;
+        let redis = RedisServer::start();
+        redis.set("job", &upstream.addr().to_string());
+        let (gateway, _config) = gateway(&redis, "[upstream]\nmax_connection_age_ms = 400\n");
+        let mut client = connect(gateway.addr()).await;
+        let start = Instant::now();
+        let mut calls = 0;
+        while start.elapsed() < Duration::from_secs(2) {
+            client
+                .unary(routed(EchoRequest::default(), "job"))
+                .await
+                .unwrap_or_else(|s| panic!("call {calls} at {:?}: {s:?}", start.elapsed()));
+            calls += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let accepted = upstream.connections_accepted();
+        eprintln!("{calls} calls; the upstream accepted {accepted} connections");
+        assert!(
+            accepted >= 2,
+            "no rotation in 2 s: {accepted} connection(s)"
+        );
+    });
+}
+
+/// Watermarks 2 (high) and 1 (low), at most 4 connections: 8 slow calls at once open more than
+/// one connection but no more than 4; once idle, the pool shrinks.
+#[test]
+fn the_pool_grows_past_the_high_watermark_and_shrinks_when_idle() {
+    run(LIMIT, async {
+        let upstream = Upstream::start("up").await;
+        let redis = RedisServer::start();
+        redis.set("job", &upstream.addr().to_string());
+        let toml = "[upstream]\nmax_connections_per_target = 4\nstream_high_watermark = 2\n\
+                    stream_low_watermark = 1\n";
+        let (gateway, _config) = gateway(&redis, toml);
+        let client = connect(gateway.addr()).await;
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let mut client = client.clone();
+                tokio::spawn(async move {
+                    let request = EchoRequest {
+                        delay_ms: 500,
+                        ..Default::default()
+                    };
+                    (i, client.unary(routed(request, "job")).await)
+                })
+            })
+            .collect();
+        // Watch the pool's size while the calls run.
+        let peak = Arc::new(AtomicUsize::new(0));
+        let watching = Instant::now();
+        while watching.elapsed() < Duration::from_millis(450) {
+            let open = metric(&gateway, "ringway_upstream_connections", &[]) as usize;
+            peak.fetch_max(open, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        for call in calls {
+            let (i, reply) = call.await.expect("the call task");
+            reply.unwrap_or_else(|s| panic!("call {i}: {s:?}"));
+        }
+        let accepted = upstream.connections_accepted();
+        let peak = peak.load(Ordering::SeqCst).max(accepted);
+        eprintln!("8 concurrent calls: the upstream accepted {accepted} connections");
+        assert!(
+            (2..=4).contains(&accepted),
+            "{accepted} connections for 8 streams at watermark 2, max 4"
+        );
+        let shrunk = eventually(
+            Duration::from_secs(5),
+            "the idle pool shrinks below its peak",
+            || async {
+                let open = metric(&gateway, "ringway_upstream_connections", &[]) as usize;
+                if open < peak {
+                    Ok(open)
+                } else {
+                    Err(format!("{open} open, peak {peak}"))
+                }
+            },
+        )
+        .await;
+        eprintln!("pool: peak {peak}, then {shrunk}");
+    });
+}
