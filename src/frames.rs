@@ -35,6 +35,8 @@ pub struct Frame {
 
 /// What a connection's owner wants to hear. All methods default to doing nothing.
 pub trait Observer {
+    /// Bytes arrived from the peer (called once per read, before their frames).
+    fn read_bytes(&self, _n: usize) {}
     /// A frame header was read from the peer.
     fn read(&self, _frame: &Frame) {}
     /// The peer sent GOAWAY: the last stream id it processed and its error code.
@@ -191,6 +193,10 @@ impl<T: AsyncRead + Unpin, O: Observer> AsyncRead for Watched<T, O> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         let observer = &this.observer;
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            observer.read_bytes(n);
+        }
         this.read.feed(
             &buf.filled()[before..],
             |f| observer.read(f),

@@ -142,14 +142,15 @@ async fn forward(
         }
     };
     let limit = shard.config.upstream.retry_buffer_bytes;
-    let replay = (limit > 0).then(|| RefCell::new(Replay::new(&head, limit)));
+    let replay = (limit > 0).then(|| shard.replays.take(&head, limit));
+    let replay = replay.as_ref().map(|r| &r.0);
     let mut head = Some(head);
     let mut retried = false;
     loop {
         let (request, request_complete) = match head.take() {
             Some(head) => (Request::from_parts(head, ()), body.is_end_stream()),
             None => {
-                let replay = replay.as_ref().expect("a retry needs the replay").borrow();
+                let replay = replay.expect("a retry needs the replay").borrow();
                 (replay.request(), replay.ended && replay.chunks.is_empty())
             }
         };
@@ -170,7 +171,7 @@ async fn forward(
         let mut request_complete = request_complete;
         if retried {
             // Send what the first target was given, without taking more from the client.
-            let replay = replay.as_ref().expect("a retry needs the replay");
+            let replay = replay.expect("a retry needs the replay");
             let (chunks, ended) = {
                 let r = replay.borrow();
                 (r.chunks.clone(), r.ended)
@@ -182,7 +183,7 @@ async fn forward(
             }
             request_complete = ended;
         }
-        let retry = (!retried).then_some(replay.as_ref()).flatten();
+        let retry = (!retried).then_some(replay).flatten();
         let end = relay(
             &mut body,
             up_send,
@@ -225,7 +226,10 @@ async fn forward(
 }
 
 /// What a retry needs of the request: its head and the body received so far, while it fits.
-struct Replay {
+/// Taken from the shard's [`ReplayPool`] and given back when the call ends, so keeping it costs
+/// no allocation once the pool is warm.
+#[derive(Default)]
+pub struct Replay {
     method: http::Method,
     uri: http::Uri,
     headers: HeaderMap,
@@ -238,20 +242,48 @@ struct Replay {
     ended: bool,
 }
 
-impl Replay {
-    fn new(head: &http::request::Parts, limit: usize) -> Replay {
-        Replay {
-            method: head.method.clone(),
-            uri: head.uri.clone(),
-            headers: head.headers.clone(),
-            chunks: Vec::new(),
-            buffered: 0,
-            limit,
-            spoiled: false,
-            ended: false,
+/// The shard's spare [`Replay`]s: their header maps and chunk lists keep their capacity.
+#[derive(Default)]
+pub struct ReplayPool {
+    spare: RefCell<Vec<Replay>>,
+}
+
+/// Spares kept per shard; calls in flight beyond it allocate their own.
+const REPLAY_SPARES: usize = 1024;
+
+/// A [`Replay`] lent to one call, returned to the pool on drop.
+pub struct LentReplay<'a>(RefCell<Replay>, &'a ReplayPool);
+
+impl Drop for LentReplay<'_> {
+    fn drop(&mut self) {
+        let mut replay = std::mem::take(self.0.get_mut());
+        let mut spare = self.1.spare.borrow_mut();
+        if spare.len() < REPLAY_SPARES {
+            replay.headers.clear();
+            replay.chunks.clear();
+            spare.push(replay);
         }
     }
+}
 
+impl ReplayPool {
+    fn take(&self, head: &http::request::Parts, limit: usize) -> LentReplay<'_> {
+        let mut r = self.spare.borrow_mut().pop().unwrap_or_default();
+        r.method = head.method.clone();
+        r.uri = head.uri.clone();
+        // Appending into a cleared map reuses its storage (a clone would allocate anew).
+        for (name, value) in head.headers.iter() {
+            r.headers.append(name.clone(), value.clone());
+        }
+        r.buffered = 0;
+        r.limit = limit;
+        r.spoiled = false;
+        r.ended = false;
+        LentReplay(RefCell::new(r), self)
+    }
+}
+
+impl Replay {
     fn request(&self) -> Request<()> {
         let mut request = Request::new(());
         *request.method_mut() = self.method.clone();
@@ -276,7 +308,7 @@ impl Replay {
 
     fn spoil(&mut self) {
         self.spoiled = true;
-        self.chunks = Vec::new();
+        self.chunks.clear();
     }
 }
 
@@ -289,6 +321,14 @@ async fn resend(
     let count = chunks.len();
     for (i, mut data) in chunks.into_iter().enumerate() {
         let last = ended && i + 1 == count;
+        if data.is_empty() {
+            // Clients built on hyper (tonic among them) end a request with an empty DATA
+            // frame: it carries the END_STREAM the target is waiting for.
+            if last {
+                up_send.send_data(data, true).map_err(|_| ())?;
+            }
+            continue;
+        }
         while !data.is_empty() {
             up_send.reserve_capacity(data.len());
             let granted = poll_fn(|cx| poll_granted(up_send, cx))

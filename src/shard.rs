@@ -60,6 +60,8 @@ pub struct Shard {
     pub drain: LocalBroadcast,
     /// Most client connections this shard keeps open (its share of the process cap).
     pub connection_cap: usize,
+    /// Spare retry buffers, reused call after call.
+    pub replays: crate::proxy::ReplayPool,
 }
 
 /// What a shard needs from the process besides its listener.
@@ -176,6 +178,7 @@ async fn run(
         latency: RefCell::new(Latency::default()),
         drain: LocalBroadcast::default(),
         connection_cap: context.connection_cap,
+        replays: Default::default(),
     });
     monoio::spawn(control(shard.clone(), context.drain));
     monoio::spawn(shard.upstreams.clone().maintain_forever());

@@ -496,8 +496,8 @@ fn a_thousand_connections_leave_no_descriptors_or_close_wait() {
     });
 }
 
-/// Stopped by SIGTERM, a new ringway binds the same port at once — while the connections the
-/// old one closed sit in TIME_WAIT — and serves.
+/// Stopped by SIGTERM, a new ringway binds the same port at once — while a connection the old
+/// one closed sits in TIME_WAIT — and serves.
 #[test]
 fn a_restart_binds_the_same_port_at_once() {
     run(LIMIT, async {
@@ -515,12 +515,23 @@ fn a_restart_binds_the_same_port_at_once() {
                 .expect("a call before the restart");
             clients.push(client);
         }
+        // A connection ringway itself closes (a ping flood) leaves ringway's side of it in
+        // TIME_WAIT on the service port: the case SO_REUSEADDR is there for.
+        let (mut flood, _) = RawConn::client_handshake(first.addr(), Duration::from_secs(5))
+            .await
+            .expect("handshake");
+        for i in 0..4u8 {
+            flood.write_frame(&Frame::ping([i; 8])).await.expect("PING");
+        }
+        let (_, closed) =
+            read_until_closed(&mut flood, Instant::now() + Duration::from_secs(3)).await;
+        assert!(closed, "ringway did not close the ping flood");
+        drop(flood);
         let status = first.stop();
         assert!(status.success(), "first ringway exited with {status}");
-        eprintln!(
-            "after stop: TIME_WAIT on :{port}: {}",
-            sockets_on_port(port, "06")
-        );
+        let time_wait = sockets_on_port(port, "06");
+        eprintln!("after stop: TIME_WAIT on :{port}: {time_wait}");
+        assert!(time_wait >= 1, "no TIME_WAIT left on :{port} to bind past");
         let started = Instant::now();
         let listen = format!("127.0.0.1:{port}");
         let second = Gateway::start_with(RINGWAY, &listen, redis.addr(), &["--shards", "2"]);

@@ -12,13 +12,15 @@ use ringway_testkit::admin::metric_sum;
 use ringway_testkit::futures_util::stream::{self, StreamExt};
 use ringway_testkit::h2server::{GoAwayPlan, H2Upstream};
 use ringway_testkit::prost::Message;
-use ringway_testkit::rawh2::{grpc_frame, Frame, RawConn, DATA, HEADERS, PING, SETTINGS};
+use ringway_testkit::rawh2::{
+    grpc_frame, grpc_messages, Frame, RawConn, DATA, HEADERS, PING, SETTINGS,
+};
 use ringway_testkit::tokio::net::TcpListener;
 use ringway_testkit::tokio::{self, io::AsyncReadExt};
 use ringway_testkit::tonic::Code;
 use ringway_testkit::{
-    connect, eventually, routed, run, within, ConfigFile, EchoReply, EchoRequest, Gateway,
-    RedisServer, Upstream, UpstreamOptions,
+    connect, eventually, grpc_call_on, routed, run, within, ConfigFile, EchoReply, EchoRequest,
+    Gateway, RedisServer, Upstream, UpstreamOptions,
 };
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
@@ -245,95 +247,149 @@ fn upstream_keepalive_closes_a_silent_target() {
     });
 }
 
-/// A target that sends GOAWAY in the middle of 200 calls (32 in flight), naming the last stream
-/// it accepted: every call succeeds — those it refused are retried on a fresh connection — and
-/// the target handles each exactly once.
-#[test]
-fn goaway_mid_load_retries_refused_calls_exactly_once() {
-    run(LIMIT, async {
-        let target = H2Upstream::start(Some(GoAwayPlan {
-            after_streams: 20,
-            pause: Duration::from_millis(100),
-        }))
-        .await;
-        let redis = RedisServer::start();
-        redis.set("job", &target.addr().to_string());
-        let (gateway, _config) = gateway(&redis, "");
-        let client = connect(gateway.addr()).await;
-        let done = Arc::new(AtomicUsize::new(0));
-        let calls = stream::iter(0..200u32)
+/// How the load's calls reach ringway.
+#[derive(Debug, Clone, Copy)]
+enum Caller {
+    /// tonic on one connection: like every hyper-based client, it ends a request with an empty
+    /// DATA frame carrying END_STREAM after the message.
+    Tonic,
+    /// The `h2` crate on one connection, END_STREAM on the message's own DATA frame.
+    H2,
+}
+
+/// One echo call of the load; the reply's payload or why it failed.
+async fn echo_call(
+    caller: Caller,
+    tonic: &ringway_testkit::EchoClient<ringway_testkit::tonic::transport::Channel>,
+    h2: &ringway_testkit::h2::client::SendRequest<ringway_testkit::bytes::Bytes>,
+    gateway: SocketAddr,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    let request = EchoRequest {
+        payload,
+        ..Default::default()
+    };
+    match caller {
+        Caller::Tonic => {
+            let mut client = tonic.clone();
+            let reply = client.unary(routed(request, "job")).await;
+            reply
+                .map(|r| r.into_inner().payload)
+                .map_err(|s| format!("{s:?}"))
+        }
+        Caller::H2 => {
+            let message = request.encode_to_vec();
+            let unary = "/echo.Echo/Unary";
+            let response = grpc_call_on(h2.clone(), gateway, unary, &[("jobid", "job")], &message)
+                .await
+                .map_err(|e| e.to_string())?;
+            if response.grpc_status() != Some("0") {
+                return Err(format!("{response:?}"));
+            }
+            let (messages, _) = grpc_messages(&response.body);
+            let reply = messages.first().ok_or("no reply message")?;
+            EchoReply::decode(&reply[..])
+                .map(|r| r.payload)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// A target sends GOAWAY in the middle of 200 calls (32 in flight), naming the last stream it
+/// accepted: every call must succeed — those it refused are retried on a fresh connection — and
+/// the target must handle each exactly once.
+async fn goaway_mid_load(caller: Caller) {
+    let target = H2Upstream::start(Some(GoAwayPlan {
+        after_streams: 20,
+        pause: Duration::from_millis(100),
+    }))
+    .await;
+    let redis = RedisServer::start();
+    redis.set("job", &target.addr().to_string());
+    let (gateway, _config) = gateway(&redis, "");
+    let addr = gateway.addr();
+    let tonic = connect(addr).await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (h2, connection) = ringway_testkit::h2::client::handshake(tcp)
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let done = Arc::new(AtomicUsize::new(0));
+    let task_done = done.clone();
+    let calls = tokio::spawn(async move {
+        stream::iter(0..200u32)
             .map(|i| {
-                let mut client = client.clone();
-                let done = done.clone();
+                let (tonic, h2, done) = (&tonic, &h2, &task_done);
                 async move {
                     let payload = format!("call-{i:03}").into_bytes();
-                    let request = EchoRequest {
-                        payload: payload.clone(),
-                        ..Default::default()
-                    };
-                    let reply = client.unary(routed(request, "job")).await;
+                    let reply = echo_call(caller, tonic, h2, addr, payload).await;
                     done.fetch_add(1, Ordering::SeqCst);
-                    (
-                        i,
-                        reply
-                            .map(|r| r.into_inner().payload)
-                            .map_err(|s| format!("{s:?}")),
-                    )
+                    (i, reply)
                 }
             })
             .buffer_unordered(32)
-            .collect::<Vec<(u32, Result<Vec<u8>, String>)>>();
-        let results = match tokio::time::timeout(Duration::from_secs(20), calls).await {
-            Ok(results) => results,
-            Err(_) => panic!(
-                "200 calls not done in 20 s: {} done; target: GOAWAY last stream {:?}, \
-                 {} connections, {} calls handled; ringway: retries {}, in flight {}; \
-                 metrics:\n{}\nstderr:\n{}",
-                done.load(Ordering::SeqCst),
-                target.goaway_last_stream(),
-                target.connections(),
-                target.calls(),
-                metric(&gateway, "ringway_upstream_retries_total", &[]),
-                metric(&gateway, "ringway_upstream_streams_in_flight", &[]),
-                gateway
-                    .admin_get("/metrics")
-                    .1
-                    .lines()
-                    .filter(|l| l.starts_with("ringway_upstream") || l.starts_with("ringway_calls"))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                gateway.stderr()
-            ),
-        };
-        let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
-        assert!(
-            failed.is_empty(),
-            "{} of 200 calls failed, e.g. {:?}; ringway stderr:\n{}",
-            failed.len(),
-            failed.first(),
-            gateway.stderr()
-        );
-        for (i, reply) in &results {
-            let payload = reply.as_ref().expect("checked above");
-            assert_eq!(payload, format!("call-{i:03}").as_bytes(), "call {i}");
-        }
-        let handled = target.calls_by_message();
-        let repeated: Vec<_> = handled.iter().filter(|(_, n)| **n > 1).collect();
-        let goaway = target.goaway_last_stream();
-        let retries = metric(&gateway, "ringway_upstream_retries_total", &[]);
-        let goaways = metric(&gateway, "ringway_upstream_goaways_received_total", &[]);
-        eprintln!(
-            "target: GOAWAY last stream {goaway:?}, {} connections, {} calls handled; \
-             ringway: retries {retries}, GOAWAYs received {goaways}",
-            target.connections(),
-            target.calls()
-        );
-        assert!(goaway.is_some(), "the target never sent its GOAWAY");
-        assert!(repeated.is_empty(), "handled twice: {repeated:?}");
-        assert_eq!(target.calls(), 200, "the target handled each call once");
-        assert!(retries >= 1.0, "retries: {retries}");
-        assert!(goaways >= 1.0, "GOAWAYs received: {goaways}");
+            .collect::<Vec<_>>()
+            .await
     });
+    let results = match tokio::time::timeout(Duration::from_secs(15), calls).await {
+        Ok(results) => results.expect("the calls' task"),
+        Err(_) => panic!(
+            "200 calls not done in 15 s: {} done; target: GOAWAY last stream {:?}, {} \
+             connections, {} calls handled; ringway: retries {}, upstream streams in flight {}, \
+             calls in flight {}; stderr:\n{}",
+            done.load(Ordering::SeqCst),
+            target.goaway_last_stream(),
+            target.connections(),
+            target.calls(),
+            metric(&gateway, "ringway_upstream_retries_total", &[]),
+            metric(&gateway, "ringway_upstream_streams_in_flight", &[]),
+            metric(&gateway, "ringway_calls_in_flight", &[]),
+            gateway.stderr()
+        ),
+    };
+    let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 200 calls failed, e.g. {:?}; ringway stderr:\n{}",
+        failed.len(),
+        failed.first(),
+        gateway.stderr()
+    );
+    for (i, reply) in &results {
+        let payload = reply.as_ref().expect("checked above");
+        assert_eq!(payload, format!("call-{i:03}").as_bytes(), "call {i}");
+    }
+    let handled = target.calls_by_message();
+    let repeated: Vec<_> = handled.iter().filter(|(_, n)| **n > 1).collect();
+    let goaway = target.goaway_last_stream();
+    let retries = metric(&gateway, "ringway_upstream_retries_total", &[]);
+    let goaways = metric(&gateway, "ringway_upstream_goaways_received_total", &[]);
+    eprintln!(
+        "target: GOAWAY last stream {goaway:?}, {} connections, {} calls handled; \
+         ringway: retries {retries}, GOAWAYs received {goaways}",
+        target.connections(),
+        target.calls()
+    );
+    assert!(goaway.is_some(), "the target never sent its GOAWAY");
+    assert!(repeated.is_empty(), "handled twice: {repeated:?}");
+    assert_eq!(target.calls(), 200, "the target handled each call once");
+    assert!(retries >= 1.0, "retries: {retries}");
+    assert!(goaways >= 1.0, "GOAWAYs received: {goaways}");
+}
+
+/// The GOAWAY load through a tonic client.
+#[test]
+fn goaway_mid_load_retries_refused_calls_exactly_once() {
+    run(LIMIT, goaway_mid_load(Caller::Tonic));
+}
+
+/// The same load with END_STREAM on the request's DATA frame: tells a retry problem with
+/// separate END_STREAM frames apart from one with the retry itself.
+#[test]
+fn goaway_mid_load_retries_refused_calls_exactly_once_h2_client() {
+    run(LIMIT, goaway_mid_load(Caller::H2));
 }
 
 /// After a failed dial, backoff (1 s initial, so 500..1000 ms) makes the next calls fail fast

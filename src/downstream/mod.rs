@@ -120,7 +120,6 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
     let opened = Instant::now();
     let mut timers = Timers {
         keepalive_at: opened + settings.keepalive_time,
-        frames_seen: conn.frames_read(),
         pong_due: None,
         age_at: settings
             .max_age
@@ -205,10 +204,8 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
 
 /// The connection's deadlines.
 struct Timers {
-    /// When to PING if no frame has arrived meanwhile.
+    /// When to PING, unless the client is heard from before.
     keepalive_at: Instant,
-    /// `frames_read` when the keepalive deadline was last set.
-    frames_seen: u64,
     /// A PING is out; its ACK is due by then.
     pong_due: Option<Instant>,
     age_at: Option<Instant>,
@@ -274,11 +271,10 @@ impl Timers {
             }
         }
         if self.pong_due.is_none() && now >= self.keepalive_at {
-            let frames = conn.frames_read();
-            if frames != self.frames_seen {
-                // The client was heard from since: wait a full interval from now.
-                self.frames_seen = frames;
-                self.keepalive_at = now + settings.keepalive_time;
+            let quiet_until = conn.last_read() + settings.keepalive_time;
+            if quiet_until > now {
+                // The client was heard from since: a full interval after its last bytes.
+                self.keepalive_at = quiet_until;
                 return Fire::Nothing;
             }
             self.keepalive_at = now + settings.keepalive_time;

@@ -37,8 +37,8 @@ pub struct ClientConn {
     active_calls: Cell<usize>,
     /// When the connection last had no calls (for `max_connection_idle`).
     idle_since: Cell<Instant>,
-    /// Frames read so far; keepalive compares it between ticks.
-    frames_read: Cell<u64>,
+    /// When bytes last arrived from the client (keepalive measures from it).
+    last_read: Cell<Instant>,
     last_ping: Cell<Option<Instant>>,
     strikes: Cell<u32>,
     /// We sent HEADERS or DATA since the last PING: the next one is free.
@@ -55,7 +55,7 @@ impl ClientConn {
             policy,
             active_calls: Cell::new(0),
             idle_since: Cell::new(Instant::now()),
-            frames_read: Cell::new(0),
+            last_read: Cell::new(Instant::now()),
             last_ping: Cell::new(None),
             strikes: Cell::new(0),
             reset_strikes: Cell::new(false),
@@ -85,8 +85,9 @@ impl ClientConn {
         self.idle_since.get()
     }
 
-    pub fn frames_read(&self) -> u64 {
-        self.frames_read.get()
+    /// When bytes last arrived from the client.
+    pub fn last_read(&self) -> Instant {
+        self.last_read.get()
     }
 
     /// Ready once the client has pinged too often.
@@ -122,8 +123,12 @@ impl ClientConn {
 }
 
 impl Observer for ClientConn {
+    fn read_bytes(&self, _n: usize) {
+        // One clock read per read(2), not per frame.
+        self.last_read.set(Instant::now());
+    }
+
     fn read(&self, frame: &Frame) {
-        self.frames_read.set(self.frames_read.get() + 1);
         match frame.kind {
             frames::PING if frame.flags & frames::FLAG_ACK == 0 => self.client_pinged(),
             frames::HEADERS if frame.stream > self.last_client_stream.get() => {

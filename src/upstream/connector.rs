@@ -73,14 +73,16 @@ pub struct Connection {
     ping: RefCell<Option<PingPong>>,
 }
 
-/// Reads the last stream id of a GOAWAY from the target (h2 only fails the streams above it).
-#[derive(Default)]
+/// Reads the last stream id of a GOAWAY from the target (h2 only fails the streams above it),
+/// and counts every GOAWAY (h2 reports a NO_ERROR one as a clean end, not an error).
 struct TargetWatch {
     goaway_last_stream: Cell<Option<u32>>,
+    metrics: Arc<ShardMetrics>,
 }
 
 impl Observer for TargetWatch {
     fn read_goaway(&self, last_stream: u32, _code: u32) {
+        self.metrics.upstream_goaways_received.inc();
         // A second GOAWAY may only lower the id (RFC 9113 §6.8).
         let last = self
             .goaway_last_stream
@@ -141,7 +143,10 @@ pub async fn dial(
     target: Rc<str>,
     on_end: impl FnOnce(Ended) + 'static,
 ) -> Result<Connection, String> {
-    let watch = Rc::new(TargetWatch::default());
+    let watch = Rc::new(TargetWatch {
+        goaway_last_stream: Cell::new(None),
+        metrics: metrics.clone(),
+    });
     let connect = async {
         let stream = connect(addr, settings).await.map_err(|e| e.to_string())?;
         let io = stream.into_poll_io().map_err(|e| e.to_string())?;
@@ -181,7 +186,6 @@ pub async fn dial(
         let mut too_many_pings = false;
         if let Some(Err(e)) = &result {
             if e.is_go_away() && e.is_remote() {
-                metrics.upstream_goaways_received.inc();
                 too_many_pings = e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
             }
             if !e.is_go_away() || e.reason() != Some(h2::Reason::NO_ERROR) {

@@ -123,13 +123,10 @@ impl Drop for H2Upstream {
 async fn serve_connection(socket: TcpStream, seen: Arc<Seen>, plan: Option<GoAwayPlan>) {
     let (io, injector) = Injecting::new(socket);
     let Ok(mut conn) = h2::server::handshake(io).await else {
-        eprintln!("DEBUG handshake failed");
         return;
     };
-    eprintln!("DEBUG handshake ok plan {plan:?}");
     let Some(plan) = plan else {
         while let Some(Ok((request, respond))) = conn.accept().await {
-            eprintln!("DEBUG conn accepted stream {:?}", respond.stream_id());
             tokio::spawn(echo(request.into_body(), respond, seen.clone()));
         }
         return;
