@@ -1263,11 +1263,18 @@ fn access_log_samples_one_call_in_ten() {
     });
 }
 
-/// The regular files `pid` holds open (its descriptors that link to a path outside /dev).
+/// The regular files `pid` opened itself (its descriptors above stdin/stdout/stderr that link to
+/// a path outside /dev). The standard streams are skipped: they are inherited from the test
+/// runner, whose output may well be a file (CI logs).
 fn open_files(pid: u32) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("read /proc/<pid>/fd")
-        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|fd| {
+            let path = fd.ok()?.path();
+            let number: u32 = path.file_name()?.to_str()?.parse().ok()?;
+            (number > 2).then_some(path)
+        })
+        .filter_map(|path| std::fs::read_link(path).ok())
         .map(|target| target.to_string_lossy().into_owned())
         .filter(|target| target.starts_with('/') && !target.starts_with("/dev/"))
         .collect()
