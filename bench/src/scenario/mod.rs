@@ -49,7 +49,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,ringway,nginx-grpc,nginx-lua,nginx-lua-short"
+        default_value = "direct,ringway,ringway-cache,nginx-grpc,nginx-lua,nginx-lua-short"
     )]
     pub systems: Vec<String>,
     /// Main run: HTTP/2 connections from the load generator.
@@ -500,7 +500,7 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
         if !running.command.is_empty() {
             run.command = Some(running.command.clone());
         }
-        if running.proc.is_some() && system != System::Ringway {
+        if running.proc.is_some() && !matches!(system, System::Ringway | System::RingwayCache) {
             // Keep the rendered nginx config beside the results it produced.
             let conf = env.tmp.join(system.name()).join("nginx.conf");
             let _ = std::fs::copy(

@@ -18,6 +18,8 @@ pub enum System {
     /// No gateway: the load generator calls the echo upstream itself. The ceiling.
     Direct,
     Ringway,
+    /// ringway with its route cache on (coherent through Redis client tracking).
+    RingwayCache,
     /// nginx `grpc_pass` to a static upstream with `keepalive`.
     NginxGrpc,
     /// Seed 000 after its fix: Lua GET over a pooled cosocket, balancer_by_lua, keepalive.
@@ -26,9 +28,10 @@ pub enum System {
     NginxLuaShort,
 }
 
-pub const ALL: [System; 5] = [
+pub const ALL: [System; 6] = [
     System::Direct,
     System::Ringway,
+    System::RingwayCache,
     System::NginxGrpc,
     System::NginxLua,
     System::NginxLuaShort,
@@ -39,6 +42,7 @@ impl System {
         match self {
             System::Direct => "direct",
             System::Ringway => "ringway",
+            System::RingwayCache => "ringway-cache",
             System::NginxGrpc => "nginx-grpc",
             System::NginxLua => "nginx-lua",
             System::NginxLuaShort => "nginx-lua-short",
@@ -53,6 +57,9 @@ impl System {
         match self {
             System::Direct => "no gateway: load generator -> echo upstream (the ceiling)",
             System::Ringway => "ringway: route from Redis, multiplexed upstream HTTP/2 pool",
+            System::RingwayCache => {
+                "ringway --route-cache: routes cached per shard, kept coherent by Redis client tracking"
+            }
             System::NginxGrpc => "nginx grpc_pass, static upstream, upstream keepalive",
             System::NginxLua => {
                 "nginx + Lua (seed 000 fixed): access_by_lua GET over pooled cosocket, balancer_by_lua, keepalive"
@@ -76,7 +83,7 @@ impl System {
     pub fn uses_redis(self) -> bool {
         matches!(
             self,
-            System::Ringway | System::NginxLua | System::NginxLuaShort
+            System::Ringway | System::RingwayCache | System::NginxLua | System::NginxLuaShort
         )
     }
 }
@@ -131,7 +138,7 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
             target: env.upstream,
             command: String::new(),
         }),
-        System::Ringway => {
+        System::Ringway | System::RingwayCache => {
             if !env.ringway_bin.exists() {
                 return Err(NotRun::Skipped(format!(
                     "{} not found (build it with `cargo build --release -p ringway`)",
@@ -148,7 +155,13 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
                 env.gateway_cpus.len().to_string(),
                 "--route-header".into(),
                 env.route_header.clone(),
+                // An admin port of its own, so a fixed 9901 elsewhere cannot collide.
+                "--admin".into(),
+                "127.0.0.1:0".into(),
             ];
+            if system == System::RingwayCache {
+                cmd.push("--route-cache".into());
+            }
             if !env.route_prefix.is_empty() {
                 cmd.extend(["--route-prefix".into(), env.route_prefix.clone()]);
             }
