@@ -928,6 +928,7 @@ mod tests {
     #[test]
     fn admin_port_is_checked_too() {
         let config = Config {
+            // Inside the ephemeral range on purpose: the finding under test.
             admin: "127.0.0.1:50000".into(),
             ..Config::default()
         };

@@ -348,7 +348,7 @@ mod tests {
     // the same sockets with their address words reversed, so these samples hold only here.
     const TCP4: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:1B9E 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 132741 1 00000000245b7484 100 0 0 10 0
-   1: 0100007F:1B9E 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 148728 1 000000006ee1e28e 20 4 30 10 -1
+   1: 0100007F:1B9E 0100007F:5F01 01 00000000:00000000 00:00000000 00000000  1000        0 148728 1 000000006ee1e28e 20 4 30 10 -1
    2: 0A00000A:9C40 0B01A8C0:18EB 06 00000000:00000000 03:00000F6B 00000000     0        0 0 3 0000000000000000
 ";
     const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(rows[0].state, 0x0A);
         assert_eq!(rows[0].inode, 132741);
         assert_eq!(rows[1].local, "127.0.0.1:7070".parse().unwrap());
-        assert_eq!(rows[1].remote, "127.0.0.1:54321".parse().unwrap());
+        assert_eq!(rows[1].remote, "127.0.0.1:24321".parse().unwrap());
         assert_eq!(rows[1].state, 0x01);
         assert_eq!(rows[2].local, "10.0.0.10:40000".parse().unwrap());
         assert_eq!(rows[2].remote, "192.168.1.11:6379".parse().unwrap());
@@ -401,10 +401,10 @@ mod tests {
         for line in [
             "",
             "   0: 0100007F:1B9E",
-            "   0: 0100007F:1B9E 0100007F:D431 01 0:0 00:0 0 0 0",
-            "   0: 0100007G:1B9E 0100007F:D431 01 00000000:00000000 00:00000000 00000000 0 0 1 1",
-            "   0: +100007F:1B9E 0100007F:D431 01 00000000:00000000 00:00000000 00000000 0 0 1 1",
-            "   0: 0100007F:1B9E0 0100007F:D431 01 00000000:00000000 00:00000000 00000000 0 0 1 1",
+            "   0: 0100007F:1B9E 0100007F:5F01 01 0:0 00:0 0 0 0",
+            "   0: 0100007G:1B9E 0100007F:5F01 01 00000000:00000000 00:00000000 00000000 0 0 1 1",
+            "   0: +100007F:1B9E 0100007F:5F01 01 00000000:00000000 00:00000000 00000000 0 0 1 1",
+            "   0: 0100007F:1B9E0 0100007F:5F01 01 00000000:00000000 00:00000000 00000000 0 0 1 1",
         ] {
             assert_eq!(parse_tcp_line(line), None, "{line:?}");
         }

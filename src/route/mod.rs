@@ -259,9 +259,9 @@ mod tests {
 
     #[test]
     fn one_and_several_targets() {
-        let r = Route::parse(Bytes::from_static(b"127.0.0.1:50051")).unwrap();
+        let r = Route::parse(Bytes::from_static(b"127.0.0.1:20051")).unwrap();
         assert_eq!(r.len(), 1);
-        assert_eq!(r.target(0), "127.0.0.1:50051");
+        assert_eq!(r.target(0), "127.0.0.1:20051");
         let r = Route::parse(Bytes::from_static(b"a.svc:1, [::1]:2 ,10.0.0.3:3")).unwrap();
         assert_eq!(
             r.targets().collect::<Vec<_>>(),

@@ -284,8 +284,8 @@ mod tests {
     #[test]
     fn finds_the_address() {
         assert_eq!(
-            listening_addr("ringway: listening on 127.0.0.1:41234 (2 shards)"),
-            Some("127.0.0.1:41234")
+            listening_addr("ringway: listening on 127.0.0.1:21234 (2 shards)"),
+            Some("127.0.0.1:21234")
         );
         assert_eq!(
             listening_addr("ringway: listening on 127.0.0.1:1"),
