@@ -108,7 +108,8 @@ pub async fn serve(shard: Rc<Shard>, request: Request<RecvStream>, respond: Send
     let started = Instant::now();
     shard.metrics.calls_in_flight.inc();
     let stats = CallStats::new();
-    // What the access log needs is kept only for calls it will log: refcount clones, no copy.
+    // What the access log needs is kept only for calls it will log (the key is a refcount
+    // clone; the path is copied, which only sampled calls pay for).
     let logged = shard
         .access_log
         .as_ref()
@@ -169,7 +170,8 @@ async fn forward(
         };
         stats.routed_at.set(Some(Instant::now()));
         let mut request_complete = request_complete;
-        if retried {
+        // On a retry whose body ended without data, the headers already carried END_STREAM.
+        if retried && !request_complete {
             // Send what the first target was given, without taking more from the client.
             let replay = replay.expect("a retry needs the replay");
             let (chunks, ended) = {
@@ -339,9 +341,6 @@ async fn resend(
                 .send_data(piece, last && data.is_empty())
                 .map_err(|_| ())?;
         }
-    }
-    if ended && count == 0 {
-        up_send.send_data(Bytes::new(), true).map_err(|_| ())?;
     }
     Ok(())
 }
