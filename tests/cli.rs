@@ -1,4 +1,4 @@
-//! The command line as CONTRACT.md states it: `--help` lists every flag,
+//! The command line as the README ("Command line") states it: `--help` lists every flag,
 //! `check-config` names the bad field of a bad file, and SIGTERM stops a
 //! running gateway.
 

@@ -1,4 +1,4 @@
-//! The errors ringway itself produces (CONTRACT.md, "Errors"): each is a
+//! The errors ringway itself produces (README, "The path of one call"): each is a
 //! trailers-only gRPC response with HTTP status 200, the contract's code and
 //! a message naming what went wrong, and none of them hangs.
 
