@@ -191,8 +191,8 @@ mod tests {
 
     #[test]
     fn finds_the_listening_address() {
-        let l = "ringway: listening on 127.0.0.1:41234 (2 shards)";
-        assert_eq!(listening_addr(l), Some("127.0.0.1:41234".parse().unwrap()));
+        let l = "ringway: listening on 127.0.0.1:21234 (2 shards)";
+        assert_eq!(listening_addr(l), Some("127.0.0.1:21234".parse().unwrap()));
         assert_eq!(listening_addr("nothing here"), None);
     }
 }
