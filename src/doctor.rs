@@ -927,12 +927,14 @@ mod tests {
 
     #[test]
     fn admin_port_is_checked_too() {
+        let facts = healthy();
+        // A port inside the ephemeral range on purpose: the finding under test.
+        let (low, _) = facts.ephemeral_ports.unwrap();
         let config = Config {
-            // Inside the ephemeral range on purpose: the finding under test.
-            admin: "127.0.0.1:50000".into(),
+            admin: format!("127.0.0.1:{}", low + 1),
             ..Config::default()
         };
-        let findings = check(&config, &healthy(), None);
+        let findings = check(&config, &facts, None);
         assert_eq!(find(&findings, "admin port").severity, Severity::Warn);
         assert_eq!(find(&findings, "listen port").severity, Severity::Ok);
         let config = Config {

@@ -2,32 +2,11 @@
 //! named with its fix, a descriptor limit too low for `max_connections` fails the run, and an
 //! unknown profile is refused.
 
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+use ringway_testkit::ConfigFile;
+
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
-
-/// A config file with `contents` in the temp dir, removed on drop.
-struct ConfigFile(PathBuf);
-
-impl ConfigFile {
-    fn new(name: &str, contents: &str) -> ConfigFile {
-        let path =
-            std::env::temp_dir().join(format!("ringway-doctor-{}-{name}.toml", std::process::id()));
-        std::fs::write(&path, contents).expect("write the config file");
-        ConfigFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temp path")
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn run(command: &mut Command) -> Output {
     command
@@ -73,13 +52,10 @@ fn names_a_listen_port_inside_the_ephemeral_range() {
     let port = ephemeral_port();
     // Limits small enough that any test machine's descriptor limit covers them, so the only
     // problem is the port, and a warning alone leaves the exit code at 0.
-    let config = ConfigFile::new(
-        "ephemeral",
-        &format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin = \"\"\n\n[downstream]\nmax_connections = 100\n\
+    let config = ConfigFile::new(&format!(
+        "listen = \"127.0.0.1:{port}\"\nadmin = \"\"\n\n[downstream]\nmax_connections = 100\n\
              fd_reserve = 64\n"
-        ),
-    );
+    ));
     let output = run(Command::new(RINGWAY).args(["doctor", "--config", config.path()]));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout
@@ -102,7 +78,7 @@ fn names_a_listen_port_inside_the_ephemeral_range() {
 #[test]
 fn fails_under_a_descriptor_limit_below_max_connections() {
     // Defaults: max_connections 10000 + fd_reserve 256 need 10256 descriptors.
-    let config = ConfigFile::new("nofile", "");
+    let config = ConfigFile::new("");
     // `ulimit -n` with neither -H nor -S sets both limits, in dash and bash alike; lowering the
     // hard limit needs no privilege. sh, not a pre_exec hook: that would need unsafe code.
     let output = run(Command::new("sh").args([

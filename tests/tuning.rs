@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use ringway_testkit::ConfigFile;
+
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
 
 /// `tuning/` in this checkout.
@@ -133,28 +135,6 @@ fn apply_refuses_an_unknown_profile() {
     );
 }
 
-/// A config file in the temp dir, removed on drop.
-struct ConfigFile(PathBuf);
-
-impl ConfigFile {
-    fn new(name: &str, contents: &str) -> ConfigFile {
-        let path =
-            std::env::temp_dir().join(format!("ringway-tuning-{}-{name}.toml", std::process::id()));
-        std::fs::write(&path, contents).expect("write the config file");
-        ConfigFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temp path")
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Doctor's output lines: each a finding (`SEVERITY  check: detail`) or its `      fix: ...`.
 fn findings(out: &Output) -> Vec<(String, String)> {
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -190,7 +170,7 @@ fn findings(out: &Output) -> Vec<(String, String)> {
 fn doctor_warns_about_more_shards_than_cores() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert!(cores < 64, "this test needs fewer than 64 cores");
-    let config = ConfigFile::new("shards", "shards = 64\n");
+    let config = ConfigFile::new("shards = 64\n");
     let out = output(Command::new(RINGWAY).args(["doctor", "--config", config.path()]));
     assert!(
         matches!(out.status.code(), Some(0 | 1)),
