@@ -44,7 +44,6 @@ pub mod backoff;
 pub mod config;
 pub mod doctor;
 pub mod downstream;
-pub mod frames;
 pub mod metrics;
 pub mod net;
 pub mod procfs;
@@ -56,6 +55,7 @@ pub mod shard;
 pub mod shutdown;
 pub mod status;
 pub mod upstream;
+pub mod wire;
 
 use std::io;
 use std::net::SocketAddr;

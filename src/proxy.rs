@@ -8,9 +8,11 @@
 //! 4. send the request head upstream unchanged — method, path, `:authority`, metadata,
 //!    `grpc-timeout` — then relay both directions at once until both have ended.
 //!
-//! Headers are moved, not copied. Hop-by-hop headers need no filter here: h2 treats them as
-//! malformed on receipt (RFC 9113 §8.2.2: `connection`, `keep-alive`, `proxy-connection`,
-//! `transfer-encoding`, `upgrade`, and `te` other than `trailers`), so they never reach us.
+//! The request head is forwarded as decoded: its field values are slices of the bytes read
+//! (or of the HPACK table), copied once, into the upstream connection's output. Hop-by-hop
+//! headers need no filter here: [`wire`](crate::wire) treats them as malformed on receipt
+//! (RFC 9113 §8.2.2: `connection`, `keep-alive`, `proxy-connection`, `transfer-encoding`,
+//! `upgrade`, and `te` other than `trailers`), so they never reach us.
 //!
 //! A call the target refused without processing it — REFUSED_STREAM, or a stream above the
 //! last stream id of the target's GOAWAY — is sent again, once, on a fresh connection, as long
@@ -26,23 +28,21 @@ use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::pin::pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::{select, Either};
-use h2::client::ResponseFuture;
-use h2::server::SendResponse;
-use h2::{Reason, RecvStream, SendStream};
-use http::{HeaderMap, HeaderName, Request, Response};
 
 use crate::access_log::Entry;
 use crate::metrics::Outcome;
 use crate::shard::Shard;
 use crate::status::{status_trailers, trailers_only, Code, GatewayError};
 use crate::upstream::Lease;
-
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+use crate::wire::conn::{Chunk, Response};
+use crate::wire::{
+    Error, Fields, Incoming, Reason, RecvStream, Respond, ResponseFuture, SendStream,
+};
 
 /// What a call did, filled in as it goes and recorded once at its end.
 struct CallStats {
@@ -84,10 +84,10 @@ impl CallStats {
     }
 
     /// Notes the `grpc-status` of headers or trailers going to the client.
-    fn saw_status(&self, headers: &HeaderMap) {
-        if let Some(code) = headers
-            .get(&GRPC_STATUS)
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+    fn saw_status(&self, fields: &Fields) {
+        if let Some(code) = fields
+            .get(b"grpc-status")
+            .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.parse::<u8>().ok())
         {
             self.status.set(Some(code));
@@ -104,32 +104,32 @@ enum Direction {
 
 /// Serves one downstream call to its end. Never panics on what a peer sends; every failure ends
 /// in a gRPC status or a reset on the stream it concerns.
-pub async fn serve(shard: Rc<Shard>, request: Request<RecvStream>, respond: SendResponse<Bytes>) {
+pub async fn serve(shard: Rc<Shard>, incoming: Incoming) {
     let started = Instant::now();
     shard.metrics.calls_in_flight.inc();
     let stats = CallStats::new();
-    // What the access log needs is kept only for calls it will log (the key is a refcount
-    // clone; the path is copied, which only sampled calls pay for).
+    // What the access log needs is kept only for calls it will log (refcount clones).
     let logged = shard
         .access_log
         .as_ref()
         .filter(|log| log.sample())
         .map(|_| {
-            let key = request.headers().get(&shard.route_header).cloned();
-            (request.uri().path().to_string(), key)
+            let key = incoming.head.get(&shard.route_header).cloned();
+            let path = incoming.head.get(b":path").cloned().unwrap_or_default();
+            (path, key)
         });
-    let target = forward(&shard, request, respond, &stats).await;
+    let target = forward(&shard, incoming, &stats).await;
     record(&shard, &stats, started, target.as_deref(), logged);
 }
 
 /// Routes and relays; returns the target the call went to, if it got that far.
-async fn forward(
-    shard: &Shard,
-    request: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
-    stats: &CallStats,
-) -> Option<Rc<str>> {
-    let (head, mut body) = request.into_parts();
+async fn forward(shard: &Shard, incoming: Incoming, stats: &CallStats) -> Option<Rc<str>> {
+    let Incoming {
+        head,
+        end,
+        mut body,
+        mut respond,
+    } = incoming;
     let mut lease = match route(shard, &head).await {
         Ok(lease) => lease,
         Err(error) => {
@@ -143,19 +143,18 @@ async fn forward(
         }
     };
     let limit = shard.config.upstream.retry_buffer_bytes;
-    let replay = (limit > 0).then(|| shard.replays.take(&head, limit));
+    let replay = (limit > 0).then(|| shard.replays.take(limit));
     let replay = replay.as_ref().map(|r| &r.0);
-    let mut head = Some(head);
     let mut retried = false;
     loop {
-        let (request, request_complete) = match head.take() {
-            Some(head) => (Request::from_parts(head, ()), body.is_end_stream()),
-            None => {
-                let replay = replay.expect("a retry needs the replay").borrow();
-                (replay.request(), replay.ended && replay.chunks.is_empty())
-            }
+        // On a retry, the body received so far is sent from memory.
+        let request_complete = if retried {
+            let r = replay.expect("a retry needs the replay").borrow();
+            r.ended && r.chunks.is_empty()
+        } else {
+            end
         };
-        let (response, mut up_send) = match lease.send.send_request(request, request_complete) {
+        let (response, mut up_send) = match lease.send_request(&head, request_complete) {
             Ok(pair) => pair,
             Err(e) => {
                 lease.retire();
@@ -170,7 +169,6 @@ async fn forward(
         };
         stats.routed_at.set(Some(Instant::now()));
         let mut request_complete = request_complete;
-        // On a retry whose body ended without data, the headers already carried END_STREAM.
         if retried && !request_complete {
             // Send what the first target was given, without taking more from the client.
             let replay = replay.expect("a retry needs the replay");
@@ -206,7 +204,7 @@ async fn forward(
         shard.metrics.upstream_retries.inc();
         let unreleased = stats.bytes_in.get() - stats.request_released.get();
         if unreleased > 0 {
-            let _ = body.flow_control().release_capacity(unreleased as usize);
+            body.release(unreleased as usize);
             stats.request_released.set(stats.bytes_in.get());
         }
         lease.retire();
@@ -227,14 +225,11 @@ async fn forward(
     }
 }
 
-/// What a retry needs of the request: its head and the body received so far, while it fits.
-/// Taken from the shard's [`ReplayPool`] and given back when the call ends, so keeping it costs
-/// no allocation once the pool is warm.
+/// What a retry needs of the request besides its head (which the call keeps anyway): the
+/// body received so far, while it fits. Taken from the shard's [`ReplayPool`] and given back
+/// when the call ends, so keeping it costs no allocation once the pool is warm.
 #[derive(Default)]
 pub struct Replay {
-    method: http::Method,
-    uri: http::Uri,
-    headers: HeaderMap,
     chunks: Vec<Bytes>,
     buffered: usize,
     limit: usize,
@@ -244,7 +239,7 @@ pub struct Replay {
     ended: bool,
 }
 
-/// The shard's spare [`Replay`]s: their header maps and chunk lists keep their capacity.
+/// The shard's spare [`Replay`]s: their chunk lists keep their capacity.
 #[derive(Default)]
 pub struct ReplayPool {
     spare: RefCell<Vec<Replay>>,
@@ -261,7 +256,6 @@ impl Drop for LentReplay<'_> {
         let mut replay = std::mem::take(self.0.get_mut());
         let mut spare = self.1.spare.borrow_mut();
         if spare.len() < REPLAY_SPARES {
-            replay.headers.clear();
             replay.chunks.clear();
             spare.push(replay);
         }
@@ -269,14 +263,8 @@ impl Drop for LentReplay<'_> {
 }
 
 impl ReplayPool {
-    fn take(&self, head: &http::request::Parts, limit: usize) -> LentReplay<'_> {
+    fn take(&self, limit: usize) -> LentReplay<'_> {
         let mut r = self.spare.borrow_mut().pop().unwrap_or_default();
-        r.method = head.method.clone();
-        r.uri = head.uri.clone();
-        // Appending into a cleared map reuses its storage (a clone would allocate anew).
-        for (name, value) in head.headers.iter() {
-            r.headers.append(name.clone(), value.clone());
-        }
         r.buffered = 0;
         r.limit = limit;
         r.spoiled = false;
@@ -286,14 +274,6 @@ impl ReplayPool {
 }
 
 impl Replay {
-    fn request(&self) -> Request<()> {
-        let mut request = Request::new(());
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
-
     /// Keeps a chunk (a reference to it: `Bytes` clones share the buffer).
     fn record(&mut self, data: &Bytes, end: bool) {
         if self.spoiled {
@@ -315,11 +295,7 @@ impl Replay {
 }
 
 /// Sends a replayed body on the retry's stream, as its window allows.
-async fn resend(
-    up_send: &mut SendStream<Bytes>,
-    chunks: Vec<Bytes>,
-    ended: bool,
-) -> Result<(), ()> {
+async fn resend(up_send: &mut SendStream, chunks: Vec<Bytes>, ended: bool) -> Result<(), ()> {
     let count = chunks.len();
     for (i, mut data) in chunks.into_iter().enumerate() {
         let last = ended && i + 1 == count;
@@ -327,18 +303,17 @@ async fn resend(
             // Clients built on hyper (tonic among them) end a request with an empty DATA
             // frame: it carries the END_STREAM the target is waiting for.
             if last {
-                up_send.send_data(data, true).map_err(|_| ())?;
+                up_send.send_data(&data, true).map_err(|_| ())?;
             }
             continue;
         }
         while !data.is_empty() {
-            up_send.reserve_capacity(data.len());
             let granted = poll_fn(|cx| poll_granted(up_send, cx))
                 .await
                 .map_err(|_| ())?;
             let piece = data.split_to(granted.min(data.len()));
             up_send
-                .send_data(piece, last && data.is_empty())
+                .send_data(&piece, last && data.is_empty())
                 .map_err(|_| ())?;
         }
     }
@@ -351,7 +326,7 @@ fn record(
     stats: &CallStats,
     started: Instant,
     target: Option<&str>,
-    logged: Option<(String, Option<http::HeaderValue>)>,
+    logged: Option<(Bytes, Option<Bytes>)>,
 ) {
     let m = &shard.metrics;
     m.calls_in_flight.dec();
@@ -377,8 +352,8 @@ fn record(
     if let (Some(log), Some((method, key))) = (&shard.access_log, logged) {
         log.record(&Entry {
             shard: shard.id,
-            method: &method,
-            key: key.as_ref().map_or(&[][..], |k| k.as_bytes()),
+            method: &String::from_utf8_lossy(&method),
+            key: key.as_deref().unwrap_or(&[][..]),
             target: target.unwrap_or(""),
             status: stats.status.get(),
             outcome: outcome.label(),
@@ -390,13 +365,12 @@ fn record(
 }
 
 /// Steps 1–3: header → route → a leased stream on a connection to one of its targets.
-async fn route(shard: &Shard, head: &http::request::Parts) -> Result<Lease, GatewayError> {
-    let value =
-        head.headers
-            .get(&shard.route_header)
-            .ok_or_else(|| GatewayError::MissingRouteHeader {
-                header: shard.route_header.to_string(),
-            })?;
+async fn route(shard: &Shard, head: &Fields) -> Result<Lease, GatewayError> {
+    let value = head
+        .get(&shard.route_header)
+        .ok_or_else(|| GatewayError::MissingRouteHeader {
+            header: String::from_utf8_lossy(&shard.route_header).into_owned(),
+        })?;
     let asked = Instant::now();
     let route = shard.router.resolve(value).await;
     let lookup_us = asked.elapsed().as_micros() as u64;
@@ -448,9 +422,9 @@ enum RelayEnd {
 #[allow(clippy::too_many_arguments)]
 async fn relay(
     down_body: &mut RecvStream,
-    mut up_send: SendStream<Bytes>,
+    mut up_send: SendStream,
     response: ResponseFuture,
-    respond: &mut SendResponse<Bytes>,
+    respond: &mut Respond,
     lease: &Lease,
     request_complete: bool,
     stats: &CallStats,
@@ -494,7 +468,7 @@ async fn relay(
 /// The response direction: head, body, trailers — or the client's reset, whichever comes first.
 async fn relay_response(
     response: ResponseFuture,
-    respond: &mut SendResponse<Bytes>,
+    respond: &mut Respond,
     lease: &Lease,
     stats: &CallStats,
     replay: Option<&RefCell<Replay>>,
@@ -504,22 +478,24 @@ async fn relay_response(
         let client_reset = poll_fn(|cx| respond.poll_reset(cx));
         match select(response, pin!(client_reset)).await {
             Either::Left((head, _)) => head,
-            Either::Right((reason, _)) => {
-                return ResponseEnd::ClientReset(reason.unwrap_or(Reason::CANCEL))
-            }
+            Either::Right((reason, _)) => return ResponseEnd::ClientReset(reason),
         }
     };
-    let head = match head {
-        Ok(head) => head,
+    let Response {
+        head,
+        end: trailers_only,
+        body: mut up_body,
+    } = match head {
+        Ok(response) => response,
         Err(e) => {
             let refused = (e.is_reset() && e.reason() == Some(Reason::REFUSED_STREAM))
                 || (e.is_go_away() && lease.never_processed(stream_id));
             if refused && replay.is_some_and(|r| !r.borrow().spoiled) {
                 return ResponseEnd::Refused;
             }
-            match e.reason() {
+            match e {
                 // The target reset the stream (e.g. CANCEL, or REFUSED_STREAM): pass it on.
-                Some(reason) if e.is_reset() => {
+                Error::Reset(reason) => {
                     stats.outcome.set(Outcome::UpstreamReset);
                     respond.send_reset(reason);
                 }
@@ -541,17 +517,15 @@ async fn relay_response(
     if let Some(replay) = replay {
         replay.borrow_mut().spoil();
     }
-    let (parts, mut up_body) = head.into_parts();
-    let trailers_only = up_body.is_end_stream();
     if trailers_only {
-        stats.saw_status(&parts.headers);
+        stats.saw_status(&head);
     }
-    let mut down_send = match respond.send_response(Response::from_parts(parts, ()), trailers_only)
-    {
+    let mut down_send = match respond.send_response(&head, trailers_only) {
         Ok(stream) => stream,
         // The client's stream is gone; dropping the upstream stream resets it.
         Err(_) => return ResponseEnd::ClientReset(Reason::CANCEL),
     };
+    drop(head);
     if trailers_only {
         return ResponseEnd::Done;
     }
@@ -567,8 +541,8 @@ async fn relay_response(
         Ok(()) => ResponseEnd::Done,
         Err(PumpError::Source(e)) => {
             stats.outcome.set(Outcome::UpstreamReset);
-            match e.reason() {
-                Some(reason) if e.is_reset() => down_send.send_reset(reason),
+            match e {
+                Error::Reset(reason) => down_send.send_reset(reason),
                 // Not a reset: the connection broke mid-response. End the call with a status
                 // the client can act on instead of a bare reset.
                 _ => {
@@ -579,7 +553,7 @@ async fn relay_response(
                     }
                     .to_string();
                     stats.status.set(Some(Code::Unavailable as u8));
-                    let _ = down_send.send_trailers(status_trailers(Code::Unavailable, &message));
+                    let _ = down_send.send_trailers(&status_trailers(Code::Unavailable, &message));
                 }
             }
             ResponseEnd::Done
@@ -592,8 +566,8 @@ async fn relay_response(
 /// Why a pump stopped early.
 enum PumpError {
     /// Reading from the source failed (its peer reset the stream or the connection broke).
-    Source(h2::Error),
-    /// The sink's peer reset the stream.
+    Source(Error),
+    /// The sink's stream was reset (by its peer, or it failed).
     SinkReset(Reason),
     /// Writing to the sink failed for another reason (its stream or connection is gone).
     Sink,
@@ -603,7 +577,7 @@ enum PumpError {
 /// flow-control capacity to `src`'s sender only after `dst`'s window accepted it.
 async fn pump(
     src: &mut RecvStream,
-    dst: &mut SendStream<Bytes>,
+    dst: &mut SendStream,
     stats: &CallStats,
     direction: Direction,
     replay: Option<&RefCell<Replay>>,
@@ -616,14 +590,13 @@ async fn pump(
         // Wait for data, or for the sink's peer to reset: a reset must not wait for data.
         let next = poll_fn(|cx| {
             if let Poll::Ready(reason) = dst.poll_reset(cx) {
-                return Poll::Ready(Err(PumpError::SinkReset(reason.unwrap_or(Reason::CANCEL))));
+                return Poll::Ready(Err(PumpError::SinkReset(reason)));
             }
-            src.poll_data(cx).map(Ok)
+            src.poll_recv(cx).map_err(PumpError::Source)
         })
         .await?;
         match next {
-            Some(Ok(data)) => {
-                let end = src.is_end_stream();
+            Some(Chunk::Data(data, end)) => {
                 bytes.set(bytes.get() + data.len() as u64);
                 if let Some(replay) = replay {
                     replay.borrow_mut().record(&data, end);
@@ -633,31 +606,18 @@ async fn pump(
                     return Ok(());
                 }
             }
-            Some(Err(e)) => return Err(PumpError::Source(e)),
-            None => {
-                let trailers = poll_fn(|cx| src.poll_trailers(cx))
-                    .await
-                    .map_err(PumpError::Source)?;
+            Some(Chunk::Trailers(trailers)) => {
                 if let Some(replay) = replay {
-                    let mut replay = replay.borrow_mut();
-                    if trailers.is_some() {
-                        // Request trailers are rare in gRPC; not worth replaying.
-                        replay.spoil();
-                    } else {
-                        replay.ended = true;
-                    }
+                    // Request trailers are rare in gRPC; not worth replaying.
+                    replay.borrow_mut().spoil();
                 }
-                let sent = match trailers {
-                    Some(trailers) => {
-                        if let Direction::Response = direction {
-                            stats.saw_status(&trailers);
-                        }
-                        dst.send_trailers(trailers)
-                    }
-                    None => dst.send_data(Bytes::new(), true),
-                };
-                return sent.map_err(|_| PumpError::Sink);
+                if let Direction::Response = direction {
+                    stats.saw_status(&trailers);
+                }
+                return dst.send_trailers(&trailers).map_err(|_| PumpError::Sink);
             }
+            // Ended by a frame already passed on (END_STREAM on DATA).
+            None => return Ok(()),
         }
     }
 }
@@ -666,27 +626,25 @@ async fn pump(
 /// window back to the source's sender once the sink took it.
 async fn forward_chunk(
     src: &mut RecvStream,
-    dst: &mut SendStream<Bytes>,
+    dst: &mut SendStream,
     mut data: Bytes,
     end: bool,
     released: Option<&Cell<u64>>,
 ) -> Result<(), PumpError> {
     if data.is_empty() {
         return if end {
-            dst.send_data(data, true).map_err(|_| PumpError::Sink)
+            dst.send_data(&data, true).map_err(|_| PumpError::Sink)
         } else {
             Ok(())
         };
     }
     while !data.is_empty() {
-        dst.reserve_capacity(data.len());
         let granted = poll_fn(|cx| poll_granted(dst, cx)).await?;
         let piece = data.split_to(granted.min(data.len()));
         let n = piece.len();
-        dst.send_data(piece, end && data.is_empty())
+        dst.send_data(&piece, end && data.is_empty())
             .map_err(|_| PumpError::Sink)?;
-        // The source's peer may have gone meanwhile; its window no longer matters then.
-        let _ = src.flow_control().release_capacity(n);
+        src.release(n);
         if let Some(released) = released {
             released.set(released.get() + n as u64);
         }
@@ -695,31 +653,20 @@ async fn forward_chunk(
 }
 
 /// Ready with the sink's send capacity once it has some, or the reason it never will.
-fn poll_granted(
-    dst: &mut SendStream<Bytes>,
-    cx: &mut std::task::Context<'_>,
-) -> Poll<Result<usize, PumpError>> {
-    loop {
-        if let Poll::Ready(reason) = dst.poll_reset(cx) {
-            return Poll::Ready(Err(PumpError::SinkReset(reason.unwrap_or(Reason::CANCEL))));
-        }
-        let available = dst.capacity();
-        if available > 0 {
-            return Poll::Ready(Ok(available));
-        }
-        match dst.poll_capacity(cx) {
-            Poll::Ready(Some(Ok(0))) => continue,
-            Poll::Ready(Some(Ok(n))) => return Poll::Ready(Ok(n)),
-            Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(PumpError::Sink)),
-            Poll::Ready(None) => return Poll::Ready(Err(PumpError::SinkReset(Reason::CANCEL))),
-            Poll::Pending => return Poll::Pending,
-        }
+fn poll_granted(dst: &mut SendStream, cx: &mut Context<'_>) -> Poll<Result<usize, PumpError>> {
+    match dst.poll_capacity(cx) {
+        Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(match e {
+            Error::Reset(reason) | Error::LocalReset(reason) => PumpError::SinkReset(reason),
+            _ => PumpError::Sink,
+        })),
+        Poll::Pending => Poll::Pending,
     }
 }
 
 /// Answers the call with a gateway error as a trailers-only response.
-fn reply_error(respond: &mut SendResponse<Bytes>, error: &GatewayError) {
+fn reply_error(respond: &mut Respond, error: &GatewayError) {
     let response = trailers_only(error.code(), &error.to_string());
     // An error here means the client already reset the stream; nothing is left to tell it.
-    let _ = respond.send_response(response, true);
+    let _ = respond.send_response(&response, true);
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::Sender;
 use http::HeaderName;
 use monoio::{FusionDriver, RuntimeBuilder};
@@ -43,8 +44,8 @@ const URING_ENTRIES: u32 = 1024;
 /// Everything one call needs on its shard.
 pub struct Shard {
     pub id: usize,
-    /// The routing header's name, parsed once.
-    pub route_header: HeaderName,
+    /// The routing header's name, lowercase as HTTP/2 carries it.
+    pub route_header: Bytes,
     pub router: Router,
     pub upstreams: Rc<Upstreams>,
     /// Settings for client connections.
@@ -160,8 +161,12 @@ async fn run(
     let shard = Rc::new(Shard {
         id,
         // Validated with the config.
-        route_header: HeaderName::from_bytes(config.route.header.as_bytes())
-            .expect("route.header was validated"),
+        route_header: Bytes::copy_from_slice(
+            HeaderName::from_bytes(config.route.header.as_bytes())
+                .expect("route.header was validated")
+                .as_str()
+                .as_bytes(),
+        ),
         router: Router::new(&config, redis, metrics.clone(), cache),
         upstreams: Rc::new(Upstreams::new(
             &config.upstream,

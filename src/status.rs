@@ -9,7 +9,8 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+use crate::wire::Fields;
 
 /// The gRPC status codes ringway produces (a subset of the spec's 17).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,13 +23,13 @@ pub enum Code {
 }
 
 impl Code {
-    fn header_value(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
-            Code::InvalidArgument => "3",
-            Code::NotFound => "5",
-            Code::ResourceExhausted => "8",
-            Code::Internal => "13",
-            Code::Unavailable => "14",
+    fn header_value(self) -> Bytes {
+        Bytes::from_static(match self {
+            Code::InvalidArgument => b"3",
+            Code::NotFound => b"5",
+            Code::ResourceExhausted => b"8",
+            Code::Internal => b"13",
+            Code::Unavailable => b"14",
         })
     }
 }
@@ -106,31 +107,30 @@ impl fmt::Display for GatewayError {
 }
 
 /// A trailers-only gRPC response: the status goes in the one HEADERS frame, which ends the stream.
-pub fn trailers_only(code: Code, message: &str) -> Response<()> {
-    let mut response = Response::new(());
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
+pub fn trailers_only(code: Code, message: &str) -> Fields {
+    let mut head = Fields::new();
+    head.push(Bytes::from_static(b":status"), Bytes::from_static(b"200"));
+    head.push(
+        Bytes::from_static(b"content-type"),
+        Bytes::from_static(b"application/grpc"),
     );
-    insert_status(headers, code, message);
-    response
+    push_status(&mut head, code, message);
+    head
 }
 
 /// Trailers that end a response whose headers were already sent.
-pub fn status_trailers(code: Code, message: &str) -> HeaderMap {
-    let mut trailers = HeaderMap::with_capacity(2);
-    insert_status(&mut trailers, code, message);
+pub fn status_trailers(code: Code, message: &str) -> Fields {
+    let mut trailers = Fields::new();
+    push_status(&mut trailers, code, message);
     trailers
 }
 
-fn insert_status(headers: &mut HeaderMap, code: Code, message: &str) {
-    headers.insert("grpc-status", code.header_value());
-    let encoded = percent_encode(message);
-    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(encoded)) {
-        headers.insert("grpc-message", value);
-    }
+fn push_status(fields: &mut Fields, code: Code, message: &str) {
+    fields.push(Bytes::from_static(b"grpc-status"), code.header_value());
+    fields.push(
+        Bytes::from_static(b"grpc-message"),
+        Bytes::from(percent_encode(message)),
+    );
 }
 
 /// `grpc-message` is percent-encoded: every byte outside printable ASCII, and `%` itself
@@ -172,10 +172,13 @@ mod tests {
     #[test]
     fn trailers_only_carries_status_and_message() {
         let r = trailers_only(Code::NotFound, "no route");
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(r.headers()["grpc-status"], "5");
-        assert_eq!(r.headers()["grpc-message"], "no route");
-        assert_eq!(r.headers()["content-type"], "application/grpc");
+        assert_eq!(r.get(b":status").unwrap().as_ref(), b"200");
+        assert_eq!(r.get(b"grpc-status").unwrap().as_ref(), b"5");
+        assert_eq!(r.get(b"grpc-message").unwrap().as_ref(), b"no route");
+        assert_eq!(
+            r.get(b"content-type").unwrap().as_ref(),
+            b"application/grpc"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!   connection is closed whatever is still on it.
 //! - Drain: GOAWAY; the shard waits for the connection to finish.
 //!
-//! Every GOAWAY here is h2's two-phase one: first the maximum stream id, then, after a PING
+//! Every graceful GOAWAY here is two-phase: first the maximum stream id, then, after a PING
 //! round trip, the last stream really accepted, so no call in flight is lost.
 
 mod watch;
@@ -23,20 +23,18 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use monoio::io::IntoPollIo;
 use monoio::net::TcpStream;
 
 use crate::config::DownstreamConfig;
-use crate::frames::Watched;
 use crate::proxy;
 use crate::rng::Rng;
 use crate::shard::Shard;
+use crate::wire::{self, Conn, Reason, Role};
 pub use watch::{ClientConn, PingPolicy};
 
 /// A client connection's settings, built once per shard.
 pub struct Settings {
-    pub h2: h2::server::Builder,
+    pub h2: wire::Settings,
     pub handshake_timeout: Duration,
     pub keepalive_time: Duration,
     pub keepalive_timeout: Duration,
@@ -51,7 +49,7 @@ impl Settings {
         let ms = Duration::from_millis;
         let nonzero = |v: u64| (v > 0).then(|| ms(v));
         Settings {
-            h2: server_builder(config),
+            h2: server_settings(config),
             handshake_timeout: ms(config.handshake_timeout_ms),
             keepalive_time: ms(config.keepalive_time_ms),
             keepalive_timeout: ms(config.keepalive_timeout_ms),
@@ -66,20 +64,17 @@ impl Settings {
     }
 }
 
-/// The HTTP/2 server settings for client connections.
-pub fn server_builder(config: &DownstreamConfig) -> h2::server::Builder {
-    let mut builder = h2::server::Builder::new();
-    builder
-        .initial_window_size(config.stream_window_bytes)
-        .initial_connection_window_size(config.connection_window_bytes)
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .max_header_list_size(config.max_header_list_bytes)
-        // Rapid reset (CVE-2023-44487): streams a client opens and resets before we accept
-        // them are capped per connection (h2 then sends GOAWAY ENHANCE_YOUR_CALM) ...
-        .max_pending_accept_reset_streams(64)
-        // ... and so are resets we must send because a client misbehaves on its streams.
-        .max_local_error_reset_streams(Some(1024));
-    builder
+/// The HTTP/2 server settings for client connections. Rapid reset (CVE-2023-44487) and
+/// misbehaving clients are capped by [`wire`] itself: a connection whose client resets too
+/// many streams before they are answered, or makes us reset too many, gets GOAWAY
+/// ENHANCE_YOUR_CALM.
+pub fn server_settings(config: &DownstreamConfig) -> wire::Settings {
+    wire::Settings {
+        stream_window: config.stream_window_bytes,
+        connection_window: config.connection_window_bytes,
+        max_concurrent_streams: config.max_concurrent_streams,
+        max_header_list: config.max_header_list_bytes,
+    }
 }
 
 /// Runs one client connection until it closes.
@@ -99,23 +94,30 @@ impl Drop for CallGuard {
     }
 }
 
+/// Aborts the connection however `run` ends; a no-op once it closed by itself.
+struct AbortOnDrop(Conn);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort("connection closed by ringway");
+    }
+}
+
 async fn run(shard: &Rc<Shard>, stream: TcpStream) {
     let settings = &shard.downstream;
     if stream.set_nodelay(true).is_err() {
         return;
     }
-    let Ok(io) = stream.into_poll_io() else {
-        return;
-    };
     let conn = Rc::new(ClientConn::new(settings.ping_policy));
-    let io = Watched::server(io, conn.clone());
-    let handshake = settings.h2.handshake::<_, Bytes>(io);
-    let mut connection = match monoio::time::timeout(settings.handshake_timeout, handshake).await {
-        Ok(Ok(connection)) => connection,
+    let h2 = Conn::new(Role::Server, settings.h2.clone(), Some(conn.clone()));
+    let _abort = AbortOnDrop(h2.clone());
+    let driver = monoio::spawn(wire::io::drive(h2.clone(), stream));
+    let handshake = poll_fn(|cx| h2.poll_handshake(cx));
+    match monoio::time::timeout(settings.handshake_timeout, handshake).await {
+        Ok(Ok(())) => {}
         // Not HTTP/2, or too slow: nothing to answer on.
         _ => return,
-    };
-    let mut ping_pong = connection.ping_pong();
+    }
     let mut drain = shard.drain.subscribe();
     let opened = Instant::now();
     let mut timers = Timers {
@@ -130,21 +132,20 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
     loop {
         let deadline = timers.next(settings, &conn);
         let next = monoio::select! {
-            next = connection.accept() => next,
+            next = poll_fn(|cx| h2.poll_accept(cx)) => next,
             _ = &mut drain, if !timers.going_away => {
-                connection.graceful_shutdown();
+                h2.graceful_shutdown();
                 shard.metrics.downstream_goaways_sent.inc();
                 timers.going_away = true;
                 continue;
             }
             _ = poll_fn(|cx| conn.poll_too_many_pings(cx)) => {
-                // The frame watcher swaps h2's GOAWAY for one with `too_many_pings`.
-                connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                h2.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM, b"too_many_pings");
                 shard.metrics.downstream_too_many_pings.inc();
                 shard.metrics.downstream_goaways_sent.inc();
                 break;
             }
-            pong = poll_fn(|cx| ping_pong.as_mut().map_or(std::task::Poll::Pending, |p| p.poll_pong(cx))), if timers.pong_due.is_some() => {
+            pong = poll_fn(|cx| h2.poll_pong(cx)), if timers.pong_due.is_some() => {
                 if pong.is_ok() {
                     timers.pong_due = None;
                     timers.keepalive_at = Instant::now() + settings.keepalive_time;
@@ -155,21 +156,19 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
                 match timers.fire(settings, &conn) {
                     Fire::Nothing => {}
                     Fire::Ping => {
-                        if let Some(p) = ping_pong.as_mut() {
-                            if p.send_ping(h2::Ping::opaque()).is_ok() {
-                                timers.pong_due = Some(Instant::now() + settings.keepalive_timeout);
-                            }
+                        if h2.send_ping() {
+                            timers.pong_due = Some(Instant::now() + settings.keepalive_timeout);
                         }
                     }
                     Fire::GoAway => {
-                        connection.graceful_shutdown();
+                        h2.graceful_shutdown();
                         shard.metrics.downstream_goaways_sent.inc();
                     }
                     Fire::Close(keepalive) => {
                         if keepalive {
                             shard.metrics.downstream_keepalive_timeouts.inc();
                         }
-                        // Dropping the connection closes the socket; calls on it fail.
+                        // Aborting the connection closes the socket; calls on it fail.
                         return;
                     }
                 }
@@ -177,28 +176,25 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
             }
         };
         match next {
-            Some(Ok((request, respond))) => {
+            Some(incoming) => {
                 conn.call_started();
                 let guard = CallGuard(conn.clone());
                 let shard = shard.clone();
                 monoio::spawn(async move {
-                    proxy::serve(shard, request, respond).await;
+                    proxy::serve(shard, incoming).await;
                     drop(guard);
                 });
             }
-            Some(Err(_)) | None => break,
+            None => break,
         }
     }
-    // Keep driving the connection until its remaining streams are done and the close is sent,
-    // within the age grace if one applies.
-    let closed = poll_fn(|cx| connection.poll_closed(cx));
+    // The driver runs until the remaining streams are done and the close is written, within
+    // the age grace if one applies.
     match timers.grace_until {
         Some(until) => {
-            let _ = monoio::time::timeout_at(until.into(), closed).await;
+            let _ = monoio::time::timeout_at(until.into(), driver).await;
         }
-        None => {
-            let _ = closed.await;
-        }
+        None => driver.await,
     }
 }
 

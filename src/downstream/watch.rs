@@ -1,5 +1,5 @@
-//! What one client connection's frames tell: activity for keepalive, the client's PINGs for
-//! ping enforcement, and its highest stream id for our GOAWAY.
+//! What one client connection's frames tell: activity for keepalive, and the client's PINGs
+//! for ping enforcement.
 //!
 //! # Ping enforcement (as grpc-go's server, gRPC A8/A9)
 //!
@@ -13,15 +13,14 @@ use std::cell::{Cell, RefCell};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::frames::{self, Frame, Observer};
+use crate::wire::frame::{self, Head as Frame};
+use crate::wire::Observer;
 
 /// grpc-go's `maxPingStrikes`: the third offending PING ends the connection.
 const MAX_STRIKES: u32 = 2;
 /// Pings without calls, when not permitted, are allowed this often (grpc-go
 /// `defaultPingTimeout`).
 const WITHOUT_CALLS_INTERVAL: Duration = Duration::from_secs(2 * 60 * 60);
-/// `ENHANCE_YOUR_CALM` (RFC 9113 §7).
-const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 /// The enforcement policy.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +45,6 @@ pub struct ClientConn {
     too_many_pings: Cell<bool>,
     /// The serve loop, waiting to hear about `too_many_pings`.
     waiter: RefCell<Option<Waker>>,
-    last_client_stream: Cell<u32>,
 }
 
 impl ClientConn {
@@ -61,7 +59,6 @@ impl ClientConn {
             reset_strikes: Cell::new(false),
             too_many_pings: Cell::new(false),
             waiter: RefCell::new(None),
-            last_client_stream: Cell::new(0),
         }
     }
 
@@ -88,6 +85,11 @@ impl ClientConn {
     /// When bytes last arrived from the client.
     pub fn last_read(&self) -> Instant {
         self.last_read.get()
+    }
+
+    /// Whether the client has pinged too often.
+    pub fn too_many_pings(&self) -> bool {
+        self.too_many_pings.get()
     }
 
     /// Ready once the client has pinged too often.
@@ -129,29 +131,15 @@ impl Observer for ClientConn {
     }
 
     fn read(&self, frame: &Frame) {
-        match frame.kind {
-            frames::PING if frame.flags & frames::FLAG_ACK == 0 => self.client_pinged(),
-            frames::HEADERS if frame.stream > self.last_client_stream.get() => {
-                self.last_client_stream.set(frame.stream)
-            }
-            _ => {}
+        if frame.kind == frame::PING && frame.flags & frame::FLAG_ACK == 0 {
+            self.client_pinged();
         }
     }
 
     fn written(&self, frame: &Frame) {
-        if frame.kind == frames::DATA || frame.kind == frames::HEADERS {
+        if frame.kind == frame::DATA || frame.kind == frame::HEADERS {
             self.reset_strikes.set(true);
         }
-    }
-
-    fn goaway(&self) -> Option<Vec<u8>> {
-        self.too_many_pings.get().then(|| {
-            frames::goaway_frame(
-                self.last_client_stream.get(),
-                ENHANCE_YOUR_CALM,
-                b"too_many_pings",
-            )
-        })
     }
 }
 
@@ -162,7 +150,7 @@ mod tests {
     fn ping() -> Frame {
         Frame {
             len: 8,
-            kind: frames::PING,
+            kind: frame::PING,
             flags: 0,
             stream: 0,
         }
@@ -178,11 +166,9 @@ mod tests {
         c.read(&ping()); // first: free
         c.read(&ping()); // strike 1
         c.read(&ping()); // strike 2
-        assert!(c.goaway().is_none());
+        assert!(!c.too_many_pings());
         c.read(&ping()); // strike 3 > 2
-        let frame = c.goaway().expect("GOAWAY due");
-        assert_eq!(frame[3], frames::GOAWAY);
-        assert!(frame.ends_with(b"too_many_pings"));
+        assert!(c.too_many_pings());
     }
 
     #[test]
@@ -193,7 +179,7 @@ mod tests {
         });
         let data = Frame {
             len: 5,
-            kind: frames::DATA,
+            kind: frame::DATA,
             flags: 0,
             stream: 1,
         };
@@ -201,6 +187,6 @@ mod tests {
             c.read(&ping());
             c.written(&data);
         }
-        assert!(c.goaway().is_none());
+        assert!(!c.too_many_pings());
     }
 }

@@ -12,7 +12,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderValue;
 
 use std::sync::Arc;
 
@@ -91,22 +90,18 @@ impl Router {
     }
 
     /// Resolves a routing value: from the cache when it has it, else from Redis.
-    pub async fn resolve(&self, value: &HeaderValue) -> Result<RouteRef, GatewayError> {
+    pub async fn resolve(&self, value: &[u8]) -> Result<RouteRef, GatewayError> {
         let Some(cache) = &self.inner.cache else {
-            return self
-                .inner
-                .fetch(value.as_bytes())
-                .await
-                .map(RouteRef::Owned);
+            return self.inner.fetch(value).await.map(RouteRef::Owned);
         };
-        let answer = match cache.lookup(value.as_bytes()) {
+        let answer = match cache.lookup(value) {
             Lookup::Hit(resolved) => return resolved.map(RouteRef::Shared),
             Lookup::Wait(answer) => answer,
             Lookup::Miss { epoch, answer } => {
                 // The GET runs in its own task: the calls waiting on it must get their answer
                 // even if this call is cancelled meanwhile.
                 let inner = self.inner.clone();
-                let key = Bytes::copy_from_slice(value.as_bytes());
+                let key = Bytes::copy_from_slice(value);
                 monoio::spawn(async move {
                     let resolved = inner.fetch(&key).await.map(Rc::new);
                     if let Some(cache) = &inner.cache {

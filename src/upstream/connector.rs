@@ -3,30 +3,26 @@
 //! handshake, and the task that drives the connection. Speaks no gRPC and makes no pool
 //! decisions.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
+use std::future::poll_fn;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use h2::client::SendRequest;
-use h2::PingPong;
-use local_sync::oneshot;
-use monoio::io::IntoPollIo;
 use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::config::UpstreamConfig;
-use crate::frames::{Observer, Watched};
 use crate::metrics::ShardMetrics;
+use crate::wire::{self, Observer, Reason, Role};
 
 /// What every dial on a shard needs, built once from the config.
 #[derive(Debug, Clone)]
 pub struct DialSettings {
     pub timeout: Duration,
-    pub h2: h2::client::Builder,
+    pub h2: wire::Settings,
     /// `None`: TCP keepalive off.
     pub tcp_keepalive: Option<(Duration, Duration)>,
     pub tcp_user_timeout: Option<Duration>,
@@ -34,11 +30,12 @@ pub struct DialSettings {
 
 impl DialSettings {
     pub fn new(config: &UpstreamConfig) -> DialSettings {
-        let mut h2 = h2::client::Builder::new();
-        h2.initial_window_size(config.stream_window_bytes)
-            .initial_connection_window_size(config.connection_window_bytes)
-            // gRPC has no server push.
-            .enable_push(false);
+        // gRPC has no server push; the client role says so in its SETTINGS.
+        let h2 = wire::Settings {
+            stream_window: config.stream_window_bytes,
+            connection_window: config.connection_window_bytes,
+            ..wire::Settings::default()
+        };
         let ms = Duration::from_millis;
         DialSettings {
             timeout: ms(config.dial_timeout_ms),
@@ -57,70 +54,57 @@ impl DialSettings {
 
 /// One live HTTP/2 connection to a target.
 pub struct Connection {
-    /// Opens streams; cloned per call (h2 shares the connection state behind it).
-    pub send: SendRequest<Bytes>,
+    /// The HTTP/2 connection: opens streams.
+    pub h2: wire::Conn,
     pub remote: SocketAddr,
-    /// What the target's frames said: its GOAWAY's last stream id.
-    watch: Rc<TargetWatch>,
     /// Set by the driver task when the connection has ended, for whatever reason, and by the
     /// pool when it stops using the connection.
     pub closed: Rc<Cell<bool>>,
     /// Set when ringway decided to close the connection (for the closed-by metric).
     pub closing_locally: Rc<Cell<bool>>,
-    /// Dropping or firing it makes the driver drop the connection at once.
-    abort: RefCell<Option<oneshot::Sender<()>>>,
-    /// For keepalive pings; taken while a ping is in flight.
-    ping: RefCell<Option<PingPong>>,
 }
 
-/// Reads the last stream id of a GOAWAY from the target (h2 only fails the streams above it),
-/// and counts every GOAWAY (h2 reports a NO_ERROR one as a clean end, not an error).
+/// Counts every GOAWAY from the target.
 struct TargetWatch {
-    goaway_last_stream: Cell<Option<u32>>,
     metrics: Arc<ShardMetrics>,
 }
 
 impl Observer for TargetWatch {
-    fn read_goaway(&self, last_stream: u32, _code: u32) {
+    fn read_goaway(&self, _last_stream: u32, _code: u32) {
         self.metrics.upstream_goaways_received.inc();
-        // A second GOAWAY may only lower the id (RFC 9113 §6.8).
-        let last = self
-            .goaway_last_stream
-            .get()
-            .map_or(last_stream, |l| l.min(last_stream));
-        self.goaway_last_stream.set(Some(last));
+    }
+}
+
+impl Drop for Connection {
+    /// The pool let the connection go: GOAWAY, and close once its last stream is done.
+    fn drop(&mut self) {
+        self.h2.graceful_shutdown();
     }
 }
 
 impl Connection {
     /// Whether the target announced, by GOAWAY, that it never processed stream `id`: then a
     /// retry elsewhere cannot run the call twice.
-    pub fn never_processed(&self, id: h2::StreamId) -> bool {
-        self.watch
-            .goaway_last_stream
-            .get()
-            .is_some_and(|last| id.as_u32() > last)
+    pub fn never_processed(&self, id: u32) -> bool {
+        self.h2.goaway_last_stream().is_some_and(|last| id > last)
     }
 
     /// Closes the connection now (keepalive timeout): streams on it fail.
     pub fn abort(&self) {
         self.closing_locally.set(true);
         self.closed.set(true);
-        if let Some(abort) = self.abort.borrow_mut().take() {
-            let _ = abort.send(());
-        }
+        self.h2.abort("closed by ringway");
     }
 
     /// Sends a PING and waits for its ACK up to `timeout`. `Ok(false)` when a ping is already
     /// in flight (the caller's question is being answered by that one).
     pub async fn ping(&self, timeout: Duration) -> Result<bool, String> {
-        let Some(mut ping_pong) = self.ping.borrow_mut().take() else {
+        if !self.h2.send_ping() {
             return Ok(false);
-        };
-        let result = monoio::time::timeout(timeout, ping_pong.ping(h2::Ping::opaque())).await;
-        *self.ping.borrow_mut() = Some(ping_pong);
+        }
+        let result = monoio::time::timeout(timeout, poll_fn(|cx| self.h2.poll_pong(cx))).await;
         match result {
-            Ok(Ok(_pong)) => Ok(true),
+            Ok(Ok(())) => Ok(true),
             Ok(Err(e)) => Err(format!("PING failed: {e}")),
             Err(_) => Err(format!("PING unanswered after {} ms", timeout.as_millis())),
         }
@@ -143,23 +127,12 @@ pub async fn dial(
     target: Rc<str>,
     on_end: impl FnOnce(Ended) + 'static,
 ) -> Result<Connection, String> {
-    let watch = Rc::new(TargetWatch {
-        goaway_last_stream: Cell::new(None),
+    let watch: Rc<dyn Observer> = Rc::new(TargetWatch {
         metrics: metrics.clone(),
     });
-    let connect = async {
-        let stream = connect(addr, settings).await.map_err(|e| e.to_string())?;
-        let io = stream.into_poll_io().map_err(|e| e.to_string())?;
-        let io = Watched::client(io, watch.clone());
-        settings
-            .h2
-            .handshake::<_, Bytes>(io)
-            .await
-            .map_err(|e| format!("HTTP/2 handshake failed: {e}"))
-    };
     let started = Instant::now();
-    let (send, mut connection) = match monoio::time::timeout(settings.timeout, connect).await {
-        Ok(result) => result?,
+    let stream = match monoio::time::timeout(settings.timeout, connect(addr, settings)).await {
+        Ok(result) => result.map_err(|e| e.to_string())?,
         Err(_) => {
             return Err(format!(
                 "dial timed out after {} ms",
@@ -167,30 +140,29 @@ pub async fn dial(
             ))
         }
     };
-    let mut ping = connection.ping_pong();
+    let h2 = wire::Conn::new(Role::Client, settings.h2.clone(), Some(watch));
     let closed = Rc::new(Cell::new(false));
     let closing_locally = Rc::new(Cell::new(false));
-    let (abort_tx, abort_rx) = oneshot::channel::<()>();
     let (flag, local) = (closed.clone(), closing_locally.clone());
     let metrics = metrics.clone();
     let driver_metrics = metrics.clone();
+    let driven = h2.clone();
     monoio::spawn(async move {
         let metrics = driver_metrics;
-        // Drives all I/O of the connection; ends when the peer closes it, it fails, every
-        // handle is dropped with no stream left, or the pool aborts it.
-        let result = monoio::select! {
-            result = &mut connection => Some(result),
-            _ = abort_rx => None,
-        };
-        drop(connection);
-        let mut too_many_pings = false;
-        if let Some(Err(e)) = &result {
-            if e.is_go_away() && e.is_remote() {
-                too_many_pings = e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
+        // Drives all I/O of the connection; ends when the peer closes it, it fails, it was
+        // retired and its last stream is done, or the pool aborts it.
+        wire::io::drive(driven.clone(), stream).await;
+        let too_many_pings = driven.goaway_reason() == Some(Reason::ENHANCE_YOUR_CALM);
+        match driven.failure() {
+            Some(wire::Error::GoAway {
+                reason: Reason::NO_ERROR,
+                ..
+            })
+            | None => {}
+            Some(e) if !local.get() => {
+                eprintln!("ringway: upstream connection to {target} ({addr}) ended: {e}")
             }
-            if !e.is_go_away() || e.reason() != Some(h2::Reason::NO_ERROR) {
-                eprintln!("ringway: upstream connection to {target} ({addr}) ended: {e}");
-            }
+            Some(_) => {}
         }
         flag.set(true);
         metrics.upstream_connections_open.dec();
@@ -204,17 +176,14 @@ pub async fn dial(
     metrics.upstream_connections_opened.inc();
     metrics.upstream_connections_open.inc();
     let connection = Connection {
-        send,
+        h2,
         remote: addr,
-        watch,
         closed,
         closing_locally,
-        abort: RefCell::new(Some(abort_tx)),
-        ping: RefCell::new(ping.take()),
     };
-    // h2's handshake only sends our preface; a PING round trip within what is left of the
-    // dial timeout proves the target speaks HTTP/2 and is answering, so a listener that
-    // accepts and never answers fails the dial instead of swallowing calls.
+    // Our preface is only queued; a PING round trip within what is left of the dial timeout
+    // proves the target speaks HTTP/2 and is answering, so a listener that accepts and never
+    // answers fails the dial instead of swallowing calls.
     let left = settings.timeout.saturating_sub(started.elapsed());
     if let Err(reason) = connection.ping(left.max(Duration::from_millis(1))).await {
         connection.abort();
@@ -222,6 +191,7 @@ pub async fn dial(
     }
     Ok(connection)
 }
+
 /// A TCP connection with the options set before the SYN: built with socket2, connected
 /// non-blocking, then handed to monoio, which waits until it is writable (connected). A second
 /// handle on the socket (`try_clone`, a `dup`) reads `SO_ERROR` afterwards — the safe way to

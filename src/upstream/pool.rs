@@ -37,8 +37,6 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use h2::client::SendRequest;
 use local_sync::oneshot;
 
 use super::connector::{dial, resolve, Connection, DialSettings, Ended};
@@ -46,6 +44,7 @@ use crate::backoff::Backoff;
 use crate::config::UpstreamConfig;
 use crate::metrics::ShardMetrics;
 use crate::rng::Rng;
+use crate::wire::{self, Fields, ResponseFuture, SendStream};
 
 /// A target's pool settings, shared by every pool on the shard.
 pub struct PoolSettings {
@@ -139,7 +138,7 @@ impl Pooled {
     }
 
     fn peer_limit(&self) -> usize {
-        self.conn.send.current_max_send_streams()
+        self.conn.h2.peer_max_streams()
     }
 }
 
@@ -148,8 +147,6 @@ impl Pooled {
 pub struct Lease {
     pool: Rc<TargetPool>,
     conn: Rc<Pooled>,
-    /// This call's own handle for opening its stream.
-    pub send: SendRequest<Bytes>,
 }
 
 impl Drop for Lease {
@@ -186,8 +183,17 @@ impl Lease {
 
     /// Whether the stream `id` failed without the target processing it (it was above the
     /// target's GOAWAY last stream id).
-    pub fn never_processed(&self, id: h2::StreamId) -> bool {
+    pub fn never_processed(&self, id: u32) -> bool {
         self.conn.conn.never_processed(id)
+    }
+
+    /// Opens the call's stream on the leased connection.
+    pub fn send_request(
+        &self,
+        head: &Fields,
+        end: bool,
+    ) -> Result<(ResponseFuture, SendStream), wire::Error> {
+        self.conn.conn.h2.send_request(head, end)
     }
 }
 
@@ -251,8 +257,9 @@ impl TargetPool {
     pub async fn acquire(self: &Rc<Self>) -> Result<Lease, String> {
         self.last_used.set(Instant::now());
         // Each round either leases, or waits for a dial that adds a connection (or fails). A
-        // connection can die between rounds, so allow a few; a dial failure ends the loop.
-        for _ in 0..4 {
+        // pool fills up one dial at a time, and a connection can die between rounds: allow a
+        // round per connection the pool may hold, and a few more; a dial failure ends the loop.
+        for _ in 0..self.settings.max_connections + 4 {
             let conn = match self.choose() {
                 Choice::Use(conn) => conn,
                 Choice::Dial => {
@@ -264,10 +271,10 @@ impl TargetPool {
             if !self.fresh_enough(&conn).await {
                 continue;
             }
-            let mut send = conn.conn.send.clone();
-            // Ready at once unless the connection failed or got GOAWAY; then stop using it.
-            match poll_fn(|cx| send.poll_ready(cx)).await {
-                Ok(()) => return Ok(self.lease(conn, send)),
+            // Ready at once unless the target's stream limit is reached (then the call waits
+            // for a stream to end), or the connection failed or got GOAWAY: stop using it.
+            match poll_fn(|cx| conn.conn.h2.poll_ready(cx)).await {
+                Ok(()) => return Ok(self.lease(conn)),
                 Err(_) => conn.retiring.set(true),
             }
         }
@@ -359,14 +366,13 @@ impl TargetPool {
         self.failed(reason);
     }
 
-    fn lease(self: &Rc<Self>, conn: Rc<Pooled>, send: SendRequest<Bytes>) -> Lease {
+    fn lease(self: &Rc<Self>, conn: Rc<Pooled>) -> Lease {
         conn.streams.set(conn.streams.get() + 1);
         self.in_flight.set(self.in_flight.get() + 1);
         self.metrics.upstream_streams_in_flight.inc();
         Lease {
             pool: self.clone(),
             conn,
-            send,
         }
     }
 

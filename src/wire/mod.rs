@@ -1,0 +1,148 @@
+//! ringway's own HTTP/2 (RFC 9113), built for one job: relaying gRPC calls on one thread.
+//!
+//! Why not a general-purpose library: a relay receives a header block on one connection and
+//! sends it on another, moves DATA between two flow-control windows, and does it for every
+//! call. General libraries pay, per call, for thread safety (locks, atomics), for converting
+//! header blocks into maps and back, for priority scheduling, and for queueing every frame
+//! before it is written. Here:
+//!
+//! - one connection is one `RefCell`'d [`conn::State`] on one shard thread; streams live in
+//!   its slab and handles are an index into it, so no lock and no reference count per stream;
+//! - a header block is decoded into a flat list of fields whose names and values are slices of
+//!   the bytes read, or of the HPACK tables (no copy), and encoded for the other side straight
+//!   from that list ([`hpack`]): each value is copied once, into the outgoing buffer;
+//! - frames are written into the connection's output buffer as they are sent, and the
+//!   connection's writer sends the whole buffer in one `write` per turn of the event loop;
+//! - the I/O is monoio's completion-based `read`/`write` on owned buffers ([`io`]).
+//!
+//! The surface is what [`proxy`](crate::proxy), [`downstream`](crate::downstream) and
+//! [`upstream`](crate::upstream) need: accept a stream (server), open one (client), the head,
+//! DATA and trailers both ways with end-to-end flow control, resets, PING, and GOAWAY.
+
+pub mod conn;
+pub mod frame;
+pub mod hpack;
+mod huffman;
+pub mod io;
+
+use std::fmt;
+use std::rc::Rc;
+
+pub use conn::{
+    Conn, Fields, Incoming, RecvStream, Respond, ResponseFuture, Role, SendStream, Settings,
+};
+pub use frame::Head;
+
+/// What a connection's owner wants to hear of its frames (keepalive activity, a client's
+/// PINGs for ping enforcement, a target's GOAWAY). All methods default to doing nothing.
+pub trait Observer {
+    /// Bytes arrived from the peer (called once per read, before their frames).
+    fn read_bytes(&self, _n: usize) {}
+    /// A frame header was read from the peer.
+    fn read(&self, _frame: &Head) {}
+    /// The peer sent GOAWAY: the last stream id it processed and its error code.
+    fn read_goaway(&self, _last_stream: u32, _code: u32) {}
+    /// A HEADERS or DATA frame was queued for the peer (`len` is not filled in).
+    fn written(&self, _frame: &Head) {}
+}
+
+/// An HTTP/2 error code (RFC 9113 §7).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Reason(pub u32);
+
+impl Reason {
+    pub const NO_ERROR: Reason = Reason(0x0);
+    pub const PROTOCOL_ERROR: Reason = Reason(0x1);
+    pub const INTERNAL_ERROR: Reason = Reason(0x2);
+    pub const FLOW_CONTROL_ERROR: Reason = Reason(0x3);
+    pub const STREAM_CLOSED: Reason = Reason(0x5);
+    pub const FRAME_SIZE_ERROR: Reason = Reason(0x6);
+    pub const REFUSED_STREAM: Reason = Reason(0x7);
+    pub const CANCEL: Reason = Reason(0x8);
+    pub const COMPRESSION_ERROR: Reason = Reason(0x9);
+    pub const ENHANCE_YOUR_CALM: Reason = Reason(0xb);
+
+    fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            0x0 => "NO_ERROR",
+            0x1 => "PROTOCOL_ERROR",
+            0x2 => "INTERNAL_ERROR",
+            0x3 => "FLOW_CONTROL_ERROR",
+            0x4 => "SETTINGS_TIMEOUT",
+            0x5 => "STREAM_CLOSED",
+            0x6 => "FRAME_SIZE_ERROR",
+            0x7 => "REFUSED_STREAM",
+            0x8 => "CANCEL",
+            0x9 => "COMPRESSION_ERROR",
+            0xa => "CONNECT_ERROR",
+            0xb => "ENHANCE_YOUR_CALM",
+            0xc => "INADEQUATE_SECURITY",
+            0xd => "HTTP_1_1_REQUIRED",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "error code {:#x}", self.0),
+        }
+    }
+}
+
+impl fmt::Debug for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why a stream or connection operation failed.
+#[derive(Clone, Debug)]
+pub enum Error {
+    /// The peer reset the stream.
+    Reset(Reason),
+    /// The stream was reset by us (an earlier `send_reset`, or a protocol error on it).
+    LocalReset(Reason),
+    /// A GOAWAY ended the stream (it was above the peer's last stream id) or forbids new ones.
+    GoAway { reason: Reason, remote: bool },
+    /// The connection is gone: closed, broken, or ended for a protocol error.
+    Closed(Rc<str>),
+}
+
+impl Error {
+    /// The HTTP/2 error code, if the failure carried one.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Error::Reset(r) | Error::LocalReset(r) | Error::GoAway { reason: r, .. } => Some(*r),
+            Error::Closed(_) => None,
+        }
+    }
+
+    /// The peer reset the stream.
+    pub fn is_reset(&self) -> bool {
+        matches!(self, Error::Reset(_))
+    }
+
+    pub fn is_go_away(&self) -> bool {
+        matches!(self, Error::GoAway { .. })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Reset(r) => write!(f, "stream reset by peer: {r}"),
+            Error::LocalReset(r) => write!(f, "stream reset locally: {r}"),
+            Error::GoAway {
+                reason,
+                remote: true,
+            } => write!(f, "connection going away (peer sent GOAWAY {reason})"),
+            Error::GoAway { reason, .. } => write!(f, "connection going away (GOAWAY {reason})"),
+            Error::Closed(why) => write!(f, "connection closed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
