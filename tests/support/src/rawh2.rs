@@ -588,6 +588,491 @@ pub async fn tapped_h2_client(
     Ok((send, tap, driver))
 }
 
+// ---- Frame-level vocabulary for the wire-conformance suite (tests/wire_conformance.rs) ----
+
+pub const PRIORITY: u8 = 0x2;
+pub const PUSH_PROMISE: u8 = 0x5;
+pub const CONTINUATION: u8 = 0x9;
+/// DATA and HEADERS: the payload starts with a pad length and ends with that much padding.
+pub const FLAG_PADDED: u8 = 0x8;
+/// HEADERS: the payload carries a stream dependency and weight (5 bytes) before the block.
+pub const FLAG_PRIORITY: u8 = 0x20;
+/// The other error codes of RFC 9113 §7.
+pub const PROTOCOL_ERROR: u32 = 0x1;
+pub const INTERNAL_ERROR: u32 = 0x2;
+pub const FLOW_CONTROL_ERROR: u32 = 0x3;
+pub const SETTINGS_TIMEOUT: u32 = 0x4;
+pub const STREAM_CLOSED: u32 = 0x5;
+pub const FRAME_SIZE_ERROR: u32 = 0x6;
+pub const REFUSED_STREAM: u32 = 0x7;
+pub const CANCEL: u32 = 0x8;
+pub const COMPRESSION_ERROR: u32 = 0x9;
+/// Setting identifiers (RFC 9113 §6.5.2).
+pub const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
+pub const SETTINGS_ENABLE_PUSH: u16 = 0x2;
+pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
+pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+pub const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
+pub const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
+
+/// The name of an HTTP/2 error code, for messages.
+pub fn error_name(code: u32) -> &'static str {
+    match code {
+        NO_ERROR => "NO_ERROR",
+        PROTOCOL_ERROR => "PROTOCOL_ERROR",
+        INTERNAL_ERROR => "INTERNAL_ERROR",
+        FLOW_CONTROL_ERROR => "FLOW_CONTROL_ERROR",
+        SETTINGS_TIMEOUT => "SETTINGS_TIMEOUT",
+        STREAM_CLOSED => "STREAM_CLOSED",
+        FRAME_SIZE_ERROR => "FRAME_SIZE_ERROR",
+        REFUSED_STREAM => "REFUSED_STREAM",
+        CANCEL => "CANCEL",
+        COMPRESSION_ERROR => "COMPRESSION_ERROR",
+        0xa => "CONNECT_ERROR",
+        ENHANCE_YOUR_CALM => "ENHANCE_YOUR_CALM",
+        0xc => "INADEQUATE_SECURITY",
+        0xd => "HTTP_1_1_REQUIRED",
+        _ => "(unknown)",
+    }
+}
+
+/// `payload` framed for the PADDED flag: the pad length, the payload, `pad` zero bytes.
+pub fn padded(payload: &[u8], pad: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + payload.len() + usize::from(pad));
+    out.push(pad);
+    out.extend_from_slice(payload);
+    out.resize(out.len() + usize::from(pad), 0);
+    out
+}
+
+impl Frame {
+    /// A SETTINGS frame with these `(identifier, value)` pairs, in order.
+    pub fn settings_with(values: &[(u16, u32)]) -> Frame {
+        let mut payload = Vec::with_capacity(6 * values.len());
+        for (id, value) in values {
+            payload.extend_from_slice(&id.to_be_bytes());
+            payload.extend_from_slice(&value.to_be_bytes());
+        }
+        Frame::new(SETTINGS, 0, 0, payload)
+    }
+
+    pub fn rst_stream(stream: u32, code: u32) -> Frame {
+        Frame::new(RST_STREAM, 0, stream, code.to_be_bytes().to_vec())
+    }
+
+    /// A PRIORITY frame: `stream` depends on `depends_on` with `weight` (wire value, 0..=255).
+    pub fn priority(stream: u32, depends_on: u32, exclusive: bool, weight: u8) -> Frame {
+        Frame::new(
+            PRIORITY,
+            0,
+            stream,
+            priority_fields(depends_on, exclusive, weight),
+        )
+    }
+
+    /// A CONTINUATION frame carrying `fragment` of a header block.
+    pub fn continuation(stream: u32, fragment: &[u8], end_headers: bool) -> Frame {
+        let flags = if end_headers { FLAG_END_HEADERS } else { 0 };
+        Frame::new(CONTINUATION, flags, stream, fragment.to_vec())
+    }
+
+    /// The `(identifier, value)` pairs of a SETTINGS frame (empty for anything else).
+    pub fn settings_values(&self) -> Vec<(u16, u32)> {
+        if self.kind != SETTINGS {
+            return Vec::new();
+        }
+        self.payload
+            .chunks_exact(6)
+            .map(|c| {
+                (
+                    u16::from_be_bytes([c[0], c[1]]),
+                    u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                )
+            })
+            .collect()
+    }
+
+    /// The value of setting `id` in a SETTINGS frame (the last one, if repeated).
+    pub fn setting(&self, id: u16) -> Option<u32> {
+        self.settings_values()
+            .into_iter()
+            .rev()
+            .find(|(i, _)| *i == id)
+            .map(|(_, v)| v)
+    }
+
+    /// The error code of a RST_STREAM frame.
+    pub fn rst_code(&self) -> Option<u32> {
+        (self.kind == RST_STREAM && self.payload.len() == 4).then(|| {
+            let p = &self.payload;
+            u32::from_be_bytes([p[0], p[1], p[2], p[3]])
+        })
+    }
+
+    /// The increment of a WINDOW_UPDATE frame.
+    pub fn window_increment(&self) -> Option<u32> {
+        (self.kind == WINDOW_UPDATE && self.payload.len() == 4).then(|| {
+            let p = &self.payload;
+            u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff
+        })
+    }
+
+    pub fn end_headers(&self) -> bool {
+        matches!(self.kind, HEADERS | CONTINUATION) && self.flags & FLAG_END_HEADERS != 0
+    }
+
+    /// A DATA frame's data, its padding removed; `None` for other frames or bad padding.
+    pub fn data_payload(&self) -> Option<&[u8]> {
+        if self.kind != DATA {
+            return None;
+        }
+        self.unpadded()
+    }
+
+    /// The header block fragment of a HEADERS or CONTINUATION frame, without padding and
+    /// priority fields; `None` for other frames or a malformed payload.
+    pub fn header_fragment(&self) -> Option<&[u8]> {
+        match self.kind {
+            CONTINUATION => Some(&self.payload),
+            HEADERS => {
+                let rest = self.unpadded()?;
+                if self.flags & FLAG_PRIORITY != 0 {
+                    rest.get(5..)
+                } else {
+                    Some(rest)
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn unpadded(&self) -> Option<&[u8]> {
+        if self.flags & FLAG_PADDED == 0 {
+            return Some(&self.payload);
+        }
+        let pad = usize::from(*self.payload.first()?);
+        let end = self.payload.len().checked_sub(pad)?;
+        self.payload.get(1..end)
+    }
+}
+
+/// The 5 bytes of a stream dependency and weight (PRIORITY frames, HEADERS with PRIORITY).
+pub fn priority_fields(depends_on: u32, exclusive: bool, weight: u8) -> Vec<u8> {
+    let mut out = (depends_on & 0x7fff_ffff | if exclusive { 0x8000_0000 } else { 0 })
+        .to_be_bytes()
+        .to_vec();
+    out.push(weight);
+    out
+}
+
+impl RawConn {
+    /// As [`RawConn::client_handshake`], announcing `settings` in the client's SETTINGS.
+    pub async fn client_handshake_with(
+        addr: SocketAddr,
+        settings: &[(u16, u32)],
+        limit: Duration,
+    ) -> io::Result<(RawConn, Vec<Frame>)> {
+        let mut conn = RawConn::connect(addr).await?;
+        conn.write_raw(PREFACE).await?;
+        conn.write_frame(&Frame::settings_with(settings)).await?;
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + limit;
+        loop {
+            let frame = conn
+                .read_frame_until(deadline)
+                .await?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed"))?;
+            let server_settings = frame.kind == SETTINGS && !frame.is_ack();
+            seen.push(frame);
+            if server_settings {
+                conn.write_frame(&Frame::settings_ack()).await?;
+                return Ok((conn, seen));
+            }
+        }
+    }
+}
+
+/// An HPACK decoder (RFC 7541) for reading what a real HTTP/2 peer sends: indexed fields,
+/// literals of every kind, Huffman-coded strings, the dynamic table and its size updates. One
+/// per connection and direction, fed every header block in the order they arrived.
+#[derive(Debug)]
+pub struct HpackDecoder {
+    /// Newest first.
+    dynamic: std::collections::VecDeque<(String, String)>,
+    size: usize,
+    /// The size the encoder may use (its last size update), at most `limit`.
+    max_size: usize,
+    /// What our SETTINGS_HEADER_TABLE_SIZE allows (4096 unless announced otherwise).
+    limit: usize,
+}
+
+impl Default for HpackDecoder {
+    fn default() -> Self {
+        HpackDecoder::new(4096)
+    }
+}
+
+impl HpackDecoder {
+    /// A decoder for a peer allowed a table of `limit` bytes (our SETTINGS_HEADER_TABLE_SIZE).
+    pub fn new(limit: usize) -> HpackDecoder {
+        HpackDecoder {
+            dynamic: Default::default(),
+            size: 0,
+            max_size: limit,
+            limit,
+        }
+    }
+
+    /// The fields of one complete header block, in order; an error names what was wrong.
+    pub fn decode(&mut self, block: &[u8]) -> Result<Vec<(String, String)>, String> {
+        let mut fields = Vec::new();
+        let mut rest = block;
+        while let Some(&b) = rest.first() {
+            if b & 0x80 != 0 {
+                let index = hpack_int(&mut rest, 7)?;
+                fields.push(self.entry(index)?);
+            } else if b & 0xc0 == 0x40 {
+                let field = self.literal(&mut rest, 6)?;
+                self.insert(field.clone());
+                fields.push(field);
+            } else if b & 0xe0 == 0x20 {
+                if !fields.is_empty() {
+                    return Err("dynamic table size update after a field".into());
+                }
+                let size = hpack_int(&mut rest, 5)?;
+                if size > self.limit {
+                    return Err(format!("table size update to {size} above {}", self.limit));
+                }
+                self.max_size = size;
+                self.evict(0);
+            } else {
+                // 0000xxxx without indexing, 0001xxxx never indexed.
+                fields.push(self.literal(&mut rest, 4)?);
+            }
+        }
+        Ok(fields)
+    }
+
+    fn entry(&self, index: usize) -> Result<(String, String), String> {
+        match index {
+            0 => Err("index 0".into()),
+            1..=61 => {
+                let (n, v) = HPACK_STATIC[index - 1];
+                Ok((n.to_owned(), v.to_owned()))
+            }
+            _ => self
+                .dynamic
+                .get(index - 62)
+                .cloned()
+                .ok_or_else(|| format!("index {index} beyond the tables")),
+        }
+    }
+
+    fn literal(&mut self, rest: &mut &[u8], prefix: u8) -> Result<(String, String), String> {
+        let index = hpack_int(rest, prefix)?;
+        let name = if index == 0 {
+            hpack_str(rest)?
+        } else {
+            self.entry(index)?.0
+        };
+        let value = hpack_str(rest)?;
+        Ok((name, value))
+    }
+
+    fn insert(&mut self, field: (String, String)) {
+        let size = field.0.len() + field.1.len() + 32;
+        self.evict(size);
+        if size <= self.max_size {
+            self.size += size;
+            self.dynamic.push_front(field);
+        }
+    }
+
+    /// Evicts the oldest entries until `room` more bytes fit.
+    fn evict(&mut self, room: usize) {
+        while self.size + room > self.max_size {
+            match self.dynamic.pop_back() {
+                Some((n, v)) => self.size -= n.len() + v.len() + 32,
+                None => break,
+            }
+        }
+    }
+}
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1), consumed from `rest`.
+fn hpack_int(rest: &mut &[u8], n: u8) -> Result<usize, String> {
+    let (&first, mut tail) = rest.split_first().ok_or("integer past the end")?;
+    let max = (1usize << n) - 1;
+    let mut value = usize::from(first) & max;
+    if value == max {
+        let mut shift = 0;
+        loop {
+            let (&b, t) = tail.split_first().ok_or("integer past the end")?;
+            tail = t;
+            value += usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+            if shift > 28 {
+                return Err("integer too long".into());
+            }
+        }
+    }
+    *rest = tail;
+    Ok(value)
+}
+
+/// An HPACK string literal (RFC 7541 §5.2), Huffman-coded or not, consumed from `rest`.
+fn hpack_str(rest: &mut &[u8]) -> Result<String, String> {
+    let huffman = rest.first().ok_or("string past the end")? & 0x80 != 0;
+    let len = hpack_int(rest, 7)?;
+    if rest.len() < len {
+        return Err(format!("string of {len} bytes, {} left", rest.len()));
+    }
+    let (raw, tail) = rest.split_at(len);
+    *rest = tail;
+    let bytes = if huffman {
+        huffman_decode(raw)?
+    } else {
+        raw.to_vec()
+    };
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
+}
+
+/// Decodes a Huffman-coded string (RFC 7541 §5.2, Appendix B) bit by bit.
+pub fn huffman_decode(src: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let (mut code, mut len) = (0u32, 0u8);
+    for byte in src {
+        for i in (0..8).rev() {
+            code = code << 1 | u32::from(byte >> i & 1);
+            len += 1;
+            if let Some(sym) =
+                (0..256).find(|&s| HUFFMAN_LENGTHS[s] == len && HUFFMAN_CODES[s] == code)
+            {
+                out.push(sym as u8);
+                (code, len) = (0, 0);
+            } else if len >= 30 {
+                return Err("invalid Huffman code (EOS or worse)".into());
+            }
+        }
+    }
+    // Padding: fewer than 8 bits, all ones (a prefix of EOS).
+    if len >= 8 || code != (1u32 << len) - 1 {
+        return Err("bad Huffman padding".into());
+    }
+    Ok(out)
+}
+
+/// The HPACK static table (RFC 7541 Appendix A), index 1 first.
+const HPACK_STATIC: [(&str, &str); 61] = [
+    (":authority", ""),
+    (":method", "GET"),
+    (":method", "POST"),
+    (":path", "/"),
+    (":path", "/index.html"),
+    (":scheme", "http"),
+    (":scheme", "https"),
+    (":status", "200"),
+    (":status", "204"),
+    (":status", "206"),
+    (":status", "304"),
+    (":status", "400"),
+    (":status", "404"),
+    (":status", "500"),
+    ("accept-charset", ""),
+    ("accept-encoding", "gzip, deflate"),
+    ("accept-language", ""),
+    ("accept-ranges", ""),
+    ("accept", ""),
+    ("access-control-allow-origin", ""),
+    ("age", ""),
+    ("allow", ""),
+    ("authorization", ""),
+    ("cache-control", ""),
+    ("content-disposition", ""),
+    ("content-encoding", ""),
+    ("content-language", ""),
+    ("content-length", ""),
+    ("content-location", ""),
+    ("content-range", ""),
+    ("content-type", ""),
+    ("cookie", ""),
+    ("date", ""),
+    ("etag", ""),
+    ("expect", ""),
+    ("expires", ""),
+    ("from", ""),
+    ("host", ""),
+    ("if-match", ""),
+    ("if-modified-since", ""),
+    ("if-none-match", ""),
+    ("if-range", ""),
+    ("if-unmodified-since", ""),
+    ("last-modified", ""),
+    ("link", ""),
+    ("location", ""),
+    ("max-forwards", ""),
+    ("proxy-authenticate", ""),
+    ("proxy-authorization", ""),
+    ("range", ""),
+    ("referer", ""),
+    ("refresh", ""),
+    ("retry-after", ""),
+    ("server", ""),
+    ("set-cookie", ""),
+    ("strict-transport-security", ""),
+    ("transfer-encoding", ""),
+    ("user-agent", ""),
+    ("vary", ""),
+    ("via", ""),
+    ("www-authenticate", ""),
+];
+
+// The Huffman code of every byte value (RFC 7541 Appendix B), as the `h2` crate tabulates it
+// (src/hpack/huffman/table.rs, MIT).
+const HUFFMAN_CODES: [u32; 256] = [
+    0x1ff8, 0x7fffd8, 0xfffffe2, 0xfffffe3, 0xfffffe4, 0xfffffe5, 0xfffffe6, 0xfffffe7, 0xfffffe8,
+    0xffffea, 0x3ffffffc, 0xfffffe9, 0xfffffea, 0x3ffffffd, 0xfffffeb, 0xfffffec, 0xfffffed,
+    0xfffffee, 0xfffffef, 0xffffff0, 0xffffff1, 0xffffff2, 0x3ffffffe, 0xffffff3, 0xffffff4,
+    0xffffff5, 0xffffff6, 0xffffff7, 0xffffff8, 0xffffff9, 0xffffffa, 0xffffffb, 0x14, 0x3f8,
+    0x3f9, 0xffa, 0x1ff9, 0x15, 0xf8, 0x7fa, 0x3fa, 0x3fb, 0xf9, 0x7fb, 0xfa, 0x16, 0x17, 0x18,
+    0x0, 0x1, 0x2, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x5c, 0xfb, 0x7ffc, 0x20, 0xffb,
+    0x3fc, 0x1ffa, 0x21, 0x5d, 0x5e, 0x5f, 0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68,
+    0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f, 0x70, 0x71, 0x72, 0xfc, 0x73, 0xfd, 0x1ffb, 0x7fff0,
+    0x1ffc, 0x3ffc, 0x22, 0x7ffd, 0x3, 0x23, 0x4, 0x24, 0x5, 0x25, 0x26, 0x27, 0x6, 0x74, 0x75,
+    0x28, 0x29, 0x2a, 0x7, 0x2b, 0x76, 0x2c, 0x8, 0x9, 0x2d, 0x77, 0x78, 0x79, 0x7a, 0x7b, 0x7ffe,
+    0x7fc, 0x3ffd, 0x1ffd, 0xffffffc, 0xfffe6, 0x3fffd2, 0xfffe7, 0xfffe8, 0x3fffd3, 0x3fffd4,
+    0x3fffd5, 0x7fffd9, 0x3fffd6, 0x7fffda, 0x7fffdb, 0x7fffdc, 0x7fffdd, 0x7fffde, 0xffffeb,
+    0x7fffdf, 0xffffec, 0xffffed, 0x3fffd7, 0x7fffe0, 0xffffee, 0x7fffe1, 0x7fffe2, 0x7fffe3,
+    0x7fffe4, 0x1fffdc, 0x3fffd8, 0x7fffe5, 0x3fffd9, 0x7fffe6, 0x7fffe7, 0xffffef, 0x3fffda,
+    0x1fffdd, 0xfffe9, 0x3fffdb, 0x3fffdc, 0x7fffe8, 0x7fffe9, 0x1fffde, 0x7fffea, 0x3fffdd,
+    0x3fffde, 0xfffff0, 0x1fffdf, 0x3fffdf, 0x7fffeb, 0x7fffec, 0x1fffe0, 0x1fffe1, 0x3fffe0,
+    0x1fffe2, 0x7fffed, 0x3fffe1, 0x7fffee, 0x7fffef, 0xfffea, 0x3fffe2, 0x3fffe3, 0x3fffe4,
+    0x7ffff0, 0x3fffe5, 0x3fffe6, 0x7ffff1, 0x3ffffe0, 0x3ffffe1, 0xfffeb, 0x7fff1, 0x3fffe7,
+    0x7ffff2, 0x3fffe8, 0x1ffffec, 0x3ffffe2, 0x3ffffe3, 0x3ffffe4, 0x7ffffde, 0x7ffffdf,
+    0x3ffffe5, 0xfffff1, 0x1ffffed, 0x7fff2, 0x1fffe3, 0x3ffffe6, 0x7ffffe0, 0x7ffffe1, 0x3ffffe7,
+    0x7ffffe2, 0xfffff2, 0x1fffe4, 0x1fffe5, 0x3ffffe8, 0x3ffffe9, 0xffffffd, 0x7ffffe3, 0x7ffffe4,
+    0x7ffffe5, 0xfffec, 0xfffff3, 0xfffed, 0x1fffe6, 0x3fffe9, 0x1fffe7, 0x1fffe8, 0x7ffff3,
+    0x3fffea, 0x3fffeb, 0x1ffffee, 0x1ffffef, 0xfffff4, 0xfffff5, 0x3ffffea, 0x7ffff4, 0x3ffffeb,
+    0x7ffffe6, 0x3ffffec, 0x3ffffed, 0x7ffffe7, 0x7ffffe8, 0x7ffffe9, 0x7ffffea, 0x7ffffeb,
+    0xffffffe, 0x7ffffec, 0x7ffffed, 0x7ffffee, 0x7ffffef, 0x7fffff0, 0x3ffffee,
+];
+
+const HUFFMAN_LENGTHS: [u8; 256] = [
+    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30, 28,
+    28, 28, 28, 28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6, 5, 5,
+    5, 6, 6, 6, 6, 6, 6, 6, 7, 8, 15, 6, 12, 10, 13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19, 13, 14, 6, 15, 5, 6, 5, 6, 5, 6, 6, 6, 5, 7, 7, 6, 6,
+    6, 5, 6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15, 11, 14, 13, 28, 20, 22, 20, 20, 22, 22, 22, 23, 22,
+    23, 23, 23, 23, 23, 24, 23, 24, 24, 22, 23, 24, 23, 23, 23, 23, 21, 22, 23, 22, 23, 23, 24, 22,
+    21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23, 23, 21, 21, 22, 21, 23, 22, 23, 23, 20,
+    22, 22, 22, 23, 22, 22, 23, 26, 26, 20, 19, 22, 23, 22, 25, 26, 26, 26, 27, 27, 26, 24, 25, 19,
+    21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27, 20, 24, 20, 21, 22, 21, 21, 23, 22,
+    22, 25, 25, 24, 24, 26, 23, 26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27, 27, 27, 26,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,5 +1127,69 @@ mod tests {
         let (messages, partial) = grpc_messages(&body);
         assert_eq!(messages, vec![b"one".to_vec(), Vec::new()]);
         assert_eq!(partial, 4);
+    }
+}
+
+#[cfg(test)]
+mod hpack_tests {
+    use super::*;
+
+    fn fields(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// RFC 7541 Appendix C.4: three requests with Huffman coding, sharing the dynamic table.
+    #[test]
+    fn decodes_the_rfc_7541_huffman_examples() {
+        let mut d = HpackDecoder::default();
+        let first = d
+            .decode(&hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"))
+            .unwrap();
+        assert_eq!(
+            first,
+            fields(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com")
+            ])
+        );
+        let second = d.decode(&hex("8286 84be 5886 a8eb 1064 9cbf")).unwrap();
+        assert_eq!(second[4], ("cache-control".into(), "no-cache".into()));
+        assert_eq!(second[3], (":authority".into(), "www.example.com".into()));
+        let third = d
+            .decode(&hex(
+                "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
+            ))
+            .unwrap();
+        assert_eq!(
+            third,
+            fields(&[
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", "/index.html"),
+                (":authority", "www.example.com"),
+                ("custom-key", "custom-value")
+            ])
+        );
+    }
+
+    #[test]
+    fn reads_our_own_literals_and_rejects_bad_indexes() {
+        let mut d = HpackDecoder::default();
+        let list = [("grpc-status", "0"), ("x", &*"y".repeat(300))];
+        assert_eq!(d.decode(&hpack_literal(&list)).unwrap(), fields(&list));
+        assert!(d.decode(&[0x80]).is_err());
+        assert!(d.decode(&[0xff, 0x7f]).is_err());
     }
 }
