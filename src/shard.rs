@@ -63,6 +63,8 @@ pub struct Shard {
     pub connection_cap: usize,
     /// Spare retry buffers, reused call after call.
     pub replays: crate::proxy::ReplayPool,
+    /// Parked call tasks, reused call after call.
+    pub workers: downstream::Workers,
 }
 
 /// What a shard needs from the process besides its listener.
@@ -184,6 +186,7 @@ async fn run(
         drain: LocalBroadcast::default(),
         connection_cap: context.connection_cap,
         replays: Default::default(),
+        workers: Default::default(),
     });
     monoio::spawn(control(shard.clone(), context.drain));
     monoio::spawn(shard.upstreams.clone().maintain_forever());

@@ -2,7 +2,8 @@
 //! lifecycle — keepalive, idle and age limits, ping enforcement, drain.
 //!
 //! Owns the connection's settings (windows, stream and header-list limits, reset-flood guards)
-//! and drives its I/O; each accepted stream becomes its own task in [`proxy`](crate::proxy).
+//! and drives its I/O; each accepted stream is served by a call task ([`Workers`]) running
+//! [`proxy`](crate::proxy).
 //! Knows nothing of routing.
 //!
 //! # Timers (gRPC server keepalive semantics)
@@ -18,6 +19,7 @@
 //! round trip, the last stream really accepted, so no call in flight is lost.
 
 mod watch;
+mod workers;
 
 use std::future::poll_fn;
 use std::rc::Rc;
@@ -26,11 +28,12 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 
 use crate::config::DownstreamConfig;
-use crate::proxy;
 use crate::rng::Rng;
 use crate::shard::Shard;
 use crate::wire::{self, Conn, Reason, Role};
 pub use watch::{ClientConn, PingPolicy};
+pub use workers::Workers;
+use workers::Call;
 
 /// A client connection's settings, built once per shard.
 pub struct Settings {
@@ -179,11 +182,7 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
             Some(incoming) => {
                 conn.call_started();
                 let guard = CallGuard(conn.clone());
-                let shard = shard.clone();
-                monoio::spawn(async move {
-                    proxy::serve(shard, incoming).await;
-                    drop(guard);
-                });
+                shard.workers.dispatch(shard, Call { incoming, guard });
             }
             None => break,
         }

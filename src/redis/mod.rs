@@ -40,11 +40,10 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use local_sync::oneshot;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
@@ -91,8 +90,11 @@ struct Shared {
     outbox: Vec<u8>,
     /// How many commands the outbox holds.
     queued: usize,
-    /// One sender per command written or in the outbox, in command order.
-    waiting: VecDeque<oneshot::Sender<Reply>>,
+    /// One reply slot per command written or in the outbox, in command order.
+    waiting: VecDeque<usize>,
+    /// Reply slots, reused lookup after lookup (no allocation per lookup).
+    slots: Vec<Slot>,
+    free_slots: Vec<usize>,
     /// Whether a connection is up; lookups fail fast when it is not.
     connected: bool,
     /// Why the last connection attempt or connection failed; the message of fast failures.
@@ -106,6 +108,85 @@ struct Shared {
     tracking: bool,
     /// Connection attempts finished (made or failed), for startup.
     attempts: u64,
+}
+
+/// Where one lookup's reply lands.
+enum Slot {
+    Free,
+    Waiting(Option<Waker>),
+    Done(Result<Reply, Unavailable>),
+    /// The lookup was abandoned; its reply is dropped when it comes.
+    Abandoned,
+}
+
+impl Shared {
+    fn take_slot(&mut self) -> usize {
+        match self.free_slots.pop() {
+            Some(i) => {
+                self.slots[i] = Slot::Waiting(None);
+                i
+            }
+            None => {
+                self.slots.push(Slot::Waiting(None));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn free_slot(&mut self, i: usize) {
+        self.slots[i] = Slot::Free;
+        self.free_slots.push(i);
+    }
+
+    fn deliver(&mut self, i: usize, result: Result<Reply, Unavailable>) {
+        match std::mem::replace(&mut self.slots[i], Slot::Free) {
+            Slot::Waiting(waker) => {
+                self.slots[i] = Slot::Done(result);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+            // A lookup that timed out gave its slot up; that is fine.
+            _ => self.free_slots.push(i),
+        }
+    }
+}
+
+/// A lookup's claim on its reply slot.
+struct SlotWait<'a> {
+    shared: &'a Rc<RefCell<Shared>>,
+    slot: usize,
+}
+
+impl SlotWait<'_> {
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<Reply, Unavailable>> {
+        let mut s = self.shared.borrow_mut();
+        match std::mem::replace(&mut s.slots[self.slot], Slot::Free) {
+            Slot::Done(result) => {
+                // Marked taken: the drop below frees the slot.
+                s.slots[self.slot] = Slot::Abandoned;
+                Poll::Ready(result)
+            }
+            _ => {
+                s.slots[self.slot] = Slot::Waiting(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for SlotWait<'_> {
+    fn drop(&mut self) {
+        let Ok(mut s) = self.shared.try_borrow_mut() else {
+            return;
+        };
+        match s.slots[self.slot] {
+            // Answered and taken, or answered and never looked at: free it now.
+            Slot::Abandoned | Slot::Done(_) => s.free_slot(self.slot),
+            // Still waiting for its reply: the reply frees it.
+            _ => s.slots[self.slot] = Slot::Abandoned,
+        }
+    }
 }
 
 impl RedisClient {
@@ -122,6 +203,8 @@ impl RedisClient {
             outbox: Vec::with_capacity(4096),
             queued: 0,
             waiting: VecDeque::with_capacity(256),
+            slots: Vec::with_capacity(256),
+            free_slots: Vec::with_capacity(256),
             connected: false,
             last_error: "not connected yet".into(),
             writer: None,
@@ -142,25 +225,28 @@ impl RedisClient {
 
     /// Sends `GET <prefix><key>` and waits for its reply (no timeout here: the caller sets it).
     pub async fn get(&self, prefix: &[u8], key: &[u8]) -> Result<Reply, Unavailable> {
-        let reply = {
+        let slot = {
             let mut shared = self.shared.borrow_mut();
             if !shared.connected {
                 return Err(Unavailable(shared.last_error.clone()));
             }
             codec::encode_get(&mut shared.outbox, prefix, key);
-            let (tx, rx) = oneshot::channel();
-            shared.waiting.push_back(tx);
+            let slot = shared.take_slot();
+            shared.waiting.push_back(slot);
             shared.sent += 1;
             shared.queued += 1;
             self.metrics.redis_lookups.inc();
             if let Some(writer) = shared.writer.take() {
                 writer.wake();
             }
-            rx
+            slot
         };
-        reply
-            .await
-            .map_err(|_| Unavailable(self.shared.borrow().last_error.clone()))
+        // Gives the slot up if the lookup is abandoned (timed out) before its reply.
+        let wait = SlotWait {
+            shared: &self.shared,
+            slot,
+        };
+        poll_fn(|cx| wait.poll(cx)).await
     }
 
     /// Whether the connection is up (for readiness).
@@ -340,8 +426,11 @@ fn fail_all(shared: &Rc<RefCell<Shared>>, reason: String) {
     s.last_error = reason;
     s.outbox.clear();
     s.queued = 0;
-    // Dropping the senders wakes the waiting lookups with an error.
-    s.waiting.clear();
+    // Every waiting lookup fails with the connection's error.
+    while let Some(slot) = s.waiting.pop_front() {
+        let error = Unavailable(s.last_error.clone());
+        s.deliver(slot, Err(error));
+    }
 }
 
 /// Runs one connection until it fails; returns why.
@@ -390,8 +479,7 @@ async fn serve(
                         let mut s = shared.borrow_mut();
                         s.received += 1;
                         match s.waiting.pop_front() {
-                            // A lookup that timed out dropped its receiver; that is fine.
-                            Some(tx) => drop(tx.send(reply)),
+                            Some(slot) => s.deliver(slot, Ok(reply)),
                             None => return "reply with no command waiting for it".to_string(),
                         }
                     }

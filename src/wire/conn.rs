@@ -165,7 +165,7 @@ fn check_fields(fields: &Fields, kind: Block) -> Result<(), &'static str> {
     let (mut method, mut scheme, mut path, mut status) = (false, false, false, false);
     for f in fields.iter() {
         let name = f.name.as_ref();
-        if f.value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
+        if has_nul_cr_lf(&f.value) {
             return Err("field value with NUL, CR or LF");
         }
         if let Some(pseudo) = name.strip_prefix(b":") {
@@ -203,6 +203,24 @@ fn check_fields(fields: &Fields, kind: Block) -> Result<(), &'static str> {
         Block::Response if !status => Err("missing :status"),
         _ => Ok(()),
     }
+}
+
+/// Whether `v` holds a NUL, CR or LF: eight bytes at a time.
+fn has_nul_cr_lf(v: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    let mut chunks = v.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        if zero_byte(x) || zero_byte(x ^ (ONES * 0x0d)) || zero_byte(x ^ (ONES * 0x0a)) {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b == 0 || b == b'\r' || b == b'\n')
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -359,6 +377,8 @@ const MAX_EARLY_RESETS: u32 = 256;
 const MAX_LOCAL_ERROR_RESETS: u32 = 1024;
 /// Recently reset stream ids whose late frames are ignored.
 const RECENT_RESETS: usize = 64;
+/// Spare receive queues kept per connection.
+const SPARE_QUEUES: usize = 256;
 /// CONTINUATION frames allowed in one header block.
 const MAX_CONTINUATIONS: u32 = 128;
 
@@ -390,6 +410,8 @@ pub struct State {
     recv_window: i64,
     recv_pending: u32,
     conn_waiters: Vec<usize>,
+    /// Receive queues of freed streams, kept for new ones (no allocation per stream).
+    spare_queues: Vec<VecDeque<In>>,
     /// Waiting for the peer's stream limit to let one more stream open.
     ready_waiters: Vec<Waker>,
     accept: VecDeque<(usize, Fields, bool)>,
@@ -475,6 +497,7 @@ impl Conn {
             recv_window,
             recv_pending: 0,
             conn_waiters: Vec::new(),
+            spare_queues: Vec::new(),
             ready_waiters: Vec::new(),
             accept: VecDeque::new(),
             accept_waker: None,
@@ -808,7 +831,10 @@ impl State {
             .expect("a handle's stream is in the slab")
     }
 
-    fn insert(&mut self, stream: Stream) -> usize {
+    fn insert(&mut self, mut stream: Stream) -> usize {
+        if let Some(queue) = self.spare_queues.pop() {
+            stream.recv = queue;
+        }
         match self.free.pop() {
             Some(key) => {
                 self.slots[key] = Some(stream);
@@ -900,9 +926,13 @@ impl State {
 
     /// Frees a stream's slot, giving its unreleased bytes back to the connection window.
     fn release_slot(&mut self, key: usize) {
-        if let Some(st) = self.slots[key].take() {
+        if let Some(mut st) = self.slots[key].take() {
             self.free.push(key);
             let unreleased = st.unreleased;
+            if self.spare_queues.len() < SPARE_QUEUES && st.recv.capacity() > 0 {
+                st.recv.clear();
+                self.spare_queues.push(std::mem::take(&mut st.recv));
+            }
             if unreleased > 0 && self.failed.is_none() {
                 self.release_connection(unreleased);
             }

@@ -4,7 +4,9 @@
 //! every field representation, table size updates and Huffman-coded strings.
 //! It is built for the per-call hot path: plain string literals are handed out
 //! as zero-copy slices of the header block, table hits as reference-counted
-//! clones, and only Huffman-coded strings allocate.
+//! clones, and Huffman-coded strings as slices of a per-decoder arena (one
+//! allocation per [`ARENA_SIZE`] bytes of decoded text at most, none while
+//! the previous arena's slices have all been dropped).
 //!
 //! [`Encoder`] never inserts into its dynamic table. It uses the static table
 //! for exact and name matches and otherwise writes raw (non-Huffman) literals
@@ -169,16 +171,25 @@ fn decode_int_tail(buf: &[u8], pos: &mut usize, mut value: usize) -> Result<usiz
     }
 }
 
-/// A decoded string, and whether it is a slice of the header block (which
-/// the dynamic table must not keep alive).
+/// Capacity of the arena Huffman-decoded strings are written to.
+const ARENA_SIZE: usize = 8 * 1024;
+
+/// A decoded string, and whether it is a slice of a buffer the dynamic table
+/// must not keep alive (the header block, or the Huffman arena).
 struct Str {
     bytes: Bytes,
-    in_block: bool,
+    borrowed: bool,
 }
 
-/// Reads a string literal (§5.2) at `buf[*pos]`. `buf` is `&block[..]`.
+/// Reads a string literal (§5.2) at `buf[*pos]`. `buf` is `&block[..]`;
+/// Huffman-coded strings are decoded into `arena`.
 #[inline]
-fn read_string(block: &Bytes, buf: &[u8], pos: &mut usize) -> Result<Str, HpackError> {
+fn read_string(
+    block: &Bytes,
+    buf: &[u8],
+    pos: &mut usize,
+    arena: &mut BytesMut,
+) -> Result<Str, HpackError> {
     let first = *buf.get(*pos).ok_or(HpackError::Truncated)?;
     let len = decode_int::<7>(buf, pos)?;
     let start = *pos;
@@ -190,27 +201,35 @@ fn read_string(block: &Bytes, buf: &[u8], pos: &mut usize) -> Result<Str, HpackE
     if first & 0x80 == 0 {
         Ok(Str {
             bytes: block.slice(start..end),
-            in_block: true,
+            borrowed: true,
         })
     } else if len == 0 {
         Ok(Str {
             bytes: Bytes::new(),
-            in_block: false,
+            borrowed: false,
         })
     } else {
-        let mut out = BytesMut::with_capacity(len * 8 / 5 + 1);
-        huffman::decode(&buf[start..end], &mut out).map_err(|()| HpackError::BadHuffman)?;
+        // `huffman::decode` needs this much spare room to never reallocate.
+        let needed = len * 8 / 5 + 1;
+        if !arena.try_reclaim(needed) {
+            // Either the arena is full while some of its slices are still
+            // alive, or the string is larger than an arena: start a new one.
+            *arena = BytesMut::with_capacity(needed.max(ARENA_SIZE));
+        }
+        huffman::decode(&buf[start..end], arena).map_err(|()| HpackError::BadHuffman)?;
+        // The first split turns the arena into a shared buffer (one small
+        // allocation per arena); later splits and freezes are refcounts.
         Ok(Str {
-            bytes: out.freeze(),
-            in_block: false,
+            bytes: arena.split().freeze(),
+            borrowed: true,
         })
     }
 }
 
-/// A string for the dynamic table: a copy if it is a slice of the header
-/// block, else (Huffman-decoded, static, or already in the table) shared.
+/// A string for the dynamic table: a copy if it borrows the header block or
+/// the Huffman arena, else (static, or already in the table) shared.
 fn detach(s: &Str) -> Bytes {
-    if s.in_block {
+    if s.borrowed {
         Bytes::copy_from_slice(&s.bytes)
     } else {
         s.bytes.clone()
@@ -227,6 +246,10 @@ pub struct Decoder {
     max_size: usize,
     /// The SETTINGS_HEADER_TABLE_SIZE we advertised: the limit for updates.
     max_allowed: usize,
+    /// Spare room that Huffman-coded strings are decoded into and split off
+    /// from (always empty between strings). Emitted fields share it; the
+    /// dynamic table never does.
+    arena: BytesMut,
 }
 
 impl Decoder {
@@ -237,6 +260,7 @@ impl Decoder {
             size: 0,
             max_size: max_table_size,
             max_allowed: max_table_size,
+            arena: BytesMut::new(),
         }
     }
 
@@ -326,29 +350,29 @@ impl Decoder {
     /// `N`-bit prefix (index 0 means a literal name follows).
     #[inline]
     fn read_literal<const N: u8>(
-        &self,
+        &mut self,
         block: &Bytes,
         buf: &[u8],
         pos: &mut usize,
     ) -> Result<(Str, Str), HpackError> {
         let index = decode_int::<N>(buf, pos)?;
         let name = if index == 0 {
-            read_string(block, buf, pos)?
+            read_string(block, buf, pos, &mut self.arena)?
         } else {
             Str {
                 bytes: self.get_name(index)?,
-                in_block: false,
+                borrowed: false,
             }
         };
-        let value = read_string(block, buf, pos)?;
+        let value = read_string(block, buf, pos, &mut self.arena)?;
         Ok((name, value))
     }
 
     /// Adds a field to the dynamic table (§4.4) and returns the field to emit.
     ///
     /// The table stores copies of strings that are slices of the header
-    /// block (so it never keeps the read buffer alive); the field emitted
-    /// now is the decoded one as is.
+    /// block or of the Huffman arena (so it never keeps the read buffer or
+    /// an arena alive); the field emitted now is the decoded one as is.
     fn insert(&mut self, name: Str, value: Str) -> Field {
         let entry_size = name.bytes.len() + value.bytes.len() + ENTRY_OVERHEAD;
         if entry_size > self.max_size {
@@ -357,7 +381,7 @@ impl Decoder {
             self.size = 0;
         } else {
             self.evict_to(self.max_size - entry_size);
-            let stored = match (name.in_block, value.in_block) {
+            let stored = match (name.borrowed, value.borrowed) {
                 (true, true) => {
                     // One allocation for both strings; the split makes the
                     // buffer shared, so later clones are just refcount bumps.
@@ -1364,5 +1388,82 @@ mod tests {
             fields > 1000,
             "the fuzzer should decode some fields ({fields})"
         );
+    }
+
+    #[test]
+    fn huffman_arena() {
+        let value = b"/sample/path";
+        let mut huff = BytesMut::new();
+        huffman::encode(value, &mut huff);
+        // Literal without indexing, name index 4 (:path), Huffman value.
+        let mut block = BytesMut::new();
+        block.extend_from_slice(&[0x04, 0x80 | huff.len() as u8]);
+        block.extend_from_slice(&huff);
+        let block = block.freeze();
+        let needed = huff.len() * 8 / 5 + 1;
+
+        let mut dec = Decoder::new(4096);
+        let mut values = Vec::new();
+        for _ in 0..1000 {
+            let mut fields = Vec::new();
+            dec.decode(&block, |f| fields.push(f)).unwrap();
+            assert_eq!(fields.len(), 1);
+            assert_eq!(&fields[0].name[..], b":path");
+            assert_eq!(&fields[0].value[..], value);
+            values.push(fields.pop().unwrap().value);
+        }
+        // Consecutive values are adjacent in one arena until the room left
+        // is below the worst case; then a new arena starts.
+        let mut arena_start = values[0].as_ptr() as usize;
+        let mut arenas = 1;
+        for pair in values.windows(2) {
+            let prev_end = pair[0].as_ptr() as usize + pair[0].len();
+            let next = pair[1].as_ptr() as usize;
+            if next != prev_end {
+                assert!(
+                    prev_end - arena_start + needed > ARENA_SIZE,
+                    "new arena while the old one had room"
+                );
+                arena_start = next;
+                arenas += 1;
+            }
+        }
+        assert_eq!(
+            arenas,
+            (1000 * value.len()).div_ceil(ARENA_SIZE - needed + 1)
+        );
+        assert_eq!(arenas, 2);
+
+        // With the slices dropped, a full arena is reclaimed, not replaced.
+        drop(values);
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        for _ in 0..2000 {
+            dec.decode(&block, |f| {
+                assert_eq!(&f.value[..], value);
+                let p = f.value.as_ptr() as usize;
+                lo = lo.min(p);
+                hi = hi.max(p + f.value.len());
+            })
+            .unwrap();
+        }
+        assert!(hi - lo <= ARENA_SIZE, "one arena, reused");
+
+        // A Huffman string inserted into the dynamic table is emitted from
+        // the arena but stored as its own copy.
+        let mut indexed = BytesMut::new();
+        indexed.extend_from_slice(&[0x44, 0x80 | huff.len() as u8]);
+        indexed.extend_from_slice(&huff);
+        let mut emitted = Vec::new();
+        dec.decode(&indexed.freeze(), |f| emitted.push(f)).unwrap();
+        let mut again = Vec::new();
+        dec.decode(&hex("be"), |f| again.push(f)).unwrap();
+        assert_eq!(&emitted[0].value[..], value);
+        assert_eq!(again, emitted);
+        let p = emitted[0].value.as_ptr() as usize;
+        assert!(
+            !(p..p + ARENA_SIZE).contains(&(again[0].value.as_ptr() as usize)),
+            "table entry is a copy"
+        );
+        assert_ne!(again[0].value.as_ptr(), emitted[0].value.as_ptr());
     }
 }
