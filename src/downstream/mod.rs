@@ -32,8 +32,8 @@ use crate::rng::Rng;
 use crate::shard::Shard;
 use crate::wire::{self, Conn, Reason, Role};
 pub use watch::{ClientConn, PingPolicy};
-pub use workers::Workers;
 use workers::Call;
+pub use workers::Workers;
 
 /// A client connection's settings, built once per shard.
 pub struct Settings {

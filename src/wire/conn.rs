@@ -1669,6 +1669,7 @@ impl Drop for Handle {
             return;
         };
         let key = self.key;
+        let server = s.role == Role::Server;
         let st = s.stream(key);
         st.refs -= 1;
         if st.refs > 0 {
@@ -1677,7 +1678,7 @@ impl Drop for Handle {
         if st.open {
             // Abandoned before it closed: tell the peer. A server that answered in full may
             // stop the rest of the request without error (RFC 9113 §8.1).
-            let reason = if st.send_end && st.sent_head {
+            let reason = if server && st.send_end && st.sent_head {
                 Reason::NO_ERROR
             } else {
                 Reason::CANCEL
