@@ -6,9 +6,10 @@
 //! - [`shard`]: one pinned thread per core with its own monoio runtime (io_uring), listener,
 //!   Redis connection and upstream pools. Nothing on a call's path crosses shards.
 //! - [`net`]: the `SO_REUSEPORT` listeners, one per shard.
+//! - [`wire`]: ringway's own HTTP/2, made for relaying on one thread: frames, HPACK, the
+//!   connection state machine with its stream handles, and the socket driver.
 //! - [`downstream`]: a client's HTTP/2 connection: settings, limits, accepting streams,
-//!   keepalive, idle and age limits, ping enforcement.
-//! - [`frames`]: watching HTTP/2 frame headers go by, for what h2 does not report.
+//!   keepalive, idle and age limits, ping enforcement; the reusable call tasks.
 //! - [`proxy`]: one call, from the client's stream to the target's and back.
 //! - [`route`]: routing header → Redis value → validated list of targets.
 //! - [`redis`]: the shard's pipelined RESP connection.

@@ -180,9 +180,14 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
         };
         match next {
             Some(incoming) => {
-                conn.call_started();
-                let guard = CallGuard(conn.clone());
-                shard.workers.dispatch(shard, Call { incoming, guard });
+                // Every stream that arrived in this read, without a trip through the timers.
+                let mut next = Some(incoming);
+                while let Some(incoming) = next {
+                    conn.call_started();
+                    let guard = CallGuard(conn.clone());
+                    shard.workers.dispatch(shard, Call { incoming, guard });
+                    next = h2.try_accept();
+                }
             }
             None => break,
         }

@@ -22,6 +22,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +42,8 @@ pub type Resolved = Result<Rc<Route>, GatewayError>;
 pub struct RouteCache {
     /// Stripped from invalidated keys to find the routing value.
     prefix: Bytes,
-    slots: RefCell<HashMap<Bytes, Slot>>,
+    /// Keys are routing values (client input): foldhash, randomly seeded per process.
+    slots: RefCell<HashMap<Bytes, Slot, RandomState>>,
     max_entries: usize,
     ttl: Duration,
     negative_ttl: Duration,
@@ -84,7 +87,7 @@ impl RouteCache {
     ) -> RouteCache {
         RouteCache {
             prefix,
-            slots: RefCell::new(HashMap::new()),
+            slots: RefCell::new(HashMap::with_hasher(RandomState::default())),
             max_entries,
             ttl,
             negative_ttl,
@@ -197,7 +200,7 @@ impl RouteCache {
         self.metrics.route_cache_entries.set(slots.len() as i64);
     }
 
-    fn make_room(slots: &mut HashMap<Bytes, Slot>, now: Instant) {
+    fn make_room(slots: &mut HashMap<Bytes, Slot, RandomState>, now: Instant) {
         let before = slots.len();
         slots.retain(|_, slot| !matches!(slot, Slot::Ready { expires, .. } if *expires <= now));
         if slots.len() == before {

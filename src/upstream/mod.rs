@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
+
 pub use connector::DialSettings;
 pub use pool::{Lease, PoolSettings, TargetPool};
 
@@ -22,7 +24,8 @@ use crate::route::Route;
 
 /// The shard's pools, keyed by `host:port` as routes name them.
 pub struct Upstreams {
-    pools: RefCell<HashMap<Box<str>, Rc<TargetPool>>>,
+    /// Keyed by `host:port` from Redis; foldhash, randomly seeded per process.
+    pools: RefCell<HashMap<Box<str>, Rc<TargetPool>, RandomState>>,
     settings: Rc<PoolSettings>,
     rng: Rc<Rng>,
     metrics: Arc<ShardMetrics>,
@@ -31,7 +34,7 @@ pub struct Upstreams {
 impl Upstreams {
     pub fn new(config: &UpstreamConfig, rng: Rc<Rng>, metrics: Arc<ShardMetrics>) -> Upstreams {
         Upstreams {
-            pools: RefCell::new(HashMap::new()),
+            pools: RefCell::new(HashMap::with_hasher(RandomState::default())),
             settings: Rc::new(PoolSettings::new(config)),
             rng,
             metrics,

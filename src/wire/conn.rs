@@ -187,8 +187,8 @@ fn check_fields(fields: &Fields, kind: Block) -> Result<(), &'static str> {
             continue;
         }
         regular = true;
-        if name.is_empty() || name.iter().any(|b| b.is_ascii_uppercase()) {
-            return Err("field name empty or not lowercase");
+        if name.is_empty() || !name.iter().all(|&b| NAME_BYTES[b as usize]) {
+            return Err("field name empty, not lowercase, or with a forbidden byte");
         }
         match name {
             b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding"
@@ -204,6 +204,17 @@ fn check_fields(fields: &Fields, kind: Block) -> Result<(), &'static str> {
         _ => Ok(()),
     }
 }
+
+/// The bytes a field name may hold (RFC 9113 §8.2.1): visible ASCII except uppercase.
+static NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        table[b] = !(b >= 0x41 && b <= 0x5a);
+        b += 1;
+    }
+    table
+};
 
 /// Whether `v` holds a NUL, CR or LF: eight bytes at a time.
 fn has_nul_cr_lf(v: &[u8]) -> bool {
@@ -614,24 +625,31 @@ impl Conn {
 
     /// The next stream the client opened; `None` once the connection is done.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
-        let mut s = self.0.borrow_mut();
-        if let Some((key, head, end)) = s.accept.pop_front() {
-            let st = s.stream(key);
-            st.queued = false;
-            st.refs += 2;
-            drop(s);
-            return Poll::Ready(Some(Incoming {
-                head,
-                end,
-                body: RecvStream(Handle::adopt(&self.0, key)),
-                respond: Respond(Handle::adopt(&self.0, key)),
-            }));
+        if let Some(incoming) = self.try_accept() {
+            return Poll::Ready(Some(incoming));
         }
+        let mut s = self.0.borrow_mut();
         if s.closing || s.failed.is_some() {
             return Poll::Ready(None);
         }
         s.accept_waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    /// A stream the client opened, if one is waiting (no waker registered).
+    pub fn try_accept(&self) -> Option<Incoming> {
+        let mut s = self.0.borrow_mut();
+        let (key, head, end) = s.accept.pop_front()?;
+        let st = s.stream(key);
+        st.queued = false;
+        st.refs += 2;
+        drop(s);
+        Some(Incoming {
+            head,
+            end,
+            body: RecvStream(Handle::adopt(&self.0, key)),
+            respond: Respond(Handle::adopt(&self.0, key)),
+        })
     }
 
     /// Opens a stream with this request head (client role).
