@@ -296,8 +296,9 @@ pub struct H2loadCheck {
     pub note: String,
 }
 
-/// Run h2load and loadgen with the same count, connections and streams against `target`.
-pub fn h2load_check(tools: &Tools, load: &Load, target: SocketAddr, requests: u64) -> H2loadCheck {
+/// h2load's arguments for `requests` calls in the shape of `load` (same connections, streams
+/// per connection, gRPC-framed body, headers and path) against `target`.
+fn h2load_args(tools: &Tools, load: &Load, target: SocketAddr, requests: u64) -> Vec<String> {
     let streams = (load.concurrency / load.connections.max(1)).max(1);
     let body = tools.tmp.join(format!("msg{}.bin", load.message_bytes));
     let _ = std::fs::write(&body, crate::grpc::framed_message(load.message_bytes));
@@ -321,13 +322,68 @@ pub fn h2load_check(tools: &Tools, load: &Load, target: SocketAddr, requests: u6
         body.display().to_string(),
         format!("http://{target}{}", load.path),
     ]);
-    let command = format!(
+    args
+}
+
+/// What one h2load run reported: calls/s and succeeded count (`None` where not found).
+struct H2loadRun {
+    rps: Option<f64>,
+    succeeded: Option<u64>,
+}
+
+const NO_H2LOAD: &str = "h2load not found: apt-get install -y nghttp2-client";
+
+/// Run `h2load` (its path) with `args` pinned to the client cores, bounded by `timeout 120`.
+fn run_h2load(tools: &Tools, h2load: &str, args: &[String]) -> Result<H2loadRun, String> {
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg("taskset")
+        .arg("-c")
+        .arg(&tools.client_cpus)
+        .arg(h2load)
+        .args(args)
+        .output()
+        .map_err(|e| format!("h2load: {e}"))?;
+    let mut run = H2loadRun {
+        rps: None,
+        succeeded: None,
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        // "finished in 2.92s, 102649.80 req/s, 9.69MB/s"
+        if let Some(rest) = line.strip_prefix("finished in ") {
+            run.rps = rest
+                .split(", ")
+                .nth(1)
+                .and_then(|s| s.strip_suffix(" req/s"))
+                .and_then(|s| s.parse().ok());
+        }
+        // "requests: 300000 total, 300000 started, 300000 done, 300000 succeeded, ..."
+        if let Some(rest) = line.strip_prefix("requests: ") {
+            run.succeeded = rest
+                .split(", ")
+                .find(|p| p.ends_with(" succeeded"))
+                .and_then(|p| p.split(' ').next())
+                .and_then(|n| n.parse().ok());
+        }
+    }
+    Ok(run)
+}
+
+fn h2load_command(tools: &Tools, args: &[String]) -> String {
+    format!(
         "taskset -c {} h2load {}",
         tools.client_cpus,
-        shell_join(&args)
-    );
+        shell_join(args)
+    )
+}
+
+/// Run h2load and loadgen with the same count, connections and streams against `target`.
+pub fn h2load_check(tools: &Tools, load: &Load, target: SocketAddr, requests: u64) -> H2loadCheck {
+    let streams = (load.concurrency / load.connections.max(1)).max(1);
+    let args = h2load_args(tools, load, target, requests);
     let mut check = H2loadCheck {
-        command,
+        command: h2load_command(tools, &args),
         requests,
         h2load_rps: None,
         h2load_succeeded: None,
@@ -336,40 +392,15 @@ pub fn h2load_check(tools: &Tools, load: &Load, target: SocketAddr, requests: u6
         note: String::new(),
     };
     let Some(h2load) = super::systems::which("h2load") else {
-        check.note = "h2load not found: apt-get install -y nghttp2-client".into();
+        check.note = NO_H2LOAD.into();
         return check;
     };
-    match Command::new("timeout")
-        .arg("120")
-        .arg("taskset")
-        .arg("-c")
-        .arg(&tools.client_cpus)
-        .arg(h2load)
-        .args(&args)
-        .output()
-    {
-        Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            for line in text.lines() {
-                // "finished in 2.92s, 102649.80 req/s, 9.69MB/s"
-                if let Some(rest) = line.strip_prefix("finished in ") {
-                    check.h2load_rps = rest
-                        .split(", ")
-                        .nth(1)
-                        .and_then(|s| s.strip_suffix(" req/s"))
-                        .and_then(|s| s.parse().ok());
-                }
-                // "requests: 300000 total, 300000 started, 300000 done, 300000 succeeded, ..."
-                if let Some(rest) = line.strip_prefix("requests: ") {
-                    check.h2load_succeeded = rest
-                        .split(", ")
-                        .find(|p| p.ends_with(" succeeded"))
-                        .and_then(|p| p.split(' ').next())
-                        .and_then(|n| n.parse().ok());
-                }
-            }
+    match run_h2load(tools, &h2load, &args) {
+        Ok(h) => {
+            check.h2load_rps = h.rps;
+            check.h2load_succeeded = h.succeeded;
         }
-        Err(e) => check.note = format!("h2load: {e}"),
+        Err(e) => check.note = e,
     }
     let json = tools.tmp.join("crosscheck.json");
     let log = tools.tmp.join("crosscheck.log");
@@ -387,6 +418,70 @@ pub fn h2load_check(tools: &Tools, load: &Load, target: SocketAddr, requests: u6
             check.loadgen_ok = Some(s.ok);
         }
         Err(e) => check.note = format!("{} loadgen: {e}", check.note),
+    }
+    check
+}
+
+/// A gateway's CPU per call with h2load as the load generator: an independent check of the
+/// main run's `gateway_us_per_call` (loadgen's own framing cannot bias it).
+#[derive(Clone, Debug, Serialize)]
+pub struct GatewayH2load {
+    pub command: String,
+    pub requests: u64,
+    pub h2load_rps: Option<f64>,
+    /// h2load checks the HTTP status only: a gRPC error (HTTP 200) counts as succeeded.
+    pub h2load_succeeded: Option<u64>,
+    /// utime+stime of the gateway's process tree from just before to just after h2load.
+    pub gateway_cpu_s: Option<f64>,
+    /// `gateway_cpu_s` divided by the succeeded calls.
+    pub gateway_us_per_call: Option<f64>,
+    pub note: String,
+}
+
+/// Run h2load in the shape of `load` at the gateway `target` and charge the gateway tree's
+/// CPU during it to h2load's succeeded calls.
+pub fn gateway_h2load(
+    tools: &Tools,
+    watch: &Watch,
+    load: &Load,
+    target: SocketAddr,
+    requests: u64,
+) -> GatewayH2load {
+    let args = h2load_args(tools, load, target, requests);
+    let mut check = GatewayH2load {
+        command: h2load_command(tools, &args),
+        requests,
+        h2load_rps: None,
+        h2load_succeeded: None,
+        gateway_cpu_s: None,
+        gateway_us_per_call: None,
+        note: String::new(),
+    };
+    let Some(h2load) = super::systems::which("h2load") else {
+        check.note = NO_H2LOAD.into();
+        return check;
+    };
+    let Some(gateway) = watch.gateway else {
+        check.note = "no gateway process to watch".into();
+        return check;
+    };
+    let g0 = procfs::tree_cpu_seconds(gateway);
+    let result = run_h2load(tools, &h2load, &args);
+    let g1 = procfs::tree_cpu_seconds(gateway);
+    match result {
+        Ok(h) => {
+            check.h2load_rps = h.rps;
+            check.h2load_succeeded = h.succeeded;
+            check.gateway_cpu_s = Some(g1 - g0);
+            check.gateway_us_per_call = h
+                .succeeded
+                .filter(|&n| n > 0)
+                .map(|n| (g1 - g0) * 1e6 / n as f64);
+            if h.succeeded.is_none() {
+                check.note = "h2load printed no request counts (timed out or failed)".into();
+            }
+        }
+        Err(e) => check.note = e,
     }
     check
 }

@@ -9,7 +9,7 @@
 //! procs.rs     child processes (stopped on drop), readiness, free ports, a RESP one-liner
 //! peers.rs     nginx configs rendered from bench/peers/ templates
 //! systems.rs   the systems under test and how each starts
-//! measure.rs   one load: loadgen as a child, CPU / RSS / TCP states around it, h2load check
+//! measure.rs   one load: loadgen as a child, CPU / RSS / TCP states around it, h2load checks
 //! output.rs    results.json + README.md, machine and commit facts
 //! chart.rs     the sweep's SVG charts
 //! ```
@@ -124,7 +124,7 @@ pub struct Args {
     /// Results directory (default: bench/results/<date>-<commit>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Skip the h2load cross-check.
+    /// Skip the h2load cross-checks (direct path and each gateway's CPU per call).
     #[arg(long)]
     pub no_cross_check: bool,
 }
@@ -464,6 +464,7 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
             reason: None,
             command: None,
             main: None,
+            h2load: None,
         };
         let mut series = SweepSeries {
             system: system.name().into(),
@@ -570,6 +571,35 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
             let n = if q { 100_000 } else { 300_000 };
             say("cross-checking the direct figure with h2load");
             results.cross_check = Some(measure::h2load_check(&tools, &load, running.target, n));
+        }
+        // The gateway figure again, with h2load as the load generator, while it is still up.
+        let main_ok = run.main.as_ref().is_some_and(|m| m.loadgen.is_some());
+        if system != System::Direct && main_ok && !args.no_cross_check {
+            let n = if q { 100_000 } else { 300_000 };
+            say(&format!(
+                "cross-checking {}'s CPU per call with h2load",
+                system.name()
+            ));
+            let c = measure::gateway_h2load(&tools, &watch, &load, running.target, n);
+            say(&format!(
+                "{} with h2load: {} calls/s, {} succeeded, gateway {} µs/call{}",
+                system.name(),
+                c.h2load_rps
+                    .map(|v| format!("{v:.0}"))
+                    .unwrap_or_else(|| "n/a".into()),
+                c.h2load_succeeded
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "n/a".into()),
+                c.gateway_us_per_call
+                    .map(|v| format!("{v:.1}"))
+                    .unwrap_or_else(|| "n/a".into()),
+                if c.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", c.note)
+                }
+            ));
+            run.h2load = Some(c);
         }
         if do_sweep {
             for &level in &levels {

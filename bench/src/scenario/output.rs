@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use super::measure::{H2loadCheck, Load, Measurement, TcpSnapshot};
+use super::measure::{GatewayH2load, H2loadCheck, Load, Measurement, TcpSnapshot};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Machine {
@@ -133,6 +133,8 @@ pub struct SystemRun {
     pub reason: Option<String>,
     pub command: Option<String>,
     pub main: Option<Measurement>,
+    /// The gateway's CPU per call again with h2load as the load generator (gateways only).
+    pub h2load: Option<GatewayH2load>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -360,6 +362,70 @@ pub fn markdown(r: &Results) -> String {
             c.loadgen_ok.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into()),
             c.note
         );
+    }
+    let gateway_checks: Vec<(&SystemRun, &GatewayH2load)> = r
+        .systems
+        .iter()
+        .filter_map(|s| Some((s, s.h2load.as_ref()?)))
+        .collect();
+    if !gateway_checks.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n## Gateway CPU per call with h2load as the load generator\n"
+        );
+        let _ = writeln!(
+            o,
+            "Right after each gateway's main run, h2load drives it in the same shape (connections, streams per connection, body, headers, path), pinned to the client cores; the gateway's process tree CPU (utime+stime) from just before to just after h2load is divided by h2load's succeeded calls. Where the two CPU columns agree, the gateway's cost per call is its own and not an artefact of our load generator. h2load checks the HTTP status only (a gRPC error is an HTTP 200 to it); the load generator's main run checks `grpc-status`, and its failed count is in the first table.\n"
+        );
+        let _ = writeln!(
+            o,
+            "| system | h2load calls/s | succeeded | gateway CPU µs/call (h2load) | gateway CPU µs/call (loadgen, main run) |"
+        );
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|");
+        let na = || "n/a".to_string();
+        for (s, c) in &gateway_checks {
+            let main = s.main.as_ref();
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                s.system,
+                c.h2load_rps.map(|v| format!("{v:.0}")).unwrap_or_else(na),
+                c.h2load_succeeded.map(|v| v.to_string()).unwrap_or_else(na),
+                c.gateway_us_per_call.map(f1).unwrap_or_else(na),
+                main.and_then(|m| m.cpu.gateway_us_per_call)
+                    .map(f1)
+                    .unwrap_or_else(na)
+            );
+        }
+        let failed: Vec<String> = gateway_checks
+            .iter()
+            .map(|(s, _)| {
+                let n = s
+                    .main
+                    .as_ref()
+                    .and_then(|m| m.loadgen.as_ref())
+                    .map(|g| (g.calls - g.ok).to_string())
+                    .unwrap_or_else(na);
+                format!("{} failed {n}", s.system)
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "\nFailed calls in the main run (non-zero `grpc-status`, HTTP, reset, transport or timeout): {}.",
+            failed.join(", ")
+        );
+        let notes: Vec<String> = gateway_checks
+            .iter()
+            .filter(|(_, c)| !c.note.is_empty())
+            .map(|(s, c)| format!("- {}: {}", s.system, c.note))
+            .collect();
+        if !notes.is_empty() {
+            let _ = writeln!(o, "\n{}", notes.join("\n"));
+        }
+        let _ = writeln!(o, "\nCommand (per system, with its own port):\n");
+        for (s, c) in &gateway_checks {
+            let _ = writeln!(o, "- {}: `{}`", s.system, c.command);
+        }
     }
     if !r.sweep.is_empty() {
         let _ = writeln!(o, "\n## Concurrency sweep (seed 001)\n");
