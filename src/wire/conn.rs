@@ -86,6 +86,7 @@ impl Fields {
         self.list.push(Field {
             name: name.into(),
             value: value.into(),
+            sensitive: false,
         });
     }
 
@@ -885,8 +886,9 @@ impl State {
     fn write_head(&mut self, id: u32, head: &Fields, end: bool) {
         let start = self.out.len();
         self.out.extend_from_slice(&[0; frame::HEADER_LEN]);
-        self.encoder.encode(
-            head.iter().map(|f| (f.name.as_ref(), f.value.as_ref())),
+        self.encoder.encode_marked(
+            head.iter()
+                .map(|f| (f.name.as_ref(), f.value.as_ref(), f.sensitive)),
             &mut self.out,
         );
         frame::frame_header_block(&mut self.out, start, id, end, self.peer_max_frame);

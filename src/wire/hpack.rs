@@ -26,6 +26,8 @@ use super::huffman;
 pub struct Field {
     pub name: Bytes,
     pub value: Bytes,
+    /// Received as a never-indexed literal (§6.2.3): a relay must send it on the same way.
+    pub sensitive: bool,
 }
 
 /// Why a header block could not be decoded (the caller answers with a
@@ -295,10 +297,12 @@ impl Decoder {
                 continue;
             } else {
                 // §6.2.2 without indexing (0000) and §6.2.3 never indexed (0001).
+                let sensitive = b & 0x10 != 0;
                 let (name, value) = self.read_literal::<4>(block, buf, &mut pos)?;
                 emit(Field {
                     name: name.bytes,
                     value: value.bytes,
+                    sensitive,
                 });
             }
             seen_field = true;
@@ -320,6 +324,7 @@ impl Decoder {
             return Ok(Field {
                 name: Bytes::from_static(name),
                 value: Bytes::from_static(value),
+                sensitive: false,
             });
         }
         match index
@@ -392,11 +397,13 @@ impl Decoder {
                     Field {
                         name: stored_name,
                         value: buf.freeze(),
+                        sensitive: false,
                     }
                 }
                 _ => Field {
                     name: detach(&name),
                     value: detach(&value),
+                    sensitive: false,
                 },
             };
             self.size += entry_size;
@@ -405,6 +412,7 @@ impl Decoder {
         Field {
             name: name.bytes,
             value: value.bytes,
+            sensitive: false,
         }
     }
 
@@ -643,34 +651,46 @@ impl Encoder {
         fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
         dst: &mut BytesMut,
     ) {
+        self.encode_marked(fields.into_iter().map(|(n, v)| (n, v, false)), dst)
+    }
+
+    /// Like [`encode`](Self::encode), with each field's sensitivity: a sensitive field goes
+    /// out as a never-indexed literal (§6.2.3), as it came in.
+    pub fn encode_marked<'a>(
+        &mut self,
+        fields: impl IntoIterator<Item = (&'a [u8], &'a [u8], bool)>,
+        dst: &mut BytesMut,
+    ) {
         if !self.started {
             // Dynamic table size update to 0 (§6.3): our table stays empty.
             dst.extend_from_slice(&[0x20]);
             self.started = true;
         }
-        for (name, value) in fields {
+        for (name, value, sensitive) in fields {
             // Room for the whole field (prefixes are at most 1 + 10 bytes
             // per string), so the appends below never reallocate.
             dst.reserve(name.len() + value.len() + 22);
+            // §6.2.2 without indexing is 0000xxxx; §6.2.3 never indexed is 0001xxxx.
+            let flag = if sensitive { 0x10 } else { 0 };
             match static_match(name, value) {
-                StaticMatch::Full(index) => dst.extend_from_slice(&[0x80 | index]),
-                StaticMatch::Name(index) => {
-                    // §6.2.2 Literal without indexing, indexed name.
+                StaticMatch::Full(index) if !sensitive => dst.extend_from_slice(&[0x80 | index]),
+                StaticMatch::Full(index) | StaticMatch::Name(index) => {
+                    // Literal with an indexed name.
                     if index < 15 && value.len() < 127 {
-                        dst.extend_from_slice(&[index, value.len() as u8]);
+                        dst.extend_from_slice(&[flag | index, value.len() as u8]);
                     } else {
-                        encode_int(dst, index as usize, 4, 0);
+                        encode_int(dst, index as usize, 4, flag);
                         encode_int(dst, value.len(), 7, 0);
                     }
                     dst.extend_from_slice(value);
                 }
                 StaticMatch::None => {
-                    // §6.2.2 Literal without indexing, new name.
+                    // Literal with a new name.
                     if name.len() < 127 {
-                        dst.extend_from_slice(&[0, name.len() as u8]);
+                        dst.extend_from_slice(&[flag, name.len() as u8]);
                         dst.extend_from_slice(name);
                     } else {
-                        dst.extend_from_slice(&[0]);
+                        dst.extend_from_slice(&[flag]);
                         encode_str(dst, name);
                     }
                     encode_str(dst, value);
@@ -1036,12 +1056,49 @@ mod tests {
         let want: Vec<Field> = fields
             .iter()
             .map(|&(n, v)| Field {
+                sensitive: false,
                 name: Bytes::copy_from_slice(n),
                 value: Bytes::copy_from_slice(v),
             })
             .collect();
         assert_eq!(got, want);
         block
+    }
+
+    #[test]
+    fn never_indexed_fields_stay_never_indexed() {
+        // Received: `authorization: secret` as a never-indexed literal with a new name.
+        let mut block = BytesMut::new();
+        block.extend_from_slice(&[0x10, 13]);
+        block.extend_from_slice(b"authorization");
+        block.extend_from_slice(&[6]);
+        block.extend_from_slice(b"secret");
+        let block = block.freeze();
+        let mut dec = Decoder::new(4096);
+        let mut got = Vec::new();
+        dec.decode(&block, |f| got.push(f)).unwrap();
+        assert!(got[0].sensitive);
+        // Passed on: still never indexed (0001xxxx), here with the static name (index 23).
+        let mut enc = Encoder::new();
+        let mut out = BytesMut::new();
+        enc.encode_marked(
+            got.iter()
+                .map(|f| (f.name.as_ref(), f.value.as_ref(), f.sensitive)),
+            &mut out,
+        );
+        assert_eq!(
+            &out[..],
+            &[0x20, 0x10 | 15, 8, 6, b's', b'e', b'c', b'r', b'e', b't'][..]
+        );
+        // A sensitive field that matches a static entry in full is not sent as an index.
+        let mut out = BytesMut::new();
+        enc.encode_marked([(&b":method"[..], &b"GET"[..], true)], &mut out);
+        assert_eq!(&out[..], &[0x10 | 2, 3, b'G', b'E', b'T'][..]);
+        let mut dec = Decoder::new(4096);
+        let mut again = Vec::new();
+        dec.decode(&out.freeze(), |f| again.push(f)).unwrap();
+        assert!(again[0].sensitive);
+        assert_eq!(again[0].value.as_ref(), b"GET");
     }
 
     #[test]
