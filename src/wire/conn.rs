@@ -101,33 +101,11 @@ impl Fields {
     pub fn iter(&self) -> impl Iterator<Item = &Field> {
         self.list.iter()
     }
-
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
-    /// Copies the fields into `other`'s storage (refcount clones of the bytes).
-    pub fn clone_into(&self, other: &mut Fields) {
-        other.list.clear();
-        other.list.extend(self.list.iter().cloned());
-    }
 }
 
 impl Default for Fields {
     fn default() -> Fields {
         Fields::new()
-    }
-}
-
-impl Clone for Fields {
-    fn clone(&self) -> Fields {
-        let mut other = Fields::new();
-        self.clone_into(&mut other);
-        other
     }
 }
 
@@ -440,9 +418,6 @@ pub struct State {
     failed: Option<Error>,
     /// The writer flushes what is queued and ends the connection.
     closing: bool,
-    closed_waker: Option<Waker>,
-    /// The driver has ended.
-    done: bool,
     ping_in_flight: bool,
     pong: bool,
     pong_waker: Option<Waker>,
@@ -527,8 +502,6 @@ impl Conn {
             close_when_idle: false,
             failed: None,
             closing: false,
-            closed_waker: None,
-            done: false,
             ping_in_flight: false,
             pong: false,
             pong_waker: None,
@@ -559,22 +532,12 @@ impl Conn {
 
     /// The peer closed its side, or reading failed.
     pub fn read_ended(&self, why: &str) {
-        let mut s = self.0.borrow_mut();
-        if s.failed.is_none() {
-            s.fail(Error::Closed(why.into()));
-        }
-        s.closing = true;
-        s.wake_writer();
+        self.0.borrow_mut().shut(why, false);
     }
 
     /// Writing failed: nothing more can be sent.
     pub fn write_failed(&self, why: &str) {
-        let mut s = self.0.borrow_mut();
-        if s.failed.is_none() {
-            s.fail(Error::Closed(why.into()));
-        }
-        s.closing = true;
-        s.out.clear();
+        self.0.borrow_mut().shut(why, true);
     }
 
     /// Ready with the bytes to write (swapped with `spare`, which must be empty), or `None`
@@ -599,14 +562,7 @@ impl Conn {
     /// The driver ended: everything still waiting learns the connection is gone.
     pub fn finished(&self) {
         let mut s = self.0.borrow_mut();
-        if s.failed.is_none() {
-            s.fail(Error::Closed("connection closed".into()));
-        }
-        s.closing = true;
-        s.done = true;
-        if let Some(w) = s.closed_waker.take() {
-            w.wake();
-        }
+        s.shut("connection closed", false);
     }
 
     // --- for the owner -----------------------------------------------------------------------
@@ -660,21 +616,7 @@ impl Conn {
         end: bool,
     ) -> Result<(ResponseFuture, SendStream), Error> {
         let mut s = self.0.borrow_mut();
-        if let Some(e) = &s.failed {
-            return Err(e.clone());
-        }
-        if let Some((_, reason)) = s.goaway_recv {
-            return Err(Error::GoAway {
-                reason,
-                remote: true,
-            });
-        }
-        if s.close_when_idle || s.goaway != Goaway::None {
-            return Err(Error::GoAway {
-                reason: Reason::NO_ERROR,
-                remote: false,
-            });
-        }
+        s.opens_streams()?;
         if s.next_local_id > frame::MAX_WINDOW {
             return Err(Error::Closed("stream ids exhausted".into()));
         }
@@ -704,20 +646,8 @@ impl Conn {
     /// (it failed, or is going away).
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let mut s = self.0.borrow_mut();
-        if let Some(e) = &s.failed {
-            return Poll::Ready(Err(e.clone()));
-        }
-        if let Some((_, reason)) = s.goaway_recv {
-            return Poll::Ready(Err(Error::GoAway {
-                reason,
-                remote: true,
-            }));
-        }
-        if s.close_when_idle || s.goaway != Goaway::None {
-            return Poll::Ready(Err(Error::GoAway {
-                reason: Reason::NO_ERROR,
-                remote: false,
-            }));
+        if let Err(e) = s.opens_streams() {
+            return Poll::Ready(Err(e));
         }
         if s.active < s.peer_max_streams {
             return Poll::Ready(Ok(()));
@@ -818,23 +748,7 @@ impl Conn {
 
     /// Closes now: open streams fail.
     pub fn abort(&self, why: &str) {
-        let mut s = self.0.borrow_mut();
-        if s.failed.is_none() {
-            s.fail(Error::Closed(why.into()));
-        }
-        s.closing = true;
-        s.out.clear();
-        s.wake_writer();
-    }
-
-    /// Ready once the driver has ended.
-    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut s = self.0.borrow_mut();
-        if s.done {
-            return Poll::Ready(());
-        }
-        s.closed_waker = Some(cx.waker().clone());
-        Poll::Pending
+        self.0.borrow_mut().shut(why, true);
     }
 
     /// Streams open now.
@@ -844,6 +758,49 @@ impl Conn {
 }
 
 impl State {
+    /// Whether new streams may open here: not if the connection failed, the peer sent GOAWAY,
+    /// or we are closing it.
+    fn opens_streams(&self) -> Result<(), Error> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if let Some((_, reason)) = self.goaway_recv {
+            return Err(Error::GoAway {
+                reason,
+                remote: true,
+            });
+        }
+        if self.close_when_idle || self.goaway != Goaway::None {
+            return Err(Error::GoAway {
+                reason: Reason::NO_ERROR,
+                remote: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// Why stream `key` can take no more frames from us, if it cannot: reset, ended by the
+    /// connection's failure or a GOAWAY, or (with `sending`) its END_STREAM already sent.
+    fn unusable(&mut self, key: usize, sending: bool) -> Option<Error> {
+        if let Some(e) = self.stream(key).failure().or_else(|| self.failed.clone()) {
+            return Some(e);
+        }
+        (sending && self.stream(key).send_end).then_some(Error::LocalReset(Reason::STREAM_CLOSED))
+    }
+
+    /// Ends the connection for `why` (unless it already failed): every waiter learns it and the
+    /// writer stops after what is queued — or at once, with `discard`.
+    fn shut(&mut self, why: &str, discard: bool) {
+        if self.failed.is_none() {
+            self.fail(Error::Closed(why.into()));
+        }
+        self.closing = true;
+        if discard {
+            self.out.clear();
+        }
+        self.wake_writer();
+    }
+
     fn stream(&mut self, key: usize) -> &mut Stream {
         self.slots[key]
             .as_mut()
@@ -919,7 +876,6 @@ impl State {
             self.accept_waker.take(),
             self.pong_waker.take(),
             self.handshake_waker.take(),
-            self.closed_waker.take(),
         ]
         .into_iter()
         .flatten()
@@ -1771,15 +1727,11 @@ impl SendStream {
     /// Ready with how many bytes may be sent now (> 0), or why none ever will.
     pub fn poll_capacity(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
         self.0.with(|s, key| {
-            let conn_window = s.send_window;
-            let failed = s.failed.clone();
-            let st = s.stream(key);
-            if let Some(e) = st.failure().or(failed) {
+            if let Some(e) = s.unusable(key, true) {
                 return Poll::Ready(Err(e));
             }
-            if st.send_end {
-                return Poll::Ready(Err(Error::LocalReset(Reason::STREAM_CLOSED)));
-            }
+            let conn_window = s.send_window;
+            let st = s.stream(key);
             let available = st.send_window.min(conn_window);
             if available > 0 {
                 return Poll::Ready(Ok(available as usize));
@@ -1796,16 +1748,12 @@ impl SendStream {
     /// Sends `data` (at most what [`poll_capacity`](Self::poll_capacity) granted).
     pub fn send_data(&mut self, data: &[u8], end: bool) -> Result<(), Error> {
         self.0.with(|s, key| {
-            let max_frame = s.peer_max_frame;
-            let failed = s.failed.clone();
-            let conn_window = s.send_window;
-            let st = s.stream(key);
-            if let Some(e) = st.failure().or(failed) {
+            if let Some(e) = s.unusable(key, true) {
                 return Err(e);
             }
-            if st.send_end {
-                return Err(Error::LocalReset(Reason::STREAM_CLOSED));
-            }
+            let max_frame = s.peer_max_frame;
+            let conn_window = s.send_window;
+            let st = s.stream(key);
             let n = data.len() as i64;
             if n > st.send_window.min(conn_window) {
                 return Err(Error::LocalReset(Reason::FLOW_CONTROL_ERROR));
@@ -1827,14 +1775,10 @@ impl SendStream {
     /// Ends the stream with trailers.
     pub fn send_trailers(&mut self, trailers: &Fields) -> Result<(), Error> {
         self.0.with(|s, key| {
-            let failed = s.failed.clone();
-            let st = s.stream(key);
-            if let Some(e) = st.failure().or(failed) {
+            if let Some(e) = s.unusable(key, true) {
                 return Err(e);
             }
-            if st.send_end {
-                return Err(Error::LocalReset(Reason::STREAM_CLOSED));
-            }
+            let st = s.stream(key);
             st.send_end = true;
             let id = st.id;
             s.write_head(id, trailers, true);
@@ -1864,11 +1808,10 @@ impl Respond {
     /// Sends the response head; with `end`, it is the whole response (trailers-only).
     pub fn send_response(&mut self, head: &Fields, end: bool) -> Result<SendStream, Error> {
         self.0.with(|s, key| {
-            let failed = s.failed.clone();
-            let st = s.stream(key);
-            if let Some(e) = st.failure().or(failed) {
+            if let Some(e) = s.unusable(key, false) {
                 return Err(e);
             }
+            let st = s.stream(key);
             if st.sent_head {
                 return Err(Error::LocalReset(Reason::STREAM_CLOSED));
             }

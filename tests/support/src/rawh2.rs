@@ -240,23 +240,7 @@ impl RawConn {
         addr: SocketAddr,
         limit: Duration,
     ) -> io::Result<(RawConn, Vec<Frame>)> {
-        let mut conn = RawConn::connect(addr).await?;
-        conn.write_raw(PREFACE).await?;
-        conn.write_frame(&Frame::settings()).await?;
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + limit;
-        loop {
-            let frame = conn
-                .read_frame_until(deadline)
-                .await?
-                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed"))?;
-            let server_settings = frame.kind == SETTINGS && !frame.is_ack();
-            seen.push(frame);
-            if server_settings {
-                conn.write_frame(&Frame::settings_ack()).await?;
-                return Ok((conn, seen));
-            }
-        }
+        RawConn::client_handshake_with(addr, &[], limit).await
     }
 
     /// Reads the client preface (server side); an error if the bytes are anything else.
