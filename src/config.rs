@@ -156,6 +156,17 @@ pub struct UpstreamConfig {
     /// (GOAWAY above its last stream id, or REFUSED_STREAM) can be retried on a fresh
     /// connection. Larger requests are not retried. Default 65536; 0 turns retries off.
     pub retry_buffer_bytes: usize,
+    /// Queued output per connection, in bytes, past which ringway stops reading the
+    /// connection and its calls wait for room before sending more DATA: what a peer that
+    /// does not read can make ringway hold. Default 262144 (256 KiB).
+    pub output_buffer_bytes: usize,
+    /// A connection with output waiting that writes nothing for this long is closed
+    /// (its calls end); 0 = never. Default 30000 ms.
+    pub send_timeout_ms: u64,
+    /// Frames of one kind that do no work — SETTINGS, PING, RST_STREAM, PRIORITY, DATA
+    /// without payload or END_STREAM, CONTINUATION without payload — allowed per connection
+    /// per second; past it: GOAWAY ENHANCE_YOUR_CALM. Default 10000.
+    pub max_control_frames_per_second: u32,
 }
 
 /// Connections from clients to ringway.
@@ -171,6 +182,17 @@ pub struct DownstreamConfig {
     pub connection_window_bytes: u32,
     /// Largest header list (HPACK-decoded) accepted per request. Default 16 KiB, as grpc-go.
     pub max_header_list_bytes: u32,
+    /// Queued output per connection, in bytes, past which ringway stops reading the
+    /// connection and its calls wait for room before sending more DATA: what a peer that
+    /// does not read can make ringway hold. Default 262144 (256 KiB).
+    pub output_buffer_bytes: usize,
+    /// A connection with output waiting that writes nothing for this long is closed
+    /// (its calls end); 0 = never. Default 30000 ms.
+    pub send_timeout_ms: u64,
+    /// Frames of one kind that do no work — SETTINGS, PING, RST_STREAM, PRIORITY, DATA
+    /// without payload or END_STREAM, CONTINUATION without payload — allowed per connection
+    /// per second; past it: GOAWAY ENHANCE_YOUR_CALM. Default 10000.
+    pub max_control_frames_per_second: u32,
     /// `listen(2)` backlog of each shard's socket. Default 1024 (the kernel caps it at
     /// `net.core.somaxconn`).
     pub listen_backlog: i32,
@@ -273,6 +295,9 @@ impl Default for UpstreamConfig {
             eject_after_failures: 3,
             dns_refresh_ms: 30_000,
             retry_buffer_bytes: 64 << 10,
+            output_buffer_bytes: 256 << 10,
+            send_timeout_ms: 30_000,
+            max_control_frames_per_second: 10_000,
         }
     }
 }
@@ -284,6 +309,9 @@ impl Default for DownstreamConfig {
             stream_window_bytes: 2 << 20,
             connection_window_bytes: 8 << 20,
             max_header_list_bytes: 16 << 10,
+            output_buffer_bytes: 256 << 10,
+            send_timeout_ms: 30_000,
+            max_control_frames_per_second: 10_000,
             listen_backlog: 1024,
             max_connections: 10_000,
             fd_reserve: 256,
@@ -497,6 +525,34 @@ impl Config {
                 "upstream.max_connections_per_target",
                 "must be at least 1",
             ));
+        }
+        for (field, value) in [
+            (
+                "downstream.output_buffer_bytes",
+                self.downstream.output_buffer_bytes,
+            ),
+            (
+                "upstream.output_buffer_bytes",
+                self.upstream.output_buffer_bytes,
+            ),
+        ] {
+            if value < 16 << 10 {
+                return Err(bad(field, "must be at least 16384 (one full DATA frame)"));
+            }
+        }
+        for (field, value) in [
+            (
+                "downstream.max_control_frames_per_second",
+                self.downstream.max_control_frames_per_second,
+            ),
+            (
+                "upstream.max_control_frames_per_second",
+                self.upstream.max_control_frames_per_second,
+            ),
+        ] {
+            if value == 0 {
+                return Err(bad(field, "must be at least 1"));
+            }
         }
         if self.downstream.max_concurrent_streams == 0 {
             return Err(bad(

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::wire::Flood;
+
 /// How often a shard publishes its latency histograms.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -205,6 +207,17 @@ pub struct ShardMetrics {
     pub downstream_keepalive_timeouts: Counter,
     pub downstream_too_many_pings: Counter,
 
+    // HTTP/2 abuse, per side (indexed by [`Side`]).
+    /// Connections ended with GOAWAY ENHANCE_YOUR_CALM, by cause (indexed like
+    /// [`Flood::ALL`]).
+    pub h2_floods: [[Counter; 9]; 2],
+    /// Times reading a connection was paused because its queued output passed the limit.
+    pub h2_output_pauses: [Counter; 2],
+    /// Connections closed because their output did not move for the send timeout.
+    pub h2_send_timeouts: [Counter; 2],
+    /// Peers that sent DATA beyond a window they were given.
+    pub h2_flow_control_errors: [Counter; 2],
+
     /// Latency histograms as last published by the shard.
     pub latency: Mutex<Latency>,
 }
@@ -212,6 +225,29 @@ pub struct ShardMetrics {
 impl ShardMetrics {
     pub fn outcome(&self, outcome: Outcome) -> &Counter {
         &self.calls_by_outcome[outcome as usize]
+    }
+
+    pub fn flood(&self, side: Side, kind: Flood) -> &Counter {
+        let at = Flood::ALL.iter().position(|&k| k == kind).unwrap_or(0);
+        &self.h2_floods[side as usize][at]
+    }
+}
+
+/// Which peers a connection faces: clients (downstream) or targets (upstream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Downstream = 0,
+    Upstream = 1,
+}
+
+impl Side {
+    pub const ALL: [Side; 2] = [Side::Downstream, Side::Upstream];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Downstream => "downstream",
+            Side::Upstream => "upstream",
+        }
     }
 }
 
@@ -511,6 +547,63 @@ pub fn render(shards: &[&ShardMetrics], process: &ProcessGauges) -> String {
         "counter",
         "Client connections closed with GOAWAY ENHANCE_YOUR_CALM too_many_pings.",
         &|m| m.downstream_too_many_pings.get() as i64,
+    );
+
+    header(
+        &mut out,
+        "ringway_h2_floods_total",
+        "counter",
+        "HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM, by side and cause (a flood of \
+         frames that do no work, rapid reset, too many stream errors, an oversized header block).",
+    );
+    for (i, m) in shards.iter().enumerate() {
+        for side in Side::ALL {
+            for (k, kind) in Flood::ALL.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "ringway_h2_floods_total{{shard=\"{i}\",side=\"{}\",kind=\"{}\"}} {}",
+                    side.label(),
+                    kind.label(),
+                    m.h2_floods[side as usize][k].get()
+                );
+            }
+        }
+    }
+    for (name, help, counters) in [
+        (
+            "ringway_h2_output_pauses_total",
+            "Times a connection was not read because its queued output passed output_buffer_bytes.",
+            (|m: &ShardMetrics| &m.h2_output_pauses) as fn(&ShardMetrics) -> &[Counter; 2],
+        ),
+        (
+            "ringway_h2_send_timeouts_total",
+            "Connections closed because their output did not move for send_timeout_ms.",
+            |m: &ShardMetrics| &m.h2_send_timeouts,
+        ),
+        (
+            "ringway_h2_flow_control_errors_total",
+            "Peers that sent DATA beyond the flow-control window they were given.",
+            |m: &ShardMetrics| &m.h2_flow_control_errors,
+        ),
+    ] {
+        header(&mut out, name, "counter", help);
+        for (i, m) in shards.iter().enumerate() {
+            for side in Side::ALL {
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{i}\",side=\"{}\"}} {}",
+                    side.label(),
+                    counters(m)[side as usize].get()
+                );
+            }
+        }
+    }
+    per_shard(
+        &mut out,
+        "ringway_upstream_flow_control_errors_total",
+        "counter",
+        "Targets that sent DATA beyond the window ringway gave them (the call ends UNAVAILABLE).",
+        &|m| m.h2_flow_control_errors[Side::Upstream as usize].get() as i64,
     );
 
     let mut merged = Latency::default();

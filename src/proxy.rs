@@ -37,7 +37,9 @@ use futures_util::future::{select, Either};
 use crate::access_log::Entry;
 use crate::metrics::Outcome;
 use crate::shard::Shard;
-use crate::status::{status_trailers, trailers_only, Code, GatewayError};
+use crate::status::{
+    error_body, http_error, is_grpc, status_trailers, trailers_only, Code, GatewayError,
+};
 use crate::upstream::Lease;
 use crate::wire::conn::{Chunk, Response};
 use crate::wire::{
@@ -55,6 +57,8 @@ struct CallStats {
     request_released: Cell<u64>,
     /// When the request went upstream.
     routed_at: Cell<Option<Instant>>,
+    /// The request is a gRPC call (else ringway's own errors are answered as plain HTTP).
+    grpc: Cell<bool>,
 }
 
 impl CallStats {
@@ -66,6 +70,7 @@ impl CallStats {
             bytes_out: Cell::new(0),
             request_released: Cell::new(0),
             routed_at: Cell::new(None),
+            grpc: Cell::new(true),
         }
     }
 
@@ -78,7 +83,9 @@ impl CallStats {
             | GatewayError::RedisError { .. } => Outcome::RedisError,
             GatewayError::MalformedRoute { .. } => Outcome::Malformed,
             GatewayError::DialFailed { .. } => Outcome::DialError,
-            GatewayError::UpstreamLost { .. } => Outcome::UpstreamReset,
+            GatewayError::UpstreamLost { .. } | GatewayError::TargetProtocolError { .. } => {
+                Outcome::UpstreamReset
+            }
         });
         self.status.set(Some(error.code() as u8));
     }
@@ -130,11 +137,12 @@ async fn forward(shard: &Shard, incoming: Incoming, stats: &CallStats) -> Option
         mut body,
         mut respond,
     } = incoming;
+    stats.grpc.set(is_grpc(&head));
     let mut lease = match route(shard, &head).await {
         Ok(lease) => lease,
         Err(error) => {
             stats.failed(&error);
-            reply_error(&mut respond, &error);
+            reply_error(&mut respond, &error, stats).await;
             // A failed dial still had a target: the access log names it.
             return match error {
                 GatewayError::DialFailed { target, .. } => Some(target.into()),
@@ -163,7 +171,7 @@ async fn forward(shard: &Shard, incoming: Incoming, stats: &CallStats) -> Option
                     reason: e.to_string(),
                 };
                 stats.failed(&error);
-                reply_error(&mut respond, &error);
+                reply_error(&mut respond, &error, stats).await;
                 return Some(lease.authority_rc());
             }
         };
@@ -218,7 +226,7 @@ async fn forward(shard: &Shard, incoming: Incoming, stats: &CallStats) -> Option
                     reason,
                 };
                 stats.failed(&error);
-                reply_error(&mut respond, &error);
+                reply_error(&mut respond, &error, stats).await;
                 return Some(pool.authority().into());
             }
         };
@@ -438,7 +446,13 @@ async fn relay(
             match pump(down_body, &mut up_send, stats, Direction::Request, replay).await {
                 Ok(()) => RequestEnd::Done,
                 Err(PumpError::Source(e)) => {
-                    up_send.send_reset(e.reason().unwrap_or(Reason::CANCEL));
+                    // The client's reset reaches the target with its reason; a reset of
+                    // ours (the client broke HTTP/2 on the stream) is a cancel to the target.
+                    let reason = match e {
+                        Error::Reset(reason) => reason,
+                        _ => Reason::CANCEL,
+                    };
+                    up_send.send_reset(reason);
                     stats.outcome.set(Outcome::ClientCancel);
                     RequestEnd::ClientGone
                 }
@@ -507,7 +521,7 @@ async fn relay_response(
                         reason: e.to_string(),
                     };
                     stats.failed(&error);
-                    reply_error(respond, &error);
+                    reply_error(respond, &error, stats).await;
                 }
             }
             return ResponseEnd::Done;
@@ -543,6 +557,17 @@ async fn relay_response(
             stats.outcome.set(Outcome::UpstreamReset);
             match e {
                 Error::Reset(reason) => down_send.send_reset(reason),
+                // ringway reset the target's stream: the target broke HTTP/2 on it (sent
+                // beyond its window, a malformed frame). The connection goes on.
+                Error::LocalReset(reason) => {
+                    let message = GatewayError::TargetProtocolError {
+                        target: lease.authority().to_string(),
+                        reason: describe_reset(reason),
+                    }
+                    .to_string();
+                    stats.status.set(Some(Code::Unavailable as u8));
+                    let _ = down_send.send_trailers(&status_trailers(Code::Unavailable, &message));
+                }
                 // Not a reset: the connection broke mid-response. End the call with a status
                 // the client can act on instead of a bare reset.
                 _ => {
@@ -664,9 +689,38 @@ fn poll_granted(dst: &mut SendStream, cx: &mut Context<'_>) -> Poll<Result<usize
     }
 }
 
-/// Answers the call with a gateway error as a trailers-only response.
-fn reply_error(respond: &mut Respond, error: &GatewayError) {
-    let response = trailers_only(error.code(), &error.to_string());
-    // An error here means the client already reset the stream; nothing is left to tell it.
-    let _ = respond.send_response(&response, true);
+/// Answers the call with a gateway error: a trailers-only gRPC response, or for a request that
+/// is not gRPC an HTTP error status with the message as its body.
+async fn reply_error(respond: &mut Respond, error: &GatewayError, stats: &CallStats) {
+    let message = error.to_string();
+    if stats.grpc.get() {
+        // An error here means the client already reset the stream; nothing is left to tell it.
+        let _ = respond.send_response(&trailers_only(error.code(), &message), true);
+        return;
+    }
+    let Ok(mut send) = respond.send_response(&http_error(error.code(), &message), false) else {
+        return;
+    };
+    let mut body = error_body(&message);
+    // The body is sent as the client's windows allow; a client that resets gets no more.
+    while !body.is_empty() {
+        let Ok(granted) = poll_fn(|cx| poll_granted(&mut send, cx)).await else {
+            return;
+        };
+        let piece = body.split_to(granted.min(body.len()));
+        if send.send_data(&piece, body.is_empty()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Why ringway reset a target's stream, for the client's message.
+fn describe_reset(reason: Reason) -> String {
+    match reason {
+        Reason::FLOW_CONTROL_ERROR => format!(
+            "it sent DATA beyond the flow-control window ringway gave it ({reason}); the call's \
+             stream was reset"
+        ),
+        _ => format!("ringway reset the call's stream ({reason})"),
+    }
 }

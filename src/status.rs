@@ -5,6 +5,12 @@
 //! code. [`trailers_only`] turns it into the response a gRPC client expects: HTTP 200 with
 //! `grpc-status` and a percent-encoded `grpc-message`, and END_STREAM on the headers. Never a
 //! bare HTTP error, never a hang.
+//!
+//! A request that is not gRPC (its `content-type` does not start with `application/grpc`: a
+//! browser, `curl`, a health checker, h2spec) gets the same error as HTTP instead
+//! ([`http_error`]): the status a REST gateway would give for the gRPC code, and the message as
+//! a `text/plain` body — as the gRPC spec advises, so that no plain HTTP client takes a gRPC
+//! error's HTTP 200 for success.
 
 use std::fmt;
 
@@ -23,6 +29,17 @@ pub enum Code {
 }
 
 impl Code {
+    /// The HTTP status for this code, as Google's API design guide maps them.
+    pub fn http_status(self) -> &'static [u8] {
+        match self {
+            Code::InvalidArgument => b"400",
+            Code::NotFound => b"404",
+            Code::ResourceExhausted => b"429",
+            Code::Internal => b"500",
+            Code::Unavailable => b"503",
+        }
+    }
+
     fn header_value(self) -> Bytes {
         Bytes::from_static(match self {
             Code::InvalidArgument => b"3",
@@ -57,6 +74,9 @@ pub enum GatewayError {
     DialFailed { target: String, reason: String },
     /// The upstream connection broke before the response started.
     UpstreamLost { target: String, reason: String },
+    /// The target broke HTTP/2 on the call's stream (e.g. sent beyond its flow-control
+    /// window), so ringway reset the stream.
+    TargetProtocolError { target: String, reason: String },
 }
 
 impl GatewayError {
@@ -67,7 +87,8 @@ impl GatewayError {
             GatewayError::RedisUnavailable { .. }
             | GatewayError::LookupTimeout { .. }
             | GatewayError::DialFailed { .. }
-            | GatewayError::UpstreamLost { .. } => Code::Unavailable,
+            | GatewayError::UpstreamLost { .. }
+            | GatewayError::TargetProtocolError { .. } => Code::Unavailable,
             GatewayError::RedisError { .. } | GatewayError::MalformedRoute { .. } => Code::Internal,
         }
     }
@@ -102,6 +123,9 @@ impl fmt::Display for GatewayError {
             GatewayError::UpstreamLost { target, reason } => {
                 write!(f, "ringway: connection to target {target} lost: {reason}")
             }
+            GatewayError::TargetProtocolError { target, reason } => {
+                write!(f, "ringway: target {target} broke HTTP/2: {reason}")
+            }
         }
     }
 }
@@ -116,6 +140,35 @@ pub fn trailers_only(code: Code, message: &str) -> Fields {
     );
     push_status(&mut head, code, message);
     head
+}
+
+/// Whether a request head is a gRPC call (its `content-type` starts with `application/grpc`).
+pub fn is_grpc(head: &Fields) -> bool {
+    head.get(b"content-type")
+        .is_some_and(|v| v.starts_with(b"application/grpc"))
+}
+
+/// The response head of an error for a request that is not gRPC; the body is `error_body`.
+pub fn http_error(code: Code, message: &str) -> Fields {
+    let mut head = Fields::new();
+    head.push(
+        Bytes::from_static(b":status"),
+        Bytes::from_static(code.http_status()),
+    );
+    head.push(
+        Bytes::from_static(b"content-type"),
+        Bytes::from_static(b"text/plain; charset=utf-8"),
+    );
+    push_status(&mut head, code, message);
+    head
+}
+
+/// The body of [`http_error`]: the message and a newline.
+pub fn error_body(message: &str) -> Bytes {
+    let mut body = String::with_capacity(message.len() + 1);
+    body.push_str(message);
+    body.push('\n');
+    Bytes::from(body)
 }
 
 /// Trailers that end a response whose headers were already sent.
@@ -179,6 +232,15 @@ mod tests {
             r.get(b"content-type").unwrap().as_ref(),
             b"application/grpc"
         );
+    }
+
+    #[test]
+    fn http_error_has_the_http_status_and_a_text_body() {
+        let r = http_error(Code::NotFound, "no route");
+        assert_eq!(r.get(b":status").unwrap().as_ref(), b"404");
+        assert_eq!(r.get(b"grpc-status").unwrap().as_ref(), b"5");
+        assert!(r.get(b"content-type").unwrap().starts_with(b"text/plain"));
+        assert_eq!(error_body("no route").as_ref(), b"no route\n");
     }
 
     #[test]

@@ -77,6 +77,13 @@ pub fn server_settings(config: &DownstreamConfig) -> wire::Settings {
         connection_window: config.connection_window_bytes,
         max_concurrent_streams: config.max_concurrent_streams,
         max_header_list: config.max_header_list_bytes,
+        output_limit: config.output_buffer_bytes,
+        max_control_frames_per_second: config.max_control_frames_per_second,
+        // A client's connection is its own: its streams share its window, and what one
+        // stalled call holds is bounded by that window (released only once forwarded).
+        connection_window_on_receipt: false,
+        send_timeout: (config.send_timeout_ms > 0)
+            .then(|| Duration::from_millis(config.send_timeout_ms)),
     }
 }
 
@@ -111,7 +118,10 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
     if stream.set_nodelay(true).is_err() {
         return;
     }
-    let conn = Rc::new(ClientConn::new(settings.ping_policy));
+    let conn = Rc::new(ClientConn::new(
+        settings.ping_policy,
+        Some(shard.metrics.clone()),
+    ));
     let h2 = Conn::new(Role::Server, settings.h2.clone(), Some(conn.clone()));
     let _abort = AbortOnDrop(h2.clone());
     let driver = monoio::spawn(wire::io::drive(h2.clone(), stream));

@@ -13,8 +13,11 @@ use std::cell::{Cell, RefCell};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use crate::metrics::{ShardMetrics, Side};
 use crate::wire::frame::{self, Head as Frame};
-use crate::wire::Observer;
+use crate::wire::{Flood, Observer};
 
 /// grpc-go's `maxPingStrikes`: the third offending PING ends the connection.
 const MAX_STRIKES: u32 = 2;
@@ -45,10 +48,12 @@ pub struct ClientConn {
     too_many_pings: Cell<bool>,
     /// The serve loop, waiting to hear about `too_many_pings`.
     waiter: RefCell<Option<Waker>>,
+    /// Where abuse of the connection is counted (`None` in unit tests).
+    metrics: Option<Arc<ShardMetrics>>,
 }
 
 impl ClientConn {
-    pub fn new(policy: PingPolicy) -> ClientConn {
+    pub fn new(policy: PingPolicy, metrics: Option<Arc<ShardMetrics>>) -> ClientConn {
         ClientConn {
             policy,
             active_calls: Cell::new(0),
@@ -59,6 +64,7 @@ impl ClientConn {
             reset_strikes: Cell::new(false),
             too_many_pings: Cell::new(false),
             waiter: RefCell::new(None),
+            metrics,
         }
     }
 
@@ -141,6 +147,31 @@ impl Observer for ClientConn {
             self.reset_strikes.set(true);
         }
     }
+
+    fn flood(&self, kind: Flood) {
+        if let Some(m) = &self.metrics {
+            m.flood(Side::Downstream, kind).inc();
+            m.downstream_goaways_sent.inc();
+        }
+    }
+
+    fn output_paused(&self) {
+        if let Some(m) = &self.metrics {
+            m.h2_output_pauses[Side::Downstream as usize].inc();
+        }
+    }
+
+    fn send_timed_out(&self) {
+        if let Some(m) = &self.metrics {
+            m.h2_send_timeouts[Side::Downstream as usize].inc();
+        }
+    }
+
+    fn flow_control_error(&self) {
+        if let Some(m) = &self.metrics {
+            m.h2_flow_control_errors[Side::Downstream as usize].inc();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -158,10 +189,13 @@ mod tests {
 
     #[test]
     fn third_early_ping_is_too_many() {
-        let c = ClientConn::new(PingPolicy {
-            min_interval: Duration::from_secs(300),
-            without_calls: false,
-        });
+        let c = ClientConn::new(
+            PingPolicy {
+                min_interval: Duration::from_secs(300),
+                without_calls: false,
+            },
+            None,
+        );
         c.call_started();
         c.read(&ping()); // first: free
         c.read(&ping()); // strike 1
@@ -173,10 +207,13 @@ mod tests {
 
     #[test]
     fn sending_data_forgives() {
-        let c = ClientConn::new(PingPolicy {
-            min_interval: Duration::from_secs(300),
-            without_calls: true,
-        });
+        let c = ClientConn::new(
+            PingPolicy {
+                min_interval: Duration::from_secs(300),
+                without_calls: true,
+            },
+            None,
+        );
         let data = Frame {
             len: 5,
             kind: frame::DATA,

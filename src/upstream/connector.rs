@@ -15,8 +15,8 @@ use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::config::UpstreamConfig;
-use crate::metrics::ShardMetrics;
-use crate::wire::{self, Observer, Reason, Role};
+use crate::metrics::{ShardMetrics, Side};
+use crate::wire::{self, Flood, Observer, Reason, Role};
 
 /// What every dial on a shard needs, built once from the config.
 #[derive(Debug, Clone)]
@@ -34,6 +34,13 @@ impl DialSettings {
         let h2 = wire::Settings {
             stream_window: config.stream_window_bytes,
             connection_window: config.connection_window_bytes,
+            output_limit: config.output_buffer_bytes,
+            max_control_frames_per_second: config.max_control_frames_per_second,
+            // A target connection is shared by many clients' calls: a call whose client
+            // stopped reading holds at most its own stream window, never the connection's.
+            connection_window_on_receipt: true,
+            send_timeout: (config.send_timeout_ms > 0)
+                .then(|| Duration::from_millis(config.send_timeout_ms)),
             ..wire::Settings::default()
         };
         let ms = Duration::from_millis;
@@ -72,6 +79,22 @@ struct TargetWatch {
 impl Observer for TargetWatch {
     fn read_goaway(&self, _last_stream: u32, _code: u32) {
         self.metrics.upstream_goaways_received.inc();
+    }
+
+    fn flood(&self, kind: Flood) {
+        self.metrics.flood(Side::Upstream, kind).inc();
+    }
+
+    fn output_paused(&self) {
+        self.metrics.h2_output_pauses[Side::Upstream as usize].inc();
+    }
+
+    fn send_timed_out(&self) {
+        self.metrics.h2_send_timeouts[Side::Upstream as usize].inc();
+    }
+
+    fn flow_control_error(&self) {
+        self.metrics.h2_flow_control_errors[Side::Upstream as usize].inc();
     }
 }
 

@@ -21,10 +21,12 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{self, Head};
+use super::guard::{Flood, FloodGuard, ResetIds};
 use super::hpack::{Decoder, Encoder, Field};
 use super::{Error, Observer, Reason};
 
@@ -45,6 +47,20 @@ pub struct Settings {
     pub max_concurrent_streams: u32,
     /// SETTINGS_MAX_HEADER_LIST_SIZE (server; a larger request gets 431).
     pub max_header_list: u32,
+    /// Queued output, in bytes, past which the connection is not read and its streams wait
+    /// for room before sending DATA: what a peer that does not read can make us hold.
+    pub output_limit: usize,
+    /// Frames of one kind that do no work (SETTINGS, PING, RST_STREAM, PRIORITY, empty DATA,
+    /// empty CONTINUATION) allowed per second; past it: GOAWAY ENHANCE_YOUR_CALM.
+    pub max_control_frames_per_second: u32,
+    /// Give received DATA back to the connection window as soon as it is queued on its
+    /// stream, instead of when the application releases it. Each stream then holds at most
+    /// its own window, and a stream whose reader stalls cannot use up the window the other
+    /// streams of the connection need (a shared upstream connection: one stalled client must
+    /// not stall the others).
+    pub connection_window_on_receipt: bool,
+    /// A connection with output waiting that writes nothing for this long is closed.
+    pub send_timeout: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -54,6 +70,10 @@ impl Default for Settings {
             connection_window: frame::DEFAULT_WINDOW,
             max_concurrent_streams: u32::MAX,
             max_header_list: 16 << 10,
+            output_limit: 256 << 10,
+            max_control_frames_per_second: 10_000,
+            connection_window_on_receipt: false,
+            send_timeout: None,
         }
     }
 }
@@ -138,9 +158,11 @@ impl Drop for Fields {
     }
 }
 
-/// Why a received header block is malformed (RFC 9113 §8.2, §8.3): a stream error.
-fn check_fields(fields: &Fields, kind: Block) -> Result<(), &'static str> {
+/// Why a received header block is malformed (RFC 9113 §8.2, §8.3): a stream error. When it is
+/// well formed: its `content-length`, if it has one (§8.1.1).
+fn check_fields(fields: &Fields, kind: Block) -> Result<Option<u64>, &'static str> {
     let mut regular = false;
+    let mut content_length = None;
     let (mut method, mut scheme, mut path, mut status) = (false, false, false, false);
     for f in fields.iter() {
         let name = f.name.as_ref();
@@ -173,6 +195,13 @@ fn check_fields(fields: &Fields, kind: Block) -> Result<(), &'static str> {
             b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding"
             | b"upgrade" => return Err("connection-specific field"),
             b"te" if f.value.as_ref() != b"trailers" => return Err("te other than trailers"),
+            b"content-length" if kind != Block::Trailers => {
+                let n = parse_length(&f.value).ok_or("content-length not a number")?;
+                if content_length.is_some_and(|c| c != n) {
+                    return Err("conflicting content-length values");
+                }
+                content_length = Some(n);
+            }
             _ => {}
         }
     }
@@ -180,9 +209,20 @@ fn check_fields(fields: &Fields, kind: Block) -> Result<(), &'static str> {
         Block::Request if !(method && scheme && path) => Err("missing :method, :scheme or :path"),
         Block::Request if fields.get(b":path").is_some_and(|p| p.is_empty()) => Err("empty :path"),
         Block::Response if !status => Err("missing :status"),
-        _ => Ok(()),
+        _ => Ok(content_length),
     }
 }
+
+/// A `content-length` value: decimal digits only, at most 18 of them.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0, |n, &d| n * 10 + (d - b'0') as u64))
+}
+
+/// `Stream::content_left` when the peer announced no length.
+const NO_LENGTH: u64 = u64::MAX;
 
 /// The bytes a field name may hold (RFC 9113 §8.2.1): visible ASCII except uppercase.
 static NAME_BYTES: [bool; 256] = {
@@ -266,6 +306,17 @@ struct Stream {
     send_waker: Option<Waker>,
     reset_waker: Option<Waker>,
     waiting_conn_window: bool,
+    /// Waiting for room in the connection's output.
+    waiting_output: bool,
+    /// Server: the response went out in full and no handle is left; the rest of the request
+    /// is read and discarded until it ends (RFC 9113 §8.1), up to `drain_left` bytes, then
+    /// the stream is reset with NO_ERROR.
+    draining: bool,
+    drain_left: u32,
+    /// Body bytes the peer's `content-length` still announces; [`NO_LENGTH`] if none.
+    content_left: u64,
+    /// Client: the request was a HEAD (its response announces a length it does not carry).
+    head_request: bool,
 }
 
 impl Stream {
@@ -291,6 +342,11 @@ impl Stream {
             send_waker: None,
             reset_waker: None,
             waiting_conn_window: false,
+            waiting_output: false,
+            draining: false,
+            drain_left: 0,
+            content_left: NO_LENGTH,
+            head_request: false,
         }
     }
 
@@ -365,8 +421,6 @@ const USER_PING: [u8; 8] = *b"rw-alive";
 const MAX_EARLY_RESETS: u32 = 256;
 /// Streams we may reset because the peer misbehaved on them.
 const MAX_LOCAL_ERROR_RESETS: u32 = 1024;
-/// Recently reset stream ids whose late frames are ignored.
-const RECENT_RESETS: usize = 64;
 /// Spare receive queues kept per connection.
 const SPARE_QUEUES: usize = 256;
 /// CONTINUATION frames allowed in one header block.
@@ -376,6 +430,8 @@ const MAX_CONTINUATIONS: u32 = 128;
 struct Partial {
     stream: u32,
     end_stream: bool,
+    /// The HEADERS frame made the stream depend on itself (RFC 9113 §5.3.1).
+    self_dependent: bool,
     block: BytesMut,
     frames: u32,
 }
@@ -424,7 +480,18 @@ pub struct State {
     observer: Option<Rc<dyn Observer>>,
     early_resets: u32,
     local_resets: u32,
-    recent_resets: VecDeque<u32>,
+    /// Streams we reset, whose late frames are ignored.
+    resets: ResetIds,
+    flood: FloodGuard,
+    /// Bytes handed to the writer and not yet written: they count against `output_limit`.
+    writing: usize,
+    /// Streams waiting for room in the output.
+    output_waiters: Vec<usize>,
+    /// The read loop, waiting for room in the output before it reads again.
+    reader: Option<Waker>,
+    /// Closed without flushing: the driver drops its reads and writes at once.
+    aborted: bool,
+    abort_waker: Option<Waker>,
 }
 
 /// A connection: cheap to clone, single-threaded.
@@ -508,7 +575,13 @@ impl Conn {
             observer,
             early_resets: 0,
             local_resets: 0,
-            recent_resets: VecDeque::new(),
+            resets: ResetIds::new(),
+            flood: FloodGuard::new(local.max_control_frames_per_second),
+            writing: 0,
+            output_waiters: Vec::new(),
+            reader: None,
+            aborted: false,
+            abort_waker: None,
             local,
         })))
     }
@@ -540,8 +613,30 @@ impl Conn {
         self.0.borrow_mut().shut(why, true);
     }
 
+    /// A write made no progress for `limit`: the peer is not reading. The connection closes.
+    pub fn send_timed_out(&self, limit: Duration) {
+        let mut s = self.0.borrow_mut();
+        if let Some(observer) = &s.observer {
+            observer.send_timed_out();
+        }
+        let why = format!("send timeout: nothing written for {} ms", limit.as_millis());
+        s.shut(&why, true);
+    }
+
+    /// Ready once the connection was aborted: its socket is to be closed now, whatever
+    /// reads or writes are in flight.
+    pub fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.0.borrow_mut();
+        if s.aborted {
+            return Poll::Ready(());
+        }
+        s.abort_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
     /// Ready with the bytes to write (swapped with `spare`, which must be empty), or `None`
-    /// once the connection is closing and everything queued was written.
+    /// once the connection is closing and everything queued was written. The bytes count
+    /// against the output limit until [`written`](Self::written).
     pub fn poll_output(
         &self,
         cx: &mut Context<'_>,
@@ -550,13 +645,50 @@ impl Conn {
         let mut s = self.0.borrow_mut();
         if !s.out.is_empty() {
             std::mem::swap(&mut s.out, spare);
-            return Poll::Ready(Some(std::mem::take(spare)));
+            let batch = std::mem::take(spare);
+            s.writing = batch.len();
+            return Poll::Ready(Some(batch));
         }
         if s.closing {
             return Poll::Ready(None);
         }
         s.writer = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    /// The batch from [`poll_output`](Self::poll_output) was written: its room is free again
+    /// for the read loop and for streams waiting to send.
+    pub fn written(&self) {
+        let mut s = self.0.borrow_mut();
+        s.writing = 0;
+        s.output_room_freed();
+    }
+
+    /// Ready when the queued output is below the limit, so reading may go on. A peer that
+    /// makes us queue output (ACKs, resets, responses) and does not read it is not read
+    /// either, until it does.
+    pub fn poll_read_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.0.borrow_mut();
+        if s.queued_output() <= s.local.output_limit || s.closing {
+            return Poll::Ready(());
+        }
+        if s.reader.is_none() {
+            if let Some(observer) = &s.observer {
+                observer.output_paused();
+            }
+        }
+        s.reader = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Bytes queued or being written.
+    pub fn queued_output(&self) -> usize {
+        self.0.borrow().queued_output()
+    }
+
+    /// The connection's settings (what we advertised and our limits).
+    pub fn settings(&self) -> Settings {
+        self.0.borrow().local.clone()
     }
 
     /// The driver ended: everything still waiting learns the connection is gone.
@@ -625,6 +757,7 @@ impl Conn {
         let mut stream = Stream::new(id, s.local.stream_window, s.peer_initial_window);
         stream.sent_head = true;
         stream.send_end = end;
+        stream.head_request = head.get(b":method").is_some_and(|m| m.as_ref() == b"HEAD");
         stream.refs = 2;
         let key = s.insert(stream);
         s.ids.insert(id, key);
@@ -797,6 +930,10 @@ impl State {
         self.closing = true;
         if discard {
             self.out.clear();
+            self.aborted = true;
+            if let Some(w) = self.abort_waker.take() {
+                w.wake();
+            }
         }
         self.wake_writer();
     }
@@ -826,6 +963,33 @@ impl State {
     fn wake_writer(&mut self) {
         if let Some(w) = self.writer.take() {
             w.wake();
+        }
+    }
+
+    fn queued_output(&self) -> usize {
+        self.out.len() + self.writing
+    }
+
+    /// Whether DATA may be queued now: the output is below its limit.
+    fn output_room(&self) -> bool {
+        self.queued_output() < self.local.output_limit
+    }
+
+    /// Wakes the read loop and the streams waiting for output room, if there is room.
+    fn output_room_freed(&mut self) {
+        if !self.output_room() {
+            return;
+        }
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+        for key in std::mem::take(&mut self.output_waiters) {
+            if let Some(st) = self.slots[key].as_mut() {
+                st.waiting_output = false;
+                if let Some(w) = st.send_waker.take() {
+                    w.wake();
+                }
+            }
         }
     }
 
@@ -883,6 +1047,10 @@ impl State {
             w.wake();
         }
         self.conn_waiters.clear();
+        self.output_waiters.clear();
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
         self.wake_ready();
     }
 
@@ -909,7 +1077,8 @@ impl State {
                 st.recv.clear();
                 self.spare_queues.push(std::mem::take(&mut st.recv));
             }
-            if unreleased > 0 && self.failed.is_none() {
+            let deferred = !self.local.connection_window_on_receipt;
+            if unreleased > 0 && deferred && self.failed.is_none() {
                 self.release_connection(unreleased);
             }
         }
@@ -964,6 +1133,22 @@ impl State {
         }
     }
 
+    /// A server stream whose response is complete and which nobody reads any more: what it
+    /// holds is given back and whatever else the client sends on it is discarded.
+    fn start_draining(&mut self, key: usize) {
+        let window = self.local.stream_window;
+        let st = self.stream(key);
+        st.draining = true;
+        st.drain_left = window;
+        st.recv.clear();
+        let held = std::mem::take(&mut st.unreleased);
+        st.pending_update += held;
+        if !self.local.connection_window_on_receipt {
+            self.release_connection(held);
+        }
+        self.send_stream_update(key);
+    }
+
     /// Resets a stream from our side.
     fn reset(&mut self, key: usize, reason: Reason) {
         let st = self.stream(key);
@@ -980,23 +1165,21 @@ impl State {
     }
 
     fn remember_reset(&mut self, id: u32) {
-        if self.recent_resets.len() == RECENT_RESETS {
-            self.recent_resets.pop_front();
-        }
-        self.recent_resets.push_back(id);
+        self.resets.insert(id);
     }
 
     /// A stream error on an id: RST_STREAM; too many of them ends the connection.
     fn stream_error(&mut self, id: u32, reason: Reason) -> Result<(), ConnError> {
         self.local_resets += 1;
         if self.local_resets > MAX_LOCAL_ERROR_RESETS {
-            return Err(ConnError(
-                Reason::ENHANCE_YOUR_CALM,
-                "too many streams reset for errors",
-            ));
+            return Err(self.flooded(Flood::ErrorResets));
         }
         match self.ids.get(&id).copied() {
-            Some(key) => self.reset(key, reason),
+            Some(key) => {
+                // What it received is not to be handed out any more.
+                self.stream(key).recv.clear();
+                self.reset(key, reason)
+            }
             None => {
                 frame::put_rst(&mut self.out, id, reason.0);
                 self.remember_reset(id);
@@ -1079,6 +1262,19 @@ impl State {
         Ok(())
     }
 
+    /// Counts a frame that does no work; a flood of them ends the connection.
+    fn count(&mut self, kind: Flood) -> Result<(), ConnError> {
+        self.flood.count(kind).map_err(|kind| self.flooded(kind))
+    }
+
+    /// The connection error for a flood of `kind`, told to the observer.
+    fn flooded(&self, kind: Flood) -> ConnError {
+        if let Some(observer) = &self.observer {
+            observer.flood(kind);
+        }
+        ConnError(Reason::ENHANCE_YOUR_CALM, kind.why())
+    }
+
     fn on_control(&mut self, head: Head, p: &[u8]) -> Result<(), ConnError> {
         match head.kind {
             frame::PRIORITY => {
@@ -1087,6 +1283,12 @@ impl State {
                 }
                 if p.len() != 5 {
                     return self.stream_error(head.stream, Reason::FRAME_SIZE_ERROR);
+                }
+                self.count(Flood::Priority)?;
+                let depends_on = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & frame::MAX_WINDOW;
+                if depends_on == head.stream {
+                    // RFC 9113 §5.3.1: a stream cannot depend on itself.
+                    return self.stream_error(head.stream, Reason::PROTOCOL_ERROR);
                 }
                 Ok(())
             }
@@ -1097,6 +1299,7 @@ impl State {
                 if p.len() != 4 {
                     return Err(ConnError(Reason::FRAME_SIZE_ERROR, "RST_STREAM length"));
                 }
+                self.count(Flood::RstStream)?;
                 let code = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
                 self.on_rst(head.stream, Reason(code))
             }
@@ -1117,6 +1320,7 @@ impl State {
                 if !p.len().is_multiple_of(6) {
                     return Err(ConnError(Reason::FRAME_SIZE_ERROR, "SETTINGS length"));
                 }
+                self.count(Flood::Settings)?;
                 self.on_settings(p)
             }
             frame::PUSH_PROMISE => Err(ConnError(Reason::PROTOCOL_ERROR, "PUSH_PROMISE")),
@@ -1131,6 +1335,7 @@ impl State {
                 if head.has(frame::FLAG_ACK) {
                     self.on_pong(payload);
                 } else {
+                    self.count(Flood::Ping)?;
                     frame::put_ping(&mut self.out, true, payload);
                     self.wake_writer();
                 }
@@ -1330,10 +1535,7 @@ impl State {
         if early {
             self.early_resets += 1;
             if self.early_resets > MAX_EARLY_RESETS {
-                return Err(ConnError(
-                    Reason::ENHANCE_YOUR_CALM,
-                    "too many streams reset",
-                ));
+                return Err(self.flooded(Flood::RapidReset));
             }
         }
         Ok(())
@@ -1344,8 +1546,11 @@ impl State {
             return Err(ConnError(Reason::PROTOCOL_ERROR, "DATA on stream 0"));
         }
         let len = head.len;
+        // SETTINGS never change the connection window: what the peer may send is known
+        // exactly, whether it has acknowledged our SETTINGS or not.
         self.recv_window -= len as i64;
-        if self.recv_window < 0 && self.settings_acked {
+        if self.recv_window < 0 {
+            self.flow_control_broken();
             return Err(ConnError(
                 Reason::FLOW_CONTROL_ERROR,
                 "connection window exceeded",
@@ -1364,18 +1569,26 @@ impl State {
         } else {
             0
         };
+        let end = head.has(frame::FLAG_END_STREAM);
+        if payload.is_empty() && !end {
+            self.count(Flood::EmptyData)?;
+        }
         let Some(&key) = self.ids.get(&head.stream) else {
             if self.is_idle(head.stream) {
                 return Err(ConnError(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
             }
-            // A stream closed or reset meanwhile: give the bytes back at once.
+            // A closed stream: give the bytes back at once.
             self.release_connection(len);
-            if !self.recent_resets.contains(&head.stream) && self.role == Role::Server {
-                return self.stream_error(head.stream, Reason::STREAM_CLOSED);
-            }
-            return Ok(());
+            return self.on_closed_stream(head.stream, false);
         };
-        let acked = self.settings_acked;
+        // Until the peer acknowledges our SETTINGS it may still count on the default stream
+        // window (RFC 9113 §6.9.2), if ours is smaller.
+        let slack = if self.settings_acked {
+            0
+        } else {
+            frame::DEFAULT_WINDOW.saturating_sub(self.local.stream_window) as i64
+        };
+        let n = payload.len() as u32;
         let st = self.stream(key);
         let refused = if st.recv_end {
             Some(Reason::STREAM_CLOSED)
@@ -1383,21 +1596,51 @@ impl State {
             Some(Reason::PROTOCOL_ERROR)
         } else {
             st.recv_window -= len as i64;
-            (st.recv_window < 0 && acked).then_some(Reason::FLOW_CONTROL_ERROR)
+            if st.recv_window < -slack {
+                Some(Reason::FLOW_CONTROL_ERROR)
+            } else if st.content_left != NO_LENGTH
+                && (n as u64 > st.content_left || (end && n as u64 != st.content_left))
+            {
+                // The body does not match its content-length: malformed (§8.1.1).
+                Some(Reason::PROTOCOL_ERROR)
+            } else {
+                None
+            }
         };
         if let Some(reason) = refused {
             self.release_connection(len);
+            if reason == Reason::FLOW_CONTROL_ERROR {
+                self.flow_control_broken();
+            }
             return self.stream_error(head.stream, reason);
         }
+        let on_receipt = self.local.connection_window_on_receipt;
         let st = self.stream(key);
-        let end = head.has(frame::FLAG_END_STREAM);
-        let n = payload.len() as u32;
-        st.unreleased += n;
-        if n > 0 || end {
-            st.recv.push_back(In::Data(payload, end));
+        if st.content_left != NO_LENGTH {
+            st.content_left -= n as u64;
         }
         if end {
             st.recv_end = true;
+        }
+        if st.draining {
+            // The response is complete and nobody reads the request any more: discard it,
+            // and give its window back, up to a window's worth; past that, stop the client.
+            st.pending_update += len;
+            let overdrawn = st.drain_left < len;
+            st.drain_left = st.drain_left.saturating_sub(len);
+            self.release_connection(len);
+            if overdrawn {
+                self.reset(key, Reason::NO_ERROR);
+            } else if end {
+                self.maybe_close(key);
+            } else {
+                self.send_stream_update(key);
+            }
+            return Ok(());
+        }
+        st.unreleased += n;
+        if n > 0 || end {
+            st.recv.push_back(In::Data(payload, end));
         }
         if let Some(w) = st.recv_waker.take() {
             w.wake();
@@ -1405,12 +1648,36 @@ impl State {
         if padding > 0 {
             // Padding is flow-controlled but never handed out: release it now.
             st.pending_update += padding;
+        }
+        if on_receipt {
+            self.release_connection(len);
+        } else if padding > 0 {
             self.release_connection(padding);
         }
         if end {
             self.maybe_close(key);
         }
         Ok(())
+    }
+
+    /// The peer sent more than a window allowed.
+    fn flow_control_broken(&self) {
+        if let Some(observer) = &self.observer {
+            observer.flow_control_error();
+        }
+    }
+
+    /// Sends the stream's released bytes as WINDOW_UPDATE once they reach half a window.
+    fn send_stream_update(&mut self, key: usize) {
+        let half = self.local.stream_window / 2;
+        let st = self.stream(key);
+        if st.open && !st.recv_end && st.pending_update >= half.max(1) {
+            let inc = std::mem::take(&mut st.pending_update);
+            st.recv_window += inc as i64;
+            let id = st.id;
+            frame::put_window_update(&mut self.out, id, inc);
+            self.wake_writer();
+        }
     }
 
     fn on_headers(&mut self, head: Head, mut payload: Bytes) -> Result<(), ConnError> {
@@ -1430,19 +1697,23 @@ impl State {
             payload.truncate(payload.len() - pad as usize);
             payload.advance(1);
         }
+        let mut self_dependent = false;
         if head.has(frame::FLAG_PRIORITY) {
             if payload.len() < 5 {
                 return Err(ConnError(Reason::FRAME_SIZE_ERROR, "HEADERS priority"));
             }
+            let depends_on = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+            self_dependent = depends_on & frame::MAX_WINDOW == head.stream;
             payload.advance(5);
         }
         let end_stream = head.has(frame::FLAG_END_STREAM);
         if head.has(frame::FLAG_END_HEADERS) {
-            return self.on_header_block(head.stream, payload, end_stream);
+            return self.on_header_block(head.stream, payload, end_stream, self_dependent);
         }
         self.partial = Some(Partial {
             stream: head.stream,
             end_stream,
+            self_dependent,
             block: BytesMut::from(&payload[..]),
             frames: 0,
         });
@@ -1459,22 +1730,30 @@ impl State {
         };
         p.frames += 1;
         p.block.extend_from_slice(&payload);
-        if p.frames > MAX_CONTINUATIONS || p.block.len() > limit {
-            return Err(ConnError(
-                Reason::ENHANCE_YOUR_CALM,
-                "header block too large",
-            ));
+        let too_large = p.frames > MAX_CONTINUATIONS || p.block.len() > limit;
+        if too_large {
+            return Err(self.flooded(Flood::HeaderBlock));
+        }
+        if payload.is_empty() {
+            self.count(Flood::EmptyContinuation)?;
         }
         if !head.has(frame::FLAG_END_HEADERS) {
             return Ok(());
         }
         let p = self.partial.take().expect("checked above");
-        self.on_header_block(p.stream, p.block.freeze(), p.end_stream)
+        self.on_header_block(p.stream, p.block.freeze(), p.end_stream, p.self_dependent)
     }
 
-    fn on_header_block(&mut self, id: u32, block: Bytes, end: bool) -> Result<(), ConnError> {
+    fn on_header_block(
+        &mut self,
+        id: u32,
+        block: Bytes,
+        end: bool,
+        self_dependent: bool,
+    ) -> Result<(), ConnError> {
         let mut fields = Fields::new();
         let mut size = 0usize;
+        // Decoded whatever becomes of the stream: the HPACK context must stay in step.
         self.decoder
             .decode(&block, |f| {
                 size += f.name.len() + f.value.len() + 32;
@@ -1482,6 +1761,9 @@ impl State {
             })
             .map_err(|_| ConnError(Reason::COMPRESSION_ERROR, "bad HPACK block"))?;
         if let Some(&key) = self.ids.get(&id) {
+            if self_dependent {
+                return self.stream_error(id, Reason::PROTOCOL_ERROR);
+            }
             return self.on_stream_headers(key, id, fields, end);
         }
         match self.role {
@@ -1492,7 +1774,7 @@ impl State {
                         "HEADERS on an idle stream",
                     ));
                 }
-                Ok(())
+                self.on_closed_stream(id, true)
             }
             Role::Server => {
                 if id.is_multiple_of(2) {
@@ -1502,17 +1784,18 @@ impl State {
                     ));
                 }
                 if id <= self.last_peer_id {
-                    if self.recent_resets.contains(&id) {
-                        return Ok(());
-                    }
-                    return Err(ConnError(
-                        Reason::PROTOCOL_ERROR,
-                        "HEADERS on a closed stream",
-                    ));
+                    return self.on_closed_stream(id, true);
+                }
+                if id > self.last_peer_id + 2 {
+                    self.resets.skip(self.last_peer_id + 2, id - 2);
                 }
                 self.last_peer_id = id;
                 if matches!(self.goaway, Goaway::Sent(last) if id > last) || self.closing {
                     return Ok(());
+                }
+                if self_dependent {
+                    // RFC 9113 §5.3.1: a stream cannot depend on itself.
+                    return self.stream_error(id, Reason::PROTOCOL_ERROR);
                 }
                 if size > self.local.max_header_list as usize {
                     let mut answer = Fields::new();
@@ -1521,9 +1804,14 @@ impl State {
                     self.remember_reset(id);
                     return Ok(());
                 }
-                if check_fields(&fields, Block::Request).is_err() {
-                    return self.stream_error(id, Reason::PROTOCOL_ERROR);
-                }
+                let content_length = match check_fields(&fields, Block::Request) {
+                    // A request that ends with its headers has an empty body (§8.1.1).
+                    Ok(Some(n)) if end && n > 0 => {
+                        return self.stream_error(id, Reason::PROTOCOL_ERROR)
+                    }
+                    Ok(n) => n,
+                    Err(_) => return self.stream_error(id, Reason::PROTOCOL_ERROR),
+                };
                 if self.active >= self.local.max_concurrent_streams {
                     frame::put_rst(&mut self.out, id, Reason::REFUSED_STREAM.0);
                     self.remember_reset(id);
@@ -1534,6 +1822,7 @@ impl State {
                 st.got_head = true;
                 st.recv_end = end;
                 st.queued = true;
+                st.content_left = content_length.unwrap_or(NO_LENGTH);
                 let key = self.insert(st);
                 self.ids.insert(id, key);
                 self.active += 1;
@@ -1544,6 +1833,30 @@ impl State {
                 Ok(())
             }
         }
+    }
+
+    /// DATA or HEADERS on a stream that is closed: ignored if we reset the stream (the peer
+    /// sent it before it knew); a connection error PROTOCOL_ERROR if the peer never opened it
+    /// but skipped its id (§5.1.1: ids only grow); otherwise STREAM_CLOSED (§5.1) — for
+    /// HEADERS a connection error (the peer's HPACK state and ours may have parted), for DATA
+    /// a stream error.
+    fn on_closed_stream(&mut self, id: u32, headers: bool) -> Result<(), ConnError> {
+        if self.resets.ignores(id) {
+            return Ok(());
+        }
+        if self.resets.skipped(id) {
+            return Err(ConnError(
+                Reason::PROTOCOL_ERROR,
+                "frame on a stream id the peer skipped",
+            ));
+        }
+        if headers {
+            return Err(ConnError(
+                Reason::STREAM_CLOSED,
+                "HEADERS on a closed stream",
+            ));
+        }
+        self.stream_error(id, Reason::STREAM_CLOSED)
     }
 
     /// A header block on an open stream: a response head (client), or trailers.
@@ -1560,17 +1873,28 @@ impl State {
             return self.stream_error(id, Reason::STREAM_CLOSED);
         }
         if !st.got_head && role == Role::Client {
-            if check_fields(&fields, Block::Response).is_err() {
-                return self.stream_error(id, Reason::PROTOCOL_ERROR);
-            }
-            let informational = fields
-                .get(b":status")
-                .is_some_and(|s| s.first() == Some(&b'1'));
-            if informational {
+            let content_length = match check_fields(&fields, Block::Response) {
+                Ok(n) => n,
+                Err(_) => return self.stream_error(id, Reason::PROTOCOL_ERROR),
+            };
+            let status = fields.get(b":status").map(|s| s.as_ref()).unwrap_or(b"");
+            if status.first() == Some(&b'1') {
+                // Informational: the real response head is still to come.
                 if end {
                     return self.stream_error(id, Reason::PROTOCOL_ERROR);
                 }
                 return Ok(());
+            }
+            // 204 and 304 responses, and responses to HEAD, announce a length they do not
+            // carry; ringway sends no HEAD requests of its own.
+            let bodiless = status == b"204" || status == b"304" || st.head_request;
+            if !bodiless {
+                if let Some(n) = content_length {
+                    if end && n > 0 {
+                        return self.stream_error(id, Reason::PROTOCOL_ERROR);
+                    }
+                    st.content_left = n;
+                }
             }
             st.got_head = true;
             st.head = Some((fields, end));
@@ -1578,7 +1902,13 @@ impl State {
             if !end || check_fields(&fields, Block::Trailers).is_err() {
                 return self.stream_error(id, Reason::PROTOCOL_ERROR);
             }
-            st.recv.push_back(In::Trailers(fields));
+            if st.content_left != NO_LENGTH && st.content_left != 0 {
+                // The body ended short of its content-length (§8.1.1).
+                return self.stream_error(id, Reason::PROTOCOL_ERROR);
+            }
+            if !st.draining {
+                st.recv.push_back(In::Trailers(fields));
+            }
         }
         if end {
             st.recv_end = true;
@@ -1652,15 +1982,17 @@ impl Drop for Handle {
             return;
         }
         if st.open {
-            // Abandoned before it closed: tell the peer. A server that answered in full may
-            // stop the rest of the request without error (RFC 9113 §8.1).
-            let reason = if server && st.send_end && st.sent_head {
-                Reason::NO_ERROR
-            } else {
-                Reason::CANCEL
-            };
-            // Closing it frees the slot, as no handle is left.
-            s.reset(key, reason);
+            if server && st.send_end && st.sent_head && st.reset.is_none() {
+                // Answered in full before the request ended (RFC 9113 §8.1): read the rest of
+                // the request and discard it, checking it as any other; the stream closes
+                // when it ends, frees its slot as no handle is left, and is reset with
+                // NO_ERROR if the client sends more than a window.
+                s.start_draining(key);
+                return;
+            }
+            // Abandoned before it closed: tell the peer. Closing it frees the slot, as no
+            // handle is left.
+            s.reset(key, Reason::CANCEL);
             return;
         }
         if !st.queued {
@@ -1695,23 +2027,17 @@ impl RecvStream {
     /// Gives `n` received bytes back to the sender's windows (they were passed on).
     pub fn release(&mut self, n: usize) {
         self.0.with(|s, key| {
-            let n = n as u32;
-            let half = s.local.stream_window / 2;
             let st = s.stream(key);
-            let n = n.min(st.unreleased);
+            let n = (n as u32).min(st.unreleased);
             if n == 0 {
                 return;
             }
             st.unreleased -= n;
             st.pending_update += n;
-            if st.open && !st.recv_end && st.pending_update >= half {
-                let inc = std::mem::take(&mut st.pending_update);
-                st.recv_window += inc as i64;
-                let id = st.id;
-                frame::put_window_update(&mut s.out, id, inc);
-                s.wake_writer();
+            s.send_stream_update(key);
+            if !s.local.connection_window_on_receipt {
+                s.release_connection(n);
             }
-            s.release_connection(n);
         })
     }
 
@@ -1731,13 +2057,21 @@ impl SendStream {
                 return Poll::Ready(Err(e));
             }
             let conn_window = s.send_window;
+            let room = s.output_room();
             let st = s.stream(key);
             let available = st.send_window.min(conn_window);
-            if available > 0 {
+            if available > 0 && room {
                 return Poll::Ready(Ok(available as usize));
             }
             st.send_waker = Some(cx.waker().clone());
-            if st.send_window > 0 && !st.waiting_conn_window {
+            if available > 0 {
+                // Windows allow it, but the peer is not reading what is queued: wait until
+                // it does, so the bytes stay with their sender (flow control end to end).
+                if !st.waiting_output {
+                    st.waiting_output = true;
+                    s.output_waiters.push(key);
+                }
+            } else if st.send_window > 0 && !st.waiting_conn_window {
                 st.waiting_conn_window = true;
                 s.conn_waiters.push(key);
             }

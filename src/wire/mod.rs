@@ -21,6 +21,7 @@
 
 pub mod conn;
 pub mod frame;
+pub mod guard;
 pub mod hpack;
 mod huffman;
 pub mod io;
@@ -32,6 +33,7 @@ pub use conn::{
     Conn, Fields, Incoming, RecvStream, Respond, ResponseFuture, Role, SendStream, Settings,
 };
 pub use frame::Head;
+pub use guard::Flood;
 
 /// What a connection's owner wants to hear of its frames (keepalive activity, a client's
 /// PINGs for ping enforcement, a target's GOAWAY). All methods default to doing nothing.
@@ -44,6 +46,14 @@ pub trait Observer {
     fn read_goaway(&self, _last_stream: u32, _code: u32) {}
     /// A HEADERS or DATA frame was queued for the peer (`len` is not filled in).
     fn written(&self, _frame: &Head) {}
+    /// The connection is being ended with GOAWAY ENHANCE_YOUR_CALM for a flood of `kind`.
+    fn flood(&self, _kind: Flood) {}
+    /// Reading stopped because the queued output passed its limit (once per pause).
+    fn output_paused(&self) {}
+    /// The connection is being closed because its output did not move for the send timeout.
+    fn send_timed_out(&self) {}
+    /// The peer sent DATA beyond a window it was given (FLOW_CONTROL_ERROR).
+    fn flow_control_error(&self) {}
 }
 
 /// An HTTP/2 error code (RFC 9113 §7).

@@ -1,0 +1,275 @@
+//! What a connection remembers to defend itself: counts of frames that cost work but do none
+//! (floods), and which recently closed streams it reset itself.
+//!
+//! # Floods (CVE-2019-9512/9513/9515/9518, CVE-2023-44487, CVE-2024-27316)
+//!
+//! A peer can make us spend CPU, or queue output, with frames that carry no request and no
+//! data: SETTINGS (each needs an ACK), PING (each needs an ACK), RST_STREAM, PRIORITY, DATA
+//! with no payload and no END_STREAM, CONTINUATION with no payload. Each kind is counted per
+//! connection in fixed one-second windows; past [`Settings::max_control_frames_per_second`]
+//! of one kind in one window the connection ends with GOAWAY ENHANCE_YOUR_CALM, and the
+//! connection's observer hears which kind it was. The default (10,000 a second of each kind)
+//! is far above what any gRPC peer sends (a BDP probe is one PING per round trip while data
+//! flows; SETTINGS come once or twice per connection) and far below a flood (30 million
+//! SETTINGS a second were measured from one Python client on loopback).
+//!
+//! Other floods are counted by what they cost rather than by time: streams a client resets
+//! before they are answered (rapid reset), streams we reset for its errors, and the size of one
+//! header block (CONTINUATION flood). Their limits live in [`super::conn`].
+//!
+//! [`Settings::max_control_frames_per_second`]: super::Settings::max_control_frames_per_second
+
+use std::time::{Duration, Instant};
+
+/// Why a connection was ended with ENHANCE_YOUR_CALM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flood {
+    Settings,
+    Ping,
+    RstStream,
+    Priority,
+    /// DATA without payload and without END_STREAM.
+    EmptyData,
+    /// CONTINUATION without payload.
+    EmptyContinuation,
+    /// Streams reset by the peer before they were answered, net of answered ones.
+    RapidReset,
+    /// Streams we had to reset because the peer broke the protocol on them.
+    ErrorResets,
+    /// One header block over its size or CONTINUATION count limit.
+    HeaderBlock,
+}
+
+impl Flood {
+    /// Every kind, in the order metrics list them.
+    pub const ALL: [Flood; 9] = [
+        Flood::Settings,
+        Flood::Ping,
+        Flood::RstStream,
+        Flood::Priority,
+        Flood::EmptyData,
+        Flood::EmptyContinuation,
+        Flood::RapidReset,
+        Flood::ErrorResets,
+        Flood::HeaderBlock,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Flood::Settings => "settings",
+            Flood::Ping => "ping",
+            Flood::RstStream => "rst_stream",
+            Flood::Priority => "priority",
+            Flood::EmptyData => "empty_data",
+            Flood::EmptyContinuation => "empty_continuation",
+            Flood::RapidReset => "rapid_reset",
+            Flood::ErrorResets => "error_resets",
+            Flood::HeaderBlock => "header_block",
+        }
+    }
+
+    /// The GOAWAY debug text.
+    pub(super) fn why(self) -> &'static str {
+        match self {
+            Flood::Settings => "flood of SETTINGS frames",
+            Flood::Ping => "flood of PING frames",
+            Flood::RstStream => "flood of RST_STREAM frames",
+            Flood::Priority => "flood of PRIORITY frames",
+            Flood::EmptyData => "flood of empty DATA frames",
+            Flood::EmptyContinuation => "flood of empty CONTINUATION frames",
+            Flood::RapidReset => "too many streams reset",
+            Flood::ErrorResets => "too many streams reset for errors",
+            Flood::HeaderBlock => "header block too large",
+        }
+    }
+
+    /// The slot of a time-counted kind.
+    fn slot(self) -> Option<usize> {
+        Some(match self {
+            Flood::Settings => 0,
+            Flood::Ping => 1,
+            Flood::RstStream => 2,
+            Flood::Priority => 3,
+            Flood::EmptyData => 4,
+            Flood::EmptyContinuation => 5,
+            _ => return None,
+        })
+    }
+}
+
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// Counts of the time-counted kinds in the current one-second window.
+pub(super) struct FloodGuard {
+    limit: u32,
+    window_start: Option<Instant>,
+    counts: [u32; 6],
+}
+
+impl FloodGuard {
+    pub(super) fn new(limit: u32) -> FloodGuard {
+        FloodGuard {
+            limit,
+            window_start: None,
+            counts: [0; 6],
+        }
+    }
+
+    /// Counts one frame of `kind`; `Err` once the window holds more than the limit.
+    pub(super) fn count(&mut self, kind: Flood) -> Result<(), Flood> {
+        let Some(slot) = kind.slot() else {
+            return Ok(());
+        };
+        // Most connections never see a counted frame after the handshake; the clock is read
+        // only when one arrives and the count is past a small free allowance.
+        self.counts[slot] += 1;
+        if self.counts[slot] <= self.limit.min(64) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        match self.window_start {
+            // The first window also holds the free allowance counted so far.
+            None => self.window_start = Some(now),
+            Some(start) if now.duration_since(start) >= WINDOW => {
+                self.window_start = Some(now);
+                self.counts = [0; 6];
+                self.counts[slot] = 1;
+            }
+            Some(_) => {}
+        }
+        if self.counts[slot] > self.limit {
+            return Err(kind);
+        }
+        Ok(())
+    }
+}
+
+/// Stream ids (all odd: ringway never pushes, so both roles see only client-initiated streams)
+/// that were reset by us, over the last [`SPAN`] odd ids. Frames the peer sent before it saw
+/// our RST_STREAM must be ignored; frames on a stream that closed otherwise are STREAM_CLOSED
+/// errors (RFC 9113 §5.1). Ids older than the span are taken as reset by us: ignoring a late
+/// frame is the safe mistake.
+pub(super) struct ResetIds {
+    /// Index (id / 2) of the oldest id covered; allocated on the first reset.
+    base: u32,
+    bits: Option<Box<[u64; SPAN as usize / 64]>>,
+    /// Ranges of ids the peer skipped (opened a higher one first), newest last: frames on
+    /// them are protocol errors, not frames on closed streams. Clients rarely skip; the last
+    /// few ranges are enough to tell.
+    skipped: Vec<(u32, u32)>,
+}
+
+/// Skipped ranges remembered.
+const SKIPPED: usize = 8;
+
+/// Odd ids remembered: 2,048 streams, 256 bytes once a stream was reset.
+const SPAN: u32 = 2048;
+
+impl ResetIds {
+    pub(super) fn new() -> ResetIds {
+        ResetIds {
+            base: 0,
+            bits: None,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The peer opened a stream above `first..=last` without opening those.
+    pub(super) fn skip(&mut self, first: u32, last: u32) {
+        if self.skipped.len() == SKIPPED {
+            self.skipped.remove(0);
+        }
+        self.skipped.push((first, last));
+    }
+
+    /// Whether `id` is one the peer skipped (as far as we remember).
+    pub(super) fn skipped(&self, id: u32) -> bool {
+        self.skipped.iter().any(|&(a, b)| (a..=b).contains(&id))
+    }
+
+    pub(super) fn insert(&mut self, id: u32) {
+        let index = id >> 1;
+        let bits = self
+            .bits
+            .get_or_insert_with(|| Box::new([0; SPAN as usize / 64]));
+        if index < self.base {
+            return;
+        }
+        if index >= self.base + SPAN {
+            // Slide the window forward, forgetting the ids that fall out of it.
+            let new_base = index - SPAN + 1;
+            if new_base - self.base >= SPAN {
+                **bits = [0; SPAN as usize / 64];
+            } else {
+                for old in self.base..new_base {
+                    let at = (old % SPAN) as usize;
+                    bits[at / 64] &= !(1 << (at % 64));
+                }
+            }
+            self.base = new_base;
+        }
+        let at = (index % SPAN) as usize;
+        bits[at / 64] |= 1 << (at % 64);
+    }
+
+    /// Whether frames on closed stream `id` are to be ignored.
+    pub(super) fn ignores(&self, id: u32) -> bool {
+        let index = id >> 1;
+        let Some(bits) = &self.bits else {
+            return false;
+        };
+        if index < self.base {
+            return true;
+        }
+        if index >= self.base + SPAN {
+            return false;
+        }
+        let at = (index % SPAN) as usize;
+        bits[at / 64] & (1 << (at % 64)) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flood_past_the_limit_in_one_window() {
+        let mut g = FloodGuard::new(100);
+        for _ in 0..100 {
+            assert!(g.count(Flood::Settings).is_ok());
+        }
+        assert_eq!(g.count(Flood::Settings), Err(Flood::Settings));
+        // Other kinds have their own counts.
+        assert!(g.count(Flood::Ping).is_ok());
+        // Kinds counted by cost are not time-counted.
+        for _ in 0..1000 {
+            assert!(g.count(Flood::RapidReset).is_ok());
+        }
+    }
+
+    #[test]
+    fn reset_ids_slide() {
+        let mut r = ResetIds::new();
+        assert!(!r.ignores(1));
+        r.insert(1);
+        r.insert(7);
+        assert!(r.ignores(1) && r.ignores(7) && !r.ignores(3) && !r.ignores(9));
+        // Far ahead: the old ones fall out of the window and count as old (ignored).
+        r.insert(1 + 2 * 5000);
+        assert!(r.ignores(1 + 2 * 5000));
+        assert!(r.ignores(7), "older than the window: ignored");
+        assert!(!r.ignores(1 + 2 * 4999), "inside the window, never reset");
+        // Step by step across the ring boundary.
+        let mut r = ResetIds::new();
+        for id in (1..20_000).step_by(2) {
+            if id % 6 == 1 {
+                r.insert(id);
+            }
+        }
+        for id in (20_001 - 2 * 2000..20_000).step_by(2) {
+            assert_eq!(r.ignores(id), id % 6 == 1, "id {id}");
+        }
+    }
+}
