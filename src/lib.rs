@@ -23,6 +23,8 @@
 //! - [`procfs`]: what the process and host look like, read from /proc (fds, TCP states,
 //!   sysctls).
 //! - [`doctor`]: `ringway doctor`: checks the live machine against the config, with fixes.
+//! - [`deadline`]: every connection's deadlines on one timer per shard (a monoio sleep is
+//!   640 bytes; a deadline here is a heap slot).
 //! - [`backoff`], [`rng`]: small helpers.
 //!
 //! # The path of one call
@@ -43,6 +45,7 @@ pub mod access_log;
 pub mod admin;
 pub mod backoff;
 pub mod config;
+pub mod deadline;
 pub mod doctor;
 pub mod downstream;
 pub mod metrics;

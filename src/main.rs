@@ -152,6 +152,7 @@ fn main() -> ExitCode {
         gateway.local_addr,
         gateway.shards.len()
     );
+    memory::give_back_when_connections_close(gateway.metrics.clone());
     // Shards return once a drain has finished.
     for shard in gateway.shards {
         let _ = shard.join();
@@ -198,4 +199,54 @@ fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
     }
     config.validate()?;
     Ok(config)
+}
+
+/// Returning memory to the system after many connections closed.
+mod memory {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ringway::metrics::ShardMetrics;
+
+    /// Client connections that must have closed since the last high mark before memory is
+    /// trimmed.
+    const CLOSED_BEFORE_TRIM: i64 = 1024;
+
+    /// Watches the client connection count once a second; when it has fallen by
+    /// [`CLOSED_BEFORE_TRIM`] and by half since its high mark, asks the allocator to give free
+    /// memory back to the system. glibc keeps the freed memory of a shard thread's arena
+    /// otherwise: after 10,000 idle clients closed, ringway held all their memory (171 MB at
+    /// 0c2051f). `malloc_trim` walks the free chunks of every arena (a few ms for 100 MB) and
+    /// runs at most once per such fall, off the shards' threads.
+    pub fn give_back_when_connections_close(shards: Vec<Arc<ShardMetrics>>) {
+        let spawned = std::thread::Builder::new()
+            .name("ringway-memory".into())
+            .spawn(move || {
+                let mut high = 0i64;
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let open: i64 = shards.iter().map(|m| m.downstream_open.get()).sum();
+                    high = high.max(open);
+                    if high - open >= CLOSED_BEFORE_TRIM && open <= high / 2 {
+                        trim();
+                        high = open;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("ringway: warning: no memory trimming thread: {e}");
+        }
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn trim() {
+        // SAFETY: malloc_trim takes no pointers and may be called from any thread at any time;
+        // glibc locks each arena while it trims it.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    fn trim() {}
 }

@@ -12,12 +12,13 @@
 //! [`LocalBroadcast`] wakes every connection without any atomics.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-
-use local_sync::oneshot;
 
 /// How often a shard looks at the process-wide drain flag.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -61,39 +62,103 @@ pub fn watch_signals(drain: Arc<Drain>) -> io::Result<()> {
     Ok(())
 }
 
-/// A one-shot event inside one shard: every subscriber's receiver completes when it fires.
+/// A one-shot event inside one shard: every [`Subscription`] completes when it fires.
+///
+/// A subscription is a slot holding its task's waker, freed when the subscription is dropped:
+/// a closed connection leaves nothing behind. (A oneshot channel per subscriber kept each
+/// closed connection's task allocation alive through its waker until the list was swept.)
 #[derive(Default)]
 pub struct LocalBroadcast {
     fired: Cell<bool>,
-    subscribers: RefCell<Vec<oneshot::Sender<()>>>,
+    wakers: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
 }
 
 impl LocalBroadcast {
-    /// A receiver that completes when the event fires (at once if it already has).
-    pub fn subscribe(&self) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        if self.fired.get() {
-            let _ = tx.send(());
-            return rx;
+    /// A future that completes when the event fires (at once if it already has).
+    pub fn subscribe(&self) -> Subscription<'_> {
+        Subscription {
+            broadcast: self,
+            slot: None,
         }
-        let mut subscribers = self.subscribers.borrow_mut();
-        // Subscribers that went away leave closed senders; sweep them whenever the list
-        // doubles, so it stays proportional to the live ones.
-        if subscribers.len() >= 64 && subscribers.len().is_power_of_two() {
-            subscribers.retain(|s| !s.is_closed());
-        }
-        subscribers.push(tx);
-        rx
     }
 
     pub fn fire(&self) {
         self.fired.set(true);
-        for tx in self.subscribers.borrow_mut().drain(..) {
-            let _ = tx.send(());
+        for waker in self.wakers.borrow_mut().iter_mut() {
+            if let Some(waker) = waker.take() {
+                waker.wake();
+            }
         }
     }
 
     pub fn has_fired(&self) -> bool {
         self.fired.get()
+    }
+}
+
+/// Waits for a [`LocalBroadcast`]; its slot is given back when it is dropped.
+pub struct Subscription<'a> {
+    broadcast: &'a LocalBroadcast,
+    slot: Option<usize>,
+}
+
+impl Future for Subscription<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let b = this.broadcast;
+        if b.fired.get() {
+            return Poll::Ready(());
+        }
+        let mut wakers = b.wakers.borrow_mut();
+        let slot = *this
+            .slot
+            .get_or_insert_with(|| match b.free.borrow_mut().pop() {
+                Some(slot) => slot,
+                None => {
+                    wakers.push(None);
+                    wakers.len() - 1
+                }
+            });
+        match &mut wakers[slot] {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waker => *waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            self.broadcast.wakers.borrow_mut()[slot] = None;
+            self.broadcast.free.borrow_mut().push(slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fires_every_live_subscription_and_reuses_slots() {
+        let b = LocalBroadcast::default();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut first = Box::pin(b.subscribe());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        drop(first);
+        let mut second = Box::pin(b.subscribe());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(
+            b.wakers.borrow().len(),
+            1,
+            "the dropped one's slot was reused"
+        );
+        b.fire();
+        assert!(second.as_mut().poll(&mut cx).is_ready());
+        assert!(Box::pin(b.subscribe()).as_mut().poll(&mut cx).is_ready());
     }
 }

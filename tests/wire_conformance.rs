@@ -38,6 +38,17 @@
 //! | 23 | [`request_data_respects_the_upstreams_stream_window`] | §5.2, §6.9.2 |
 //! | 24 | [`upstream_max_concurrent_streams_is_respected`], [`upstream_max_concurrent_streams_with_a_full_pool`] | §5.1.2 |
 //! | 25 | [`upstream_goaway_protocol_error_is_retried_or_unavailable`] | §6.8 |
+//! | 26 | [`a_stream_depending_on_itself_is_a_protocol_error`] | §5.3.1 |
+//! | 27 | [`requests_that_are_not_grpc_get_http_errors_with_a_body`] | §5.1, §6.9 |
+//! | 28 | [`streams_answered_early_still_check_the_rest_of_the_request`] | §8.1, §6.9, §8.1.1, §8.3 |
+//! | 29 | [`content_length_must_match_the_body`] | §8.1.1 |
+//! | 30 | [`frames_on_closed_streams_are_stream_closed`] | §5.1 |
+//! | 31 | [`streams_answered_early_count_toward_max_concurrent_streams`] | §5.1.2 |
+//! | 32 | [`target_data_after_its_end_stream_is_stream_closed`] | §5.1 |
+//! | 33 | [`target_ignoring_flow_control_gets_flow_control_error`] | §6.9.1 |
+//!
+//! 26–33 are the cases h2spec (summerwind/h2spec, every section, `--strict`) failed before
+//! ringway passed all 147 of its tests, with and without a routing header.
 
 use std::collections::HashMap;
 use std::io;
@@ -1249,6 +1260,296 @@ fn header_list_above_the_limit_fails_the_call_only() {
     });
 }
 
+/// The request head of a plain HTTP/2 client (no `content-type: application/grpc`) without a
+/// routing header: ringway answers it itself, as HTTP.
+const PLAIN_GET: [(&str, &str); 4] = [
+    (":method", "GET"),
+    (":scheme", "http"),
+    (":path", "/"),
+    (":authority", "ringway.test"),
+];
+
+/// 26. A stream that depends on itself — HEADERS with the PRIORITY flag, or a PRIORITY frame —
+///     is a stream error PROTOCOL_ERROR (RFC 9113 §5.3.1; h2spec http2/5.3.1), and the
+///     connection goes on.
+#[test]
+fn a_stream_depending_on_itself_is_a_protocol_error() {
+    run(LIMIT, async {
+        let env = setup("").await;
+        let mut client = Client::connect(env.gateway.addr(), &[]).await;
+        let block = hpack_literal(&grpc_request_headers("ringway.test", UNARY, "job"));
+        let mut with_priority = priority_fields(1, false, 16);
+        with_priority.extend_from_slice(&block);
+        client
+            .send(&[Frame::new(
+                HEADERS,
+                FLAG_END_HEADERS | FLAG_PRIORITY,
+                1,
+                with_priority,
+            )])
+            .await;
+        let how = expect_stream_or_connection_error(
+            &mut client,
+            1,
+            PROTOCOL_ERROR,
+            "HEADERS depending on itself",
+        )
+        .await;
+        assert_eq!(how, "RST_STREAM", "a stream error, not the connection's");
+        client.send(&[Frame::priority(3, 3, false, 16)]).await;
+        let how =
+            expect_stream_or_connection_error(&mut client, 3, PROTOCOL_ERROR, "PRIORITY on itself")
+                .await;
+        assert_eq!(how, "RST_STREAM");
+        client.next_stream = 5;
+        client
+            .call_ok(&echo(b"after", 0), "a call afterwards")
+            .await;
+        assert_eq!(
+            env.upstream.calls(),
+            1,
+            "the self-dependent request was forwarded"
+        );
+    });
+}
+
+/// 27. A request that is not gRPC and has no routing header gets ringway's error as HTTP: 400,
+///     `text/plain`, the message as the body — sent as the client's windows allow (here 7 bytes
+///     at a time), after a WINDOW_UPDATE and a PRIORITY on the half-closed (remote) stream,
+///     which must be accepted (h2spec generic/2.2, 2.3; RFC 9113 §5.1, §6.9; the gRPC spec's
+///     advice that non-gRPC clients get an HTTP status). gRPC requests keep trailers-only.
+#[test]
+fn requests_that_are_not_grpc_get_http_errors_with_a_body() {
+    run(LIMIT, async {
+        let env = setup("").await;
+        let mut client =
+            Client::connect(env.gateway.addr(), &[(SETTINGS_INITIAL_WINDOW_SIZE, 7)]).await;
+        client
+            .send(&[
+                Frame::headers(1, &PLAIN_GET, true),
+                Frame::window_update(1, 1),
+                Frame::priority(1, 0, false, 16),
+            ])
+            .await;
+        // Credit the body a few bytes at a time, as a slow client would.
+        let (deadline, mut credited) = (Instant::now() + WAIT, 0);
+        while !client.streams.get(&1).is_some_and(|r| r.ended) {
+            if client.step(deadline).await.is_none() {
+                panic!("no whole answer within {WAIT:?}; {client:?}");
+            }
+            let got = client.streams.get(&1).map_or(0, |r| r.flow_bytes);
+            if got > credited {
+                client
+                    .send(&[Frame::window_update(1, (got - credited) as u32)])
+                    .await;
+                credited = got;
+            }
+        }
+        let reply = client.streams[&1].clone();
+        assert_eq!(reply.status(), Some("400"), "{}", reply.summary());
+        assert!(field(&reply.headers, "content-type").is_some_and(|v| v.starts_with("text/plain")));
+        let body = String::from_utf8_lossy(&reply.data);
+        assert!(
+            body.contains("no routing header `jobid`") && body.ends_with('\n'),
+            "body: {body:?}"
+        );
+        assert!(
+            client.seen.iter().filter(|f| f.starts_with("DATA")).count() > 1,
+            "the body was cut to the 7-byte window: {:?}",
+            client.seen
+        );
+        // A gRPC request still gets the trailers-only gRPC error.
+        let mut grpc = grpc_request_headers("ringway.test", UNARY, "job");
+        grpc.retain(|(n, _)| *n != "jobid");
+        client
+            .send(&[
+                Frame::headers(3, &grpc, false),
+                Frame::data(3, &grpc_frame(&echo(b"x", 0)), true),
+            ])
+            .await;
+        match client.wait_stream(3, WAIT).await {
+            Outcome::Ended(reply) => {
+                assert_eq!(reply.status(), Some("200"));
+                assert_eq!(reply.grpc_status(), Some("3"), "{}", reply.summary());
+                assert!(reply.data.is_empty() && reply.trailers.is_none());
+            }
+            other => panic!("gRPC request without routing header: {other:?}"),
+        }
+    });
+}
+
+/// 28. A stream ringway answered in full before the request ended stays open for the rest of
+///     the request (RFC 9113 §8.1), and what the client sends on it is still checked: a
+///     WINDOW_UPDATE of 0, a second HEADERS without END_STREAM, a pseudo-header in trailers,
+///     DATA beyond `content-length` are stream errors PROTOCOL_ERROR; a well-formed rest ends
+///     the stream quietly (h2spec 6.9/2, 8.1/1, 8.1.2.1/3, 8.1.2.6/1 without a route).
+#[test]
+fn streams_answered_early_still_check_the_rest_of_the_request() {
+    run(LIMIT, async {
+        let env = setup("").await;
+        let mut client = Client::connect(env.gateway.addr(), &[]).await;
+        let mut with_length = PLAIN_GET.to_vec();
+        with_length.push(("content-length", "4"));
+        let cases: [(&str, Vec<Frame>); 4] = [
+            ("WINDOW_UPDATE of 0", vec![Frame::window_update(1, 0)]),
+            (
+                "HEADERS without END_STREAM",
+                vec![Frame::headers(3, &[("x-trailer", "1")], false)],
+            ),
+            (
+                "a pseudo-header in trailers",
+                vec![Frame::headers(5, &[(":path", "/")], true)],
+            ),
+            (
+                "DATA beyond content-length",
+                vec![Frame::data(7, b"12345", true)],
+            ),
+        ];
+        for (i, (what, frames)) in cases.into_iter().enumerate() {
+            let stream = 1 + 2 * i as u32;
+            let head = if stream == 7 {
+                &with_length[..]
+            } else {
+                &PLAIN_GET[..]
+            };
+            client.send(&[Frame::headers(stream, head, false)]).await;
+            // The answer first (400 and its body), then the offending frames.
+            let deadline = Instant::now() + WAIT;
+            while !client.streams.get(&stream).is_some_and(|r| r.ended) {
+                if client.step(deadline).await.is_none() {
+                    panic!("{what}: no answer; {client:?}");
+                }
+            }
+            assert_eq!(client.streams[&stream].status(), Some("400"));
+            client.streams.remove(&stream);
+            client.send(&frames).await;
+            let how =
+                expect_stream_or_connection_error(&mut client, stream, PROTOCOL_ERROR, what).await;
+            assert_eq!(how, "RST_STREAM", "{what}");
+        }
+        // The rest of a request ends quietly.
+        client.send(&[Frame::headers(9, &PLAIN_GET, false)]).await;
+        client.wait_stream(9, WAIT).await;
+        client
+            .send(&[Frame::data(9, b"rest", false), Frame::data(9, b"", true)])
+            .await;
+        client.next_stream = 11;
+        client
+            .call_ok(&echo(b"after", 0), "a call afterwards")
+            .await;
+        assert!(
+            client.streams[&9].reset.is_none(),
+            "{}",
+            client.streams[&9].summary()
+        );
+    });
+}
+
+/// 29. `content-length` must equal the DATA that follows (RFC 9113 §8.1.1): less or more, in
+///     one frame or several, is a stream error PROTOCOL_ERROR, also on a routed call.
+#[test]
+fn content_length_must_match_the_body() {
+    run(LIMIT, async {
+        let env = setup("").await;
+        let mut client = Client::connect(env.gateway.addr(), &[]).await;
+        let message = grpc_frame(&echo(b"0123456789", 0));
+        let claims = [message.len() + 1, message.len() - 1];
+        for (i, claim) in claims.iter().enumerate() {
+            let stream = 1 + 2 * i as u32;
+            let claim = claim.to_string();
+            let mut headers = grpc_request_headers("ringway.test", UNARY, "job");
+            headers.push(("content-length", &claim));
+            let (a, b) = message.split_at(6);
+            client
+                .send(&[
+                    Frame::headers(stream, &headers, false),
+                    Frame::data(stream, a, false),
+                    Frame::data(stream, b, true),
+                ])
+                .await;
+            let what = format!("content-length {claim} for {} bytes", message.len());
+            let how =
+                expect_stream_or_connection_error(&mut client, stream, PROTOCOL_ERROR, &what).await;
+            assert_eq!(how, "RST_STREAM", "{what}");
+        }
+        // The right length passes.
+        let length = message.len().to_string();
+        let mut headers = grpc_request_headers("ringway.test", UNARY, "job");
+        headers.push(("content-length", &length));
+        client
+            .send(&[
+                Frame::headers(5, &headers, false),
+                Frame::data(5, &message, true),
+            ])
+            .await;
+        match client.wait_stream(5, WAIT).await {
+            Outcome::Ended(reply) if reply.is_success() => {}
+            other => panic!("the right content-length: {other:?}; {client:?}"),
+        }
+    });
+}
+
+/// 30. Frames on closed streams (RFC 9113 §5.1): DATA after the client's own RST_STREAM is a
+///     stream error STREAM_CLOSED; HEADERS on a stream that closed is a connection error
+///     STREAM_CLOSED (h2spec 5.1/8, 5.1/9, 5.1/11, 5.1/12) — while frames the client sent
+///     before it saw a reset of ringway's are ignored (test 12's malformed streams).
+#[test]
+fn frames_on_closed_streams_are_stream_closed() {
+    run(LIMIT, async {
+        let env = setup("").await;
+        let mut client = Client::connect(env.gateway.addr(), &[]).await;
+        let headers = grpc_request_headers("ringway.test", UNARY, "job");
+        client
+            .send(&[
+                Frame::headers(1, &headers, false),
+                Frame::rst_stream(1, ringway_testkit::rawh2::CANCEL),
+                Frame::data(1, b"late", true),
+            ])
+            .await;
+        let how = expect_stream_or_connection_error(
+            &mut client,
+            1,
+            STREAM_CLOSED,
+            "DATA after the client's RST_STREAM",
+        )
+        .await;
+        assert_eq!(how, "RST_STREAM");
+        client.next_stream = 3;
+        client.call_ok(&echo(b"x", 0), "a call on stream 3").await;
+        client.send(&[Frame::headers(3, &headers, true)]).await;
+        expect_connection_error(&mut client, STREAM_CLOSED, "HEADERS on closed stream 3").await;
+    });
+}
+
+/// 31. Streams ringway answered early but the client has not ended still count toward
+///     SETTINGS_MAX_CONCURRENT_STREAMS: with 2 of them open, a third is REFUSED_STREAM
+///     (RFC 9113 §5.1.2; h2spec 5.1.2/1 without a route).
+#[test]
+fn streams_answered_early_count_toward_max_concurrent_streams() {
+    run(LIMIT, async {
+        let env = setup("[downstream]\nmax_concurrent_streams = 2\n").await;
+        let mut client = Client::connect(env.gateway.addr(), &[]).await;
+        for stream in [1, 3, 5] {
+            client
+                .send(&[Frame::headers(stream, &PLAIN_GET, false)])
+                .await;
+        }
+        match client.wait_stream(5, WAIT).await {
+            Outcome::Ended(reply) => {
+                assert_eq!(reply.reset, Some(REFUSED_STREAM), "{}", reply.summary())
+            }
+            other => panic!("the third stream: {other:?}; {client:?}"),
+        }
+        for stream in [1, 3] {
+            client.send(&[Frame::data(stream, b"", true)]).await;
+        }
+        client.next_stream = 7;
+        client
+            .call_ok(&echo(b"x", 0), "a call once they ended")
+            .await;
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // The upstream side: ringway is the client of a raw HTTP/2 server written here.
 
@@ -1271,6 +1572,11 @@ struct TargetPlan {
     /// On the first connection, answer the first request HEADERS with GOAWAY
     /// PROTOCOL_ERROR, last stream 0.
     goaway_first: bool,
+    /// After the trailers (END_STREAM), one more DATA frame on the stream.
+    data_after_end: bool,
+    /// Instead of a reply: response headers, then this many bytes of DATA at once, whatever
+    /// the windows.
+    flood_bytes: usize,
 }
 
 /// What the raw target saw.
@@ -1287,6 +1593,9 @@ struct TargetLog {
     bodies: Vec<usize>,
     answered: usize,
     goaways_sent: usize,
+    /// RST_STREAM and GOAWAY codes ringway sent.
+    resets: Vec<(u32, u32)>,
+    goaways: Vec<u32>,
 }
 
 /// A raw HTTP/2 target on 127.0.0.1:0 serving every connection with `plan`.
@@ -1422,6 +1731,12 @@ async fn serve_target(
             }
             RST_STREAM => {
                 open.remove(&frame.stream);
+                let code = frame.rst_code().unwrap_or(0);
+                log.lock().unwrap().resets.push((frame.stream, code));
+            }
+            GOAWAY => {
+                let code = frame.as_goaway().map_or(0, |g| g.code);
+                log.lock().unwrap().goaways.push(code);
             }
             _ => {}
         }
@@ -1437,6 +1752,17 @@ async fn respond(conn: &mut RawConn, plan: &TargetPlan, stream: u32) -> io::Resu
         ("x-raw-target", "intact"),
     ]);
     let mut frames = Vec::new();
+    if plan.flood_bytes > 0 {
+        frames.push(Frame::new(HEADERS, FLAG_END_HEADERS, stream, head));
+        let mut left = plan.flood_bytes;
+        while left > 0 {
+            let n = left.min(DEFAULT_MAX_FRAME);
+            frames.push(Frame::data(stream, &vec![0; n], false));
+            left -= n;
+        }
+        let bytes: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
+        return conn.write_raw(&bytes).await;
+    }
     if plan.split_headers {
         let cut = head.len() / 2;
         frames.push(Frame::new(HEADERS, 0, stream, &head[..cut]));
@@ -1459,6 +1785,9 @@ async fn respond(conn: &mut RawConn, plan: &TargetPlan, stream: u32) -> io::Resu
         None => frames.push(Frame::data(stream, &body, false)),
     }
     frames.push(Frame::headers(stream, &[("grpc-status", "0")], true));
+    if plan.data_after_end {
+        frames.push(Frame::data(stream, b"after the end", false));
+    }
     let bytes: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
     conn.write_raw(&bytes).await
 }
@@ -1641,5 +1970,94 @@ fn upstream_goaway_protocol_error_is_retried_or_unavailable() {
             }
             Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
         }
+    });
+}
+
+/// 32. The target sends DATA on a stream after its END_STREAM: ringway answers RST_STREAM
+///     STREAM_CLOSED (RFC 9113 §5.1), the call that already completed is untouched, and the
+///     connection serves the next call.
+#[test]
+fn target_data_after_its_end_stream_is_stream_closed() {
+    run(LIMIT, async {
+        let (target, log) = start_target(TargetPlan {
+            data_after_end: true,
+            ..Default::default()
+        })
+        .await;
+        let (_redis, gateway) = gateway_to(target);
+        let mut client = connect(gateway.addr()).await;
+        for i in 0..2 {
+            within(
+                WAIT,
+                "a call to a target that sends DATA after the end",
+                client.unary(routed(EchoRequest::default(), "job")),
+            )
+            .await
+            .unwrap_or_else(|s| panic!("call {i} failed: {s:?}"));
+        }
+        let deadline = Instant::now() + WAIT;
+        while log.lock().unwrap().resets.len() < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let log = log.lock().unwrap();
+        assert!(
+            log.resets.len() >= 2 && log.resets.iter().all(|&(_, c)| c == STREAM_CLOSED),
+            "RST_STREAM STREAM_CLOSED for each late DATA: {log:?}"
+        );
+        assert_eq!(log.connections, 1, "one connection served both: {log:?}");
+    });
+}
+
+/// 33. The target ignores flow control and sends 1 MiB at once on a stream whose window
+///     ringway set to 65,535: ringway resets the stream with FLOW_CONTROL_ERROR (or ends the
+///     connection with it) as soon as the window is exceeded, and the client's call ends at
+///     once with UNAVAILABLE naming the target (RFC 9113 §6.9.1).
+#[test]
+fn target_ignoring_flow_control_gets_flow_control_error() {
+    run(LIMIT, async {
+        let (target, log) = start_target(TargetPlan {
+            flood_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await;
+        let redis = RedisServer::start();
+        redis.set("job", &target.to_string());
+        let config = ConfigFile::new("[upstream]\nstream_window_bytes = 65535\n");
+        let gateway = Gateway::start(
+            RINGWAY,
+            redis.addr(),
+            &["--shards", "1", "--config", config.path()],
+        );
+        let mut client = connect(gateway.addr()).await;
+        let status = within(
+            WAIT,
+            "a call to a target that ignores flow control",
+            client.unary(routed(EchoRequest::default(), "job")),
+        )
+        .await
+        .expect_err("the call must fail");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(
+            status.message().contains(&target.to_string())
+                && status.message().contains("FLOW_CONTROL_ERROR"),
+            "the message names the target and the reason: {:?}",
+            status.message()
+        );
+        let deadline = Instant::now() + WAIT;
+        let told = |log: &TargetLog| {
+            log.resets.iter().any(|&(_, c)| c == FLOW_CONTROL_ERROR)
+                || log.goaways.contains(&FLOW_CONTROL_ERROR)
+        };
+        while !told(&log.lock().unwrap()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(told(&log.lock().unwrap()), "{:?}", log.lock().unwrap());
+        let metrics = gateway.admin_get("/metrics").1;
+        let counted = ringway_testkit::admin::metric_sum(
+            &metrics,
+            "ringway_upstream_flow_control_errors_total",
+            &[],
+        );
+        assert_eq!(counted, 1.0, "counted once");
     });
 }

@@ -14,6 +14,8 @@
 //! - `max_connection_age_ms` (±10%): GOAWAY; `max_connection_age_grace_ms` later, the
 //!   connection is closed whatever is still on it.
 //! - Drain: GOAWAY; the shard waits for the connection to finish.
+//! - [`TRIM_AFTER`] without calls: the connection gives back its buffers ([`Conn::trim`]), so
+//!   an idle client costs ringway about 1.5 KiB.
 //!
 //! Every graceful GOAWAY here is two-phase: first the maximum stream id, then, after a PING
 //! round trip, the last stream really accepted, so no call in flight is lost.
@@ -21,13 +23,17 @@
 mod watch;
 mod workers;
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either};
 
 use monoio::net::TcpStream;
 
 use crate::config::DownstreamConfig;
+use crate::deadline::Deadline;
 use crate::rng::Rng;
 use crate::shard::Shard;
 use crate::wire::{self, Conn, Reason, Role};
@@ -35,9 +41,13 @@ pub use watch::{ClientConn, PingPolicy};
 use workers::Call;
 pub use workers::Workers;
 
+/// How long a connection has no call before it gives its buffers back. Long enough that a
+/// client making calls now and then does not pay a reallocation per call.
+pub const TRIM_AFTER: Duration = Duration::from_secs(10);
+
 /// A client connection's settings, built once per shard.
 pub struct Settings {
-    pub h2: wire::Settings,
+    pub h2: Rc<wire::Settings>,
     pub handshake_timeout: Duration,
     pub keepalive_time: Duration,
     pub keepalive_timeout: Duration,
@@ -45,6 +55,8 @@ pub struct Settings {
     pub max_age: Option<Duration>,
     pub age_grace: Option<Duration>,
     pub ping_policy: PingPolicy,
+    /// A write under way for this long closes the connection.
+    pub send_timeout: Option<Duration>,
 }
 
 impl Settings {
@@ -52,7 +64,7 @@ impl Settings {
         let ms = Duration::from_millis;
         let nonzero = |v: u64| (v > 0).then(|| ms(v));
         Settings {
-            h2: server_settings(config),
+            h2: Rc::new(server_settings(config)),
             handshake_timeout: ms(config.handshake_timeout_ms),
             keepalive_time: ms(config.keepalive_time_ms),
             keepalive_timeout: ms(config.keepalive_timeout_ms),
@@ -63,6 +75,7 @@ impl Settings {
                 min_interval: ms(config.permit_keepalive_time_ms),
                 without_calls: config.permit_keepalive_without_calls,
             },
+            send_timeout: nonzero(config.send_timeout_ms),
         }
     }
 }
@@ -88,11 +101,19 @@ pub fn server_settings(config: &DownstreamConfig) -> wire::Settings {
 }
 
 /// Runs one client connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let metrics = shard.metrics.clone();
-    metrics.downstream_open.inc();
-    run(&shard, stream).await;
-    metrics.downstream_open.dec();
+pub fn serve(shard: Rc<Shard>, stream: TcpStream) -> impl Future<Output = ()> {
+    let nodelay = stream.set_nodelay(true);
+    // Split here, not in the future: it lives as long as the connection.
+    let halves = wire::io::split(stream);
+    async move {
+        if nodelay.is_err() {
+            return;
+        }
+        let metrics = shard.metrics.clone();
+        metrics.downstream_open.inc();
+        run(&shard, halves).await;
+        metrics.downstream_open.dec();
+    }
 }
 
 /// Decrements the connection's call count however the call ends.
@@ -113,27 +134,70 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn run(shard: &Rc<Shard>, stream: TcpStream) {
+async fn run(shard: &Rc<Shard>, halves: wire::io::Halves) {
     let settings = &shard.downstream;
-    if stream.set_nodelay(true).is_err() {
-        return;
-    }
     let conn = Rc::new(ClientConn::new(
         settings.ping_policy,
         Some(shard.metrics.clone()),
     ));
     let h2 = Conn::new(Role::Server, settings.h2.clone(), Some(conn.clone()));
     let _abort = AbortOnDrop(h2.clone());
-    let driver = monoio::spawn(wire::io::drive(h2.clone(), stream));
+    let timer = Deadline::new();
+    // One task per connection: the socket's driver and the loop that hands out its streams.
+    // (Two tasks cost a second task allocation, ~1.6 KiB with the first's padding, per idle
+    // client.)
+    let io = pin!(wire::io::drive(h2.clone(), halves));
+    let streams = pin!(serve_streams(shard, &h2, &conn, &timer));
+    let (ended, io) = match select(io, streams).await {
+        // The socket is done: so are the streams.
+        Either::Left(((), _)) => return,
+        Either::Right(pair) => pair,
+    };
+    match ended {
+        // The driver runs until the remaining streams are done and the close is written,
+        // within the age grace if one applies.
+        Ended::Finish { grace_until: None } => io.await,
+        Ended::Finish {
+            grace_until: Some(until),
+        } => {
+            timer.set(until);
+            let _ = select(io, pin!(poll_fn(|cx| timer.poll_expired(cx)))).await;
+        }
+        // Aborting the connection (on return) closes the socket; calls on it fail.
+        Ended::Close => {}
+    }
+}
+
+/// How serving a connection's streams ended.
+enum Ended {
+    /// No more streams: let the driver finish what is open, until `grace_until` if set.
+    Finish { grace_until: Option<Instant> },
+    /// Close the connection now.
+    Close,
+}
+
+/// The handshake, then every stream the client opens, handed to a call task; and the
+/// connection's timers and GOAWAYs.
+async fn serve_streams(
+    shard: &Rc<Shard>,
+    h2: &Conn,
+    conn: &Rc<ClientConn>,
+    timer: &Deadline,
+) -> Ended {
+    let settings = &shard.downstream;
+    timer.set(Instant::now() + settings.handshake_timeout);
     let handshake = poll_fn(|cx| h2.poll_handshake(cx));
-    match monoio::time::timeout(settings.handshake_timeout, handshake).await {
-        Ok(Ok(())) => {}
-        // Not HTTP/2, or too slow: nothing to answer on.
-        _ => return,
+    match select(pin!(handshake), pin!(poll_fn(|cx| timer.poll_expired(cx)))).await {
+        Either::Left((Ok(()), _)) => {}
+        // Not HTTP/2: the connection error (GOAWAY) is written, then the connection closes.
+        Either::Left((Err(_), _)) => return Ended::Finish { grace_until: None },
+        // Too slow: nothing to answer on.
+        Either::Right(_) => return Ended::Close,
     }
     let mut drain = shard.drain.subscribe();
     let opened = Instant::now();
     let mut timers = Timers {
+        h2: h2.clone(),
         keepalive_at: opened + settings.keepalive_time,
         pong_due: None,
         age_at: settings
@@ -141,9 +205,10 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
             .map(|age| opened + jittered(age, &shard.rng)),
         grace_until: None,
         going_away: false,
+        trimmed: false,
     };
     loop {
-        let deadline = timers.next(settings, &conn);
+        timer.set(timers.next(settings, conn));
         let next = monoio::select! {
             next = poll_fn(|cx| h2.poll_accept(cx)) => next,
             _ = &mut drain, if !timers.going_away => {
@@ -165,8 +230,8 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
                 }
                 continue;
             }
-            _ = monoio::time::sleep_until(deadline.into()) => {
-                match timers.fire(settings, &conn) {
+            _ = poll_fn(|cx| timer.poll_expired(cx)) => {
+                match timers.fire(settings, conn) {
                     Fire::Nothing => {}
                     Fire::Ping => {
                         if h2.send_ping() {
@@ -177,12 +242,16 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
                         h2.graceful_shutdown();
                         shard.metrics.downstream_goaways_sent.inc();
                     }
+                    Fire::Trim => h2.trim(),
+                    Fire::SendTimeout(limit) => {
+                        h2.send_timed_out(limit);
+                        return Ended::Close;
+                    }
                     Fire::Close(keepalive) => {
                         if keepalive {
                             shard.metrics.downstream_keepalive_timeouts.inc();
                         }
-                        // Aborting the connection closes the socket; calls on it fail.
-                        return;
+                        return Ended::Close;
                     }
                 }
                 continue;
@@ -192,6 +261,7 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
             Some(incoming) => {
                 // Every stream that arrived in this read, without a trip through the timers.
                 let mut next = Some(incoming);
+                timers.trimmed = false;
                 while let Some(incoming) = next {
                     conn.call_started();
                     let guard = CallGuard(conn.clone());
@@ -202,18 +272,15 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream) {
             None => break,
         }
     }
-    // The driver runs until the remaining streams are done and the close is written, within
-    // the age grace if one applies.
-    match timers.grace_until {
-        Some(until) => {
-            let _ = monoio::time::timeout_at(until.into(), driver).await;
-        }
-        None => driver.await,
+    Ended::Finish {
+        grace_until: timers.grace_until,
     }
 }
 
 /// The connection's deadlines.
 struct Timers {
+    /// For its writes in progress (the send timeout).
+    h2: Conn,
     /// When to PING, unless the client is heard from before.
     keepalive_at: Instant,
     /// A PING is out; its ACK is due by then.
@@ -222,12 +289,18 @@ struct Timers {
     /// After the age GOAWAY: when the connection is closed regardless.
     grace_until: Option<Instant>,
     going_away: bool,
+    /// Buffers given back since the last call started.
+    trimmed: bool,
 }
 
 enum Fire {
     Nothing,
     Ping,
     GoAway,
+    /// Give the buffers of an idle connection back.
+    Trim,
+    /// A write made no progress for this long: close.
+    SendTimeout(Duration),
     /// Close now; `true` when because a PING went unanswered.
     Close(bool),
 }
@@ -251,6 +324,21 @@ impl Timers {
             }
         }
         consider(self.grace_until);
+        if let Some(limit) = settings.send_timeout {
+            // The write under way, or a look in a while for one that starts meanwhile: a
+            // stuck write is caught within one to two send timeouts.
+            consider(Some(
+                self.h2.write_started().unwrap_or_else(Instant::now) + limit,
+            ));
+        }
+        if !self.trimmed {
+            consider(Some(if conn.active_calls() == 0 {
+                conn.idle_since() + TRIM_AFTER
+            } else {
+                // Calls are open: look again later, when they may have ended.
+                Instant::now() + TRIM_AFTER
+            }));
+        }
         next
     }
 
@@ -264,6 +352,11 @@ impl Timers {
         }
         if self.grace_until.is_some_and(|t| now >= t) {
             return Fire::Close(false);
+        }
+        if let Some(limit) = settings.send_timeout {
+            if self.h2.write_started().is_some_and(|t| now >= t + limit) {
+                return Fire::SendTimeout(limit);
+            }
         }
         if !self.going_away {
             if self.age_at.is_some_and(|t| now >= t) {
@@ -279,6 +372,10 @@ impl Timers {
                 self.going_away = true;
                 return Fire::GoAway;
             }
+        }
+        if !self.trimmed && conn.active_calls() == 0 && now >= conn.idle_since() + TRIM_AFTER {
+            self.trimmed = true;
+            return Fire::Trim;
         }
         if self.pong_due.is_none() && now >= self.keepalive_at {
             let quiet_until = conn.last_read() + settings.keepalive_time;

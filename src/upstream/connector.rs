@@ -22,7 +22,7 @@ use crate::wire::{self, Flood, Observer, Reason, Role};
 #[derive(Debug, Clone)]
 pub struct DialSettings {
     pub timeout: Duration,
-    pub h2: wire::Settings,
+    pub h2: Rc<wire::Settings>,
     /// `None`: TCP keepalive off.
     pub tcp_keepalive: Option<(Duration, Duration)>,
     pub tcp_user_timeout: Option<Duration>,
@@ -46,7 +46,7 @@ impl DialSettings {
         let ms = Duration::from_millis;
         DialSettings {
             timeout: ms(config.dial_timeout_ms),
-            h2,
+            h2: Rc::new(h2),
             tcp_keepalive: (config.tcp_keepalive_time_ms > 0).then(|| {
                 (
                     ms(config.tcp_keepalive_time_ms),
@@ -174,7 +174,7 @@ pub async fn dial(
         let metrics = driver_metrics;
         // Drives all I/O of the connection; ends when the peer closes it, it fails, it was
         // retired and its last stream is done, or the pool aborts it.
-        wire::io::drive(driven.clone(), stream).await;
+        wire::io::drive(driven.clone(), wire::io::split(stream)).await;
         let too_many_pings = driven.goaway_reason() == Some(Reason::ENHANCE_YOUR_CALM);
         match driven.failure() {
             Some(wire::Error::GoAway {

@@ -21,7 +21,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -191,11 +191,16 @@ fn check_fields(fields: &Fields, kind: Block) -> Result<Option<u64>, &'static st
         if name.is_empty() || !name.iter().all(|&b| NAME_BYTES[b as usize]) {
             return Err("field name empty, not lowercase, or with a forbidden byte");
         }
+        // Only names of these lengths need a closer look (connection-specific fields, te,
+        // content-length): one compare for most fields.
+        if !matches!(name.len(), 2 | 7 | 10 | 14 | 16 | 17) {
+            continue;
+        }
         match name {
             b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding"
             | b"upgrade" => return Err("connection-specific field"),
             b"te" if f.value.as_ref() != b"trailers" => return Err("te other than trailers"),
-            b"content-length" if kind != Block::Trailers => {
+            b"content-length" => {
                 let n = parse_length(&f.value).ok_or("content-length not a number")?;
                 if content_length.is_some_and(|c| c != n) {
                     return Err("conflicting content-length values");
@@ -415,6 +420,8 @@ enum Goaway {
 /// The PING payload of a graceful shutdown, and of user pings.
 const GOAWAY_PING: [u8; 8] = *b"rw-drain";
 const USER_PING: [u8; 8] = *b"rw-alive";
+/// The PING of [`Conn::trim`]: its ACK only completes the pending read.
+const TRIM_PING: [u8; 8] = *b"rw-trim!";
 
 /// Streams a peer may reset before we answered, net of calls completed, before it is treated
 /// as a rapid-reset attack (CVE-2023-44487).
@@ -436,9 +443,37 @@ struct Partial {
     frames: u32,
 }
 
+/// A connection's streams: the slab, the id map, the accept queue and the waiters.
+#[derive(Default)]
+struct Streams {
+    slots: Vec<Option<Stream>>,
+    free: Vec<usize>,
+    ids: IdMap,
+    /// Streams waiting for the connection window.
+    conn_waiters: Vec<usize>,
+    /// Receive queues of freed streams, kept for new ones (no allocation per stream).
+    spare_queues: Vec<VecDeque<In>>,
+    /// Waiting for the peer's stream limit to let one more stream open.
+    ready_waiters: Vec<Waker>,
+    accept: VecDeque<(usize, Fields, bool)>,
+    /// Streams waiting for room in the output.
+    output_waiters: Vec<usize>,
+}
+
+impl Streams {
+    /// Whether nothing is in it but spare capacity.
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+            && self.accept.is_empty()
+            && self.ready_waiters.is_empty()
+            && self.slots.iter().all(Option::is_none)
+    }
+}
+
 pub struct State {
     role: Role,
-    local: Settings,
+    /// Shared by every connection of a shard with the same settings.
+    local: Rc<Settings>,
     peer_initial_window: u32,
     peer_max_frame: usize,
     peer_max_streams: u32,
@@ -446,27 +481,22 @@ pub struct State {
     encoder: Encoder,
     out: BytesMut,
     writer: Option<Waker>,
-    slots: Vec<Option<Stream>>,
-    free: Vec<usize>,
-    ids: IdMap,
+    /// The streams and who waits on them; allocated with the first stream, so a connection
+    /// that never had one (or was trimmed) holds none of it.
+    table: Option<Box<Streams>>,
     next_local_id: u32,
     last_peer_id: u32,
     active: u32,
     send_window: i64,
     recv_window: i64,
     recv_pending: u32,
-    conn_waiters: Vec<usize>,
-    /// Receive queues of freed streams, kept for new ones (no allocation per stream).
-    spare_queues: Vec<VecDeque<In>>,
-    /// Waiting for the peer's stream limit to let one more stream open.
-    ready_waiters: Vec<Waker>,
-    accept: VecDeque<(usize, Fields, bool)>,
     accept_waker: Option<Waker>,
     preface_left: usize,
     got_settings: bool,
     settings_acked: bool,
     handshake_waker: Option<Waker>,
-    partial: Option<Partial>,
+    /// Boxed: rare (a header block split over CONTINUATION frames), and 48 bytes inline.
+    partial: Option<Box<Partial>>,
     goaway: Goaway,
     goaway_recv: Option<(u32, Reason)>,
     /// Close once no stream is open (a GOAWAY went out, or the owner retired the connection).
@@ -485,12 +515,14 @@ pub struct State {
     flood: FloodGuard,
     /// Bytes handed to the writer and not yet written: they count against `output_limit`.
     writing: usize,
-    /// Streams waiting for room in the output.
-    output_waiters: Vec<usize>,
+    /// When the writer took them.
+    write_started: Option<Instant>,
     /// The read loop, waiting for room in the output before it reads again.
     reader: Option<Waker>,
     /// Closed without flushing: the driver drops its reads and writes at once.
     aborted: bool,
+    /// Idle and trimmed ([`Conn::trim`]) since the last stream opened.
+    trimmed: bool,
     abort_waker: Option<Waker>,
 }
 
@@ -509,8 +541,14 @@ pub struct Incoming {
 
 impl Conn {
     /// A connection in `role`; the preface and our SETTINGS are queued for the writer.
-    pub fn new(role: Role, local: Settings, observer: Option<Rc<dyn Observer>>) -> Conn {
-        let mut out = BytesMut::with_capacity(16 << 10);
+    pub fn new(
+        role: Role,
+        local: impl Into<Rc<Settings>>,
+        observer: Option<Rc<dyn Observer>>,
+    ) -> Conn {
+        let local: Rc<Settings> = local.into();
+        // Sized for the preface and SETTINGS; grows with the first calls.
+        let mut out = BytesMut::with_capacity(64);
         if role == Role::Client {
             out.extend_from_slice(frame::PREFACE);
         }
@@ -541,19 +579,13 @@ impl Conn {
             encoder: Encoder::new(),
             out,
             writer: None,
-            slots: Vec::new(),
-            free: Vec::new(),
-            ids: IdMap::default(),
+            table: None,
             next_local_id: 1,
             last_peer_id: 0,
             active: 0,
             send_window: frame::DEFAULT_WINDOW as i64,
             recv_window,
             recv_pending: 0,
-            conn_waiters: Vec::new(),
-            spare_queues: Vec::new(),
-            ready_waiters: Vec::new(),
-            accept: VecDeque::new(),
             accept_waker: None,
             preface_left: if role == Role::Server {
                 frame::PREFACE.len()
@@ -576,11 +608,12 @@ impl Conn {
             early_resets: 0,
             local_resets: 0,
             resets: ResetIds::new(),
-            flood: FloodGuard::new(local.max_control_frames_per_second),
+            flood: FloodGuard::new(),
             writing: 0,
-            output_waiters: Vec::new(),
+            write_started: None,
             reader: None,
             aborted: false,
+            trimmed: false,
             abort_waker: None,
             local,
         })))
@@ -646,7 +679,12 @@ impl Conn {
         if !s.out.is_empty() {
             std::mem::swap(&mut s.out, spare);
             let batch = std::mem::take(spare);
+            if s.trimmed {
+                // The spare goes too: nothing is kept for a connection that went idle.
+                s.out = BytesMut::new();
+            }
             s.writing = batch.len();
+            s.write_started = Some(Instant::now());
             return Poll::Ready(Some(batch));
         }
         if s.closing {
@@ -661,6 +699,7 @@ impl Conn {
     pub fn written(&self) {
         let mut s = self.0.borrow_mut();
         s.writing = 0;
+        s.write_started = None;
         s.output_room_freed();
     }
 
@@ -681,6 +720,38 @@ impl Conn {
         Poll::Pending
     }
 
+    /// Gives back what an idle connection need not hold: its output buffers now, its read
+    /// buffer when the next read completes — made to complete by a PING, whose ACK is the
+    /// client's next bytes. Undone by the next stream.
+    pub fn trim(&self) {
+        let mut s = self.0.borrow_mut();
+        if s.trimmed || s.failed.is_some() || s.active > 0 {
+            return;
+        }
+        s.trimmed = true;
+        if s.table.as_ref().is_some_and(|t| t.is_empty()) {
+            s.table = None;
+        }
+        frame::put_ping(&mut s.out, false, TRIM_PING);
+        s.wake_writer();
+    }
+
+    /// Whether the connection was trimmed and has had no stream since.
+    pub fn trimmed(&self) -> bool {
+        self.0.borrow().trimmed
+    }
+
+    /// Whether a stream was ever opened on the connection.
+    pub fn had_streams(&self) -> bool {
+        let s = self.0.borrow();
+        s.last_peer_id > 0 || s.next_local_id > 1
+    }
+
+    /// When the write under way started, if one is.
+    pub fn write_started(&self) -> Option<Instant> {
+        self.0.borrow().write_started
+    }
+
     /// Bytes queued or being written.
     pub fn queued_output(&self) -> usize {
         self.0.borrow().queued_output()
@@ -688,7 +759,7 @@ impl Conn {
 
     /// The connection's settings (what we advertised and our limits).
     pub fn settings(&self) -> Settings {
-        self.0.borrow().local.clone()
+        (*self.0.borrow().local).clone()
     }
 
     /// The driver ended: everything still waiting learns the connection is gone.
@@ -728,7 +799,7 @@ impl Conn {
     /// A stream the client opened, if one is waiting (no waker registered).
     pub fn try_accept(&self) -> Option<Incoming> {
         let mut s = self.0.borrow_mut();
-        let (key, head, end) = s.accept.pop_front()?;
+        let (key, head, end) = s.table.as_mut()?.accept.pop_front()?;
         let st = s.stream(key);
         st.queued = false;
         st.refs += 2;
@@ -760,7 +831,7 @@ impl Conn {
         stream.head_request = head.get(b":method").is_some_and(|m| m.as_ref() == b"HEAD");
         stream.refs = 2;
         let key = s.insert(stream);
-        s.ids.insert(id, key);
+        s.t().ids.insert(id, key);
         s.active += 1;
         s.write_head(id, head, end);
         drop(s);
@@ -785,7 +856,7 @@ impl Conn {
         if s.active < s.peer_max_streams {
             return Poll::Ready(Ok(()));
         }
-        s.ready_waiters.push(cx.waker().clone());
+        s.t().ready_waiters.push(cx.waker().clone());
         Poll::Pending
     }
 
@@ -884,6 +955,10 @@ impl Conn {
         self.0.borrow_mut().shut(why, true);
     }
 
+    pub fn role(&self) -> Role {
+        self.0.borrow().role
+    }
+
     /// Streams open now.
     pub fn open_streams(&self) -> usize {
         self.0.borrow().active as usize
@@ -938,24 +1013,52 @@ impl State {
         self.wake_writer();
     }
 
+    /// The stream table, allocated on first use.
+    #[inline]
+    fn t(&mut self) -> &mut Streams {
+        match &mut self.table {
+            Some(t) => t,
+            table => table.insert(Box::default()),
+        }
+    }
+
+    /// The slab key of open stream `id`.
+    #[inline]
+    fn key_of(&self, id: u32) -> Option<usize> {
+        self.table.as_ref()?.ids.get(&id).copied()
+    }
+
+    /// The keys of every open stream.
+    fn open_keys(&self) -> Vec<usize> {
+        self.table
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.ids.values().copied().collect())
+    }
+
+    /// A stream by slab key: it exists, so the table does.
+    #[inline]
     fn stream(&mut self, key: usize) -> &mut Stream {
-        self.slots[key]
+        self.table
             .as_mut()
+            .and_then(|t| t.slots.get_mut(key))
+            .and_then(Option::as_mut)
             .expect("a handle's stream is in the slab")
     }
 
     fn insert(&mut self, mut stream: Stream) -> usize {
-        if let Some(queue) = self.spare_queues.pop() {
+        self.trimmed = false;
+        let t = self.t();
+        if let Some(queue) = t.spare_queues.pop() {
             stream.recv = queue;
         }
-        match self.free.pop() {
+        match t.free.pop() {
             Some(key) => {
-                self.slots[key] = Some(stream);
+                t.slots[key] = Some(stream);
                 key
             }
             None => {
-                self.slots.push(Some(stream));
-                self.slots.len() - 1
+                t.slots.push(Some(stream));
+                t.slots.len() - 1
             }
         }
     }
@@ -983,8 +1086,11 @@ impl State {
         if let Some(w) = self.reader.take() {
             w.wake();
         }
-        for key in std::mem::take(&mut self.output_waiters) {
-            if let Some(st) = self.slots[key].as_mut() {
+        let Some(t) = self.table.as_mut() else {
+            return;
+        };
+        for key in std::mem::take(&mut t.output_waiters) {
+            if let Some(st) = t.slots[key].as_mut() {
                 st.waiting_output = false;
                 if let Some(w) = st.send_waker.take() {
                     w.wake();
@@ -1020,7 +1126,10 @@ impl State {
     /// Fails the connection: every stream and waiter learns `error`.
     fn fail(&mut self, error: Error) {
         self.failed = Some(error.clone());
-        let keys: Vec<usize> = self.ids.drain().map(|(_, key)| key).collect();
+        let keys: Vec<usize> = match self.table.as_mut() {
+            Some(t) => t.ids.drain().map(|(_, key)| key).collect(),
+            None => Vec::new(),
+        };
         for key in keys {
             let st = self.stream(key);
             st.open = false;
@@ -1033,7 +1142,11 @@ impl State {
             }
         }
         self.active = 0;
-        for (key, _, _) in std::mem::take(&mut self.accept) {
+        let queued = match self.table.as_mut() {
+            Some(t) => std::mem::take(&mut t.accept),
+            None => VecDeque::new(),
+        };
+        for (key, _, _) in queued {
             self.release_slot(key);
         }
         for w in [
@@ -1046,8 +1159,10 @@ impl State {
         {
             w.wake();
         }
-        self.conn_waiters.clear();
-        self.output_waiters.clear();
+        if let Some(t) = self.table.as_mut() {
+            t.conn_waiters.clear();
+            t.output_waiters.clear();
+        }
         if let Some(w) = self.reader.take() {
             w.wake();
         }
@@ -1055,8 +1170,10 @@ impl State {
     }
 
     fn wake_ready(&mut self) {
-        for w in self.ready_waiters.drain(..) {
-            w.wake();
+        if let Some(t) = self.table.as_mut() {
+            for w in t.ready_waiters.drain(..) {
+                w.wake();
+            }
         }
     }
 
@@ -1070,12 +1187,13 @@ impl State {
 
     /// Frees a stream's slot, giving its unreleased bytes back to the connection window.
     fn release_slot(&mut self, key: usize) {
-        if let Some(mut st) = self.slots[key].take() {
-            self.free.push(key);
+        let t = self.t();
+        if let Some(mut st) = t.slots[key].take() {
+            t.free.push(key);
             let unreleased = st.unreleased;
-            if self.spare_queues.len() < SPARE_QUEUES && st.recv.capacity() > 0 {
+            if t.spare_queues.len() < SPARE_QUEUES && st.recv.capacity() > 0 {
                 st.recv.clear();
-                self.spare_queues.push(std::mem::take(&mut st.recv));
+                t.spare_queues.push(std::mem::take(&mut st.recv));
             }
             let deferred = !self.local.connection_window_on_receipt;
             if unreleased > 0 && deferred && self.failed.is_none() {
@@ -1102,7 +1220,7 @@ impl State {
         }
         st.open = false;
         let (id, free) = (st.id, st.refs == 0 && !st.queued);
-        self.ids.remove(&id);
+        self.t().ids.remove(&id);
         self.active -= 1;
         self.wake_ready();
         if free {
@@ -1174,7 +1292,7 @@ impl State {
         if self.local_resets > MAX_LOCAL_ERROR_RESETS {
             return Err(self.flooded(Flood::ErrorResets));
         }
-        match self.ids.get(&id).copied() {
+        match self.key_of(id) {
             Some(key) => {
                 // What it received is not to be handed out any more.
                 self.stream(key).recv.clear();
@@ -1264,7 +1382,10 @@ impl State {
 
     /// Counts a frame that does no work; a flood of them ends the connection.
     fn count(&mut self, kind: Flood) -> Result<(), ConnError> {
-        self.flood.count(kind).map_err(|kind| self.flooded(kind))
+        let limit = self.local.max_control_frames_per_second;
+        self.flood
+            .count(kind, limit)
+            .map_err(|kind| self.flooded(kind))
     }
 
     /// The connection error for a flood of `kind`, told to the observer.
@@ -1387,8 +1508,7 @@ impl State {
                     let delta = value as i64 - self.peer_initial_window as i64;
                     self.peer_initial_window = value;
                     if delta != 0 {
-                        let keys: Vec<usize> = self.ids.values().copied().collect();
-                        for key in keys {
+                        for key in self.open_keys() {
                             let st = self.stream(key);
                             st.send_window += delta;
                             if st.send_window > frame::MAX_WINDOW as i64 {
@@ -1454,8 +1574,9 @@ impl State {
         let mine = |id: u32, role: Role| (id % 2 == 1) == (role == Role::Client);
         let role = self.role;
         let doomed: Vec<usize> = self
-            .ids
+            .table
             .iter()
+            .flat_map(|t| t.ids.iter())
             .filter(|(&id, _)| mine(id, role) && id > last)
             .map(|(_, &key)| key)
             .collect();
@@ -1483,8 +1604,9 @@ impl State {
                     "connection window above 2^31-1",
                 ));
             }
-            for key in std::mem::take(&mut self.conn_waiters) {
-                if let Some(st) = self.slots[key].as_mut() {
+            let t = self.t();
+            for key in std::mem::take(&mut t.conn_waiters) {
+                if let Some(st) = t.slots[key].as_mut() {
                     st.waiting_conn_window = false;
                     if let Some(w) = st.send_waker.take() {
                         w.wake();
@@ -1493,7 +1615,7 @@ impl State {
             }
             return Ok(());
         }
-        let Some(&key) = self.ids.get(&id) else {
+        let Some(key) = self.key_of(id) else {
             if self.is_idle(id) {
                 return Err(ConnError(
                     Reason::PROTOCOL_ERROR,
@@ -1517,7 +1639,7 @@ impl State {
     }
 
     fn on_rst(&mut self, id: u32, reason: Reason) -> Result<(), ConnError> {
-        let Some(&key) = self.ids.get(&id) else {
+        let Some(key) = self.key_of(id) else {
             if self.is_idle(id) {
                 return Err(ConnError(
                     Reason::PROTOCOL_ERROR,
@@ -1573,7 +1695,7 @@ impl State {
         if payload.is_empty() && !end {
             self.count(Flood::EmptyData)?;
         }
-        let Some(&key) = self.ids.get(&head.stream) else {
+        let Some(key) = self.key_of(head.stream) else {
             if self.is_idle(head.stream) {
                 return Err(ConnError(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
             }
@@ -1668,6 +1790,7 @@ impl State {
     }
 
     /// Sends the stream's released bytes as WINDOW_UPDATE once they reach half a window.
+    #[inline]
     fn send_stream_update(&mut self, key: usize) {
         let half = self.local.stream_window / 2;
         let st = self.stream(key);
@@ -1710,13 +1833,13 @@ impl State {
         if head.has(frame::FLAG_END_HEADERS) {
             return self.on_header_block(head.stream, payload, end_stream, self_dependent);
         }
-        self.partial = Some(Partial {
+        self.partial = Some(Box::new(Partial {
             stream: head.stream,
             end_stream,
             self_dependent,
             block: BytesMut::from(&payload[..]),
             frames: 0,
-        });
+        }));
         Ok(())
     }
 
@@ -1760,7 +1883,7 @@ impl State {
                 fields.list.push(f);
             })
             .map_err(|_| ConnError(Reason::COMPRESSION_ERROR, "bad HPACK block"))?;
-        if let Some(&key) = self.ids.get(&id) {
+        if let Some(key) = self.key_of(id) {
             if self_dependent {
                 return self.stream_error(id, Reason::PROTOCOL_ERROR);
             }
@@ -1824,9 +1947,10 @@ impl State {
                 st.queued = true;
                 st.content_left = content_length.unwrap_or(NO_LENGTH);
                 let key = self.insert(st);
-                self.ids.insert(id, key);
+                let t = self.t();
+                t.ids.insert(id, key);
+                t.accept.push_back((key, fields, end));
                 self.active += 1;
-                self.accept.push_back((key, fields, end));
                 if let Some(w) = self.accept_waker.take() {
                     w.wake();
                 }
@@ -2069,11 +2193,11 @@ impl SendStream {
                 // it does, so the bytes stay with their sender (flow control end to end).
                 if !st.waiting_output {
                     st.waiting_output = true;
-                    s.output_waiters.push(key);
+                    s.t().output_waiters.push(key);
                 }
             } else if st.send_window > 0 && !st.waiting_conn_window {
                 st.waiting_conn_window = true;
-                s.conn_waiters.push(key);
+                s.t().conn_waiters.push(key);
             }
             Poll::Pending
         })

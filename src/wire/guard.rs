@@ -102,29 +102,27 @@ const WINDOW: Duration = Duration::from_secs(1);
 
 /// Counts of the time-counted kinds in the current one-second window.
 pub(super) struct FloodGuard {
-    limit: u32,
     window_start: Option<Instant>,
     counts: [u32; 6],
 }
 
 impl FloodGuard {
-    pub(super) fn new(limit: u32) -> FloodGuard {
+    pub(super) fn new() -> FloodGuard {
         FloodGuard {
-            limit,
             window_start: None,
             counts: [0; 6],
         }
     }
 
-    /// Counts one frame of `kind`; `Err` once the window holds more than the limit.
-    pub(super) fn count(&mut self, kind: Flood) -> Result<(), Flood> {
+    /// Counts one frame of `kind`; `Err` once the window holds more than `limit`.
+    pub(super) fn count(&mut self, kind: Flood, limit: u32) -> Result<(), Flood> {
         let Some(slot) = kind.slot() else {
             return Ok(());
         };
         // Most connections never see a counted frame after the handshake; the clock is read
         // only when one arrives and the count is past a small free allowance.
         self.counts[slot] += 1;
-        if self.counts[slot] <= self.limit.min(64) {
+        if self.counts[slot] <= limit.min(64) {
             return Ok(());
         }
         let now = Instant::now();
@@ -138,7 +136,7 @@ impl FloodGuard {
             }
             Some(_) => {}
         }
-        if self.counts[slot] > self.limit {
+        if self.counts[slot] > limit {
             return Err(kind);
         }
         Ok(())
@@ -149,84 +147,94 @@ impl FloodGuard {
 /// that were reset by us, over the last [`SPAN`] odd ids. Frames the peer sent before it saw
 /// our RST_STREAM must be ignored; frames on a stream that closed otherwise are STREAM_CLOSED
 /// errors (RFC 9113 §5.1). Ids older than the span are taken as reset by us: ignoring a late
-/// frame is the safe mistake.
-pub(super) struct ResetIds {
-    /// Index (id / 2) of the oldest id covered; allocated on the first reset.
+/// frame is the safe mistake. Also the ids the peer skipped (opened a higher one first):
+/// frames on them are protocol errors, not frames on closed streams.
+///
+/// Nothing is allocated until the first reset or skip (8 bytes inline): most connections
+/// never have either.
+pub(super) struct ResetIds(Option<Box<Memory>>);
+
+struct Memory {
+    /// Index (id / 2) of the oldest id covered.
     base: u32,
-    bits: Option<Box<[u64; SPAN as usize / 64]>>,
-    /// Ranges of ids the peer skipped (opened a higher one first), newest last: frames on
-    /// them are protocol errors, not frames on closed streams. Clients rarely skip; the last
-    /// few ranges are enough to tell.
+    bits: [u64; SPAN as usize / 64],
+    /// Skipped id ranges, newest last. Clients rarely skip; the last few are enough to tell.
     skipped: Vec<(u32, u32)>,
 }
 
+/// Odd ids remembered: 2,048 streams, 256 bytes.
+const SPAN: u32 = 2048;
 /// Skipped ranges remembered.
 const SKIPPED: usize = 8;
 
-/// Odd ids remembered: 2,048 streams, 256 bytes once a stream was reset.
-const SPAN: u32 = 2048;
-
 impl ResetIds {
     pub(super) fn new() -> ResetIds {
-        ResetIds {
-            base: 0,
-            bits: None,
-            skipped: Vec::new(),
-        }
+        ResetIds(None)
     }
 
-    /// The peer opened a stream above `first..=last` without opening those.
-    pub(super) fn skip(&mut self, first: u32, last: u32) {
-        if self.skipped.len() == SKIPPED {
-            self.skipped.remove(0);
-        }
-        self.skipped.push((first, last));
-    }
-
-    /// Whether `id` is one the peer skipped (as far as we remember).
-    pub(super) fn skipped(&self, id: u32) -> bool {
-        self.skipped.iter().any(|&(a, b)| (a..=b).contains(&id))
+    fn memory(&mut self) -> &mut Memory {
+        self.0.get_or_insert_with(|| {
+            Box::new(Memory {
+                base: 0,
+                bits: [0; SPAN as usize / 64],
+                skipped: Vec::new(),
+            })
+        })
     }
 
     pub(super) fn insert(&mut self, id: u32) {
         let index = id >> 1;
-        let bits = self
-            .bits
-            .get_or_insert_with(|| Box::new([0; SPAN as usize / 64]));
-        if index < self.base {
+        let m = self.memory();
+        if index < m.base {
             return;
         }
-        if index >= self.base + SPAN {
+        if index >= m.base + SPAN {
             // Slide the window forward, forgetting the ids that fall out of it.
             let new_base = index - SPAN + 1;
-            if new_base - self.base >= SPAN {
-                **bits = [0; SPAN as usize / 64];
+            if new_base - m.base >= SPAN {
+                m.bits = [0; SPAN as usize / 64];
             } else {
-                for old in self.base..new_base {
+                for old in m.base..new_base {
                     let at = (old % SPAN) as usize;
-                    bits[at / 64] &= !(1 << (at % 64));
+                    m.bits[at / 64] &= !(1 << (at % 64));
                 }
             }
-            self.base = new_base;
+            m.base = new_base;
         }
         let at = (index % SPAN) as usize;
-        bits[at / 64] |= 1 << (at % 64);
+        m.bits[at / 64] |= 1 << (at % 64);
     }
 
     /// Whether frames on closed stream `id` are to be ignored.
     pub(super) fn ignores(&self, id: u32) -> bool {
         let index = id >> 1;
-        let Some(bits) = &self.bits else {
+        let Some(m) = &self.0 else {
             return false;
         };
-        if index < self.base {
+        if index < m.base {
             return true;
         }
-        if index >= self.base + SPAN {
+        if index >= m.base + SPAN {
             return false;
         }
         let at = (index % SPAN) as usize;
-        bits[at / 64] & (1 << (at % 64)) != 0
+        m.bits[at / 64] & (1 << (at % 64)) != 0
+    }
+
+    /// The peer opened a stream above `first..=last` without opening those.
+    pub(super) fn skip(&mut self, first: u32, last: u32) {
+        let m = self.memory();
+        if m.skipped.len() == SKIPPED {
+            m.skipped.remove(0);
+        }
+        m.skipped.push((first, last));
+    }
+
+    /// Whether `id` is one the peer skipped (as far as we remember).
+    pub(super) fn skipped(&self, id: u32) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|m| m.skipped.iter().any(|&(a, b)| (a..=b).contains(&id)))
     }
 }
 
@@ -236,16 +244,16 @@ mod tests {
 
     #[test]
     fn flood_past_the_limit_in_one_window() {
-        let mut g = FloodGuard::new(100);
+        let mut g = FloodGuard::new();
         for _ in 0..100 {
-            assert!(g.count(Flood::Settings).is_ok());
+            assert!(g.count(Flood::Settings, 100).is_ok());
         }
-        assert_eq!(g.count(Flood::Settings), Err(Flood::Settings));
+        assert_eq!(g.count(Flood::Settings, 100), Err(Flood::Settings));
         // Other kinds have their own counts.
-        assert!(g.count(Flood::Ping).is_ok());
+        assert!(g.count(Flood::Ping, 100).is_ok());
         // Kinds counted by cost are not time-counted.
         for _ in 0..1000 {
-            assert!(g.count(Flood::RapidReset).is_ok());
+            assert!(g.count(Flood::RapidReset, 100).is_ok());
         }
     }
 
