@@ -60,8 +60,8 @@ use ringway_testkit::futures_util::future::join_all;
 use ringway_testkit::prost::Message;
 use ringway_testkit::rawh2::{
     error_name, grpc_frame, grpc_messages, grpc_request_headers, hpack_literal, padded,
-    priority_fields, Frame, GoAway, HpackDecoder, RawConn, COMPRESSION_ERROR, CONTINUATION, DATA,
-    FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY, FLOW_CONTROL_ERROR,
+    priority_fields, Frame, GoAway, HpackDecoder, RawConn, CANCEL, COMPRESSION_ERROR, CONTINUATION,
+    DATA, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY, FLOW_CONTROL_ERROR,
     FRAME_SIZE_ERROR, GOAWAY, HEADERS, NO_ERROR, PING, PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM,
     SETTINGS, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS,
     SETTINGS_MAX_FRAME_SIZE, STREAM_CLOSED, WINDOW_UPDATE,
@@ -1141,9 +1141,7 @@ fn rst_stream_on_an_idle_stream_is_a_protocol_error() {
     run(LIMIT, async {
         let env = setup("").await;
         let mut client = Client::connect(env.gateway.addr(), &[]).await;
-        client
-            .send(&[Frame::rst_stream(7, ringway_testkit::rawh2::CANCEL)])
-            .await;
+        client.send(&[Frame::rst_stream(7, CANCEL)]).await;
         expect_connection_error(&mut client, PROTOCOL_ERROR, "RST_STREAM on idle stream 7").await;
     });
 }
@@ -1446,12 +1444,15 @@ fn streams_answered_early_still_check_the_rest_of_the_request() {
 }
 
 /// 29. `content-length` must equal the DATA that follows (RFC 9113 §8.1.1): less or more, in
-///     one frame or several, is a stream error PROTOCOL_ERROR, also on a routed call.
+///     one frame or several, is a stream error PROTOCOL_ERROR raised by ringway itself — the
+///     target here checks nothing, and never receives the malformed request's end (it gets
+///     RST_STREAM CANCEL instead) — while the right length passes.
 #[test]
 fn content_length_must_match_the_body() {
     run(LIMIT, async {
-        let env = setup("").await;
-        let mut client = Client::connect(env.gateway.addr(), &[]).await;
+        let (target, log) = start_target(TargetPlan::default()).await;
+        let (_redis, gateway) = gateway_to(target);
+        let mut client = Client::connect(gateway.addr(), &[]).await;
         let message = grpc_frame(&echo(b"0123456789", 0));
         let claims = [message.len() + 1, message.len() - 1];
         for (i, claim) in claims.iter().enumerate() {
@@ -1486,6 +1487,16 @@ fn content_length_must_match_the_body() {
             Outcome::Ended(reply) if reply.is_success() => {}
             other => panic!("the right content-length: {other:?}; {client:?}"),
         }
+        let log = log.lock().unwrap();
+        assert_eq!(
+            log.answered, 1,
+            "only the well-formed request ended: {log:?}"
+        );
+        assert_eq!(
+            log.resets.iter().filter(|&&(_, c)| c == CANCEL).count(),
+            2,
+            "both malformed requests were cancelled at the target: {log:?}"
+        );
     });
 }
 
@@ -1502,7 +1513,7 @@ fn frames_on_closed_streams_are_stream_closed() {
         client
             .send(&[
                 Frame::headers(1, &headers, false),
-                Frame::rst_stream(1, ringway_testkit::rawh2::CANCEL),
+                Frame::rst_stream(1, CANCEL),
                 Frame::data(1, b"late", true),
             ])
             .await;
