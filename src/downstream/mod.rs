@@ -57,6 +57,9 @@ pub struct Settings {
     pub ping_policy: PingPolicy,
     /// A write under way for this long closes the connection.
     pub send_timeout: Option<Duration>,
+    /// How often the timers look again for a write that started, calls that ended: the
+    /// shortest of the send timeout, the idle limit and [`TRIM_AFTER`].
+    pub recheck: Duration,
 }
 
 impl Settings {
@@ -76,6 +79,13 @@ impl Settings {
                 without_calls: config.permit_keepalive_without_calls,
             },
             send_timeout: nonzero(config.send_timeout_ms),
+            recheck: [
+                nonzero(config.send_timeout_ms),
+                nonzero(config.max_connection_idle_ms),
+            ]
+            .into_iter()
+            .flatten()
+            .fold(TRIM_AFTER, Duration::min),
         }
     }
 }
@@ -206,6 +216,7 @@ async fn serve_streams(
         grace_until: None,
         going_away: false,
         trimmed: false,
+        recheck_at: opened + settings.recheck,
     };
     loop {
         timer.set(timers.next(settings, conn));
@@ -291,6 +302,8 @@ struct Timers {
     going_away: bool,
     /// Buffers given back since the last call started.
     trimmed: bool,
+    /// When to look at the timers again whatever else is due.
+    recheck_at: Instant,
 }
 
 enum Fire {
@@ -318,33 +331,27 @@ impl Timers {
             consider(self.age_at);
             if conn.active_calls() == 0 {
                 consider(settings.max_idle.map(|idle| conn.idle_since() + idle));
-            } else if settings.max_idle.is_some() {
-                // Calls are open: look again in a while, when they may have ended.
-                consider(Some(Instant::now() + settings.max_idle.unwrap_or_default()));
             }
         }
         consider(self.grace_until);
         if let Some(limit) = settings.send_timeout {
-            // The write under way, or a look in a while for one that starts meanwhile: a
-            // stuck write is caught within one to two send timeouts.
-            consider(Some(
-                self.h2.write_started().unwrap_or_else(Instant::now) + limit,
-            ));
+            // The write under way is due then; one that starts later is seen at the next
+            // look (`recheck_at`): a stuck write is caught within one to two send timeouts.
+            consider(self.h2.write_started().map(|t| t + limit));
         }
-        if !self.trimmed {
-            consider(Some(if conn.active_calls() == 0 {
-                conn.idle_since() + TRIM_AFTER
-            } else {
-                // Calls are open: look again later, when they may have ended.
-                Instant::now() + TRIM_AFTER
-            }));
+        if !self.trimmed && conn.active_calls() == 0 {
+            consider(Some(conn.idle_since() + TRIM_AFTER));
         }
+        // A look now and then for what may have changed since (calls ended, a write started)
+        // without reading the clock on every accepted stream.
+        consider(Some(self.recheck_at));
         next
     }
 
     /// Acts on whatever deadline has passed.
     fn fire(&mut self, settings: &Settings, conn: &ClientConn) -> Fire {
         let now = Instant::now();
+        self.recheck_at = now + settings.recheck;
         if let Some(due) = self.pong_due {
             if now >= due {
                 return Fire::Close(true);
