@@ -33,7 +33,7 @@
 //! This module uses monoio's completion I/O (owned buffers) rather than the poll-io bridge the
 //! HTTP/2 side needs: nothing here wants tokio's traits.
 
-mod codec;
+pub mod codec;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
