@@ -5,8 +5,9 @@
 //! what `h2` itself only reports as a failed stream.
 //!
 //! Header blocks are written as HPACK literals without indexing or Huffman coding (RFC 7541
-//! §6.2.2): any decoder reads them and they leave its dynamic table alone. Header blocks are
-//! never decoded here; tests that need response headers use the `h2` crate.
+//! §6.2.2): any decoder reads them and they leave its dynamic table alone. Header blocks a peer
+//! sends are read with [`HpackDecoder`], the `httlib-hpack` crate's decoder (an HPACK
+//! implementation independent of ringway's) behind a small wrapper.
 
 use std::io;
 use std::net::SocketAddr;
@@ -779,15 +780,13 @@ impl RawConn {
 /// An HPACK decoder (RFC 7541) for reading what a real HTTP/2 peer sends: indexed fields,
 /// literals of every kind, Huffman-coded strings, the dynamic table and its size updates. One
 /// per connection and direction, fed every header block in the order they arrived.
+///
+/// The decoding is the `httlib-hpack` crate's, an implementation independent of ringway's;
+/// this wrapper adds what a connection needs on top: fields as UTF-8 strings, a size update
+/// after a field is an error (RFC 7541 §4.2), and a malformed block is an `Err`, never a panic.
 #[derive(Debug)]
 pub struct HpackDecoder {
-    /// Newest first.
-    dynamic: std::collections::VecDeque<(String, String)>,
-    size: usize,
-    /// The size the encoder may use (its last size update), at most `limit`.
-    max_size: usize,
-    /// What our SETTINGS_HEADER_TABLE_SIZE allows (4096 unless announced otherwise).
-    limit: usize,
+    inner: httlib_hpack::Decoder<'static>,
 }
 
 impl Default for HpackDecoder {
@@ -799,263 +798,46 @@ impl Default for HpackDecoder {
 impl HpackDecoder {
     /// A decoder for a peer allowed a table of `limit` bytes (our SETTINGS_HEADER_TABLE_SIZE).
     pub fn new(limit: usize) -> HpackDecoder {
+        let limit = u32::try_from(limit).expect("an HPACK table size fits in 32 bits");
         HpackDecoder {
-            dynamic: Default::default(),
-            size: 0,
-            max_size: limit,
-            limit,
+            inner: httlib_hpack::Decoder::with_dynamic_size(limit),
         }
     }
 
     /// The fields of one complete header block, in order; an error names what was wrong.
     pub fn decode(&mut self, block: &[u8]) -> Result<Vec<(String, String)>, String> {
+        let mut rest = block.to_vec();
         let mut fields = Vec::new();
-        let mut rest = block;
-        while let Some(&b) = rest.first() {
-            if b & 0x80 != 0 {
-                let index = hpack_int(&mut rest, 7)?;
-                fields.push(self.entry(index)?);
-            } else if b & 0xc0 == 0x40 {
-                let field = self.literal(&mut rest, 6)?;
-                self.insert(field.clone());
-                fields.push(field);
-            } else if b & 0xe0 == 0x20 {
-                if !fields.is_empty() {
-                    return Err("dynamic table size update after a field".into());
-                }
-                let size = hpack_int(&mut rest, 5)?;
-                if size > self.limit {
-                    return Err(format!("table size update to {size} above {}", self.limit));
-                }
-                self.max_size = size;
-                self.evict(0);
-            } else {
-                // 0000xxxx without indexing, 0001xxxx never indexed.
-                fields.push(self.literal(&mut rest, 4)?);
+        while !rest.is_empty() {
+            // One representation per call: a field, or a table size update (which yields none).
+            let mut one = Vec::with_capacity(1);
+            let before = rest.len();
+            let inner = &mut self.inner;
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                inner.decode_exact(&mut rest, &mut one)
+            }));
+            match decoded {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("{e:?} at byte {}", block.len() - before)),
+                Err(_) => return Err(format!("malformed at byte {}", block.len() - before)),
+            }
+            if one.is_empty() && rest.len() < before && !fields.is_empty() {
+                return Err("dynamic table size update after a field".into());
+            }
+            if rest.len() == before {
+                return Err(format!("no progress at byte {}", block.len() - before));
+            }
+            for (name, value, _flags) in one {
+                fields.push((utf8(name)?, utf8(value)?));
             }
         }
         Ok(fields)
     }
-
-    fn entry(&self, index: usize) -> Result<(String, String), String> {
-        match index {
-            0 => Err("index 0".into()),
-            1..=61 => {
-                let (n, v) = HPACK_STATIC[index - 1];
-                Ok((n.to_owned(), v.to_owned()))
-            }
-            _ => self
-                .dynamic
-                .get(index - 62)
-                .cloned()
-                .ok_or_else(|| format!("index {index} beyond the tables")),
-        }
-    }
-
-    fn literal(&mut self, rest: &mut &[u8], prefix: u8) -> Result<(String, String), String> {
-        let index = hpack_int(rest, prefix)?;
-        let name = if index == 0 {
-            hpack_str(rest)?
-        } else {
-            self.entry(index)?.0
-        };
-        let value = hpack_str(rest)?;
-        Ok((name, value))
-    }
-
-    fn insert(&mut self, field: (String, String)) {
-        let size = field.0.len() + field.1.len() + 32;
-        self.evict(size);
-        if size <= self.max_size {
-            self.size += size;
-            self.dynamic.push_front(field);
-        }
-    }
-
-    /// Evicts the oldest entries until `room` more bytes fit.
-    fn evict(&mut self, room: usize) {
-        while self.size + room > self.max_size {
-            match self.dynamic.pop_back() {
-                Some((n, v)) => self.size -= n.len() + v.len() + 32,
-                None => break,
-            }
-        }
-    }
 }
 
-/// An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1), consumed from `rest`.
-fn hpack_int(rest: &mut &[u8], n: u8) -> Result<usize, String> {
-    let (&first, mut tail) = rest.split_first().ok_or("integer past the end")?;
-    let max = (1usize << n) - 1;
-    let mut value = usize::from(first) & max;
-    if value == max {
-        let mut shift = 0;
-        loop {
-            let (&b, t) = tail.split_first().ok_or("integer past the end")?;
-            tail = t;
-            value += usize::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-            if shift > 28 {
-                return Err("integer too long".into());
-            }
-        }
-    }
-    *rest = tail;
-    Ok(value)
-}
-
-/// An HPACK string literal (RFC 7541 §5.2), Huffman-coded or not, consumed from `rest`.
-fn hpack_str(rest: &mut &[u8]) -> Result<String, String> {
-    let huffman = rest.first().ok_or("string past the end")? & 0x80 != 0;
-    let len = hpack_int(rest, 7)?;
-    if rest.len() < len {
-        return Err(format!("string of {len} bytes, {} left", rest.len()));
-    }
-    let (raw, tail) = rest.split_at(len);
-    *rest = tail;
-    let bytes = if huffman {
-        huffman_decode(raw)?
-    } else {
-        raw.to_vec()
-    };
+fn utf8(bytes: Vec<u8>) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
 }
-
-/// Decodes a Huffman-coded string (RFC 7541 §5.2, Appendix B) bit by bit.
-pub fn huffman_decode(src: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    let (mut code, mut len) = (0u32, 0u8);
-    for byte in src {
-        for i in (0..8).rev() {
-            code = code << 1 | u32::from(byte >> i & 1);
-            len += 1;
-            if let Some(sym) =
-                (0..256).find(|&s| HUFFMAN_LENGTHS[s] == len && HUFFMAN_CODES[s] == code)
-            {
-                out.push(sym as u8);
-                (code, len) = (0, 0);
-            } else if len >= 30 {
-                return Err("invalid Huffman code (EOS or worse)".into());
-            }
-        }
-    }
-    // Padding: fewer than 8 bits, all ones (a prefix of EOS).
-    if len >= 8 || code != (1u32 << len) - 1 {
-        return Err("bad Huffman padding".into());
-    }
-    Ok(out)
-}
-
-/// The HPACK static table (RFC 7541 Appendix A), index 1 first.
-const HPACK_STATIC: [(&str, &str); 61] = [
-    (":authority", ""),
-    (":method", "GET"),
-    (":method", "POST"),
-    (":path", "/"),
-    (":path", "/index.html"),
-    (":scheme", "http"),
-    (":scheme", "https"),
-    (":status", "200"),
-    (":status", "204"),
-    (":status", "206"),
-    (":status", "304"),
-    (":status", "400"),
-    (":status", "404"),
-    (":status", "500"),
-    ("accept-charset", ""),
-    ("accept-encoding", "gzip, deflate"),
-    ("accept-language", ""),
-    ("accept-ranges", ""),
-    ("accept", ""),
-    ("access-control-allow-origin", ""),
-    ("age", ""),
-    ("allow", ""),
-    ("authorization", ""),
-    ("cache-control", ""),
-    ("content-disposition", ""),
-    ("content-encoding", ""),
-    ("content-language", ""),
-    ("content-length", ""),
-    ("content-location", ""),
-    ("content-range", ""),
-    ("content-type", ""),
-    ("cookie", ""),
-    ("date", ""),
-    ("etag", ""),
-    ("expect", ""),
-    ("expires", ""),
-    ("from", ""),
-    ("host", ""),
-    ("if-match", ""),
-    ("if-modified-since", ""),
-    ("if-none-match", ""),
-    ("if-range", ""),
-    ("if-unmodified-since", ""),
-    ("last-modified", ""),
-    ("link", ""),
-    ("location", ""),
-    ("max-forwards", ""),
-    ("proxy-authenticate", ""),
-    ("proxy-authorization", ""),
-    ("range", ""),
-    ("referer", ""),
-    ("refresh", ""),
-    ("retry-after", ""),
-    ("server", ""),
-    ("set-cookie", ""),
-    ("strict-transport-security", ""),
-    ("transfer-encoding", ""),
-    ("user-agent", ""),
-    ("vary", ""),
-    ("via", ""),
-    ("www-authenticate", ""),
-];
-
-// The Huffman code of every byte value (RFC 7541 Appendix B), as the `h2` crate tabulates it
-// (src/hpack/huffman/table.rs, MIT).
-const HUFFMAN_CODES: [u32; 256] = [
-    0x1ff8, 0x7fffd8, 0xfffffe2, 0xfffffe3, 0xfffffe4, 0xfffffe5, 0xfffffe6, 0xfffffe7, 0xfffffe8,
-    0xffffea, 0x3ffffffc, 0xfffffe9, 0xfffffea, 0x3ffffffd, 0xfffffeb, 0xfffffec, 0xfffffed,
-    0xfffffee, 0xfffffef, 0xffffff0, 0xffffff1, 0xffffff2, 0x3ffffffe, 0xffffff3, 0xffffff4,
-    0xffffff5, 0xffffff6, 0xffffff7, 0xffffff8, 0xffffff9, 0xffffffa, 0xffffffb, 0x14, 0x3f8,
-    0x3f9, 0xffa, 0x1ff9, 0x15, 0xf8, 0x7fa, 0x3fa, 0x3fb, 0xf9, 0x7fb, 0xfa, 0x16, 0x17, 0x18,
-    0x0, 0x1, 0x2, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x5c, 0xfb, 0x7ffc, 0x20, 0xffb,
-    0x3fc, 0x1ffa, 0x21, 0x5d, 0x5e, 0x5f, 0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68,
-    0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f, 0x70, 0x71, 0x72, 0xfc, 0x73, 0xfd, 0x1ffb, 0x7fff0,
-    0x1ffc, 0x3ffc, 0x22, 0x7ffd, 0x3, 0x23, 0x4, 0x24, 0x5, 0x25, 0x26, 0x27, 0x6, 0x74, 0x75,
-    0x28, 0x29, 0x2a, 0x7, 0x2b, 0x76, 0x2c, 0x8, 0x9, 0x2d, 0x77, 0x78, 0x79, 0x7a, 0x7b, 0x7ffe,
-    0x7fc, 0x3ffd, 0x1ffd, 0xffffffc, 0xfffe6, 0x3fffd2, 0xfffe7, 0xfffe8, 0x3fffd3, 0x3fffd4,
-    0x3fffd5, 0x7fffd9, 0x3fffd6, 0x7fffda, 0x7fffdb, 0x7fffdc, 0x7fffdd, 0x7fffde, 0xffffeb,
-    0x7fffdf, 0xffffec, 0xffffed, 0x3fffd7, 0x7fffe0, 0xffffee, 0x7fffe1, 0x7fffe2, 0x7fffe3,
-    0x7fffe4, 0x1fffdc, 0x3fffd8, 0x7fffe5, 0x3fffd9, 0x7fffe6, 0x7fffe7, 0xffffef, 0x3fffda,
-    0x1fffdd, 0xfffe9, 0x3fffdb, 0x3fffdc, 0x7fffe8, 0x7fffe9, 0x1fffde, 0x7fffea, 0x3fffdd,
-    0x3fffde, 0xfffff0, 0x1fffdf, 0x3fffdf, 0x7fffeb, 0x7fffec, 0x1fffe0, 0x1fffe1, 0x3fffe0,
-    0x1fffe2, 0x7fffed, 0x3fffe1, 0x7fffee, 0x7fffef, 0xfffea, 0x3fffe2, 0x3fffe3, 0x3fffe4,
-    0x7ffff0, 0x3fffe5, 0x3fffe6, 0x7ffff1, 0x3ffffe0, 0x3ffffe1, 0xfffeb, 0x7fff1, 0x3fffe7,
-    0x7ffff2, 0x3fffe8, 0x1ffffec, 0x3ffffe2, 0x3ffffe3, 0x3ffffe4, 0x7ffffde, 0x7ffffdf,
-    0x3ffffe5, 0xfffff1, 0x1ffffed, 0x7fff2, 0x1fffe3, 0x3ffffe6, 0x7ffffe0, 0x7ffffe1, 0x3ffffe7,
-    0x7ffffe2, 0xfffff2, 0x1fffe4, 0x1fffe5, 0x3ffffe8, 0x3ffffe9, 0xffffffd, 0x7ffffe3, 0x7ffffe4,
-    0x7ffffe5, 0xfffec, 0xfffff3, 0xfffed, 0x1fffe6, 0x3fffe9, 0x1fffe7, 0x1fffe8, 0x7ffff3,
-    0x3fffea, 0x3fffeb, 0x1ffffee, 0x1ffffef, 0xfffff4, 0xfffff5, 0x3ffffea, 0x7ffff4, 0x3ffffeb,
-    0x7ffffe6, 0x3ffffec, 0x3ffffed, 0x7ffffe7, 0x7ffffe8, 0x7ffffe9, 0x7ffffea, 0x7ffffeb,
-    0xffffffe, 0x7ffffec, 0x7ffffed, 0x7ffffee, 0x7ffffef, 0x7fffff0, 0x3ffffee,
-];
-
-const HUFFMAN_LENGTHS: [u8; 256] = [
-    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30, 28,
-    28, 28, 28, 28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6, 5, 5,
-    5, 6, 6, 6, 6, 6, 6, 6, 7, 8, 15, 6, 12, 10, 13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
-    7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19, 13, 14, 6, 15, 5, 6, 5, 6, 5, 6, 6, 6, 5, 7, 7, 6, 6,
-    6, 5, 6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15, 11, 14, 13, 28, 20, 22, 20, 20, 22, 22, 22, 23, 22,
-    23, 23, 23, 23, 23, 24, 23, 24, 24, 22, 23, 24, 23, 23, 23, 23, 21, 22, 23, 22, 23, 23, 24, 22,
-    21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23, 23, 21, 21, 22, 21, 23, 22, 23, 23, 20,
-    22, 22, 22, 23, 22, 22, 23, 26, 26, 20, 19, 22, 23, 22, 25, 26, 26, 26, 27, 27, 26, 24, 25, 19,
-    21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27, 20, 24, 20, 21, 22, 21, 21, 23, 22,
-    22, 25, 25, 24, 24, 26, 23, 26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27, 27, 27, 26,
-];
 
 #[cfg(test)]
 mod tests {
@@ -1175,5 +957,41 @@ mod hpack_tests {
         assert_eq!(d.decode(&hpack_literal(&list)).unwrap(), fields(&list));
         assert!(d.decode(&[0x80]).is_err());
         assert!(d.decode(&[0xff, 0x7f]).is_err());
+    }
+
+    #[test]
+    fn malformed_blocks_are_errors_not_panics() {
+        for block in [
+            &[0x0f][..],             // a name index whose integer never ends
+            &[0x00, 0x05, b'a'][..], // a name longer than the block
+            &[0x82, 0x3f][..],       // an unfinished size update, after a field too
+        ] {
+            assert!(
+                HpackDecoder::default().decode(block).is_err(),
+                "{block:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn table_size_updates_only_first_and_within_the_limit() {
+        let mut d = HpackDecoder::new(256);
+        // Two updates, then a field indexed into the (now 100-byte) table and used again.
+        let mut block = vec![0x20, 0x3f, 0x45]; // sizes 0, then 31 + 69 = 100
+        block.extend(hex("40 01 61 01 62")); // a: b, with incremental indexing
+        assert_eq!(d.decode(&block).unwrap(), fields(&[("a", "b")]));
+        assert_eq!(d.decode(&[0xbe]).unwrap(), fields(&[("a", "b")]));
+        // 257 > 256: refused.
+        assert!(d.decode(&[0x3f, 0xe2, 0x01]).is_err());
+        let mut d = HpackDecoder::default();
+        assert!(
+            d.decode(&[0x82, 0x20]).is_err(),
+            "size update after a field"
+        );
+        // A never-indexed literal reads like any other field.
+        assert_eq!(
+            d.decode(&hex("10 01 78 01 79")).unwrap(),
+            fields(&[("x", "y")])
+        );
     }
 }

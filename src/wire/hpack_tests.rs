@@ -1,0 +1,823 @@
+//! Unit tests of the HPACK decoder and encoder ([`super`]), kept out of `hpack.rs` itself.
+
+use super::*;
+
+fn hex(s: &str) -> Bytes {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let v: Vec<u8> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect();
+    Bytes::from(v)
+}
+
+fn decode(dec: &mut Decoder, block: &Bytes) -> Result<Vec<(String, String)>, HpackError> {
+    let mut out = Vec::new();
+    dec.decode(block, |f| {
+        out.push((
+            String::from_utf8(f.name.to_vec()).unwrap(),
+            String::from_utf8(f.value.to_vec()).unwrap(),
+        ))
+    })?;
+    Ok(out)
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|&(n, v)| (n.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The dynamic table, newest first.
+fn table(dec: &Decoder) -> Vec<(String, String)> {
+    dec.table
+        .iter()
+        .map(|f| {
+            (
+                String::from_utf8(f.name.to_vec()).unwrap(),
+                String::from_utf8(f.value.to_vec()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn huff(s: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    huffman::encode(s.as_bytes(), &mut b);
+    b.to_vec()
+}
+
+#[test]
+fn static_table_spot_checks() {
+    assert_eq!(STATIC_TABLE[0].0, b":authority");
+    assert_eq!(
+        STATIC_TABLE[15],
+        (&b"accept-encoding"[..], &b"gzip, deflate"[..])
+    );
+    assert_eq!(STATIC_TABLE[30].0, b"content-type");
+    assert_eq!(STATIC_TABLE[57].0, b"user-agent");
+    assert_eq!(STATIC_TABLE[60].0, b"www-authenticate");
+}
+
+#[test]
+fn encoder_static_match_agrees_with_table() {
+    for (i, &(name, value)) in STATIC_TABLE.iter().enumerate() {
+        let index = (i + 1) as u8;
+        match static_match(name, value) {
+            StaticMatch::Full(j) => assert_eq!(j, index),
+            StaticMatch::Name(j) => {
+                // Either the entry's own index, or the first entry with
+                // that name when the value is not worth matching.
+                assert_eq!(STATIC_TABLE[j as usize - 1].0, name);
+                assert!(j <= index);
+                if !value.is_empty() {
+                    assert_eq!(value, b"/index.html", "entry {index} should match fully");
+                }
+            }
+            StaticMatch::None => panic!("no match for static entry {index}"),
+        }
+    }
+    assert!(matches!(
+        static_match(b"grpc-status", b"0"),
+        StaticMatch::None
+    ));
+    assert!(matches!(
+        static_match(b":status", b"201"),
+        StaticMatch::Name(8)
+    ));
+    assert!(matches!(
+        static_match(b"te", b"trailers"),
+        StaticMatch::None
+    ));
+}
+
+// RFC 7541 C.2.1
+#[test]
+fn rfc_c2_1_literal_with_indexing() {
+    let mut dec = Decoder::new(4096);
+    let block = hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572");
+    assert_eq!(
+        decode(&mut dec, &block).unwrap(),
+        pairs(&[("custom-key", "custom-header")])
+    );
+    assert_eq!(dec.table_size(), 55);
+    assert_eq!(table(&dec), pairs(&[("custom-key", "custom-header")]));
+}
+
+// RFC 7541 C.2.2
+#[test]
+fn rfc_c2_2_literal_without_indexing() {
+    let mut dec = Decoder::new(4096);
+    let block = hex("040c 2f73 616d 706c 652f 7061 7468");
+    assert_eq!(
+        decode(&mut dec, &block).unwrap(),
+        pairs(&[(":path", "/sample/path")])
+    );
+    assert_eq!(dec.table_size(), 0);
+}
+
+// RFC 7541 C.2.3
+#[test]
+fn rfc_c2_3_literal_never_indexed() {
+    let mut dec = Decoder::new(4096);
+    let block = hex("1008 7061 7373 776f 7264 0673 6563 7265 74");
+    assert_eq!(
+        decode(&mut dec, &block).unwrap(),
+        pairs(&[("password", "secret")])
+    );
+    assert_eq!(dec.table_size(), 0);
+}
+
+// RFC 7541 C.2.4
+#[test]
+fn rfc_c2_4_indexed() {
+    let mut dec = Decoder::new(4096);
+    assert_eq!(
+        decode(&mut dec, &hex("82")).unwrap(),
+        pairs(&[(":method", "GET")])
+    );
+    assert_eq!(dec.table_size(), 0);
+}
+
+fn check_request_sequence(blocks: [Bytes; 3]) {
+    let mut dec = Decoder::new(4096);
+    assert_eq!(
+        decode(&mut dec, &blocks[0]).unwrap(),
+        pairs(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "www.example.com"),
+        ])
+    );
+    assert_eq!(dec.table_size(), 57);
+    assert_eq!(table(&dec), pairs(&[(":authority", "www.example.com")]));
+
+    assert_eq!(
+        decode(&mut dec, &blocks[1]).unwrap(),
+        pairs(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "www.example.com"),
+            ("cache-control", "no-cache"),
+        ])
+    );
+    assert_eq!(dec.table_size(), 110);
+    assert_eq!(
+        table(&dec),
+        pairs(&[
+            ("cache-control", "no-cache"),
+            (":authority", "www.example.com")
+        ])
+    );
+
+    assert_eq!(
+        decode(&mut dec, &blocks[2]).unwrap(),
+        pairs(&[
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":path", "/index.html"),
+            (":authority", "www.example.com"),
+            ("custom-key", "custom-value"),
+        ])
+    );
+    assert_eq!(dec.table_size(), 164);
+    assert_eq!(
+        table(&dec),
+        pairs(&[
+            ("custom-key", "custom-value"),
+            ("cache-control", "no-cache"),
+            (":authority", "www.example.com"),
+        ])
+    );
+}
+
+// RFC 7541 C.3.1-C.3.3
+#[test]
+fn rfc_c3_requests_without_huffman() {
+    check_request_sequence([
+        hex("8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d"),
+        hex("8286 84be 5808 6e6f 2d63 6163 6865"),
+        hex("8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65"),
+    ]);
+}
+
+// RFC 7541 C.4.1-C.4.3
+#[test]
+fn rfc_c4_requests_with_huffman() {
+    let blocks = [
+        hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"),
+        hex("8286 84be 5886 a8eb 1064 9cbf"),
+        hex("8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf"),
+    ];
+    // Cross-check the Huffman strings against our encoder.
+    assert_eq!(&blocks[0][5..], &huff("www.example.com")[..]);
+    assert_eq!(&blocks[1][6..], &huff("no-cache")[..]);
+    assert_eq!(&blocks[2][6..14], &huff("custom-key")[..]);
+    assert_eq!(&blocks[2][15..], &huff("custom-value")[..]);
+    check_request_sequence(blocks);
+}
+
+const DATE1: &str = "Mon, 21 Oct 2013 20:13:21 GMT";
+const DATE2: &str = "Mon, 21 Oct 2013 20:13:22 GMT";
+const LOCATION: &str = "https://www.example.com";
+const COOKIE: &str = "foo=ASDJKHQKBZXOQWEOPIUAXQWEOIU; max-age=3600; version=1";
+
+fn check_response_sequence(blocks: [Bytes; 3]) {
+    let mut dec = Decoder::new(256);
+    assert_eq!(
+        decode(&mut dec, &blocks[0]).unwrap(),
+        pairs(&[
+            (":status", "302"),
+            ("cache-control", "private"),
+            ("date", DATE1),
+            ("location", LOCATION),
+        ])
+    );
+    assert_eq!(dec.table_size(), 222);
+    assert_eq!(
+        table(&dec),
+        pairs(&[
+            ("location", LOCATION),
+            ("date", DATE1),
+            ("cache-control", "private"),
+            (":status", "302"),
+        ])
+    );
+
+    assert_eq!(
+        decode(&mut dec, &blocks[1]).unwrap(),
+        pairs(&[
+            (":status", "307"),
+            ("cache-control", "private"),
+            ("date", DATE1),
+            ("location", LOCATION),
+        ])
+    );
+    assert_eq!(dec.table_size(), 222);
+    assert_eq!(
+        table(&dec),
+        pairs(&[
+            (":status", "307"),
+            ("location", LOCATION),
+            ("date", DATE1),
+            ("cache-control", "private"),
+        ])
+    );
+
+    assert_eq!(
+        decode(&mut dec, &blocks[2]).unwrap(),
+        pairs(&[
+            (":status", "200"),
+            ("cache-control", "private"),
+            ("date", DATE2),
+            ("location", LOCATION),
+            ("content-encoding", "gzip"),
+            ("set-cookie", COOKIE),
+        ])
+    );
+    assert_eq!(dec.table_size(), 215);
+    assert_eq!(
+        table(&dec),
+        pairs(&[
+            ("set-cookie", COOKIE),
+            ("content-encoding", "gzip"),
+            ("date", DATE2)
+        ])
+    );
+}
+
+// RFC 7541 C.5.1-C.5.3 (eviction with a 256-byte table)
+#[test]
+fn rfc_c5_responses_without_huffman() {
+    check_response_sequence([
+        hex(
+            "4803 3330 3258 0770 7269 7661 7465 611d 4d6f 6e2c 2032 3120 4f63 7420 3230
+             3133 2032 303a 3133 3a32 3120 474d 546e 1768 7474 7073 3a2f 2f77 7777 2e65
+             7861 6d70 6c65 2e63 6f6d",
+        ),
+        hex("4803 3330 37c1 c0bf"),
+        hex(
+            "88c1 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133 2032 303a 3133 3a32 3220
+             474d 54c0 5a04 677a 6970 7738 666f 6f3d 4153 444a 4b48 514b 425a 584f 5157
+             454f 5049 5541 5851 5745 4f49 553b 206d 6178 2d61 6765 3d33 3630 303b 2076
+             6572 7369 6f6e 3d31",
+        ),
+    ]);
+}
+
+// RFC 7541 C.6.1-C.6.3 (Huffman, eviction with a 256-byte table)
+#[test]
+fn rfc_c6_responses_with_huffman() {
+    let blocks = [
+        hex(
+            "4882 6402 5885 aec3 771a 4b61 96d0 7abe 9410 54d4 44a8 2005 9504 0b81 66e0
+             82a6 2d1b ff6e 919d 29ad 1718 63c7 8f0b 97c8 e9ae 82ae 43d3",
+        ),
+        hex("4883 640e ffc1 c0bf"),
+        hex(
+            "88c1 6196 d07a be94 1054 d444 a820 0595 040b 8166 e084 a62d 1bff c05a 839b
+             d9ab 77ad 94e7 821d d7f2 e6c7 b335 dfdf cd5b 3960 d5af 2708 7f36 72c1 ab27
+             0fb5 291f 9587 3160 65c0 03ed 4ee5 b106 3d50 07",
+        ),
+    ];
+    assert_eq!(&blocks[0][2..4], &huff("302")[..]);
+    assert_eq!(&blocks[0][6..11], &huff("private")[..]);
+    assert_eq!(&blocks[0][13..35], &huff(DATE1)[..]);
+    assert_eq!(&blocks[0][37..], &huff(LOCATION)[..]);
+    assert_eq!(&blocks[1][2..5], &huff("307")[..]);
+    assert_eq!(&blocks[2][4..26], &huff(DATE2)[..]);
+    assert_eq!(&blocks[2][29..32], &huff("gzip")[..]);
+    assert_eq!(&blocks[2][34..], &huff(COOKIE)[..]);
+    check_response_sequence(blocks);
+}
+
+const REQUEST: &[(&[u8], &[u8])] = &[
+    (b":method", b"POST"),
+    (b":scheme", b"http"),
+    (b":path", b"/pkg.Svc/Method"),
+    (b":authority", b"127.0.0.1:7000"),
+    (b"content-type", b"application/grpc"),
+    (b"te", b"trailers"),
+    (b"grpc-timeout", b"1S"),
+    (b"jobid", b"abc"),
+    (b"user-agent", b"grpc-go/1.60"),
+];
+
+fn round_trip(dec: &mut Decoder, enc: &mut Encoder, fields: &[(&[u8], &[u8])]) -> Bytes {
+    let mut dst = BytesMut::new();
+    enc.encode(fields.iter().copied(), &mut dst);
+    let block = dst.freeze();
+    let mut got = Vec::new();
+    dec.decode(&block, |f| got.push(f)).unwrap();
+    let want: Vec<Field> = fields
+        .iter()
+        .map(|&(n, v)| Field {
+            sensitive: false,
+            name: Bytes::copy_from_slice(n),
+            value: Bytes::copy_from_slice(v),
+        })
+        .collect();
+    assert_eq!(got, want);
+    block
+}
+
+#[test]
+fn never_indexed_fields_stay_never_indexed() {
+    // Received: `authorization: secret` as a never-indexed literal with a new name.
+    let mut block = BytesMut::new();
+    block.extend_from_slice(&[0x10, 13]);
+    block.extend_from_slice(b"authorization");
+    block.extend_from_slice(&[6]);
+    block.extend_from_slice(b"secret");
+    let block = block.freeze();
+    let mut dec = Decoder::new(4096);
+    let mut got = Vec::new();
+    dec.decode(&block, |f| got.push(f)).unwrap();
+    assert!(got[0].sensitive);
+    // Passed on: still never indexed (0001xxxx), here with the static name (index 23).
+    let mut enc = Encoder::new();
+    let mut out = BytesMut::new();
+    enc.encode_marked(
+        got.iter()
+            .map(|f| (f.name.as_ref(), f.value.as_ref(), f.sensitive)),
+        &mut out,
+    );
+    assert_eq!(
+        &out[..],
+        &[0x20, 0x10 | 15, 8, 6, b's', b'e', b'c', b'r', b'e', b't'][..]
+    );
+    // A sensitive field that matches a static entry in full is not sent as an index.
+    let mut out = BytesMut::new();
+    enc.encode_marked([(&b":method"[..], &b"GET"[..], true)], &mut out);
+    assert_eq!(&out[..], &[0x10 | 2, 3, b'G', b'E', b'T'][..]);
+    let mut dec = Decoder::new(4096);
+    let mut again = Vec::new();
+    dec.decode(&out.freeze(), |f| again.push(f)).unwrap();
+    assert!(again[0].sensitive);
+    assert_eq!(again[0].value.as_ref(), b"GET");
+}
+
+#[test]
+fn encoder_round_trip_grpc() {
+    let mut enc = Encoder::default();
+    let mut dec = Decoder::new(4096);
+    let first = round_trip(&mut dec, &mut enc, REQUEST);
+    assert_eq!(first[0], 0x20, "first block starts with a size update to 0");
+    assert_eq!(first[1], 0x83, ":method POST is static index 3");
+    assert_eq!(first[2], 0x86, ":scheme http is static index 6");
+    // :path with a literal value: without indexing, name index 4.
+    assert_eq!(&first[3..5], &[0x04, 15]);
+    assert_eq!(&first[5..20], b"/pkg.Svc/Method");
+
+    let response: &[(&[u8], &[u8])] =
+        &[(b":status", b"200"), (b"content-type", b"application/grpc")];
+    let second = round_trip(&mut dec, &mut enc, response);
+    assert_eq!(second[0], 0x88, "later blocks have no size update");
+    // content-type: name index 31 needs a two-byte integer (15 + 16).
+    assert_eq!(&second[1..3], &[0x0f, 16]);
+
+    let trailers: &[(&[u8], &[u8])] = &[
+        (b"grpc-status", b"0"),
+        (b"grpc-message", b"deadline exceeded: 1S elapsed"),
+    ];
+    let third = round_trip(&mut dec, &mut enc, trailers);
+    assert_eq!(third[0], 0x00);
+    assert_eq!(
+        &third[1..13],
+        &[11, b'g', b'r', b'p', b'c', b'-', b's', b't', b'a', b't', b'u', b's']
+    );
+    assert_eq!(dec.table_size(), 0, "the encoder never indexes");
+
+    // Exact static matches are one byte each.
+    let mut dst = BytesMut::new();
+    let fields: &[(&[u8], &[u8])] = &[
+        (b":method", b"GET"),
+        (b":path", b"/"),
+        (b":scheme", b"https"),
+        (b":status", b"204"),
+        (b":status", b"500"),
+        (b"accept-encoding", b"gzip, deflate"),
+    ];
+    enc.encode(fields.iter().copied(), &mut dst);
+    assert_eq!(&dst[..], &[0x82, 0x84, 0x87, 0x89, 0x8e, 0x90]);
+    round_trip(&mut dec, &mut enc, fields);
+}
+
+#[test]
+fn encoder_long_strings_and_empty_block() {
+    let mut enc = Encoder::new();
+    let mut dec = Decoder::new(4096);
+    let big = vec![b'x'; 70_000];
+    let block = round_trip(&mut dec, &mut enc, &[(b"x-big", &big[..]), (b"", b"")]);
+    // 70000 - 127 = 69873 = 0x110f1: f1 | 80, (0x110f1 >> 7) & 7f | 80, 0x04.
+    assert_eq!(
+        &block[..9],
+        &[0x20, 0x00, 5, b'x', b'-', b'b', b'i', b'g', 0x7f]
+    );
+    assert_eq!(&block[9..12], &[0xf1, 0xa1, 0x04]);
+    let empty = round_trip(&mut dec, &mut enc, &[]);
+    assert!(empty.is_empty());
+}
+
+#[test]
+fn integer_decoding() {
+    // RFC 7541 C.1.1-C.1.3.
+    let mut pos = 0;
+    assert_eq!(decode_int::<5>(&[0x0a], &mut pos), Ok(10));
+    assert_eq!(pos, 1);
+    pos = 0;
+    assert_eq!(decode_int::<5>(&[0x1f, 0x9a, 0x0a], &mut pos), Ok(1337));
+    assert_eq!(pos, 3);
+    pos = 0;
+    assert_eq!(decode_int::<8>(&[0x2a], &mut pos), Ok(42));
+    // Four continuation bytes are fine, five are not.
+    pos = 0;
+    assert_eq!(
+        decode_int::<7>(&[0x7f, 0xff, 0xff, 0xff, 0x7f], &mut pos),
+        Ok(127 + (1 << 28) - 1)
+    );
+    pos = 0;
+    assert_eq!(
+        decode_int::<7>(&[0x7f, 0x80, 0x80, 0x80, 0x80, 0x00], &mut pos),
+        Err(HpackError::IntegerOverflow)
+    );
+    pos = 0;
+    assert_eq!(
+        decode_int::<7>(&[0x7f, 0x80], &mut pos),
+        Err(HpackError::Truncated)
+    );
+    // Encoder/decoder agree across sizes and prefixes.
+    for prefix in 1..=8u8 {
+        for value in [
+            0usize,
+            1,
+            14,
+            15,
+            16,
+            126,
+            127,
+            128,
+            255,
+            256,
+            1337,
+            1 << 20,
+            1 << 27,
+        ] {
+            let mut dst = BytesMut::new();
+            encode_int(&mut dst, value, prefix, 0);
+            let mut pos = 0;
+            let got = match prefix {
+                1 => decode_int::<1>(&dst, &mut pos),
+                2 => decode_int::<2>(&dst, &mut pos),
+                3 => decode_int::<3>(&dst, &mut pos),
+                4 => decode_int::<4>(&dst, &mut pos),
+                5 => decode_int::<5>(&dst, &mut pos),
+                6 => decode_int::<6>(&dst, &mut pos),
+                7 => decode_int::<7>(&dst, &mut pos),
+                _ => decode_int::<8>(&dst, &mut pos),
+            };
+            assert_eq!(got, Ok(value), "prefix {prefix} value {value}");
+            assert_eq!(pos, dst.len());
+        }
+    }
+}
+
+fn decode_err(dec: &mut Decoder, block: &[u8]) -> HpackError {
+    dec.decode(&Bytes::copy_from_slice(block), |_| {})
+        .unwrap_err()
+}
+
+#[test]
+fn errors() {
+    let mut dec = Decoder::new(4096);
+    // Truncated: missing value string, string longer than the block,
+    // unfinished integer.
+    assert_eq!(decode_err(&mut dec, &[0x82, 0x41]), HpackError::Truncated);
+    assert_eq!(
+        decode_err(&mut dec, &[0x04, 0x05, b'a']),
+        HpackError::Truncated
+    );
+    assert_eq!(decode_err(&mut dec, &[0x00, 0x01]), HpackError::Truncated);
+    assert_eq!(decode_err(&mut dec, &[0xff]), HpackError::Truncated);
+    assert_eq!(
+        decode_err(&mut dec, &[0x04, 0x7f, 0xff]),
+        HpackError::Truncated
+    );
+    // Integer overflow in an index and in a string length.
+    assert_eq!(
+        decode_err(&mut dec, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+        HpackError::IntegerOverflow
+    );
+    assert_eq!(
+        decode_err(&mut dec, &[0x04, 0x7f, 0x80, 0x80, 0x80, 0x80, 0x01]),
+        HpackError::IntegerOverflow
+    );
+    // Bad index: 0, past the static table with an empty dynamic table,
+    // as a literal's name, and past a one-entry dynamic table.
+    assert_eq!(decode_err(&mut dec, &[0x80]), HpackError::BadIndex(0));
+    assert_eq!(decode_err(&mut dec, &[0xbe]), HpackError::BadIndex(62));
+    assert_eq!(
+        decode_err(&mut dec, &[0x0f, 0x30, 0x00]),
+        HpackError::BadIndex(63)
+    );
+    let mut dec = Decoder::new(4096);
+    assert_eq!(
+        decode_err(&mut dec, &[0x41, 0x01, b'a', 0xbf]),
+        HpackError::BadIndex(63)
+    );
+    // Bad Huffman: EOS, 8 bits of padding, padding with a zero bit.
+    assert_eq!(
+        decode_err(&mut dec, &[0x04, 0x84, 0xff, 0xff, 0xff, 0xff]),
+        HpackError::BadHuffman
+    );
+    assert_eq!(
+        decode_err(&mut dec, &[0x04, 0x81, 0xff]),
+        HpackError::BadHuffman
+    );
+    assert_eq!(
+        decode_err(&mut dec, &[0x04, 0x81, 0x00]),
+        HpackError::BadHuffman
+    );
+    // Size update above the advertised maximum (4097 = 31 + 98 + 31 * 128).
+    assert_eq!(
+        decode_err(&mut dec, &[0x3f, 0xe2, 0x1f]),
+        HpackError::TableSizeUpdateTooLarge(4097)
+    );
+    assert_eq!(
+        decode_err(&mut Decoder::new(0), &[0x21]),
+        HpackError::TableSizeUpdateTooLarge(1)
+    );
+    // Size update after a field.
+    assert_eq!(
+        decode_err(&mut dec, &[0x82, 0x20]),
+        HpackError::TableSizeUpdateAfterField
+    );
+    assert_eq!(
+        decode_err(&mut dec, &[0x20, 0x82, 0x3f, 0x00]),
+        HpackError::TableSizeUpdateAfterField
+    );
+    // All variants have a message.
+    assert_eq!(HpackError::BadIndex(7).to_string(), "invalid table index 7");
+    assert!(!HpackError::TableSizeUpdateTooLarge(1)
+        .to_string()
+        .is_empty());
+}
+
+#[test]
+fn table_size_updates() {
+    let mut dec = Decoder::new(4096);
+    // Exactly the maximum (4096 = 31 + 97 + 31 * 128), twice, at the start.
+    assert_eq!(
+        decode(&mut dec, &hex("3fe1 1f3f e11f 82")).unwrap(),
+        pairs(&[(":method", "GET")])
+    );
+    let block = hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572");
+    decode(&mut dec, &block).unwrap();
+    decode(&mut dec, &block).unwrap();
+    assert_eq!(dec.table_size(), 110);
+    // Shrinking evicts the oldest entry; index 63 is then gone.
+    assert_eq!(decode(&mut dec, &hex("3f 22 be")).unwrap().len(), 1);
+    assert_eq!(dec.table_size(), 55);
+    assert_eq!(decode_err(&mut dec, &[0xbf]), HpackError::BadIndex(63));
+    // Size 0 empties the table; an entry larger than the table is
+    // emitted but not stored.
+    decode(&mut dec, &hex("20")).unwrap();
+    assert_eq!(dec.table_size(), 0);
+    assert_eq!(
+        decode(&mut dec, &block).unwrap(),
+        pairs(&[("custom-key", "custom-header")])
+    );
+    assert_eq!(dec.table_size(), 0);
+    assert_eq!(decode_err(&mut dec, &[0xbe]), HpackError::BadIndex(62));
+    // Growing back is allowed up to the advertised maximum.
+    decode(&mut dec, &hex("3fe1 1f")).unwrap();
+    decode(&mut dec, &block).unwrap();
+    assert_eq!(
+        decode(&mut dec, &hex("be")).unwrap(),
+        pairs(&[("custom-key", "custom-header")])
+    );
+    // An empty block is fine.
+    assert_eq!(decode(&mut dec, &Bytes::new()).unwrap(), vec![]);
+}
+
+#[test]
+fn zero_copy() {
+    let mut dec = Decoder::new(4096);
+    // Literal without indexing, name index 4 (:path), raw value; then a
+    // literal with incremental indexing and a literal name.
+    let block = hex("040c 2f73 616d 706c 652f 7061 7468
+                     400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572");
+    let range = block.as_ptr() as usize..block.as_ptr() as usize + block.len();
+    let mut fields = Vec::new();
+    dec.decode(&block, |f| fields.push(f)).unwrap();
+    assert_eq!(&fields[0].value[..], b"/sample/path");
+    assert!(
+        range.contains(&(fields[0].value.as_ptr() as usize)),
+        "raw literal is a slice"
+    );
+    assert_eq!(
+        fields[0].name.as_ptr(),
+        STATIC_TABLE[3].0.as_ptr(),
+        "static name"
+    );
+
+    // Re-emitted through the dynamic table: not in the first block.
+    let second = hex("be");
+    let mut again = Vec::new();
+    dec.decode(&second, |f| again.push(f)).unwrap();
+    assert_eq!(&again[0].name[..], b"custom-key");
+    assert_eq!(&again[0].value[..], b"custom-header");
+    for b in [&again[0].name, &again[0].value] {
+        assert!(
+            !range.contains(&(b.as_ptr() as usize)),
+            "table entry copies out of the block"
+        );
+    }
+    // A dynamic hit is a refcount clone of the stored entry.
+    let mut third = Vec::new();
+    dec.decode(&second, |f| third.push(f)).unwrap();
+    assert_eq!(third[0].value.as_ptr(), again[0].value.as_ptr());
+
+    // Static indexed fields are static slices.
+    let mut st = Vec::new();
+    dec.decode(&hex("83"), |f| st.push(f)).unwrap();
+    assert_eq!(st[0].value.as_ptr(), STATIC_TABLE[2].1.as_ptr());
+}
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn fuzz_no_panic() {
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let seeds: Vec<Bytes> = [
+        "8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff",
+        "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
+        "4882 6402 5885 aec3 771a 4b61 96d0 7abe 9410 54d4 44a8 2005 9504 0b81 66e0",
+        "3fe1 1f40 0a63 7573 746f 6d2d 6b65 790d 6375 7374 6f6d 2d68 6561 6465 72be",
+    ]
+    .iter()
+    .map(|s| hex(s))
+    .collect();
+    let mut dec = Decoder::new(256);
+    let mut fields = 0usize;
+    for i in 0..100_000 {
+        let block = if i % 2 == 0 {
+            // Random bytes, biased towards short blocks.
+            let len = (rng.next() % 48) as usize;
+            (0..len).map(|_| rng.next() as u8).collect::<Vec<u8>>()
+        } else {
+            // Mutated valid blocks, to get deeper into the decoder.
+            let mut b = seeds[(rng.next() % seeds.len() as u64) as usize].to_vec();
+            for _ in 0..1 + rng.next() % 3 {
+                let at = (rng.next() % b.len() as u64) as usize;
+                b[at] = rng.next() as u8;
+            }
+            let cut = (rng.next() % (b.len() as u64 + 1)) as usize;
+            b.truncate(cut.max(b.len() / 2));
+            b
+        };
+        let block = Bytes::from(block);
+        if dec.decode(&block, |_| fields += 1).is_err() {
+            dec = Decoder::new(256);
+        }
+        assert!(dec.size <= dec.max_size);
+        let sum: usize = dec
+            .table
+            .iter()
+            .map(|f| f.name.len() + f.value.len() + 32)
+            .sum();
+        assert_eq!(sum, dec.size);
+    }
+    assert!(
+        fields > 1000,
+        "the fuzzer should decode some fields ({fields})"
+    );
+}
+
+#[test]
+fn huffman_arena() {
+    let value = b"/sample/path";
+    let mut huff = BytesMut::new();
+    huffman::encode(value, &mut huff);
+    // Literal without indexing, name index 4 (:path), Huffman value.
+    let mut block = BytesMut::new();
+    block.extend_from_slice(&[0x04, 0x80 | huff.len() as u8]);
+    block.extend_from_slice(&huff);
+    let block = block.freeze();
+    let needed = huff.len() * 8 / 5 + 1;
+
+    let mut dec = Decoder::new(4096);
+    let mut values = Vec::new();
+    for _ in 0..1000 {
+        let mut fields = Vec::new();
+        dec.decode(&block, |f| fields.push(f)).unwrap();
+        assert_eq!(fields.len(), 1);
+        assert_eq!(&fields[0].name[..], b":path");
+        assert_eq!(&fields[0].value[..], value);
+        values.push(fields.pop().unwrap().value);
+    }
+    // Consecutive values are adjacent in one arena until the room left
+    // is below the worst case; then a new arena starts.
+    let mut arena_start = values[0].as_ptr() as usize;
+    let mut arenas = 1;
+    for pair in values.windows(2) {
+        let prev_end = pair[0].as_ptr() as usize + pair[0].len();
+        let next = pair[1].as_ptr() as usize;
+        if next != prev_end {
+            assert!(
+                prev_end - arena_start + needed > ARENA_SIZE,
+                "new arena while the old one had room"
+            );
+            arena_start = next;
+            arenas += 1;
+        }
+    }
+    assert_eq!(
+        arenas,
+        (1000 * value.len()).div_ceil(ARENA_SIZE - needed + 1)
+    );
+    assert_eq!(arenas, 2);
+
+    // With the slices dropped, a full arena is reclaimed, not replaced.
+    drop(values);
+    let (mut lo, mut hi) = (usize::MAX, 0);
+    for _ in 0..2000 {
+        dec.decode(&block, |f| {
+            assert_eq!(&f.value[..], value);
+            let p = f.value.as_ptr() as usize;
+            lo = lo.min(p);
+            hi = hi.max(p + f.value.len());
+        })
+        .unwrap();
+    }
+    assert!(hi - lo <= ARENA_SIZE, "one arena, reused");
+
+    // A Huffman string inserted into the dynamic table is emitted from
+    // the arena but stored as its own copy.
+    let mut indexed = BytesMut::new();
+    indexed.extend_from_slice(&[0x44, 0x80 | huff.len() as u8]);
+    indexed.extend_from_slice(&huff);
+    let mut emitted = Vec::new();
+    dec.decode(&indexed.freeze(), |f| emitted.push(f)).unwrap();
+    let mut again = Vec::new();
+    dec.decode(&hex("be"), |f| again.push(f)).unwrap();
+    assert_eq!(&emitted[0].value[..], value);
+    assert_eq!(again, emitted);
+    let p = emitted[0].value.as_ptr() as usize;
+    assert!(
+        !(p..p + ARENA_SIZE).contains(&(again[0].value.as_ptr() as usize)),
+        "table entry is a copy"
+    );
+    assert_ne!(again[0].value.as_ptr(), emitted[0].value.as_ptr());
+}
