@@ -49,7 +49,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,ringway,ringway-cache,nginx-grpc,nginx-lua,nginx-lua-short"
+        default_value = "direct,ringway,ringway-cache,haproxy,nginx-grpc,nginx-lua,nginx-lua-short"
     )]
     pub systems: Vec<String>,
     /// Main run: HTTP/2 connections from the load generator.

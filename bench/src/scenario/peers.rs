@@ -1,7 +1,7 @@
-//! The nginx peers' configs: templates in `bench/peers/`, rendered with this run's ports,
-//! paths and core pinning.
+//! The nginx and HAProxy peers' configs: templates in `bench/peers/`, rendered with this run's
+//! ports, paths and core pinning.
 //!
-//! Owns: `{{NAME}}` substitution and the per-run values. It must not start nginx.
+//! Owns: `{{NAME}}` substitution and the per-run values. It must not start a peer.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,15 @@ pub fn affinity_masks(cpus: &[usize]) -> String {
         .join(" ")
 }
 
+/// HAProxy `cpu-map` lines: thread i (1-based) of process 1 on the i-th gateway core.
+pub fn haproxy_cpu_map(cpus: &[usize]) -> String {
+    cpus.iter()
+        .enumerate()
+        .map(|(i, c)| format!("    cpu-map 1/{} {c}", i + 1))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Render `bench/peers/<template>` with `vars`; unknown `{{NAME}}`s are an error.
 pub fn render(peers_dir: &Path, template: &str, vars: &PeerVars) -> Result<String, String> {
     let read = |name: &str| {
@@ -61,6 +70,7 @@ pub fn render(peers_dir: &Path, template: &str, vars: &PeerVars) -> Result<Strin
     map.insert("ROUTE_PREFIX", vars.route_prefix.clone());
     map.insert("KEEPALIVE", vars.keepalive.to_string());
     map.insert("REDIS_POOL", vars.redis_pool.to_string());
+    map.insert("HAPROXY_CPU_MAP", haproxy_cpu_map(&vars.cpus));
     let mut text = read(template)?
         .replace("{{COMMON}}", &read("nginx-common.inc")?)
         .replace("{{HTTP_COMMON}}", &read("nginx-http-common.inc")?);
@@ -110,5 +120,8 @@ mod tests {
             let text = render(&dir, t, &vars).unwrap();
             assert!(text.contains("listen 127.0.0.1:17010 http2;"), "{t}");
         }
+        let text = render(&dir, "haproxy-grpc.cfg", &vars).unwrap();
+        assert!(text.contains("bind 127.0.0.1:17010 proto h2"));
+        assert!(text.contains("cpu-map 1/1 1") && text.contains("nbthread 1"));
     }
 }

@@ -26,12 +26,15 @@ pub enum System {
     NginxLua,
     /// Seed 000 before its fix: Lua GET over a fresh socket, `grpc_pass grpc://$target`.
     NginxLuaShort,
+    /// HAProxy, h2c both sides to a static upstream, multiplexed (`http-reuse always`).
+    Haproxy,
 }
 
-pub const ALL: [System; 6] = [
+pub const ALL: [System; 7] = [
     System::Direct,
     System::Ringway,
     System::RingwayCache,
+    System::Haproxy,
     System::NginxGrpc,
     System::NginxLua,
     System::NginxLuaShort,
@@ -46,6 +49,7 @@ impl System {
             System::NginxGrpc => "nginx-grpc",
             System::NginxLua => "nginx-lua",
             System::NginxLuaShort => "nginx-lua-short",
+            System::Haproxy => "haproxy",
         }
     }
 
@@ -67,6 +71,9 @@ impl System {
             System::NginxLuaShort => {
                 "nginx + Lua (seed 000 before fix): new Redis socket per call, grpc_pass grpc://$target"
             }
+            System::Haproxy => {
+                "HAProxy: h2c both sides, static upstream, multiplexed server connections (http-reuse always)"
+            }
         }
     }
 
@@ -75,6 +82,7 @@ impl System {
             System::NginxGrpc => Some("nginx-grpc.conf"),
             System::NginxLua => Some("nginx-lua-pooled.conf"),
             System::NginxLuaShort => Some("nginx-lua-short.conf"),
+            System::Haproxy => Some("haproxy-grpc.cfg"),
             _ => None,
         }
     }
@@ -185,6 +193,30 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
                 command: format!("taskset -c {cpus} {} (binary built {built})", cmd.join(" ")),
             })
         }
+        System::Haproxy => {
+            let haproxy = which("haproxy").ok_or_else(|| {
+                NotRun::Skipped("haproxy not found: apt-get install -y haproxy".into())
+            })?;
+            let prefix = env.tmp.join(system.name());
+            std::fs::create_dir_all(&prefix).map_err(|e| NotRun::Failed(e.to_string()))?;
+            let template = system.template().expect("haproxy has a template");
+            let conf = peers::render(&env.peers_dir, template, &peer_vars(env, &prefix, port))
+                .map_err(NotRun::Failed)?;
+            // Kept beside the results under the same name as nginx's rendered configs.
+            let conf_path = prefix.join("nginx.conf");
+            std::fs::write(&conf_path, &conf).map_err(|e| NotRun::Failed(e.to_string()))?;
+            // -db: foreground, no daemon; the thread pins itself (cpu-map).
+            let cmd = vec![haproxy, "-db".into(), "-f".into(), conf_path.display().to_string()];
+            let log = prefix.join("stderr.log");
+            let mut p = Proc::spawn(system.name(), None, &cmd, &log).map_err(NotRun::Failed)?;
+            p.wait_port(listen, Duration::from_secs(10))
+                .map_err(|e| NotRun::Failed(format!("{e}; log: {}", p.log_tail(10))))?;
+            Ok(Running {
+                proc: Some(p),
+                target: listen,
+                command: format!("{} (config: {template})", cmd.join(" ")),
+            })
+        }
         System::NginxGrpc | System::NginxLua | System::NginxLuaShort => {
             let nginx = which("nginx").ok_or_else(|| {
                 NotRun::Skipped(
@@ -202,20 +234,7 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
             }
             let prefix = env.tmp.join(system.name());
             std::fs::create_dir_all(&prefix).map_err(|e| NotRun::Failed(e.to_string()))?;
-            let vars = PeerVars {
-                prefix: prefix.clone(),
-                peers_dir: env.peers_dir.clone(),
-                listen_port: port,
-                upstream: env.upstream.to_string(),
-                redis_host: env.redis.ip().to_string(),
-                redis_port: env.redis.port(),
-                route_header: env.route_header.clone(),
-                route_prefix: env.route_prefix.clone(),
-                keepalive: env.keepalive,
-                redis_pool: env.redis_pool,
-                cpus: env.gateway_cpus.clone(),
-                nofile: env.nofile,
-            };
+            let vars = peer_vars(env, &prefix, port);
             let template = system.template().expect("nginx systems have a template");
             let conf = peers::render(&env.peers_dir, template, &vars).map_err(NotRun::Failed)?;
             let conf_path = prefix.join("nginx.conf");
@@ -246,6 +265,24 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
                 command: format!("{} (config: {template})", cmd.join(" ")),
             })
         }
+    }
+}
+
+/// The values a peer's config template is rendered with.
+fn peer_vars(env: &Env, prefix: &std::path::Path, port: u16) -> PeerVars {
+    PeerVars {
+        prefix: prefix.to_path_buf(),
+        peers_dir: env.peers_dir.clone(),
+        listen_port: port,
+        upstream: env.upstream.to_string(),
+        redis_host: env.redis.ip().to_string(),
+        redis_port: env.redis.port(),
+        route_header: env.route_header.clone(),
+        route_prefix: env.route_prefix.clone(),
+        keepalive: env.keepalive,
+        redis_pool: env.redis_pool,
+        cpus: env.gateway_cpus.clone(),
+        nofile: env.nofile,
     }
 }
 
