@@ -7,7 +7,8 @@
 //!   Redis connection and upstream pools. Nothing on a call's path crosses shards.
 //! - [`net`]: the `SO_REUSEPORT` listeners, one per shard.
 //! - [`wire`]: ringway's own HTTP/2, made for relaying on one thread: frames, HPACK, the
-//!   connection state machine with its stream handles, and the socket driver.
+//!   connection state machine with its stream handles, its guards against floods, and the
+//!   socket driver that bounds what a peer can make it queue.
 //! - [`downstream`]: a client's HTTP/2 connection: settings, limits, accepting streams,
 //!   keepalive, idle and age limits, ping enforcement; the reusable call tasks.
 //! - [`proxy`]: one call, from the client's stream to the target's and back.

@@ -208,13 +208,12 @@ mod memory {
 
     use ringway::metrics::ShardMetrics;
 
-    /// Client connections that must have closed since the last high mark before memory is
-    /// trimmed.
-    const CLOSED_BEFORE_TRIM: i64 = 1024;
+    /// Client connections that must have closed since the high mark before memory is trimmed.
+    const CLOSED_BEFORE_TRIM: i64 = 512;
 
     /// Watches the client connection count once a second; when it has fallen by
-    /// [`CLOSED_BEFORE_TRIM`] and by half since its high mark, asks the allocator to give free
-    /// memory back to the system. glibc keeps the freed memory of a shard thread's arena
+    /// [`CLOSED_BEFORE_TRIM`] and by half since its high mark (the most open since the last
+    /// trim), asks the allocator to give free memory back to the system. glibc keeps the freed memory of a shard thread's arena
     /// otherwise: after 10,000 idle clients closed, ringway held all their memory (171 MB at
     /// 0c2051f). `malloc_trim` walks the free chunks of every arena (a few ms for 100 MB) and
     /// runs at most once per such fall, off the shards' threads.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::wire::Flood;
+use crate::wire::{Flood, Refusal};
 
 /// How often a shard publishes its latency histograms.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
@@ -217,6 +217,8 @@ pub struct ShardMetrics {
     pub h2_send_timeouts: [Counter; 2],
     /// Peers that sent DATA beyond a window they were given.
     pub h2_flow_control_errors: [Counter; 2],
+    /// Client streams refused before they were served, indexed like [`Refusal::ALL`].
+    pub downstream_streams_refused: [Counter; 2],
 
     /// Latency histograms as last published by the shard.
     pub latency: Mutex<Latency>,
@@ -596,6 +598,23 @@ pub fn render(shards: &[&ShardMetrics], process: &ProcessGauges) -> String {
                     counters(m)[side as usize].get()
                 );
             }
+        }
+    }
+    header(
+        &mut out,
+        "ringway_downstream_streams_refused_total",
+        "counter",
+        "Client streams refused before they were served: above max_concurrent_streams \
+         (RST_STREAM REFUSED_STREAM) or above max_header_list_bytes (HTTP 431).",
+    );
+    for (i, m) in shards.iter().enumerate() {
+        for (k, why) in Refusal::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ringway_downstream_streams_refused_total{{shard=\"{i}\",limit=\"{}\"}} {}",
+                why.label(),
+                m.downstream_streams_refused[k].get()
+            );
         }
     }
     per_shard(

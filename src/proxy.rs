@@ -139,6 +139,15 @@ async fn forward(shard: &Shard, incoming: Incoming, stats: &CallStats) -> Option
     } = incoming;
     stats.grpc.set(is_grpc(&head));
     let mut lease = match route(shard, &head).await {
+        // The client went away while the route was looked up: the target is not bothered with
+        // a call nobody waits for. (A client that opens hundreds of calls and closes its
+        // connection would otherwise make ringway open and at once reset hundreds of streams
+        // on the connection it shares with other clients — what targets guarding against
+        // rapid reset answer with GOAWAY ENHANCE_YOUR_CALM.)
+        Ok(_) if respond.is_closed() => {
+            stats.outcome.set(Outcome::ClientCancel);
+            return None;
+        }
         Ok(lease) => lease,
         Err(error) => {
             stats.failed(&error);

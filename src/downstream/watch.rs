@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::metrics::{ShardMetrics, Side};
 use crate::wire::frame::{self, Head as Frame};
-use crate::wire::{Flood, Observer};
+use crate::wire::{Flood, Observer, Refusal};
 
 /// grpc-go's `maxPingStrikes`: the third offending PING ends the connection.
 const MAX_STRIKES: u32 = 2;
@@ -170,6 +170,13 @@ impl Observer for ClientConn {
     fn flow_control_error(&self) {
         if let Some(m) = &self.metrics {
             m.h2_flow_control_errors[Side::Downstream as usize].inc();
+        }
+    }
+
+    fn refused(&self, why: Refusal) {
+        if let Some(m) = &self.metrics {
+            let at = Refusal::ALL.iter().position(|&r| r == why).unwrap_or(0);
+            m.downstream_streams_refused[at].inc();
         }
     }
 }

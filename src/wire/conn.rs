@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{self, Head};
-use super::guard::{Flood, FloodGuard, ResetIds};
+use super::guard::{Flood, FloodGuard, Refusal, ResetIds};
 use super::hpack::{Decoder, Encoder, Field};
 use super::{Error, Observer, Reason};
 
@@ -426,7 +426,8 @@ const TRIM_PING: [u8; 8] = *b"rw-trim!";
 /// Streams a peer may reset before we answered, net of calls completed, before it is treated
 /// as a rapid-reset attack (CVE-2023-44487).
 const MAX_EARLY_RESETS: u32 = 256;
-/// Streams we may reset because the peer misbehaved on them.
+/// Streams we may reset because the peer misbehaved on them, or refuse (above
+/// MAX_CONCURRENT_STREAMS, header list too large), before the connection is ended.
 const MAX_LOCAL_ERROR_RESETS: u32 = 1024;
 /// Spare receive queues kept per connection.
 const SPARE_QUEUES: usize = 256;
@@ -1286,12 +1287,18 @@ impl State {
         self.resets.insert(id);
     }
 
-    /// A stream error on an id: RST_STREAM; too many of them ends the connection.
-    fn stream_error(&mut self, id: u32, reason: Reason) -> Result<(), ConnError> {
+    /// Counts a stream we refused or reset for the peer's error; too many end the connection.
+    fn count_error_reset(&mut self) -> Result<(), ConnError> {
         self.local_resets += 1;
         if self.local_resets > MAX_LOCAL_ERROR_RESETS {
             return Err(self.flooded(Flood::ErrorResets));
         }
+        Ok(())
+    }
+
+    /// A stream error on an id: RST_STREAM; too many of them ends the connection.
+    fn stream_error(&mut self, id: u32, reason: Reason) -> Result<(), ConnError> {
+        self.count_error_reset()?;
         match self.key_of(id) {
             Some(key) => {
                 // What it received is not to be handed out any more.
@@ -1921,11 +1928,16 @@ impl State {
                     return self.stream_error(id, Reason::PROTOCOL_ERROR);
                 }
                 if size > self.local.max_header_list as usize {
+                    if let Some(observer) = &self.observer {
+                        observer.refused(Refusal::HeaderList);
+                    }
                     let mut answer = Fields::new();
                     answer.push(Bytes::from_static(b":status"), Bytes::from_static(b"431"));
                     self.write_head(id, &answer, true);
                     self.remember_reset(id);
-                    return Ok(());
+                    // Counted with the streams reset for errors: a client that sends nothing
+                    // else (an HPACK bomb, 64 MB decoded per block) is ended in time.
+                    return self.count_error_reset();
                 }
                 let content_length = match check_fields(&fields, Block::Request) {
                     // A request that ends with its headers has an empty body (§8.1.1).
@@ -1936,10 +1948,13 @@ impl State {
                     Err(_) => return self.stream_error(id, Reason::PROTOCOL_ERROR),
                 };
                 if self.active >= self.local.max_concurrent_streams {
-                    frame::put_rst(&mut self.out, id, Reason::REFUSED_STREAM.0);
-                    self.remember_reset(id);
-                    self.wake_writer();
-                    return Ok(());
+                    // Counted with the error resets: a client that ignores our
+                    // SETTINGS_MAX_CONCURRENT_STREAMS and keeps opening streams (nothing makes
+                    // a well-behaved one exceed it here: ours never shrinks) is ended in time.
+                    if let Some(observer) = &self.observer {
+                        observer.refused(Refusal::ConcurrentStreams);
+                    }
+                    return self.stream_error(id, Reason::REFUSED_STREAM);
                 }
                 let mut st = Stream::new(id, self.local.stream_window, self.peer_initial_window);
                 st.got_head = true;
@@ -2293,6 +2308,12 @@ impl Respond {
 
     pub fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Reason> {
         self.0.poll_reset(cx)
+    }
+
+    /// Whether nothing can be sent on the stream any more: the client reset it, or its
+    /// connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.0.with(|s, key| s.unusable(key, false).is_some())
     }
 
     pub fn stream_id(&self) -> u32 {

@@ -98,6 +98,26 @@ impl Flood {
     }
 }
 
+/// Why a stream was refused before it was served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Above our SETTINGS_MAX_CONCURRENT_STREAMS: RST_STREAM REFUSED_STREAM.
+    ConcurrentStreams,
+    /// A header list above SETTINGS_MAX_HEADER_LIST_SIZE: HTTP 431.
+    HeaderList,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 2] = [Refusal::ConcurrentStreams, Refusal::HeaderList];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::ConcurrentStreams => "max_concurrent_streams",
+            Refusal::HeaderList => "max_header_list",
+        }
+    }
+}
+
 const WINDOW: Duration = Duration::from_secs(1);
 
 /// Counts of the time-counted kinds in the current one-second window.

@@ -37,6 +37,8 @@ const MIN_READ: usize = 8 << 10;
 /// resident each, 0c2051f). A read that fills it is followed at once by one into a full-size
 /// buffer; on a busy connection reads are issued while streams are open and never use it.
 const IDLE_READ: usize = 64;
+/// Room for more while an idle connection's buffer holds part of a frame.
+const IDLE_PARTIAL: usize = 1024;
 
 /// The two halves of a connection's socket.
 pub type Halves = (OwnedReadHalf<TcpStream>, OwnedWriteHalf<TcpStream>);
@@ -64,13 +66,21 @@ pub async fn drive(conn: Conn, (mut reader, mut writer): Halves) {
         loop {
             // A peer that does not read what we owe it is not read either, until it does.
             poll_fn(|cx| conn.poll_read_room(cx)).await;
-            if buf.is_empty() && conn.open_streams() == 0 {
+            let spare = buf.capacity() - buf.len();
+            if conn.open_streams() > 0 {
+                if spare < MIN_READ {
+                    buf.reserve(READ_BUFFER);
+                }
+            } else if buf.is_empty() {
                 // Idle: wait with a small buffer, letting a big one go.
                 if buf.capacity() != IDLE_READ {
                     buf = BytesMut::with_capacity(IDLE_READ);
                 }
-            } else if buf.capacity() - buf.len() < MIN_READ {
-                buf.reserve(READ_BUFFER);
+            } else if spare < IDLE_PARTIAL {
+                // Idle with part of a frame: room for the rest of a first flight, not a full
+                // buffer (a peer that sends a byte and stops would hold 64 KiB). `recv` has
+                // reserved what the frame itself still needs.
+                buf.reserve(IDLE_PARTIAL);
             }
             let (len, cap) = (buf.len(), buf.capacity());
             // monoio reads at the buffer's start; hand it the spare capacity to append instead.

@@ -33,7 +33,7 @@ pub use conn::{
     Conn, Fields, Incoming, RecvStream, Respond, ResponseFuture, Role, SendStream, Settings,
 };
 pub use frame::Head;
-pub use guard::Flood;
+pub use guard::{Flood, Refusal};
 
 /// What a connection's owner wants to hear of its frames (keepalive activity, a client's
 /// PINGs for ping enforcement, a target's GOAWAY). All methods default to doing nothing.
@@ -54,6 +54,8 @@ pub trait Observer {
     fn send_timed_out(&self) {}
     /// The peer sent DATA beyond a window it was given (FLOW_CONTROL_ERROR).
     fn flow_control_error(&self) {}
+    /// A stream the peer opened was refused before it was served.
+    fn refused(&self, _why: Refusal) {}
 }
 
 /// An HTTP/2 error code (RFC 9113 §7).
