@@ -20,6 +20,7 @@
 //! report.rs     the load generator's summary (JSON + human)
 //! procfs.rs     /proc readers: CPU of a process tree, peak RSS, TCP state table
 //! scenario/     the runner: processes, peers' configs, the systems, sweep, results, charts
+//! hostile/      bench/hostile: attacks (the testkit's) against ringway, nginx and HAProxy
 //! ```
 //!
 //! The path of one call in a gateway run: `loadgen` slot → HTTP/2 stream on one of its
@@ -31,6 +32,7 @@
 pub mod echo;
 pub mod grpc;
 pub mod h2cfg;
+pub mod hostile;
 pub mod loadgen;
 pub mod procfs;
 pub mod report;

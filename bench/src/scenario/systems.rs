@@ -206,7 +206,12 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
             let conf_path = prefix.join("nginx.conf");
             std::fs::write(&conf_path, &conf).map_err(|e| NotRun::Failed(e.to_string()))?;
             // -db: foreground, no daemon; the thread pins itself (cpu-map).
-            let cmd = vec![haproxy, "-db".into(), "-f".into(), conf_path.display().to_string()];
+            let cmd = vec![
+                haproxy,
+                "-db".into(),
+                "-f".into(),
+                conf_path.display().to_string(),
+            ];
             let log = prefix.join("stderr.log");
             let mut p = Proc::spawn(system.name(), None, &cmd, &log).map_err(NotRun::Failed)?;
             p.wait_port(listen, Duration::from_secs(10))

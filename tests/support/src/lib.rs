@@ -20,9 +20,12 @@
 //! - [`raw`]: one gRPC call over bare HTTP/2 (the `h2` crate), for what tonic
 //!   hides: the HTTP status and whether a response was trailers-only.
 //! - [`rawh2`]: HTTP/2 frame by frame — a client that never answers PINGs or floods them, a
-//!   silent server, and a tap that records the frames an `h2` client receives (GOAWAY, close).
+//!   silent server, and a tap that records the frames an `h2` client receives (GOAWAY, close);
+//!   its `HpackDecoder` reads peers' header blocks with the `httlib-hpack` crate.
 //! - [`h2server`]: a gRPC echo upstream on the `h2` crate that can send GOAWAY mid-load with the
 //!   last stream it really accepted, counting every message it handles.
+//! - [`attack`]: hostile HTTP/2 peers (floods, rapid reset, slow readers, idle connections, a
+//!   target that ignores flow control) and the bystander client that must keep working.
 //! - [`wait`]: bounded waiting, and [`run`], a fresh runtime per test with a
 //!   time limit, so every test can fail instead of hang.
 //!
@@ -45,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod attack;
 pub mod client;
 pub mod echo;
 pub mod gateway;
