@@ -13,7 +13,7 @@
 //!   cancels them in the kernel (monoio's `async-cancel`), so the socket closes even when the
 //!   peer neither reads nor writes.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ const MIN_READ: usize = 8 << 10;
 /// the buffer's size is what idleness costs: 10,000 idle clients held 64 KiB buffers (15.9 KB
 /// resident each, 0c2051f). A read that fills it is followed at once by one into a full-size
 /// buffer; on a busy connection reads are issued while streams are open and never use it.
-const IDLE_READ: usize = 64;
+const IDLE_READ: usize = 32;
 /// Room for more while an idle connection's buffer holds part of a frame.
 const IDLE_PARTIAL: usize = 1024;
 
@@ -54,7 +54,7 @@ pub fn split(stream: TcpStream) -> Halves {
 /// The future is kept small (it lives as long as the connection, idle or not): the read loop
 /// holds its one pending read, and the write loop boxes each write while it is under way
 /// (a ~200-byte allocation per write, from the allocator's thread cache).
-pub async fn drive(conn: Conn, (mut reader, mut writer): Halves) {
+pub async fn drive(conn: Conn, (mut reader, writer): Halves) {
     // Armed while a write is under way, pushed back whenever it makes progress. A server
     // connection's owner watches its writes itself ([`Conn::write_started`]) with the timers
     // it keeps anyway, so an idle client holds no deadline for it.
@@ -106,23 +106,43 @@ pub async fn drive(conn: Conn, (mut reader, mut writer): Halves) {
     let write_loop = async {
         // Grows to what a turn's output needs; let go when the connection is trimmed.
         let mut spare = BytesMut::new();
+        // The write under way lives in a box of its own (its io_uring operation is ~170 bytes
+        // an idle connection need not carry in its future), reused write after write: no
+        // allocation per write on a busy connection; let go with the buffers.
+        let mut slot = None;
+        let mut writer = Some(writer);
         loop {
             let Some(batch) = poll_fn(|cx| conn.poll_output(cx, &mut spare)).await else {
                 return;
             };
             let watch = stalled.as_ref().map(|(deadline, limit)| (deadline, *limit));
-            let (result, mut batch) = Box::pin(write_all(&mut writer, batch, watch)).await;
+            let Some(half) = writer.take() else {
+                return;
+            };
+            let write = slot.get_or_insert_with(|| Box::pin(None));
+            write.set(Some(write_all(half, batch, watch)));
+            let (half, result, mut batch) = poll_fn(|cx| match write.as_mut().as_pin_mut() {
+                Some(write) => write.poll(cx),
+                None => Poll::Pending,
+            })
+            .await;
+            write.set(None);
+            writer = Some(half);
             if let Err(e) = result {
                 conn.write_failed(&e);
                 return;
             }
             conn.written();
             batch.clear();
-            // Keep the larger buffer for the next turn; a huge one (a big message went out)
-            // is let go, and so is every one of a connection that was trimmed, or that never
-            // had a stream (what it wrote was its handshake).
-            if batch.capacity() <= 1 << 20 && !conn.trimmed() && conn.had_streams() {
+            // Keep the larger buffer (and the write's box) for the next turn; a huge buffer
+            // (a big message went out) is let go, and so is everything of a connection that
+            // was trimmed, or that never had a stream (what it wrote was its handshake).
+            let keep = !conn.trimmed() && conn.had_streams();
+            if batch.capacity() <= 1 << 20 && keep {
                 spare = batch;
+            }
+            if !keep {
+                slot = None;
             }
         }
     };
@@ -152,11 +172,15 @@ pub async fn drive(conn: Conn, (mut reader, mut writer): Halves) {
 
 /// Writes all of `batch`. With `watch`, the deadline is armed `limit` ahead while a write is
 /// under way and pushed back on progress (the driver ends the connection if it passes).
+/// Writes all of `batch` and hands `writer` back. With `watch`, the deadline is armed `limit`
+/// ahead while a write is under way and pushed back on progress (the driver ends the
+/// connection if it passes). Owns the writer, so the future borrows nothing from the loop and
+/// can be kept in one box across writes.
 async fn write_all<W: AsyncWriteRent>(
-    writer: &mut W,
+    mut writer: W,
     mut batch: BytesMut,
     watch: Option<(&Deadline, Duration)>,
-) -> (Result<(), String>, BytesMut) {
+) -> (W, Result<(), String>, BytesMut) {
     let total = batch.len();
     let mut written = 0;
     while written < total {
@@ -167,13 +191,13 @@ async fn write_all<W: AsyncWriteRent>(
         let (result, slice) = writer.write(slice).await;
         batch = slice.into_inner();
         match result {
-            Ok(0) => return (Err("write failed: wrote zero bytes".into()), batch),
+            Ok(0) => return (writer, Err("write failed: wrote zero bytes".into()), batch),
             Ok(n) => written += n,
-            Err(e) => return (Err(format!("write failed: {e}")), batch),
+            Err(e) => return (writer, Err(format!("write failed: {e}")), batch),
         }
     }
     if let Some((deadline, _)) = watch {
         deadline.clear();
     }
-    (Ok(()), batch)
+    (writer, Ok(()), batch)
 }
