@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::scenario::peers::{self, PeerVars};
-use crate::scenario::procs::{self, Proc};
+use crate::scenario::procs::Proc;
 use crate::scenario::systems::{self, NotRun, System};
 
 /// A system under attack.
@@ -175,33 +175,12 @@ fn start_nginx_two_targets(ctx: &Ctx, port: u16, target: SocketAddr) -> Result<S
         nofile: ctx.nofile,
     };
     let conf = peers::render(&peers_copy, template, &vars).map_err(NotRun::Failed)?;
-    let conf_path = prefix.join("nginx.conf");
-    std::fs::write(&conf_path, &conf).map_err(|e| NotRun::Failed(e.to_string()))?;
-    let cmd = vec![
-        nginx,
-        "-p".into(),
-        prefix.display().to_string(),
-        "-e".into(),
-        prefix.join("error.log").display().to_string(),
-        "-c".into(),
-        conf_path.display().to_string(),
-        "-g".into(),
-        "daemon off;".into(),
-    ];
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut proc =
-        Proc::spawn("nginx", None, &cmd, &prefix.join("stderr.log")).map_err(NotRun::Failed)?;
-    proc.wait_port(listen, Duration::from_secs(10))
-        .map_err(|e| {
-            NotRun::Failed(format!(
-                "{e}; error.log: {}",
-                procs::tail(&prefix.join("error.log"), 10)
-            ))
-        })?;
+    let (proc, command) = systems::spawn_nginx("nginx", nginx, &prefix, &conf, listen)?;
     Ok(Started {
         proc,
         addr: listen,
-        command: format!("{} (config: {template})", cmd.join(" ")),
+        command: format!("{command} (config: {template})"),
         admin: None,
     })
 }

@@ -104,39 +104,6 @@ fn say(msg: &str) {
     eprintln!("hostile: {msg}");
 }
 
-/// Cores this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let list = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap_or("0")
-        .trim()
-        .to_string();
-    let mut out = Vec::new();
-    for part in list.split(',') {
-        let mut it = part.split('-');
-        let a = it.next().and_then(|v| v.trim().parse::<usize>().ok());
-        let b = it.next().and_then(|v| v.trim().parse::<usize>().ok());
-        match (a, b) {
-            (Some(a), Some(b)) => out.extend(a..=b),
-            (Some(a), None) => out.push(a),
-            _ => {}
-        }
-    }
-    if out.is_empty() {
-        out.push(0);
-    }
-    out
-}
-
-fn list(cpus: &[usize]) -> String {
-    cpus.iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// The echo upstream as its own process: the testkit's tonic `Upstream` (unary and
 /// server-streaming echo) on a one-thread runtime, printing `listening on ADDR`.
 pub fn serve_upstream() -> ! {
@@ -171,7 +138,7 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
         }
         return Ok(PathBuf::new());
     }
-    let cpus = allowed_cpus();
+    let cpus = crate::scenario::allowed_cpus();
     let gateway_cpus = if args.gateway_cpus.is_empty() {
         vec![*cpus.last().expect("at least one core")]
     } else {
@@ -191,7 +158,7 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
     } else {
         args.client_cpus.clone()
     };
-    let client = list(&client_cpus);
+    let client = crate::scenario::systems::cpu_list(&client_cpus);
     // The machine as it is, before this process is pinned to part of it.
     let machine = output::machine(&gateway_cpus, &client);
     // The attacker and the bystander run in this process: keep it (and every thread it
@@ -259,7 +226,7 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
         "results -> {}; scratch {}; gateway on cores {}, clients on {client}",
         out_dir.display(),
         tmp.display(),
-        list(&gateway_cpus)
+        crate::scenario::systems::cpu_list(&gateway_cpus)
     ));
 
     let mut taken = Vec::new();

@@ -141,7 +141,7 @@ fn workspace_dir() -> PathBuf {
 }
 
 /// Cores this process may run on (its affinity mask, so `taskset` around the runner works).
-fn allowed_cpus() -> Vec<usize> {
+pub fn allowed_cpus() -> Vec<usize> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let list = status
         .lines()
@@ -164,13 +164,6 @@ fn allowed_cpus() -> Vec<usize> {
         out.push(0);
     }
     out
-}
-
-fn list(cpus: &[usize]) -> String {
-    cpus.iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn say(msg: &str) {
@@ -329,7 +322,7 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
     };
     let redis_port = next_port(&mut taken)?;
     let upstream_port = next_port(&mut taken)?;
-    let client = list(&client_cpus);
+    let client = systems::cpu_list(&client_cpus);
 
     let mut redis = Proc::spawn(
         "redis-server",

@@ -130,7 +130,8 @@ pub struct Running {
     pub command: String,
 }
 
-fn cpu_list(cpus: &[usize]) -> String {
+/// A core list as `taskset -c` and `Cpus_allowed_list` write it: `0,1,3`.
+pub fn cpu_list(cpus: &[usize]) -> String {
     cpus.iter()
         .map(|c| c.to_string())
         .collect::<Vec<_>>()
@@ -242,35 +243,48 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
             let vars = peer_vars(env, &prefix, port);
             let template = system.template().expect("nginx systems have a template");
             let conf = peers::render(&env.peers_dir, template, &vars).map_err(NotRun::Failed)?;
-            let conf_path = prefix.join("nginx.conf");
-            std::fs::write(&conf_path, &conf).map_err(|e| NotRun::Failed(e.to_string()))?;
-            let cmd = vec![
-                nginx,
-                "-p".into(),
-                prefix.display().to_string(),
-                "-e".into(),
-                prefix.join("error.log").display().to_string(),
-                "-c".into(),
-                conf_path.display().to_string(),
-                "-g".into(),
-                "daemon off;".into(),
-            ];
-            let log = prefix.join("stderr.log");
-            // The workers pin themselves (worker_cpu_affinity); the master idles.
-            let mut p = Proc::spawn(system.name(), None, &cmd, &log).map_err(NotRun::Failed)?;
-            p.wait_port(listen, Duration::from_secs(10)).map_err(|e| {
-                NotRun::Failed(format!(
-                    "{e}; error.log: {}",
-                    super::procs::tail(&prefix.join("error.log"), 10)
-                ))
-            })?;
+            let (p, command) = spawn_nginx(system.name(), nginx, &prefix, &conf, listen)?;
             Ok(Running {
                 proc: Some(p),
                 target: listen,
-                command: format!("{} (config: {template})", cmd.join(" ")),
+                command: format!("{command} (config: {template})"),
             })
         }
     }
+}
+
+/// Writes `conf` as `<prefix>/nginx.conf` and runs `nginx` on it in the foreground (its
+/// workers pin themselves with `worker_cpu_affinity`; the master idles) until `listen`
+/// accepts. Returns the process and its command line.
+pub fn spawn_nginx(
+    name: &str,
+    nginx: String,
+    prefix: &std::path::Path,
+    conf: &str,
+    listen: SocketAddr,
+) -> Result<(Proc, String), NotRun> {
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf).map_err(|e| NotRun::Failed(e.to_string()))?;
+    let cmd = vec![
+        nginx,
+        "-p".into(),
+        prefix.display().to_string(),
+        "-e".into(),
+        prefix.join("error.log").display().to_string(),
+        "-c".into(),
+        conf_path.display().to_string(),
+        "-g".into(),
+        "daemon off;".into(),
+    ];
+    let log = prefix.join("stderr.log");
+    let mut p = Proc::spawn(name, None, &cmd, &log).map_err(NotRun::Failed)?;
+    p.wait_port(listen, Duration::from_secs(10)).map_err(|e| {
+        NotRun::Failed(format!(
+            "{e}; error.log: {}",
+            super::procs::tail(&prefix.join("error.log"), 10)
+        ))
+    })?;
+    Ok((p, cmd.join(" ")))
 }
 
 /// The values a peer's config template is rendered with.
