@@ -1111,8 +1111,14 @@ pub async fn unread_responses(addr: SocketAddr, call: &Call, limits: Limits) -> 
         recv_buffer: Some(4096),
     };
     let mut a = Attacker::connect(addr, &how).await?;
+    request_after_request(&mut a, call, &limits).await;
+    Ok(a.finish("unread responses", limits.observe).await)
+}
+
+/// Whole requests of `call`, stream after stream, 16 to a write, as `limits` allow.
+async fn request_after_request(a: &mut Attacker, call: &Call, limits: &Limits) {
     let mut next = FIRST_STREAM;
-    a.flood(&limits, |max| {
+    a.flood(limits, |max| {
         let n = max.min(16);
         let mut bytes = Vec::new();
         for _ in 0..n {
@@ -1122,7 +1128,6 @@ pub async fn unread_responses(addr: SocketAddr, call: &Call, limits: Limits) -> 
         (bytes, n)
     })
     .await;
-    Ok(a.finish("unread responses", limits.observe).await)
 }
 
 /// Streams beyond the peer's SETTINGS_MAX_CONCURRENT_STREAMS, stream after stream: whole
@@ -1133,17 +1138,7 @@ pub async fn unread_responses(addr: SocketAddr, call: &Call, limits: Limits) -> 
 pub async fn refused_streams(addr: SocketAddr, call: &Call, limits: Limits) -> io::Result<Report> {
     let mut a = Attacker::connect(addr, &Connect::default()).await?;
     a.start_reading();
-    let mut next = FIRST_STREAM;
-    a.flood(&limits, |max| {
-        let n = max.min(16);
-        let mut bytes = Vec::new();
-        for _ in 0..n {
-            bytes.extend(call.request(next));
-            next = next.saturating_add(2).min(MAX_WINDOW);
-        }
-        (bytes, n)
-    })
-    .await;
+    request_after_request(&mut a, call, &limits).await;
     Ok(a.finish("refused streams", limits.observe).await)
 }
 
