@@ -4,14 +4,16 @@
 //!
 //! - [`config`]: the typed configuration; every field has its unit, default and scope.
 //! - [`shard`]: one pinned thread per core with its own monoio runtime (io_uring), listener,
-//!   Redis connection and upstream pools. Nothing on a call's path crosses shards.
+//!   Redis connection and upstream pools; it builds a [`downstream::Server`] whose streams a
+//!   [`proxy::Proxy`] serves. Nothing on a call's path crosses shards.
 //! - [`net`]: the `SO_REUSEPORT` listeners, one per shard.
 //! - [`wire`]: ringway's own HTTP/2, made for relaying on one thread: frames, HPACK, the
 //!   connection state machine with its stream handles, its guards against floods, and the
 //!   socket driver that bounds what a peer can make it queue.
 //! - [`downstream`]: a client's HTTP/2 connection: settings, limits, accepting streams,
-//!   keepalive, idle and age limits, ping enforcement; the reusable call tasks.
-//! - [`proxy`]: one call, from the client's stream to the target's and back.
+//!   keepalive, idle and age limits, ping enforcement; the reusable call tasks. It knows
+//!   nothing of what a call does: streams go to a [`downstream::Handler`].
+//! - [`proxy`]: the handler: one call, from the client's stream to the target's and back.
 //! - [`route`]: routing header → Redis value → validated list of targets.
 //! - [`redis`]: the shard's pipelined RESP connection.
 //! - [`upstream`]: per-target HTTP/2 connection pools and the choice between targets.

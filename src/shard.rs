@@ -10,7 +10,7 @@
 //!
 //! Start: pin, build the runtime, adopt the listener, start the Redis connection, report
 //! `Started`. Serve: accept until the drain starts. Drain: close the listener (new connections
-//! are refused), tell every client connection to GOAWAY ([`LocalBroadcast`]), wait until they
+//! are refused), tell every client connection to GOAWAY ([`LocalBroadcast`](crate::shutdown::LocalBroadcast)), wait until they
 //! have all closed or `drain_timeout_ms` has passed, then return — which ends the runtime and
 //! with it anything still open.
 
@@ -31,40 +31,29 @@ use crate::access_log::{self, ShardLog};
 use crate::config::Config;
 use crate::downstream;
 use crate::metrics::{Latency, ShardMetrics, PUBLISH_INTERVAL};
+use crate::proxy::{Proxy, ReplayPool};
 use crate::redis::RedisClient;
 use crate::rng::Rng;
 use crate::route::Router;
-use crate::shutdown::{Drain, LocalBroadcast, POLL_INTERVAL};
+use crate::shutdown::{Drain, POLL_INTERVAL};
 use crate::upstream::Upstreams;
 
 /// io_uring submission queue entries per shard. Each queued operation takes one; 1024 covers a
 /// turn in which hundreds of connections read and write at once, and costs ~100 KiB.
 const URING_ENTRIES: u32 = 1024;
 
-/// Everything one call needs on its shard.
+/// A shard: the server of its client connections, the proxy their calls go through, and
+/// what its housekeeping needs.
 pub struct Shard {
     pub id: usize,
-    /// The routing header's name, lowercase as HTTP/2 carries it.
-    pub route_header: Bytes,
-    pub router: Router,
-    pub upstreams: Rc<Upstreams>,
-    /// Settings for client connections.
-    pub downstream: downstream::Settings,
-    pub rng: Rc<Rng>,
-    pub config: Arc<Config>,
+    /// Client connections: settings, parked call tasks, the drain signal.
+    pub server: Rc<downstream::Server<Proxy>>,
+    /// What each call goes through: router, upstream pools, latency, access log.
+    pub proxy: Rc<Proxy>,
     /// This shard's counters; written here only, read by the admin thread.
     pub metrics: Arc<ShardMetrics>,
-    /// Latency recorded by calls, published to `metrics.latency` every second.
-    pub latency: RefCell<Latency>,
-    pub access_log: Option<ShardLog>,
-    /// Fires once when the drain starts.
-    pub drain: LocalBroadcast,
     /// Most client connections this shard keeps open (its share of the process cap).
     pub connection_cap: usize,
-    /// Spare retry buffers, reused call after call.
-    pub replays: crate::proxy::ReplayPool,
-    /// Parked call tasks, reused call after call.
-    pub workers: downstream::Workers,
 }
 
 /// What a shard needs from the process besides its listener.
@@ -169,8 +158,13 @@ async fn run(
     while !redis.first_attempt_done() && asked.elapsed() < settle {
         monoio::time::sleep(Duration::from_millis(1)).await;
     }
-    let shard = Rc::new(Shard {
-        id,
+    let upstreams = Rc::new(Upstreams::new(
+        &config.upstream,
+        rng.clone(),
+        metrics.clone(),
+    ));
+    let proxy = Rc::new(Proxy {
+        shard: id,
         // Validated with the config.
         route_header: Bytes::copy_from_slice(
             HeaderName::from_bytes(config.route.header.as_bytes())
@@ -179,26 +173,30 @@ async fn run(
                 .as_bytes(),
         ),
         router: Router::new(&config, redis, metrics.clone(), cache),
-        upstreams: Rc::new(Upstreams::new(
-            &config.upstream,
-            rng.clone(),
-            metrics.clone(),
-        )),
-        downstream: downstream::Settings::new(&config.downstream),
-        rng,
+        upstreams: upstreams.clone(),
+        retry_buffer_bytes: config.upstream.retry_buffer_bytes,
+        metrics: metrics.clone(),
+        latency: RefCell::new(Latency::default()),
         access_log: context
             .access_log
             .map(|sink| ShardLog::new(sink, &config.access_log)),
-        config: config.clone(),
+        replays: ReplayPool::default(),
+    });
+    let server = Rc::new(downstream::Server::new(
+        downstream::Settings::new(&config.downstream),
+        proxy.clone(),
+        metrics.clone(),
+        rng,
+    ));
+    let shard = Rc::new(Shard {
+        id,
+        server,
+        proxy,
         metrics,
-        latency: RefCell::new(Latency::default()),
-        drain: LocalBroadcast::default(),
         connection_cap: context.connection_cap,
-        replays: Default::default(),
-        workers: Default::default(),
     });
     monoio::spawn(control(shard.clone(), context.drain));
-    monoio::spawn(shard.upstreams.clone().maintain_forever());
+    monoio::spawn(upstreams.maintain_forever());
     let _ = started.send(Ok(Started { id, driver, core }));
 
     accept_until_drain(&shard, listener).await;
@@ -212,12 +210,12 @@ async fn run(
     if left > 0 {
         eprintln!("ringway: shard {id}: drain timeout, closing {left} connections");
     }
-    shard.publish();
+    shard.proxy.publish();
 }
 
 /// Accepts client connections until the drain starts; then drops the listener.
 async fn accept_until_drain(shard: &Rc<Shard>, listener: monoio::net::TcpListener) {
-    let mut drain = shard.drain.subscribe();
+    let mut drain = shard.server.drain.subscribe();
     // Accept errors such as EMFILE are transient: log the first of a streak, back off briefly
     // so the loop does not spin, and keep serving.
     let mut failing = false;
@@ -237,7 +235,7 @@ async fn accept_until_drain(shard: &Rc<Shard>, listener: monoio::net::TcpListene
                     continue;
                 }
                 m.downstream_accepted.inc();
-                monoio::spawn(downstream::serve(shard.clone(), stream));
+                monoio::spawn(downstream::serve_connection(shard.server.clone(), stream));
             }
             Err(e) => {
                 if !failing {
@@ -258,27 +256,14 @@ async fn control(shard: Rc<Shard>, drain: Arc<Drain>) {
     loop {
         monoio::time::sleep(POLL_INTERVAL).await;
         tick += 1;
-        if drain.is_draining() && !shard.drain.has_fired() {
-            shard.drain.fire();
+        if drain.is_draining() && !shard.server.drain.has_fired() {
+            shard.server.drain.fire();
         }
-        if let Some(log) = &shard.access_log {
+        if let Some(log) = &shard.proxy.access_log {
             log.flush();
         }
         if tick.is_multiple_of(publish_every) {
-            shard.publish();
-        }
-    }
-}
-
-impl Shard {
-    /// Copies the shard-local latency histograms to the shared slot the admin thread reads.
-    pub fn publish(&self) {
-        if let Some(log) = &self.access_log {
-            log.flush();
-        }
-        let local = self.latency.borrow();
-        if let Ok(mut shared) = self.metrics.latency.lock() {
-            shared.clone_from(&local);
+            shard.proxy.publish();
         }
     }
 }

@@ -1,8 +1,11 @@
-//! Gateway errors and the one place they become gRPC statuses.
+//! Gateway errors and the one place they become gRPC statuses and call outcomes.
 //!
 //! Every failure ringway itself decides on is a [`GatewayError`]; it knows where it came from
-//! (the client's request, Redis, the route's value, the target) and maps to exactly one gRPC
-//! code. [`trailers_only`] turns it into the response a gRPC client expects: HTTP 200 with
+//! ([`Side`]: the client's request, Redis, the route's value, the target), carries the error
+//! of the layer below it as its `source()`, and maps to exactly one gRPC code ([`code`]) and
+//! one call outcome ([`outcome`]), side by side here.
+//!
+//! [`trailers_only`] turns it into the response a gRPC client expects: HTTP 200 with
 //! `grpc-status` and a percent-encoded `grpc-message`, and END_STREAM on the headers. Never a
 //! bare HTTP error, never a hang.
 //!
@@ -11,12 +14,18 @@
 //! ([`http_error`]): the status a REST gateway would give for the gRPC code, and the message as
 //! a `text/plain` body — as the gRPC spec advises, so that no plain HTTP client takes a gRPC
 //! error's HTTP 200 for success.
+//!
+//! [`code`]: GatewayError::code
+//! [`outcome`]: GatewayError::outcome
 
 use std::fmt;
 
 use bytes::Bytes;
 
-use crate::wire::Fields;
+use crate::metrics::Outcome;
+use crate::redis;
+use crate::upstream::DialError;
+use crate::wire::{self, Fields};
 
 /// The gRPC status codes ringway produces (a subset of the spec's 17).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,15 +60,31 @@ impl Code {
     }
 }
 
+/// Where a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's request (no routing header).
+    Client,
+    /// Redis: unreachable, too slow, or an error reply.
+    Redis,
+    /// The route stored in Redis: missing or malformed.
+    Route,
+    /// The target: unreachable, or it broke the connection or HTTP/2.
+    Target,
+}
+
 /// What went wrong, with enough context for the message to stand on its own in a client's log.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum GatewayError {
     /// The request carries no routing header (its configured name is kept).
     MissingRouteHeader { header: String },
     /// Redis has no value at the key.
     RouteNotFound { key: String },
     /// The shard has no Redis connection right now.
-    RedisUnavailable { addr: String, reason: String },
+    RedisUnavailable {
+        addr: String,
+        source: redis::Unavailable,
+    },
     /// The lookup's reply did not come back in time.
     LookupTimeout { key: String, timeout_ms: u64 },
     /// Redis answered with an error (e.g. WRONGTYPE).
@@ -71,12 +96,15 @@ pub enum GatewayError {
         reason: String,
     },
     /// Dialing the target failed: refused, unreachable, or timed out.
-    DialFailed { target: String, reason: String },
+    DialFailed { target: String, source: DialError },
     /// The upstream connection broke before the response started.
-    UpstreamLost { target: String, reason: String },
+    UpstreamLost { target: String, source: wire::Error },
     /// The target broke HTTP/2 on the call's stream (e.g. sent beyond its flow-control
-    /// window), so ringway reset the stream.
-    TargetProtocolError { target: String, reason: String },
+    /// window), so ringway reset the stream with this reason.
+    TargetProtocolError {
+        target: String,
+        reason: wire::Reason,
+    },
 }
 
 impl GatewayError {
@@ -92,6 +120,57 @@ impl GatewayError {
             GatewayError::RedisError { .. } | GatewayError::MalformedRoute { .. } => Code::Internal,
         }
     }
+
+    /// How a call that failed with this error is counted.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            GatewayError::MissingRouteHeader { .. } => Outcome::NoHeader,
+            GatewayError::RouteNotFound { .. } => Outcome::NotFound,
+            GatewayError::RedisUnavailable { .. }
+            | GatewayError::LookupTimeout { .. }
+            | GatewayError::RedisError { .. } => Outcome::RedisError,
+            GatewayError::MalformedRoute { .. } => Outcome::Malformed,
+            GatewayError::DialFailed { .. } => Outcome::DialError,
+            GatewayError::UpstreamLost { .. } | GatewayError::TargetProtocolError { .. } => {
+                Outcome::UpstreamReset
+            }
+        }
+    }
+
+    /// Whose failure it is.
+    pub fn side(&self) -> Side {
+        match self {
+            GatewayError::MissingRouteHeader { .. } => Side::Client,
+            GatewayError::RedisUnavailable { .. }
+            | GatewayError::LookupTimeout { .. }
+            | GatewayError::RedisError { .. } => Side::Redis,
+            GatewayError::RouteNotFound { .. } | GatewayError::MalformedRoute { .. } => Side::Route,
+            GatewayError::DialFailed { .. }
+            | GatewayError::UpstreamLost { .. }
+            | GatewayError::TargetProtocolError { .. } => Side::Target,
+        }
+    }
+
+    /// The target the call was going to, when it got that far.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            GatewayError::DialFailed { target, .. }
+            | GatewayError::UpstreamLost { target, .. }
+            | GatewayError::TargetProtocolError { target, .. } => Some(target),
+            _ => None,
+        }
+    }
+}
+
+impl std::error::Error for GatewayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            GatewayError::RedisUnavailable { source, .. } => Some(source),
+            GatewayError::DialFailed { source, .. } => Some(source),
+            GatewayError::UpstreamLost { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for GatewayError {
@@ -103,8 +182,8 @@ impl fmt::Display for GatewayError {
             GatewayError::RouteNotFound { key } => {
                 write!(f, "ringway: no route in Redis for key `{key}`")
             }
-            GatewayError::RedisUnavailable { addr, reason } => {
-                write!(f, "ringway: route lookup failed: Redis at {addr} is unavailable ({reason})")
+            GatewayError::RedisUnavailable { addr, source } => {
+                write!(f, "ringway: route lookup failed: Redis at {addr} is unavailable ({source})")
             }
             GatewayError::LookupTimeout { key, timeout_ms } => write!(
                 f,
@@ -117,14 +196,22 @@ impl fmt::Display for GatewayError {
                 f,
                 "ringway: route for key `{key}` is malformed: value `{value}` ({reason}); expected host:port[,host:port...]"
             ),
-            GatewayError::DialFailed { target, reason } => {
-                write!(f, "ringway: cannot connect to target {target}: {reason}")
+            GatewayError::DialFailed { target, source } => {
+                write!(f, "ringway: cannot connect to target {target}: {source}")
             }
-            GatewayError::UpstreamLost { target, reason } => {
-                write!(f, "ringway: connection to target {target} lost: {reason}")
+            GatewayError::UpstreamLost { target, source } => {
+                write!(f, "ringway: connection to target {target} lost: {source}")
             }
             GatewayError::TargetProtocolError { target, reason } => {
-                write!(f, "ringway: target {target} broke HTTP/2: {reason}")
+                write!(f, "ringway: target {target} broke HTTP/2: ")?;
+                match *reason {
+                    wire::Reason::FLOW_CONTROL_ERROR => write!(
+                        f,
+                        "it sent DATA beyond the flow-control window ringway gave it \
+                         ({reason}); the call's stream was reset"
+                    ),
+                    _ => write!(f, "ringway reset the call's stream ({reason})"),
+                }
             }
         }
     }

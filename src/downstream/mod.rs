@@ -2,25 +2,18 @@
 //! lifecycle — keepalive, idle and age limits, ping enforcement, drain.
 //!
 //! Owns the connection's settings (windows, stream and header-list limits, reset-flood guards)
-//! and drives its I/O; each accepted stream is served by a call task ([`Workers`]) running
-//! [`proxy`](crate::proxy).
+//! and drives its I/O; each accepted stream is handed to a call task ([`workers`]) running the
+//! [`Handler`] it was given ([`Proxy`](crate::proxy::Proxy) in ringway; anything in tests).
 //! Knows nothing of routing.
 //!
-//! # Timers (gRPC server keepalive semantics)
-//!
-//! - `keepalive_time_ms` without a frame from the client: PING; no ACK within
-//!   `keepalive_timeout_ms`: the connection is closed.
-//! - `max_connection_idle_ms` without calls: GOAWAY (NO_ERROR).
-//! - `max_connection_age_ms` (±10%): GOAWAY; `max_connection_age_grace_ms` later, the
-//!   connection is closed whatever is still on it.
-//! - Drain: GOAWAY; the shard waits for the connection to finish.
-//! - [`TRIM_AFTER`] without calls: the connection gives back its buffers ([`Conn::trim`]), so
-//!   an idle client costs ringway about 1.5 KiB.
+//! The connection's deadlines (keepalive, idle, age, send timeout, trimming) are in
+//! [`timers`]; what its frames tell about the client (activity, PINGs) in [`activity`].
 //!
 //! Every graceful GOAWAY here is two-phase: first the maximum stream id, then, after a PING
 //! round trip, the last stream really accepted, so no call in flight is lost.
 
-mod watch;
+mod activity;
+mod timers;
 mod workers;
 
 use std::future::{poll_fn, Future};
@@ -32,18 +25,55 @@ use futures_util::future::{select, Either};
 
 use monoio::net::TcpStream;
 
+use std::sync::Arc;
+
 use crate::config::DownstreamConfig;
 use crate::deadline::Deadline;
+use crate::metrics::ShardMetrics;
 use crate::rng::Rng;
-use crate::shard::Shard;
-use crate::wire::{self, Conn, Reason, Role};
-pub use watch::{ClientConn, PingPolicy};
-use workers::Call;
-pub use workers::Workers;
+use crate::shutdown::LocalBroadcast;
+use crate::wire::{self, Conn, Incoming, Reason, Role};
+pub use activity::{ClientActivity, PingPolicy};
+pub use timers::TRIM_AFTER;
+use timers::{Close, Fire, Timers};
+use workers::{Call, Workers};
 
-/// How long a connection has no call before it gives its buffers back. Long enough that a
-/// client making calls now and then does not pay a reallocation per call.
-pub const TRIM_AFTER: Duration = Duration::from_secs(10);
+/// What serves the streams clients open: one call each, to its end. Handed to [`Server`] by
+/// the shard, so that this module knows nothing of what a call does.
+pub trait Handler: 'static {
+    fn serve(self: Rc<Self>, incoming: Incoming) -> impl Future<Output = ()>;
+}
+
+/// What client connections on one shard share: their settings, the handler of their streams,
+/// the reusable call tasks, the drain signal, and where they are counted.
+pub struct Server<H: Handler> {
+    pub settings: Settings,
+    pub handler: Rc<H>,
+    pub metrics: Arc<ShardMetrics>,
+    pub rng: Rc<Rng>,
+    /// Fires once when the drain starts: every connection sends GOAWAY.
+    pub drain: LocalBroadcast,
+    /// Parked call tasks, reused call after call.
+    workers: Workers,
+}
+
+impl<H: Handler> Server<H> {
+    pub fn new(
+        settings: Settings,
+        handler: Rc<H>,
+        metrics: Arc<ShardMetrics>,
+        rng: Rc<Rng>,
+    ) -> Self {
+        Server {
+            settings,
+            handler,
+            metrics,
+            rng,
+            drain: LocalBroadcast::default(),
+            workers: Workers::default(),
+        }
+    }
+}
 
 /// A client connection's settings, built once per shard.
 pub struct Settings {
@@ -111,7 +141,10 @@ pub fn server_settings(config: &DownstreamConfig) -> wire::Settings {
 }
 
 /// Runs one client connection until it closes.
-pub fn serve(shard: Rc<Shard>, stream: TcpStream) -> impl Future<Output = ()> {
+pub fn serve_connection<H: Handler>(
+    server: Rc<Server<H>>,
+    stream: TcpStream,
+) -> impl Future<Output = ()> {
     let nodelay = stream.set_nodelay(true);
     // Split here, not in the future: it lives as long as the connection.
     let halves = wire::io::split(stream);
@@ -119,15 +152,15 @@ pub fn serve(shard: Rc<Shard>, stream: TcpStream) -> impl Future<Output = ()> {
         if nodelay.is_err() {
             return;
         }
-        let metrics = shard.metrics.clone();
+        let metrics = server.metrics.clone();
         metrics.downstream_open.inc();
-        run(&shard, halves).await;
+        run(&server, halves).await;
         metrics.downstream_open.dec();
     }
 }
 
 /// Decrements the connection's call count however the call ends.
-struct CallGuard(Rc<ClientConn>);
+struct CallGuard(Rc<ClientActivity>);
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
@@ -144,11 +177,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn run(shard: &Rc<Shard>, halves: wire::io::Halves) {
-    let settings = &shard.downstream;
-    let conn = Rc::new(ClientConn::new(
+async fn run<H: Handler>(server: &Rc<Server<H>>, halves: wire::io::Halves) {
+    let settings = &server.settings;
+    let conn = Rc::new(ClientActivity::new(
         settings.ping_policy,
-        Some(shard.metrics.clone()),
+        Some(server.metrics.clone()),
     ));
     let h2 = Conn::new(Role::Server, settings.h2.clone(), Some(conn.clone()));
     let _abort = AbortOnDrop(h2.clone());
@@ -157,7 +190,7 @@ async fn run(shard: &Rc<Shard>, halves: wire::io::Halves) {
     // (Two tasks cost a second task allocation, ~1.6 KiB with the first's padding, per idle
     // client.)
     let io = pin!(wire::io::drive(h2.clone(), halves));
-    let streams = pin!(serve_streams(shard, &h2, &conn, &timer));
+    let streams = pin!(serve_streams(server, &h2, &conn, &timer));
     let (ended, io) = match select(io, streams).await {
         // The socket is done: so are the streams.
         Either::Left(((), _)) => return,
@@ -188,13 +221,13 @@ enum Ended {
 
 /// The handshake, then every stream the client opens, handed to a call task; and the
 /// connection's timers and GOAWAYs.
-async fn serve_streams(
-    shard: &Rc<Shard>,
+async fn serve_streams<H: Handler>(
+    server: &Rc<Server<H>>,
     h2: &Conn,
-    conn: &Rc<ClientConn>,
+    conn: &Rc<ClientActivity>,
     timer: &Deadline,
 ) -> Ended {
-    let settings = &shard.downstream;
+    let settings = &server.settings;
     timer.set(Instant::now() + settings.handshake_timeout);
     let handshake = poll_fn(|cx| h2.poll_handshake(cx));
     match select(pin!(handshake), pin!(poll_fn(|cx| timer.poll_expired(cx)))).await {
@@ -204,7 +237,7 @@ async fn serve_streams(
         // Too slow: nothing to answer on.
         Either::Right(_) => return Ended::Close,
     }
-    let mut drain = shard.drain.subscribe();
+    let mut drain = server.drain.subscribe();
     let opened = Instant::now();
     let mut timers = Timers {
         h2: h2.clone(),
@@ -212,7 +245,7 @@ async fn serve_streams(
         pong_due: None,
         age_at: settings
             .max_age
-            .map(|age| opened + jittered(age, &shard.rng)),
+            .map(|age| opened + timers::jittered(age, &server.rng)),
         grace_until: None,
         going_away: false,
         trimmed: false,
@@ -224,14 +257,14 @@ async fn serve_streams(
             next = poll_fn(|cx| h2.poll_accept(cx)) => next,
             _ = &mut drain, if !timers.going_away => {
                 h2.graceful_shutdown();
-                shard.metrics.downstream_goaways_sent.inc();
+                server.metrics.downstream_goaways_sent.inc();
                 timers.going_away = true;
                 continue;
             }
             _ = poll_fn(|cx| conn.poll_too_many_pings(cx)) => {
                 h2.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM, b"too_many_pings");
-                shard.metrics.downstream_too_many_pings.inc();
-                shard.metrics.downstream_goaways_sent.inc();
+                server.metrics.downstream_too_many_pings.inc();
+                server.metrics.downstream_goaways_sent.inc();
                 break;
             }
             pong = poll_fn(|cx| h2.poll_pong(cx)), if timers.pong_due.is_some() => {
@@ -251,16 +284,16 @@ async fn serve_streams(
                     }
                     Fire::GoAway => {
                         h2.graceful_shutdown();
-                        shard.metrics.downstream_goaways_sent.inc();
+                        server.metrics.downstream_goaways_sent.inc();
                     }
                     Fire::Trim => h2.trim(),
                     Fire::SendTimeout(limit) => {
                         h2.send_timed_out(limit);
                         return Ended::Close;
                     }
-                    Fire::Close(keepalive) => {
-                        if keepalive {
-                            shard.metrics.downstream_keepalive_timeouts.inc();
+                    Fire::Close(why) => {
+                        if why == Close::KeepaliveTimeout {
+                            server.metrics.downstream_keepalive_timeouts.inc();
                         }
                         return Ended::Close;
                     }
@@ -276,7 +309,7 @@ async fn serve_streams(
                 while let Some(incoming) = next {
                     conn.call_started();
                     let guard = CallGuard(conn.clone());
-                    shard.workers.dispatch(shard, Call { incoming, guard });
+                    server.workers.dispatch(server, Call { incoming, guard });
                     next = h2.try_accept();
                 }
             }
@@ -286,121 +319,4 @@ async fn serve_streams(
     Ended::Finish {
         grace_until: timers.grace_until,
     }
-}
-
-/// The connection's deadlines.
-struct Timers {
-    /// For its writes in progress (the send timeout).
-    h2: Conn,
-    /// When to PING, unless the client is heard from before.
-    keepalive_at: Instant,
-    /// A PING is out; its ACK is due by then.
-    pong_due: Option<Instant>,
-    age_at: Option<Instant>,
-    /// After the age GOAWAY: when the connection is closed regardless.
-    grace_until: Option<Instant>,
-    going_away: bool,
-    /// Buffers given back since the last call started.
-    trimmed: bool,
-    /// When to look at the timers again whatever else is due.
-    recheck_at: Instant,
-}
-
-enum Fire {
-    Nothing,
-    Ping,
-    GoAway,
-    /// Give the buffers of an idle connection back.
-    Trim,
-    /// A write made no progress for this long: close.
-    SendTimeout(Duration),
-    /// Close now; `true` when because a PING went unanswered.
-    Close(bool),
-}
-
-impl Timers {
-    /// The earliest deadline.
-    fn next(&self, settings: &Settings, conn: &ClientConn) -> Instant {
-        let mut next = self.pong_due.unwrap_or(self.keepalive_at);
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                next = next.min(t);
-            }
-        };
-        if !self.going_away {
-            consider(self.age_at);
-            if conn.active_calls() == 0 {
-                consider(settings.max_idle.map(|idle| conn.idle_since() + idle));
-            }
-        }
-        consider(self.grace_until);
-        if let Some(limit) = settings.send_timeout {
-            // The write under way is due then; one that starts later is seen at the next
-            // look (`recheck_at`): a stuck write is caught within one to two send timeouts.
-            consider(self.h2.write_started().map(|t| t + limit));
-        }
-        if !self.trimmed && conn.active_calls() == 0 {
-            consider(Some(conn.idle_since() + TRIM_AFTER));
-        }
-        // A look now and then for what may have changed since (calls ended, a write started)
-        // without reading the clock on every accepted stream.
-        consider(Some(self.recheck_at));
-        next
-    }
-
-    /// Acts on whatever deadline has passed.
-    fn fire(&mut self, settings: &Settings, conn: &ClientConn) -> Fire {
-        let now = Instant::now();
-        self.recheck_at = now + settings.recheck;
-        if let Some(due) = self.pong_due {
-            if now >= due {
-                return Fire::Close(true);
-            }
-        }
-        if self.grace_until.is_some_and(|t| now >= t) {
-            return Fire::Close(false);
-        }
-        if let Some(limit) = settings.send_timeout {
-            if self.h2.write_started().is_some_and(|t| now >= t + limit) {
-                return Fire::SendTimeout(limit);
-            }
-        }
-        if !self.going_away {
-            if self.age_at.is_some_and(|t| now >= t) {
-                self.going_away = true;
-                self.grace_until = settings.age_grace.map(|g| now + g);
-                return Fire::GoAway;
-            }
-            let idle = conn.active_calls() == 0
-                && settings
-                    .max_idle
-                    .is_some_and(|idle| now >= conn.idle_since() + idle);
-            if idle {
-                self.going_away = true;
-                return Fire::GoAway;
-            }
-        }
-        if !self.trimmed && conn.active_calls() == 0 && now >= conn.idle_since() + TRIM_AFTER {
-            self.trimmed = true;
-            return Fire::Trim;
-        }
-        if self.pong_due.is_none() && now >= self.keepalive_at {
-            let quiet_until = conn.last_read() + settings.keepalive_time;
-            if quiet_until > now {
-                // The client was heard from since: a full interval after its last bytes.
-                self.keepalive_at = quiet_until;
-                return Fire::Nothing;
-            }
-            self.keepalive_at = now + settings.keepalive_time;
-            return Fire::Ping;
-        }
-        Fire::Nothing
-    }
-}
-
-/// `d` ± 10%, so connections opened together do not all age out together.
-fn jittered(d: Duration, rng: &Rng) -> Duration {
-    let tenth = d.as_millis() as u64 / 10;
-    let offset = rng.next_u64() % (2 * tenth + 1);
-    d - Duration::from_millis(tenth) + Duration::from_millis(offset)
 }

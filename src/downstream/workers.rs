@@ -10,9 +10,7 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use super::CallGuard;
-use crate::proxy;
-use crate::shard::Shard;
+use super::{CallGuard, Handler, Server};
 use crate::wire::Incoming;
 
 /// Parked tasks kept per shard; a task finishing beyond it ends.
@@ -39,7 +37,7 @@ pub struct Workers {
 
 impl Workers {
     /// Serves `call` on a parked task, or on a new one.
-    pub(super) fn dispatch(&self, shard: &Rc<Shard>, call: Call) {
+    pub(super) fn dispatch<H: Handler>(&self, server: &Rc<Server<H>>, call: Call) {
         match self.idle.borrow_mut().pop() {
             Some(slot) => {
                 slot.call.set(Some(call));
@@ -48,22 +46,22 @@ impl Workers {
                 }
             }
             None => {
-                monoio::spawn(work(shard.clone(), call));
+                monoio::spawn(work(server.clone(), call));
             }
         }
     }
 }
 
 /// A call task: serves its call, then parks for the next one.
-async fn work(shard: Rc<Shard>, first: Call) {
+async fn work<H: Handler>(server: Rc<Server<H>>, first: Call) {
     let slot = Rc::new(Slot::default());
     let mut call = first;
     loop {
         let Call { incoming, guard } = call;
-        proxy::serve(shard.clone(), incoming).await;
+        server.handler.clone().serve(incoming).await;
         drop(guard);
         {
-            let mut idle = shard.workers.idle.borrow_mut();
+            let mut idle = server.workers.idle.borrow_mut();
             if idle.len() >= MAX_IDLE {
                 return;
             }

@@ -34,6 +34,7 @@
 //! HTTP/2 side needs: nothing here wants tokio's traits.
 
 pub mod codec;
+mod error;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -58,9 +59,7 @@ use crate::config::RedisConfig;
 use crate::metrics::ShardMetrics;
 use crate::rng::Rng;
 
-/// Why a lookup got no reply. The message is for the client's `grpc-message`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Unavailable(pub String);
+pub use error::Unavailable;
 
 /// What client tracking tells the route cache.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,7 +97,7 @@ struct Shared {
     /// Whether a connection is up; lookups fail fast when it is not.
     connected: bool,
     /// Why the last connection attempt or connection failed; the message of fast failures.
-    last_error: String,
+    last_error: Unavailable,
     /// The writer task, parked until the outbox has bytes.
     writer: Option<Waker>,
     /// Commands queued and replies received on the current connection (for stall detection).
@@ -206,7 +205,7 @@ impl RedisClient {
             slots: Vec::with_capacity(256),
             free_slots: Vec::with_capacity(256),
             connected: false,
-            last_error: "not connected yet".into(),
+            last_error: Unavailable::NotConnectedYet,
             writer: None,
             sent: 0,
             received: 0,
@@ -228,7 +227,7 @@ impl RedisClient {
         let slot = {
             let mut shared = self.shared.borrow_mut();
             if !shared.connected {
-                return Err(Unavailable(shared.last_error.clone()));
+                return Err(shared.last_error.clone());
             }
             codec::encode_get(&mut shared.outbox, prefix, key);
             let slot = shared.take_slot();
@@ -312,7 +311,8 @@ async fn maintain(
                 }
                 metrics.redis_connects.inc();
                 metrics.redis_connected.set(1);
-                let reason = serve(stream, &shared, stall_period, &metrics, pushes.as_ref()).await;
+                let reason =
+                    run_connection(stream, &shared, stall_period, &metrics, pushes.as_ref()).await;
                 metrics.redis_connected.set(0);
                 metrics.redis_disconnects.inc();
                 eprintln!("ringway: redis {} connection lost: {reason}", config.addr);
@@ -335,33 +335,40 @@ async fn maintain(
     }
 }
 
-async fn dial(config: &RedisConfig) -> Result<TcpStream, String> {
+async fn dial(config: &RedisConfig) -> Result<TcpStream, Unavailable> {
     // Name resolution blocks the shard, but only while Redis is being (re)dialed, when no
     // lookup can succeed anyway.
     let addr: SocketAddr = config
         .addr
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", config.addr))?
+        .map_err(|e| Unavailable::Resolve {
+            addr: config.addr.clone(),
+            source: Some(Rc::new(e)),
+        })?
         .next()
-        .ok_or_else(|| format!("{} resolves to no address", config.addr))?;
+        .ok_or_else(|| Unavailable::Resolve {
+            addr: config.addr.clone(),
+            source: None,
+        })?;
     let timeout = Duration::from_millis(config.connect_timeout_ms);
     let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Err(e)) => return Err(Unavailable::io(Unavailable::Connect, e)),
         Err(_) => {
-            return Err(format!(
-                "connect timed out after {} ms",
-                timeout.as_millis()
-            ))
+            return Err(Unavailable::ConnectTimeout {
+                ms: config.connect_timeout_ms,
+            })
         }
     };
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| Unavailable::io(Unavailable::Connect, e))?;
     Ok(stream)
 }
 
 /// `HELLO 3` then `CLIENT TRACKING ON`. `Ok(false)`: the server has no RESP3 (Redis < 6),
 /// so the connection stays RESP2 without tracking.
-async fn start_tracking(stream: &mut TcpStream, config: &RedisConfig) -> Result<bool, String> {
+async fn start_tracking(stream: &mut TcpStream, config: &RedisConfig) -> Result<bool, Unavailable> {
     let timeout = Duration::from_millis(config.connect_timeout_ms);
     let mut buf = BytesMut::with_capacity(4096);
     let hello = command(stream, &mut buf, &[b"HELLO", b"3"], timeout).await?;
@@ -391,14 +398,14 @@ async fn command(
     buf: &mut BytesMut,
     parts: &[&[u8]],
     timeout: Duration,
-) -> Result<Reply, String> {
+) -> Result<Reply, Unavailable> {
     let mut out = Vec::new();
     codec::encode_command(&mut out, parts);
     let exchange = async {
         let (result, _) = stream.write_all(out).await;
-        result.map_err(|e| format!("write failed: {e}"))?;
+        result.map_err(|e| Unavailable::io(Unavailable::Write, e))?;
         loop {
-            match codec::decode_message(buf, true)? {
+            match codec::decode_message(buf, true).map_err(Unavailable::Protocol)? {
                 Some(Message::Reply(reply)) => return Ok(reply),
                 Some(_) => continue,
                 None => {}
@@ -408,19 +415,21 @@ async fn command(
             let (result, slice) = stream.read(std::mem::take(buf).slice_mut(len..cap)).await;
             *buf = slice.into_inner();
             match result {
-                Ok(0) => return Err("closed by Redis".to_string()),
+                Ok(0) => return Err(Unavailable::Closed),
                 Ok(_) => {}
-                Err(e) => return Err(format!("read failed: {e}")),
+                Err(e) => return Err(Unavailable::io(Unavailable::Read, e)),
             }
         }
     };
     monoio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
+        .map_err(|_| Unavailable::NoAnswer {
+            ms: timeout.as_millis() as u64,
+        })?
 }
 
 /// Marks the connection down and fails every lookup that was waiting on it.
-fn fail_all(shared: &Rc<RefCell<Shared>>, reason: String) {
+fn fail_all(shared: &Rc<RefCell<Shared>>, reason: Unavailable) {
     let mut s = shared.borrow_mut();
     s.connected = false;
     s.last_error = reason;
@@ -428,19 +437,19 @@ fn fail_all(shared: &Rc<RefCell<Shared>>, reason: String) {
     s.queued = 0;
     // Every waiting lookup fails with the connection's error.
     while let Some(slot) = s.waiting.pop_front() {
-        let error = Unavailable(s.last_error.clone());
+        let error = s.last_error.clone();
         s.deliver(slot, Err(error));
     }
 }
 
 /// Runs one connection until it fails; returns why.
-async fn serve(
+async fn run_connection(
     stream: TcpStream,
     shared: &Rc<RefCell<Shared>>,
     stall_period: Duration,
     metrics: &ShardMetrics,
     pushes: Option<&PushHandler>,
-) -> String {
+) -> Unavailable {
     let resp3 = shared.borrow().tracking;
     let (mut reader, mut writer) = stream.into_split();
 
@@ -463,7 +472,7 @@ async fn serve(
             .await;
             let (result, mut written) = writer.write_all(batch).await;
             if let Err(e) = result {
-                return format!("write failed: {e}");
+                return Unavailable::io(Unavailable::Write, e);
             }
             written.clear();
             spare = written;
@@ -480,7 +489,11 @@ async fn serve(
                         s.received += 1;
                         match s.waiting.pop_front() {
                             Some(slot) => s.deliver(slot, Ok(reply)),
-                            None => return "reply with no command waiting for it".to_string(),
+                            None => {
+                                return Unavailable::Protocol(
+                                    "reply with no command waiting for it".into(),
+                                )
+                            }
                         }
                     }
                     Ok(Some(Message::Invalidate(keys))) => {
@@ -493,7 +506,7 @@ async fn serve(
                     }
                     Ok(Some(Message::OtherPush)) => {}
                     Ok(None) => break,
-                    Err(e) => return e,
+                    Err(e) => return Unavailable::Protocol(e),
                 }
             }
             if buf.capacity() - buf.len() < 4096 {
@@ -504,9 +517,9 @@ async fn serve(
             let (result, slice) = reader.read(buf.slice_mut(len..cap)).await;
             buf = slice.into_inner();
             match result {
-                Ok(0) => return "closed by Redis".to_string(),
+                Ok(0) => return Unavailable::Closed,
                 Ok(_) => {}
-                Err(e) => return format!("read failed: {e}"),
+                Err(e) => return Unavailable::io(Unavailable::Read, e),
             }
         }
     };
@@ -517,10 +530,9 @@ async fn serve(
             monoio::time::sleep(stall_period).await;
             let s = shared.borrow();
             if s.received == received_then && sent_then > s.received {
-                return format!(
-                    "no reply for {} ms with lookups outstanding",
-                    stall_period.as_millis()
-                );
+                return Unavailable::Stalled {
+                    ms: stall_period.as_millis() as u64,
+                };
             }
             (sent_then, received_then) = (s.sent, s.received);
         }

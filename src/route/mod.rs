@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::config::{split_host_port, Config};
 use crate::metrics::ShardMetrics;
-use crate::redis::{RedisClient, Reply};
+use crate::redis::{RedisClient, Reply, Unavailable};
 use crate::status::{printable, GatewayError};
 use cache::{Lookup, RouteCache};
 
@@ -115,7 +115,7 @@ impl Router {
             Ok(resolved) => resolved.map(RouteRef::Shared),
             Err(_) => Err(GatewayError::RedisUnavailable {
                 addr: self.inner.redis_addr.clone(),
-                reason: "lookup abandoned".into(),
+                source: Unavailable::Abandoned,
             }),
         }
     }
@@ -131,7 +131,7 @@ impl Inner {
                 self.metrics.redis_errors.inc();
                 return Err(GatewayError::RedisUnavailable {
                     addr: self.redis_addr.clone(),
-                    reason: unavailable.0,
+                    source: unavailable,
                 });
             }
             Err(_) => {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
+use super::DialError;
 use crate::config::UpstreamConfig;
 use crate::metrics::{ShardMetrics, Side};
 use crate::wire::{self, Flood, Observer, Reason, Role};
@@ -149,18 +150,21 @@ pub async fn dial(
     metrics: &Arc<ShardMetrics>,
     target: Rc<str>,
     on_end: impl FnOnce(Ended) + 'static,
-) -> Result<Connection, String> {
+) -> Result<Connection, DialError> {
     let watch: Rc<dyn Observer> = Rc::new(TargetWatch {
         metrics: metrics.clone(),
     });
     let started = Instant::now();
     let stream = match monoio::time::timeout(settings.timeout, connect(addr, settings)).await {
-        Ok(result) => result.map_err(|e| e.to_string())?,
+        Ok(result) => result.map_err(|e| DialError::Connect {
+            addr,
+            source: Rc::new(e),
+        })?,
         Err(_) => {
-            return Err(format!(
-                "dial timed out after {} ms",
-                settings.timeout.as_millis()
-            ))
+            return Err(DialError::Timeout {
+                addr,
+                after: settings.timeout,
+            })
         }
     };
     let h2 = wire::Conn::new(Role::Client, settings.h2.clone(), Some(watch));
@@ -210,7 +214,7 @@ pub async fn dial(
     let left = settings.timeout.saturating_sub(started.elapsed());
     if let Err(reason) = connection.ping(left.max(Duration::from_millis(1))).await {
         connection.abort();
-        return Err(format!("no HTTP/2 answer: {reason}"));
+        return Err(DialError::NoHttp2 { addr, reason });
     }
     Ok(connection)
 }
@@ -250,7 +254,13 @@ async fn connect(addr: SocketAddr, settings: &DialSettings) -> io::Result<TcpStr
 /// Resolves `host:port` without blocking the shard: IP literals at once, names on a
 /// short-lived thread whose answer the shard polls for (a monoio runtime without its `sync`
 /// feature cannot be woken from another thread).
-pub async fn resolve(authority: &str, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+pub async fn resolve(authority: &str, timeout: Duration) -> Result<Vec<SocketAddr>, DialError> {
+    resolve_names(authority, timeout)
+        .await
+        .map_err(DialError::Resolve)
+}
+
+async fn resolve_names(authority: &str, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
     if let Ok(addr) = authority.parse::<SocketAddr>() {
         return Ok(vec![addr]);
     }

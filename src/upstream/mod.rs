@@ -5,6 +5,7 @@
 //! policy that picks among targets: power-of-two-choices on calls in flight.
 
 mod connector;
+mod error;
 mod pool;
 
 use std::cell::RefCell;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use foldhash::fast::RandomState;
 
 pub use connector::DialSettings;
+pub use error::DialError;
 pub use pool::{Lease, PoolSettings, TargetPool};
 
 use crate::config::UpstreamConfig;

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use local_sync::oneshot;
 
 use super::connector::{dial, resolve, Connection, DialSettings, Ended};
+use super::DialError;
 use crate::backoff::Backoff;
 use crate::config::UpstreamConfig;
 use crate::metrics::ShardMetrics;
@@ -106,7 +107,7 @@ pub struct TargetPool {
     failures: Cell<u32>,
     backoff: RefCell<Backoff>,
     retry_at: Cell<Option<Instant>>,
-    last_error: RefCell<String>,
+    last_error: RefCell<Option<DialError>>,
     /// This target's keepalive interval: starts at the configured one, doubles on
     /// `too_many_pings`.
     keepalive_time: Cell<Option<Duration>>,
@@ -118,7 +119,7 @@ pub struct TargetPool {
 }
 
 /// A call waiting for a dial: told `Ok` when a connection was added, or why not.
-type DialWaiter = oneshot::Sender<Result<(), String>>;
+type DialWaiter = oneshot::Sender<Result<(), DialError>>;
 
 /// A pooled connection and the streams it carries.
 pub(crate) struct Pooled {
@@ -202,8 +203,8 @@ enum Choice {
     Use(Rc<Pooled>),
     /// Wait for the dial in progress (or start one).
     Dial,
-    /// In backoff after failed dials: fail fast with this message.
-    Backoff(String),
+    /// In backoff after failed dials: fail fast with this error.
+    Backoff(DialError),
 }
 
 impl TargetPool {
@@ -224,7 +225,7 @@ impl TargetPool {
             failures: Cell::new(0),
             backoff: RefCell::new(Backoff::new(settings.backoff_initial, settings.backoff_max)),
             retry_at: Cell::new(None),
-            last_error: RefCell::new(String::new()),
+            last_error: RefCell::new(None),
             keepalive_time: Cell::new(settings.keepalive_time),
             last_used: Cell::new(Instant::now()),
             settings,
@@ -254,7 +255,7 @@ impl TargetPool {
     }
 
     /// A connection ready to open one more stream; dials when the policy says so.
-    pub async fn acquire(self: &Rc<Self>) -> Result<Lease, String> {
+    pub async fn acquire(self: &Rc<Self>) -> Result<Lease, DialError> {
         self.last_used.set(Instant::now());
         // Each round either leases, or waits for a dial that adds a connection (or fails). A
         // pool fills up one dial at a time, and a connection can die between rounds: allow a
@@ -278,7 +279,7 @@ impl TargetPool {
                 Err(_) => conn.retiring.set(true),
             }
         }
-        Err("connections keep failing as soon as they open".into())
+        Err(DialError::KeepFailing)
     }
 
     fn choose(self: &Rc<Self>) -> Choice {
@@ -322,17 +323,19 @@ impl TargetPool {
         }
     }
 
-    /// A message when dials are in backoff.
-    fn in_backoff(&self) -> Option<String> {
+    /// The error calls get while dials are in backoff.
+    fn in_backoff(&self) -> Option<DialError> {
         let retry_at = self.retry_at.get()?;
         let now = Instant::now();
-        (retry_at > now).then(|| {
-            format!(
-                "{} (after {} failed attempt(s); next dial in {} ms)",
-                self.last_error.borrow(),
-                self.failures.get(),
-                (retry_at - now).as_millis()
-            )
+        (retry_at > now).then(|| DialError::Backoff {
+            last: Box::new(
+                self.last_error
+                    .borrow()
+                    .clone()
+                    .unwrap_or(DialError::Abandoned),
+            ),
+            failures: self.failures.get(),
+            retry_in: retry_at - now,
         })
     }
 
@@ -363,7 +366,10 @@ impl TargetPool {
             self.authority, conn.conn.remote
         );
         conn.conn.abort();
-        self.failed(reason);
+        self.failed(DialError::Keepalive {
+            addr: conn.conn.remote,
+            reason,
+        });
     }
 
     fn lease(self: &Rc<Self>, conn: Rc<Pooled>) -> Lease {
@@ -377,7 +383,7 @@ impl TargetPool {
     }
 
     /// Joins the dial in progress, or starts one.
-    async fn wait_for_dial(self: &Rc<Self>) -> Result<(), String> {
+    async fn wait_for_dial(self: &Rc<Self>) -> Result<(), DialError> {
         if self.dialing.borrow().is_none() {
             if let Some(message) = self.in_backoff() {
                 return Err(message);
@@ -391,8 +397,7 @@ impl TargetPool {
             // The dial finished between the check and now.
             return Ok(());
         }
-        rx.await
-            .unwrap_or_else(|_| Err("dial abandoned".to_string()))
+        rx.await.unwrap_or(Err(DialError::Abandoned))
     }
 
     /// Starts a dial in its own task, so a caller that gives up (client cancel) cannot strand
@@ -414,7 +419,7 @@ impl TargetPool {
         });
     }
 
-    async fn dial_one(self: &Rc<Self>) -> Result<(), String> {
+    async fn dial_one(self: &Rc<Self>) -> Result<(), DialError> {
         let addr = match self.next_address().await {
             Ok(addr) => addr,
             Err(reason) => {
@@ -464,7 +469,6 @@ impl TargetPool {
             }
             Err(reason) => {
                 self.metrics.upstream_dial_failures.inc();
-                let reason = format!("{reason} ({addr})");
                 self.failed(reason.clone());
                 Err(reason)
             }
@@ -472,19 +476,18 @@ impl TargetPool {
     }
 
     /// Counts a failure and sets the backoff before the next dial.
-    fn failed(&self, reason: String) {
+    fn failed(&self, reason: DialError) {
         let failures = self.failures.get() + 1;
         self.failures.set(failures);
         let delay = self.backoff.borrow_mut().next_delay(&self.rng);
         self.retry_at.set(Some(Instant::now() + delay));
-        *self.last_error.borrow_mut() = reason;
         if failures == self.settings.eject_after {
             eprintln!(
-                "ringway: upstream {} ejected after {failures} consecutive failures: {}",
+                "ringway: upstream {} ejected after {failures} consecutive failures: {reason}",
                 self.authority,
-                self.last_error.borrow()
             );
         }
+        *self.last_error.borrow_mut() = Some(reason);
     }
 
     fn connection_ended(&self, ended: Ended) {
@@ -504,7 +507,7 @@ impl TargetPool {
 
     /// The address for the next dial: resolved on first use and when the refresh is due;
     /// several addresses are used in turn.
-    async fn next_address(&self) -> Result<SocketAddr, String> {
+    async fn next_address(&self) -> Result<SocketAddr, DialError> {
         if self.addrs.borrow().is_empty() {
             let addrs = resolve(&self.authority, self.settings.dial.timeout).await?;
             *self.addrs.borrow_mut() = addrs;

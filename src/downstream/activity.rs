@@ -33,7 +33,7 @@ pub struct PingPolicy {
 }
 
 /// Shared by a connection's serve loop, its calls and its frame watcher.
-pub struct ClientConn {
+pub struct ClientActivity {
     policy: PingPolicy,
     /// Calls open on the connection.
     active_calls: Cell<usize>,
@@ -52,9 +52,9 @@ pub struct ClientConn {
     metrics: Option<Arc<ShardMetrics>>,
 }
 
-impl ClientConn {
-    pub fn new(policy: PingPolicy, metrics: Option<Arc<ShardMetrics>>) -> ClientConn {
-        ClientConn {
+impl ClientActivity {
+    pub fn new(policy: PingPolicy, metrics: Option<Arc<ShardMetrics>>) -> ClientActivity {
+        ClientActivity {
             policy,
             active_calls: Cell::new(0),
             idle_since: Cell::new(Instant::now()),
@@ -130,7 +130,7 @@ impl ClientConn {
     }
 }
 
-impl Observer for ClientConn {
+impl Observer for ClientActivity {
     fn read_bytes(&self, _n: usize) {
         // One clock read per read(2), not per frame.
         self.last_read.set(Instant::now());
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn third_early_ping_is_too_many() {
-        let c = ClientConn::new(
+        let c = ClientActivity::new(
             PingPolicy {
                 min_interval: Duration::from_secs(300),
                 without_calls: false,
@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn sending_data_forgives() {
-        let c = ClientConn::new(
+        let c = ClientActivity::new(
             PingPolicy {
                 min_interval: Duration::from_secs(300),
                 without_calls: true,

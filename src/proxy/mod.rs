@@ -1,0 +1,308 @@
+//! One call: downstream stream → route → upstream stream, then bodies and trailers both ways.
+//!
+//! The path of a call:
+//! 1. read the routing header; none → INVALID_ARGUMENT;
+//! 2. resolve it through the shard's [`Router`](crate::route::Router) (Redis);
+//! 3. pick a target ([`Upstreams::pick`](crate::upstream::Upstreams::pick)) and lease a stream on
+//!    one of the shard's HTTP/2 connections to it (dialing if the pool says so);
+//! 4. send the request head upstream unchanged — method, path, `:authority`, metadata,
+//!    `grpc-timeout` — then relay both directions at once until both have ended.
+//!
+//! The request head is forwarded as decoded: its field values are slices of the bytes read
+//! (or of the HPACK table), copied once, into the upstream connection's output. Hop-by-hop
+//! headers need no filter here: [`wire`](crate::wire) treats them as malformed on receipt
+//! (RFC 9113 §8.2.2: `connection`, `keep-alive`, `proxy-connection`, `transfer-encoding`,
+//! `upgrade`, and `te` other than `trailers`), so they never reach us.
+//!
+//! A call the target refused without processing it is sent again, once, on a fresh
+//! connection ([`replay`]); the client does not notice. Step 4 and its flow control are in
+//! [`relay`](mod@relay); what a call did is counted in [`stats`] and recorded once at its end.
+//!
+//! Knows the route, the upstream pools, the metrics and the access log — handed to it as a
+//! [`Proxy`] — and nothing of client connections, timers or the shard.
+
+mod relay;
+mod replay;
+mod stats;
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::access_log::{Entry, ShardLog};
+use crate::downstream::Handler;
+use crate::metrics::{Latency, Outcome, ShardMetrics};
+use crate::route::Router;
+use crate::status::{error_body, http_error, is_grpc, trailers_only, GatewayError};
+use crate::upstream::{Lease, Upstreams};
+use crate::wire::{Fields, Incoming, Reason, Respond};
+use relay::{poll_granted, relay, Legs, RelayEnd};
+use replay::resend;
+pub use replay::{Replay, ReplayPool};
+use stats::CallStats;
+
+/// What a call needs of its shard: the router, the upstream pools, the limits, and where it
+/// is counted and logged. One per shard; calls borrow it.
+pub struct Proxy {
+    /// The shard's id, for the access log.
+    pub shard: usize,
+    /// The routing header's name, lowercase as HTTP/2 carries it.
+    pub route_header: Bytes,
+    pub router: Router,
+    pub upstreams: Rc<Upstreams>,
+    /// Request bytes kept for the transparent retry; 0 = no retries.
+    pub retry_buffer_bytes: usize,
+    /// This shard's counters; written here only, read by the admin thread.
+    pub metrics: Arc<ShardMetrics>,
+    /// Latency recorded by calls, published to `metrics.latency` every second.
+    pub latency: RefCell<Latency>,
+    pub access_log: Option<ShardLog>,
+    /// Spare retry buffers, reused call after call.
+    pub replays: ReplayPool,
+}
+
+impl Handler for Proxy {
+    async fn serve(self: Rc<Self>, incoming: Incoming) {
+        self.serve_call(incoming).await
+    }
+}
+
+impl Proxy {
+    /// Serves one downstream call to its end. Never panics on what a peer sends; every failure
+    /// ends in a gRPC status or a reset on the stream it concerns.
+    pub async fn serve_call(&self, incoming: Incoming) {
+        let started = Instant::now();
+        self.metrics.calls_in_flight.inc();
+        let stats = CallStats::new();
+        // What the access log needs is kept only for calls it will log (refcount clones).
+        let logged = self
+            .access_log
+            .as_ref()
+            .filter(|log| log.sample())
+            .map(|_| {
+                let key = incoming.head.get(&self.route_header).cloned();
+                let path = incoming.head.get(b":path").cloned().unwrap_or_default();
+                (path, key)
+            });
+        let target = self.forward(incoming, &stats).await;
+        self.record(&stats, started, target.as_deref(), logged);
+    }
+
+    /// Copies the shard-local latency histograms to the shared slot the admin thread reads.
+    pub fn publish(&self) {
+        if let Some(log) = &self.access_log {
+            log.flush();
+        }
+        let local = self.latency.borrow();
+        if let Ok(mut shared) = self.metrics.latency.lock() {
+            shared.clone_from(&local);
+        }
+    }
+
+    /// Routes and relays; returns the target the call went to, if it got that far.
+    async fn forward(&self, incoming: Incoming, stats: &CallStats) -> Option<Rc<str>> {
+        let Incoming {
+            head,
+            end,
+            mut body,
+            mut respond,
+        } = incoming;
+        stats.grpc.set(is_grpc(&head));
+        let mut lease = match self.lease_for(&head).await {
+            // The client went away while the route was looked up: the target is not bothered
+            // with a call nobody waits for. (A client that opens hundreds of calls and closes
+            // its connection would otherwise make ringway open and at once reset hundreds of
+            // streams on the connection it shares with other clients — what targets guarding
+            // against rapid reset answer with GOAWAY ENHANCE_YOUR_CALM.)
+            Ok(_) if respond.is_closed() => {
+                stats.outcome.set(Outcome::ClientCancel);
+                return None;
+            }
+            Ok(lease) => lease,
+            Err(error) => {
+                stats.failed(&error);
+                reply_error(&mut respond, &error, stats).await;
+                // A failed dial still had a target: the access log names it.
+                return error.target().map(Rc::from);
+            }
+        };
+        let limit = self.retry_buffer_bytes;
+        let replay = (limit > 0).then(|| self.replays.take(limit));
+        let replay = replay.as_ref().map(|r| &r.0);
+        let mut retried = false;
+        loop {
+            // On a retry, the body received so far is sent from memory.
+            let request_complete = if retried {
+                replay
+                    .expect("a retry needs the replay")
+                    .borrow()
+                    .complete()
+            } else {
+                end
+            };
+            let (response, mut up_send) = match lease.send_request(&head, request_complete) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    lease.retire();
+                    let error = GatewayError::UpstreamLost {
+                        target: lease.authority().to_string(),
+                        source: e,
+                    };
+                    stats.failed(&error);
+                    reply_error(&mut respond, &error, stats).await;
+                    return Some(lease.authority_rc());
+                }
+            };
+            stats.routed_at.set(Some(Instant::now()));
+            let mut request_complete = request_complete;
+            if retried && !request_complete {
+                // Send what the first target was given, without taking more from the client.
+                let replay = replay.expect("a retry needs the replay");
+                let (chunks, ended) = {
+                    let r = replay.borrow();
+                    (r.chunks.clone(), r.ended)
+                };
+                if resend(&mut up_send, chunks, ended).await.is_err() {
+                    stats.outcome.set(Outcome::UpstreamReset);
+                    respond.send_reset(Reason::REFUSED_STREAM);
+                    return Some(lease.authority_rc());
+                }
+                request_complete = ended;
+            }
+            let legs = Legs {
+                client_body: &mut body,
+                client: &mut respond,
+                lease: &lease,
+                stats,
+                replay: (!retried).then_some(replay).flatten(),
+            };
+            if !matches!(
+                relay(legs, up_send, response, request_complete).await,
+                RelayEnd::Refused
+            ) {
+                return Some(lease.authority_rc());
+            }
+            // Refused unprocessed: once more, on another connection. The client's window for
+            // what it sent so far is given back now; the replay is sent from memory.
+            retried = true;
+            self.metrics.upstream_retries.inc();
+            let unreleased = stats.bytes_in.get() - stats.request_released.get();
+            if unreleased > 0 {
+                body.release(unreleased as usize);
+                stats.request_released.set(stats.bytes_in.get());
+            }
+            lease.retire();
+            let pool = lease.pool().clone();
+            drop(lease);
+            lease = match pool.acquire().await {
+                Ok(lease) => lease,
+                Err(source) => {
+                    let error = GatewayError::DialFailed {
+                        target: pool.authority().to_string(),
+                        source,
+                    };
+                    stats.failed(&error);
+                    reply_error(&mut respond, &error, stats).await;
+                    return Some(pool.authority().into());
+                }
+            };
+        }
+    }
+
+    /// Steps 1–3: header → route → a leased stream on a connection to one of its targets.
+    async fn lease_for(&self, head: &Fields) -> Result<Lease, GatewayError> {
+        let value =
+            head.get(&self.route_header)
+                .ok_or_else(|| GatewayError::MissingRouteHeader {
+                    header: String::from_utf8_lossy(&self.route_header).into_owned(),
+                })?;
+        let asked = Instant::now();
+        let route = self.router.resolve(value).await;
+        let lookup_us = asked.elapsed().as_micros() as u64;
+        self.latency
+            .borrow_mut()
+            .lookup
+            .saturating_record(lookup_us.max(1));
+        let route = route?;
+        let pool = self.upstreams.pick(&route);
+        pool.acquire()
+            .await
+            .map_err(|source| GatewayError::DialFailed {
+                target: pool.authority().to_string(),
+                source,
+            })
+    }
+
+    /// Counts the call, records its latency and writes its access-log line.
+    fn record(
+        &self,
+        stats: &CallStats,
+        started: Instant,
+        target: Option<&str>,
+        logged: Option<(Bytes, Option<Bytes>)>,
+    ) {
+        let m = &self.metrics;
+        m.calls_in_flight.dec();
+        let outcome = stats.outcome.get();
+        m.outcome(outcome).inc();
+        if let Some(code) = stats.status.get() {
+            if let Some(counter) = m.calls_by_status.get(code as usize) {
+                counter.inc();
+            }
+        }
+        m.request_bytes.add(stats.bytes_in.get());
+        m.response_bytes.add(stats.bytes_out.get());
+        let now = Instant::now();
+        let total_us = now.duration_since(started).as_micros() as u64;
+        {
+            let mut latency = self.latency.borrow_mut();
+            latency.total.saturating_record(total_us.max(1));
+            if let Some(routed_at) = stats.routed_at.get() {
+                let overhead = routed_at.duration_since(started).as_micros() as u64;
+                latency.overhead.saturating_record(overhead.max(1));
+            }
+        }
+        if let (Some(log), Some((method, key))) = (&self.access_log, logged) {
+            log.record(&Entry {
+                shard: self.shard,
+                method: &String::from_utf8_lossy(&method),
+                key: key.as_deref().unwrap_or(&[][..]),
+                target: target.unwrap_or(""),
+                status: stats.status.get(),
+                outcome: outcome.label(),
+                duration_us: total_us,
+                bytes_in: stats.bytes_in.get(),
+                bytes_out: stats.bytes_out.get(),
+            });
+        }
+    }
+}
+
+/// Answers the call with a gateway error: a trailers-only gRPC response, or for a request that
+/// is not gRPC an HTTP error status with the message as its body.
+async fn reply_error(respond: &mut Respond, error: &GatewayError, stats: &CallStats) {
+    let message = error.to_string();
+    if stats.grpc.get() {
+        // An error here means the client already reset the stream; nothing is left to tell it.
+        let _ = respond.send_response(&trailers_only(error.code(), &message), true);
+        return;
+    }
+    let Ok(mut send) = respond.send_response(&http_error(error.code(), &message), false) else {
+        return;
+    };
+    let mut body = error_body(&message);
+    // The body is sent as the client's windows allow; a client that resets gets no more.
+    while !body.is_empty() {
+        let Ok(granted) = poll_fn(|cx| poll_granted(&mut send, cx)).await else {
+            return;
+        };
+        let piece = body.split_to(granted.min(body.len()));
+        if send.send_data(&piece, body.is_empty()).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Why the shard's Redis connection is down, or why a lookup got no reply.
+
+use std::fmt;
+use std::io;
+use std::rc::Rc;
+
+/// Why a lookup got no reply from Redis. Its text ends up in the client's `grpc-message`
+/// (inside [`GatewayError::RedisUnavailable`](crate::status::GatewayError::RedisUnavailable)).
+///
+/// Cloned into every lookup that fails with it while the connection is down, hence the `Rc`
+/// around I/O errors (which are not `Clone`).
+#[derive(Debug, Clone)]
+pub enum Unavailable {
+    /// The first connection attempt has not finished.
+    NotConnectedYet,
+    /// The configured address did not resolve; `None`: it resolved to no address.
+    Resolve {
+        addr: String,
+        source: Option<Rc<io::Error>>,
+    },
+    /// The connect (or setting up the socket) failed.
+    Connect(Rc<io::Error>),
+    /// The connect did not finish within `connect_timeout_ms`.
+    ConnectTimeout {
+        ms: u64,
+    },
+    /// A setup command (`HELLO`, `CLIENT TRACKING`) got no answer within `connect_timeout_ms`.
+    NoAnswer {
+        ms: u64,
+    },
+    Write(Rc<io::Error>),
+    Read(Rc<io::Error>),
+    /// Redis closed the connection.
+    Closed,
+    /// Redis sent what is not RESP, or a reply nothing asked for.
+    Protocol(String),
+    /// Lookups were outstanding and nothing came back for this long: the connection is
+    /// declared dead and redialed.
+    Stalled {
+        ms: u64,
+    },
+    /// The lookup this call waited on was dropped before it answered.
+    Abandoned,
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unavailable::NotConnectedYet => f.write_str("not connected yet"),
+            Unavailable::Resolve {
+                addr,
+                source: Some(e),
+            } => {
+                write!(f, "cannot resolve {addr}: {e}")
+            }
+            Unavailable::Resolve { addr, source: None } => {
+                write!(f, "{addr} resolves to no address")
+            }
+            Unavailable::Connect(e) => write!(f, "{e}"),
+            Unavailable::ConnectTimeout { ms } => write!(f, "connect timed out after {ms} ms"),
+            Unavailable::NoAnswer { ms } => write!(f, "no answer within {ms} ms"),
+            Unavailable::Write(e) => write!(f, "write failed: {e}"),
+            Unavailable::Read(e) => write!(f, "read failed: {e}"),
+            Unavailable::Closed => f.write_str("closed by Redis"),
+            Unavailable::Protocol(what) => f.write_str(what),
+            Unavailable::Stalled { ms } => {
+                write!(f, "no reply for {ms} ms with lookups outstanding")
+            }
+            Unavailable::Abandoned => f.write_str("lookup abandoned"),
+        }
+    }
+}
+
+impl std::error::Error for Unavailable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Unavailable::Resolve {
+                source: Some(e), ..
+            }
+            | Unavailable::Connect(e)
+            | Unavailable::Write(e)
+            | Unavailable::Read(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+impl Unavailable {
+    pub(super) fn io(wrap: fn(Rc<io::Error>) -> Unavailable, e: io::Error) -> Unavailable {
+        wrap(Rc::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn io_failures_keep_their_cause_and_text() {
+        let e = Unavailable::io(
+            Unavailable::Read,
+            io::Error::from(io::ErrorKind::ConnectionReset),
+        );
+        assert_eq!(e.to_string(), "read failed: connection reset");
+        assert_eq!(
+            e.source()
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .map(io::Error::kind),
+            Some(io::ErrorKind::ConnectionReset)
+        );
+        assert!(Unavailable::Closed.source().is_none());
+    }
+}
