@@ -148,7 +148,7 @@ pub struct UpstreamConfig {
     /// First delay before redialing a target whose dial failed; doubles per failure, with
     /// jitter. Calls meanwhile fail fast with UNAVAILABLE. Default 250 ms.
     pub dial_backoff_initial_ms: u64,
-    /// Cap of that delay. Default 64000 ms (seed 004).
+    /// Cap of that delay. Default 64000 ms (docs/background.md, "TCP practices", 6).
     pub dial_backoff_max_ms: u64,
     /// After this many consecutive dial failures or keepalive timeouts a target is ejected
     /// (skipped while its route names other targets) until its backoff ends. Default 3.

@@ -4,7 +4,7 @@
 --
 -- lookup(true):  pooled Redis socket (setkeepalive), target in ngx.ctx for balancer_by_lua.
 -- lookup(false): Redis socket closed after each GET, target in ngx.var.target for
---                grpc_pass grpc://$target (seed 000 before its fix).
+--                grpc_pass grpc://$target (the OpenResty gateway before its fix; docs/background.md).
 --
 -- Errors end the call the way a gRPC gateway should: HTTP 200, trailers-only, grpc-status.
 

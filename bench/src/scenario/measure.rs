@@ -44,7 +44,8 @@ pub struct Watch {
 pub struct TcpSnapshot {
     /// Per watched port, counts by state from both ends.
     pub ports: BTreeMap<String, PortStates>,
-    /// Whole-machine counts by state (the seed's `netstat -na | awk` line).
+    /// Whole-machine counts by state (the OpenResty gateway's `netstat -na | awk` line,
+    /// docs/background.md).
     pub all: BTreeMap<String, u64>,
 }
 
@@ -91,7 +92,8 @@ pub struct Measurement {
     /// Peak RSS of the gateway's process tree since it started.
     pub gateway_peak_rss: Option<PeakRss>,
     pub tcp_before: TcpSnapshot,
-    /// Halfway through the measured phase (the seed's tables were taken under load).
+    /// Halfway through the measured phase (the OpenResty gateway's tables in
+    /// docs/background.md were taken under load).
     pub tcp_during: Option<TcpSnapshot>,
     /// Right after the load, with the gateway still running.
     pub tcp_after: TcpSnapshot,

@@ -16,7 +16,8 @@
 //!
 //! Every run is bounded: each load has a hard deadline (warm-up + duration + 30 s), each start
 //! a readiness timeout, and every child is stopped when its `Proc` is dropped. All listening
-//! ports are on 127.0.0.1 below 32768 (seed 004: stay out of the ephemeral range).
+//! ports are on 127.0.0.1 below 32768, out of the ephemeral range (docs/background.md,
+//! "TCP practices", 2).
 
 pub mod chart;
 pub mod measure;
@@ -102,10 +103,12 @@ pub struct Args {
     /// Load generator threads (default: one per client core).
     #[arg(long)]
     pub loadgen_threads: Option<usize>,
-    /// nginx upstream `keepalive N` (seed 000's fix used 40).
+    /// nginx upstream `keepalive N` (the OpenResty fix used 40; docs/background.md,
+    /// "The OpenResty gateway").
     #[arg(long, default_value_t = 1024)]
     pub nginx_keepalive: usize,
-    /// nginx + Lua: Redis cosocket pool size for setkeepalive (seed 000's fix used 40).
+    /// nginx + Lua: Redis cosocket pool size for setkeepalive (the OpenResty fix used 40;
+    /// docs/background.md, "The OpenResty gateway").
     #[arg(long, default_value_t = 1024)]
     pub nginx_redis_pool: usize,
     /// The ringway binary (default: <workspace>/target/release/ringway).

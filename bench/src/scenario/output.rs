@@ -156,7 +156,8 @@ pub struct SweepSeries {
     pub reason: Option<String>,
     pub points: Vec<SweepPoint>,
     /// The smallest in-flight count reaching 90% of the series' peak throughput: past it,
-    /// more calls in flight buy little throughput and mostly queueing (seed 001's knee).
+    /// more calls in flight buy little throughput and mostly queueing (the knee of
+    /// docs/background.md, "Concurrency, throughput and the knee").
     pub knee: Option<usize>,
 }
 
@@ -306,7 +307,7 @@ pub fn markdown(r: &Results) -> String {
     if !errors.is_empty() {
         let _ = writeln!(o, "\nFailed calls by status:\n\n{}", errors.join("\n"));
     }
-    let _ = writeln!(o, "\n## TCP state table (seed 000's netstat counts)\n");
+    let _ = writeln!(o, "\n## TCP state table (netstat-style counts by state)\n");
     let _ = writeln!(
         o,
         "Sockets whose remote port is the upstream's or Redis's port (the connecting side: gateway → upstream, gateway → Redis; for `direct`, the load generator → upstream). `during` is taken halfway through the measured phase, `after` right after the load with the gateway still up. TIME_WAIT lasts 60 s on Linux, so `before` may hold the previous system's leftovers: compare before → after.\n"
@@ -428,7 +429,7 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     if !r.sweep.is_empty() {
-        let _ = writeln!(o, "\n## Concurrency sweep (seed 001)\n");
+        let _ = writeln!(o, "\n## Concurrency sweep\n");
         if let Some(sl) = &r.sweep_load {
             let _ = writeln!(
                 o,

@@ -172,7 +172,7 @@ pub fn redis_cmd(addr: SocketAddr, args: &[&str]) -> Result<String, String> {
 }
 
 /// A free TCP port on 127.0.0.1 at or above `from` and below 32768 (below the ephemeral range,
-/// seed 004), skipping `taken`.
+/// docs/background.md, "TCP practices", 2), skipping `taken`.
 pub fn free_port(from: u16, taken: &[u16]) -> Result<u16, String> {
     for p in from..32768 {
         if taken.contains(&p) {

@@ -22,9 +22,11 @@ pub enum System {
     RingwayCache,
     /// nginx `grpc_pass` to a static upstream with `keepalive`.
     NginxGrpc,
-    /// Seed 000 after its fix: Lua GET over a pooled cosocket, balancer_by_lua, keepalive.
+    /// The OpenResty gateway after its fix: Lua GET over a pooled cosocket, balancer_by_lua,
+    /// keepalive (docs/background.md, "The OpenResty gateway").
     NginxLua,
-    /// Seed 000 before its fix: Lua GET over a fresh socket, `grpc_pass grpc://$target`.
+    /// The OpenResty gateway before its fix: Lua GET over a fresh socket,
+    /// `grpc_pass grpc://$target`.
     NginxLuaShort,
     /// HAProxy, h2c both sides to a static upstream, multiplexed (`http-reuse always`).
     Haproxy,
@@ -66,10 +68,10 @@ impl System {
             }
             System::NginxGrpc => "nginx grpc_pass, static upstream, upstream keepalive",
             System::NginxLua => {
-                "nginx + Lua (seed 000 fixed): access_by_lua GET over pooled cosocket, balancer_by_lua, keepalive"
+                "nginx + Lua (pooled, the OpenResty fix): access_by_lua GET over pooled cosocket, balancer_by_lua, keepalive"
             }
             System::NginxLuaShort => {
-                "nginx + Lua (seed 000 before fix): new Redis socket per call, grpc_pass grpc://$target"
+                "nginx + Lua (short connections, the OpenResty original): new Redis socket per call, grpc_pass grpc://$target"
             }
             System::Haproxy => {
                 "HAProxy: h2c both sides, static upstream, multiplexed server connections (http-reuse always)"
