@@ -1,9 +1,9 @@
 //! The admin port: metrics, health, readiness, drain and the effective configuration.
 //!
 //! Served by its own thread with blocking std sockets, never by a shard, so a shard that is
-//! stuck or saturated cannot take the admin port down with it (seed 004: service and
-//! management ports apart). Requests are tiny and rare, so it serves one connection at a time
-//! with short socket timeouts; every response closes its connection.
+//! stuck or saturated cannot take the admin port down with it (docs/background.md, "TCP
+//! practices", 3: service and admin ports apart). Requests are tiny and rare, so it serves one
+//! connection at a time with short socket timeouts; every response closes its connection.
 //!
 //! | request | answer |
 //! |---|---|
@@ -92,7 +92,7 @@ fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
         ("GET", "/metrics") => respond(
             &mut stream,
             200,
-            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::CONTENT_TYPE,
             &render_metrics(state),
         ),
         ("GET", "/healthz") => respond(&mut stream, 200, "text/plain", "ok\n"),
@@ -150,21 +150,15 @@ fn render_metrics(state: &AdminState) -> String {
         tcp_time_wait: tcp.as_ref().map(|t| t.time_wait),
         tcp_close_wait: tcp.as_ref().map(|t| t.close_wait),
         tcp_retransmitted_segments: procfs::tcp_retransmitted_segments().ok(),
+        access_log_dropped_lines: state
+            .access_log_dropped
+            .as_ref()
+            .map(|dropped| dropped.load(Ordering::Relaxed)),
         draining: state.drain.is_draining(),
         ready: not_ready(state).is_none(),
         uptime_seconds: state.started.elapsed().as_secs_f64(),
     };
-    let shards: Vec<&ShardMetrics> = state.shards.iter().map(|m| m.as_ref()).collect();
-    let mut text = metrics::render(&shards, &process);
-    if let Some(dropped) = &state.access_log_dropped {
-        text.push_str("# HELP ringway_access_log_dropped_lines_total Access-log lines dropped because the writer fell behind.\n");
-        text.push_str("# TYPE ringway_access_log_dropped_lines_total counter\n");
-        text.push_str(&format!(
-            "ringway_access_log_dropped_lines_total {}\n",
-            dropped.load(Ordering::Relaxed)
-        ));
-    }
-    text
+    metrics::render(&state.shards, &process)
 }
 
 fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) -> io::Result<()> {

@@ -11,14 +11,36 @@
 //! published to the shared [`ShardMetrics::latency`] slot once a second by the shard's control
 //! task, so histograms seen on `/metrics` lag by at most [`PUBLISH_INTERVAL`]. The admin thread
 //! merges the shards' histograms only when scraped.
+//!
+//! # Exposition
+//!
+//! [`render`] writes the Prometheus text format (0.0.4) with `prometheus-client`'s encoder: a
+//! [`Collector`] reads these counters at scrape time and describes each family to the crate,
+//! which writes names, labels, escaping and histogram buckets. The crate's own metric types
+//! (atomics behind `Arc`s, `Family` maps behind a lock) never reach a shard: a shard still
+//! writes only its own [`Counter`]s.
+//!
+//! The crate's 0.0.4 encoder (since 0.26; before, it wrote only OpenMetrics) keeps the names,
+//! labels, HELP texts and types the hand-written encoder had, and no `# EOF` or `_created`.
+//! Two things print differently: floats are the shortest that read back exactly (a histogram's
+//! `_sum` of `0.0015`, not `0.001500`), and a bucket bound below 1e-4 in exponent form as Go's
+//! client writes it: `le="5e-05"`, once `le="0.00005"`. Both parse as the same number.
 
-use std::fmt::Write as _;
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeGaugeValue, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
+use crate::status;
 use crate::wire::{Flood, Refusal};
 
 /// How often a shard publishes its latency histograms.
@@ -262,6 +284,8 @@ pub struct ProcessGauges {
     pub tcp_time_wait: Option<u64>,
     pub tcp_close_wait: Option<u64>,
     pub tcp_retransmitted_segments: Option<u64>,
+    /// Access-log lines dropped because the writer fell behind; `None` without an access log.
+    pub access_log_dropped_lines: Option<u64>,
     pub draining: bool,
     pub ready: bool,
     pub uptime_seconds: f64,
@@ -273,483 +297,530 @@ const BUCKETS_SECONDS: [f64; 19] = [
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// The `Content-Type` of [`render`]'s text: the Prometheus text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
 /// Renders all shards' metrics in the Prometheus text format (version 0.0.4). Per-shard series
 /// carry a `shard` label; latency histograms are merged across shards.
-pub fn render(shards: &[&ShardMetrics], process: &ProcessGauges) -> String {
-    let mut out = String::with_capacity(16 << 10);
-    let per_shard =
-        |out: &mut String, name: &str, kind: &str, help: &str, f: &dyn Fn(&ShardMetrics) -> i64| {
-            header(out, name, kind, help);
-            for (i, m) in shards.iter().enumerate() {
-                let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", f(m));
-            }
+///
+/// The registry lives for one scrape: its one collector reads the shards' counters as they are
+/// now, and `process` as the admin thread just gathered it.
+pub fn render(shards: &[Arc<ShardMetrics>], process: &ProcessGauges) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape {
+        shards: shards.to_vec(),
+        process: process.clone(),
+    }));
+    let mut text = String::with_capacity(16 << 10);
+    prometheus_text::encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
+}
+
+/// What one scrape exports: the shards' own counters, read where they are, and the process's
+/// values. A [`Collector`], so nothing of prometheus-client sits on a shard's call path.
+struct Scrape {
+    shards: Vec<Arc<ShardMetrics>>,
+    process: ProcessGauges,
+}
+
+impl fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrape")
+            .field("shards", &self.shards.len())
+            .field("process", &self.process)
+            .finish()
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        let mut out = Exposition {
+            encoder,
+            shards: &self.shards,
+            shard_ids: (0..self.shards.len()).map(|i| i.to_string()).collect(),
         };
-
-    header(
-        &mut out,
-        "ringway_calls_total",
-        "counter",
-        "Calls whose response carried a gRPC status, by status code.",
-    );
-    for (i, m) in shards.iter().enumerate() {
-        for (code, c) in m.calls_by_status.iter().enumerate() {
-            let v = c.get();
-            if v > 0 || code == 0 {
-                let _ = writeln!(
-                    out,
-                    "ringway_calls_total{{shard=\"{i}\",grpc_status=\"{code}\",grpc_code=\"{}\"}} {v}",
-                    code_name(code)
-                );
-            }
-        }
+        out.shard_families()?;
+        out.latency_histograms()?;
+        out.process_families(&self.process)
     }
-    header(
-        &mut out,
-        "ringway_call_outcomes_total",
-        "counter",
-        "Calls by how they ended: routed, or why ringway could not route them.",
-    );
-    for (i, m) in shards.iter().enumerate() {
-        for outcome in Outcome::ALL {
-            let _ = writeln!(
-                out,
-                "ringway_call_outcomes_total{{shard=\"{i}\",outcome=\"{}\"}} {}",
-                outcome.label(),
-                m.outcome(outcome).get()
-            );
-        }
-    }
-    per_shard(
-        &mut out,
-        "ringway_calls_in_flight",
-        "gauge",
-        "Calls in progress.",
-        &|m| m.calls_in_flight.get(),
-    );
-    per_shard(
-        &mut out,
-        "ringway_request_bytes_total",
-        "counter",
-        "Request DATA bytes forwarded from clients to targets.",
-        &|m| m.request_bytes.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_response_bytes_total",
-        "counter",
-        "Response DATA bytes forwarded from targets to clients.",
-        &|m| m.response_bytes.get() as i64,
-    );
+}
 
-    per_shard(
-        &mut out,
-        "ringway_redis_lookups_total",
-        "counter",
-        "Route lookups sent to Redis.",
-        &|m| m.redis_lookups.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_redis_errors_total",
-        "counter",
-        "Route lookups that failed: Redis unavailable or an error reply.",
-        &|m| m.redis_errors.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_redis_timeouts_total",
-        "counter",
-        "Route lookups without a reply within lookup_timeout_ms.",
-        &|m| m.redis_timeouts.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_redis_connected",
-        "gauge",
-        "1 when the shard's Redis connection is up.",
-        &|m| m.redis_connected.get(),
-    );
-    per_shard(
-        &mut out,
-        "ringway_redis_connects_total",
-        "counter",
-        "Redis connections established.",
-        &|m| m.redis_connects.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_redis_disconnects_total",
-        "counter",
-        "Redis connections lost.",
-        &|m| m.redis_disconnects.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_redis_writes_total",
-        "counter",
-        "Writes to Redis; commands_total / writes_total is the mean pipeline depth.",
-        &|m| m.redis_writes.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_redis_commands_total",
-        "counter",
-        "Commands written to Redis.",
-        &|m| m.redis_commands.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_redis_pipeline_depth_max",
-        "gauge",
-        "Most commands one write to Redis has carried.",
-        &|m| m.redis_max_pipeline_depth.get(),
-    );
+/// The families of one scrape, written in order through the crate's encoder.
+struct Exposition<'e, 's> {
+    encoder: DescriptorEncoder<'e>,
+    shards: &'s [Arc<ShardMetrics>],
+    /// The `shard` label's values, the shards' indexes.
+    shard_ids: Vec<String>,
+}
 
-    for (name, kind, help, f) in [
-        (
+impl Exposition<'_, '_> {
+    fn shard_families(&mut self) -> fmt::Result {
+        self.per_shard::<Counter>(
+            "ringway_calls_total",
+            "Calls whose response carried a gRPC status, by status code.",
+            |m, out| {
+                for (code, count) in m.calls_by_status.iter().enumerate() {
+                    // OK is always there, so the family never looks absent; other codes once seen.
+                    if count.get() > 0 || code == 0 {
+                        let number = code.to_string();
+                        let labels = [
+                            ("grpc_status", number.as_str()),
+                            ("grpc_code", status::code_name(code)),
+                        ];
+                        out.series(&labels, count)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_call_outcomes_total",
+            "Calls by how they ended: routed, or why ringway could not route them.",
+            |m, out| {
+                for outcome in Outcome::ALL {
+                    out.series(&[("outcome", outcome.label())], m.outcome(outcome))?;
+                }
+                Ok(())
+            },
+        )?;
+        self.per_shard::<Gauge>("ringway_calls_in_flight", "Calls in progress.", |m, out| {
+            out.only(&m.calls_in_flight)
+        })?;
+        self.per_shard::<Counter>(
+            "ringway_request_bytes_total",
+            "Request DATA bytes forwarded from clients to targets.",
+            |m, out| out.only(&m.request_bytes),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_response_bytes_total",
+            "Response DATA bytes forwarded from targets to clients.",
+            |m, out| out.only(&m.response_bytes),
+        )?;
+
+        self.per_shard::<Counter>(
+            "ringway_redis_lookups_total",
+            "Route lookups sent to Redis.",
+            |m, out| out.only(&m.redis_lookups),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_redis_errors_total",
+            "Route lookups that failed: Redis unavailable or an error reply.",
+            |m, out| out.only(&m.redis_errors),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_redis_timeouts_total",
+            "Route lookups without a reply within lookup_timeout_ms.",
+            |m, out| out.only(&m.redis_timeouts),
+        )?;
+        self.per_shard::<Gauge>(
+            "ringway_redis_connected",
+            "1 when the shard's Redis connection is up.",
+            |m, out| out.only(&m.redis_connected),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_redis_connects_total",
+            "Redis connections established.",
+            |m, out| out.only(&m.redis_connects),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_redis_disconnects_total",
+            "Redis connections lost.",
+            |m, out| out.only(&m.redis_disconnects),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_redis_writes_total",
+            "Writes to Redis; commands_total / writes_total is the mean pipeline depth.",
+            |m, out| out.only(&m.redis_writes),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_redis_commands_total",
+            "Commands written to Redis.",
+            |m, out| out.only(&m.redis_commands),
+        )?;
+        self.per_shard::<Gauge>(
+            "ringway_redis_pipeline_depth_max",
+            "Most commands one write to Redis has carried.",
+            |m, out| out.only(&m.redis_max_pipeline_depth),
+        )?;
+
+        self.per_shard::<Counter>(
             "ringway_route_cache_hits_total",
-            "counter",
             "Route lookups answered by the cache.",
-            (|m: &ShardMetrics| m.route_cache_hits.get() as i64) as fn(&ShardMetrics) -> i64,
-        ),
-        (
+            |m, out| out.only(&m.route_cache_hits),
+        )?;
+        self.per_shard::<Counter>(
             "ringway_route_cache_misses_total",
-            "counter",
             "Route lookups that sent a GET to fill the cache.",
-            |m| m.route_cache_misses.get() as i64,
-        ),
-        (
+            |m, out| out.only(&m.route_cache_misses),
+        )?;
+        self.per_shard::<Counter>(
             "ringway_route_cache_coalesced_total",
-            "counter",
             "Route lookups that waited for another call's GET of the same key.",
-            |m| m.route_cache_coalesced.get() as i64,
-        ),
-        (
+            |m, out| out.only(&m.route_cache_coalesced),
+        )?;
+        self.per_shard::<Counter>(
             "ringway_route_cache_invalidations_total",
-            "counter",
             "Invalidations received from Redis (client tracking), flushes included.",
-            |m| m.route_cache_invalidations.get() as i64,
-        ),
-        (
+            |m, out| out.only(&m.route_cache_invalidations),
+        )?;
+        self.per_shard::<Gauge>(
             "ringway_route_cache_entries",
-            "gauge",
             "Routes in the cache, lookups in progress included.",
-            |m| m.route_cache_entries.get(),
-        ),
-    ] {
-        per_shard(&mut out, name, kind, help, &f);
-    }
+            |m, out| out.only(&m.route_cache_entries),
+        )?;
 
-    per_shard(
-        &mut out,
-        "ringway_upstream_connections_opened_total",
-        "counter",
-        "HTTP/2 connections dialed to targets.",
-        &|m| m.upstream_connections_opened.get() as i64,
-    );
-    header(
-        &mut out,
-        "ringway_upstream_connections_closed_total",
-        "counter",
-        "Target connections closed, by who closed them.",
-    );
-    for (i, m) in shards.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "ringway_upstream_connections_closed_total{{shard=\"{i}\",by=\"ringway\"}} {}",
-            m.upstream_connections_closed_local.get()
-        );
-        let _ = writeln!(
-            out,
-            "ringway_upstream_connections_closed_total{{shard=\"{i}\",by=\"peer\"}} {}",
-            m.upstream_connections_closed_remote.get()
-        );
-    }
-    per_shard(
-        &mut out,
-        "ringway_upstream_connections",
-        "gauge",
-        "Open HTTP/2 connections to targets (the pools' size).",
-        &|m| m.upstream_connections_open.get(),
-    );
-    per_shard(
-        &mut out,
-        "ringway_upstream_streams_in_flight",
-        "gauge",
-        "Streams open on target connections.",
-        &|m| m.upstream_streams_in_flight.get(),
-    );
-    per_shard(
-        &mut out,
-        "ringway_upstream_dial_failures_total",
-        "counter",
-        "Failed dials to targets (refused, unreachable, timed out).",
-        &|m| m.upstream_dial_failures.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_upstream_keepalive_timeouts_total",
-        "counter",
-        "Target connections closed because a keepalive PING went unanswered.",
-        &|m| m.upstream_keepalive_timeouts.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_upstream_goaways_received_total",
-        "counter",
-        "GOAWAY frames received from targets.",
-        &|m| m.upstream_goaways_received.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_upstream_retries_total",
-        "counter",
-        "Calls retried on a fresh connection after a target refused them unprocessed.",
-        &|m| m.upstream_retries.get() as i64,
-    );
+        self.per_shard::<Counter>(
+            "ringway_upstream_connections_opened_total",
+            "HTTP/2 connections dialed to targets.",
+            |m, out| out.only(&m.upstream_connections_opened),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_upstream_connections_closed_total",
+            "Target connections closed, by who closed them.",
+            |m, out| {
+                out.series(&[("by", "ringway")], &m.upstream_connections_closed_local)?;
+                out.series(&[("by", "peer")], &m.upstream_connections_closed_remote)
+            },
+        )?;
+        self.per_shard::<Gauge>(
+            "ringway_upstream_connections",
+            "Open HTTP/2 connections to targets (the pools' size).",
+            |m, out| out.only(&m.upstream_connections_open),
+        )?;
+        self.per_shard::<Gauge>(
+            "ringway_upstream_streams_in_flight",
+            "Streams open on target connections.",
+            |m, out| out.only(&m.upstream_streams_in_flight),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_upstream_dial_failures_total",
+            "Failed dials to targets (refused, unreachable, timed out).",
+            |m, out| out.only(&m.upstream_dial_failures),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_upstream_keepalive_timeouts_total",
+            "Target connections closed because a keepalive PING went unanswered.",
+            |m, out| out.only(&m.upstream_keepalive_timeouts),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_upstream_goaways_received_total",
+            "GOAWAY frames received from targets.",
+            |m, out| out.only(&m.upstream_goaways_received),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_upstream_retries_total",
+            "Calls retried on a fresh connection after a target refused them unprocessed.",
+            |m, out| out.only(&m.upstream_retries),
+        )?;
 
-    per_shard(
-        &mut out,
-        "ringway_downstream_connections_accepted_total",
-        "counter",
-        "Client connections accepted.",
-        &|m| m.downstream_accepted.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_downstream_connections",
-        "gauge",
-        "Open client connections.",
-        &|m| m.downstream_open.get(),
-    );
-    per_shard(
-        &mut out,
-        "ringway_downstream_connections_refused_total",
-        "counter",
-        "Client connections closed at once because the connection cap was reached.",
-        &|m| m.downstream_refused.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_downstream_goaways_sent_total",
-        "counter",
-        "GOAWAY frames sent to clients.",
-        &|m| m.downstream_goaways_sent.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_downstream_keepalive_timeouts_total",
-        "counter",
-        "Client connections closed because a keepalive PING went unanswered.",
-        &|m| m.downstream_keepalive_timeouts.get() as i64,
-    );
-    per_shard(
-        &mut out,
-        "ringway_downstream_too_many_pings_total",
-        "counter",
-        "Client connections closed with GOAWAY ENHANCE_YOUR_CALM too_many_pings.",
-        &|m| m.downstream_too_many_pings.get() as i64,
-    );
+        self.per_shard::<Counter>(
+            "ringway_downstream_connections_accepted_total",
+            "Client connections accepted.",
+            |m, out| out.only(&m.downstream_accepted),
+        )?;
+        self.per_shard::<Gauge>(
+            "ringway_downstream_connections",
+            "Open client connections.",
+            |m, out| out.only(&m.downstream_open),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_downstream_connections_refused_total",
+            "Client connections closed at once because the connection cap was reached.",
+            |m, out| out.only(&m.downstream_refused),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_downstream_goaways_sent_total",
+            "GOAWAY frames sent to clients.",
+            |m, out| out.only(&m.downstream_goaways_sent),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_downstream_keepalive_timeouts_total",
+            "Client connections closed because a keepalive PING went unanswered.",
+            |m, out| out.only(&m.downstream_keepalive_timeouts),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_downstream_too_many_pings_total",
+            "Client connections closed with GOAWAY ENHANCE_YOUR_CALM too_many_pings.",
+            |m, out| out.only(&m.downstream_too_many_pings),
+        )?;
 
-    header(
-        &mut out,
-        "ringway_h2_floods_total",
-        "counter",
-        "HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM, by side and cause (a flood of \
-         frames that do no work, rapid reset, too many stream errors, an oversized header block).",
-    );
-    for (i, m) in shards.iter().enumerate() {
-        for side in Side::ALL {
-            for (k, kind) in Flood::ALL.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "ringway_h2_floods_total{{shard=\"{i}\",side=\"{}\",kind=\"{}\"}} {}",
-                    side.label(),
-                    kind.label(),
-                    m.h2_floods[side as usize][k].get()
-                );
-            }
-        }
-    }
-    for (name, help, counters) in [
-        (
+        self.per_shard::<Counter>(
+            "ringway_h2_floods_total",
+            "HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM, by side and cause (a flood \
+             of frames that do no work, rapid reset, too many stream errors, an oversized header \
+             block).",
+            |m, out| {
+                for side in Side::ALL {
+                    for (kind, count) in Flood::ALL.iter().zip(&m.h2_floods[side as usize]) {
+                        out.series(&[("side", side.label()), ("kind", kind.label())], count)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        self.per_side(
             "ringway_h2_output_pauses_total",
-            "Times a connection was not read because its queued output passed output_buffer_bytes.",
-            (|m: &ShardMetrics| &m.h2_output_pauses) as fn(&ShardMetrics) -> &[Counter; 2],
-        ),
-        (
+            "Times a connection was not read because its queued output passed \
+             output_buffer_bytes.",
+            |m| &m.h2_output_pauses,
+        )?;
+        self.per_side(
             "ringway_h2_send_timeouts_total",
             "Connections closed because their output did not move for send_timeout_ms.",
-            |m: &ShardMetrics| &m.h2_send_timeouts,
-        ),
-        (
+            |m| &m.h2_send_timeouts,
+        )?;
+        self.per_side(
             "ringway_h2_flow_control_errors_total",
             "Peers that sent DATA beyond the flow-control window they were given.",
-            |m: &ShardMetrics| &m.h2_flow_control_errors,
-        ),
-    ] {
-        header(&mut out, name, "counter", help);
-        for (i, m) in shards.iter().enumerate() {
-            for side in Side::ALL {
-                let _ = writeln!(
-                    out,
-                    "{name}{{shard=\"{i}\",side=\"{}\"}} {}",
-                    side.label(),
-                    counters(m)[side as usize].get()
-                );
+            |m| &m.h2_flow_control_errors,
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_downstream_streams_refused_total",
+            "Client streams refused before they were served: above max_concurrent_streams \
+             (RST_STREAM REFUSED_STREAM) or above max_header_list_bytes (HTTP 431).",
+            |m, out| {
+                for (why, count) in Refusal::ALL.iter().zip(&m.downstream_streams_refused) {
+                    out.series(&[("limit", why.label())], count)?;
+                }
+                Ok(())
+            },
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_upstream_flow_control_errors_total",
+            "Targets that sent DATA beyond the window ringway gave them (the call ends \
+             UNAVAILABLE).",
+            |m, out| out.only(&m.h2_flow_control_errors[Side::Upstream as usize]),
+        )
+    }
+
+    fn latency_histograms(&mut self) -> fmt::Result {
+        let mut merged = Latency::default();
+        for m in self.shards {
+            if let Ok(latency) = m.latency.lock() {
+                let _ = merged.total.add(&latency.total);
+                let _ = merged.overhead.add(&latency.overhead);
+                let _ = merged.lookup.add(&latency.lookup);
             }
         }
+        self.histogram(
+            "ringway_call_duration_seconds",
+            "Call duration, request headers to the end of both directions (published each \
+             second).",
+            &merged.total,
+        )?;
+        self.histogram(
+            "ringway_overhead_seconds",
+            "Time ringway adds before a call reaches its target: lookup, target choice, lease, \
+             dial (published each second).",
+            &merged.overhead,
+        )?;
+        self.histogram(
+            "ringway_redis_lookup_seconds",
+            "Route lookup latency, request to Redis reply (published each second).",
+            &merged.lookup,
+        )
     }
-    header(
-        &mut out,
-        "ringway_downstream_streams_refused_total",
-        "counter",
-        "Client streams refused before they were served: above max_concurrent_streams \
-         (RST_STREAM REFUSED_STREAM) or above max_header_list_bytes (HTTP 431).",
-    );
-    for (i, m) in shards.iter().enumerate() {
-        for (k, why) in Refusal::ALL.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "ringway_downstream_streams_refused_total{{shard=\"{i}\",limit=\"{}\"}} {}",
-                why.label(),
-                m.downstream_streams_refused[k].get()
-            );
-        }
-    }
-    per_shard(
-        &mut out,
-        "ringway_upstream_flow_control_errors_total",
-        "counter",
-        "Targets that sent DATA beyond the window ringway gave them (the call ends UNAVAILABLE).",
-        &|m| m.h2_flow_control_errors[Side::Upstream as usize].get() as i64,
-    );
 
-    let mut merged = Latency::default();
-    for m in shards {
-        if let Ok(latency) = m.latency.lock() {
-            let _ = merged.total.add(&latency.total);
-            let _ = merged.overhead.add(&latency.overhead);
-            let _ = merged.lookup.add(&latency.lookup);
+    fn process_families(&mut self, process: &ProcessGauges) -> fmt::Result {
+        self.gauge(
+            "ringway_process_open_fds",
+            "Open file descriptors.",
+            process.open_fds,
+        )?;
+        self.gauge(
+            "ringway_process_max_fds",
+            "RLIMIT_NOFILE soft limit.",
+            process.max_fds,
+        )?;
+        // Always described, even when /proc could not be read and it has no series.
+        let mut family = descriptor(
+            &mut self.encoder,
+            "ringway_tcp_sockets",
+            "The process's TCP sockets by state (TIME_WAIT: those on the service port or towards \
+             Redis and targets).",
+            MetricType::Gauge,
+        )?;
+        for (state, count) in [
+            ("ESTABLISHED", process.tcp_established),
+            ("TIME_WAIT", process.tcp_time_wait),
+            ("CLOSE_WAIT", process.tcp_close_wait),
+        ] {
+            if let Some(count) = count {
+                family
+                    .encode_family(&[("state", state)])?
+                    .encode_gauge(&count)?;
+            }
         }
-    }
-    histogram(
-        &mut out,
-        "ringway_call_duration_seconds",
-        "Call duration, request headers to the end of both directions (published each second).",
-        &merged.total,
-    );
-    histogram(&mut out, "ringway_overhead_seconds", "Time ringway adds before a call reaches its target: lookup, target choice, lease, dial (published each second).", &merged.overhead);
-    histogram(
-        &mut out,
-        "ringway_redis_lookup_seconds",
-        "Route lookup latency, request to Redis reply (published each second).",
-        &merged.lookup,
-    );
-
-    let gauge = |out: &mut String, name: &str, help: &str, v: Option<u64>| {
-        if let Some(v) = v {
-            header(out, name, "gauge", help);
-            let _ = writeln!(out, "{name} {v}");
-        }
-    };
-    gauge(
-        &mut out,
-        "ringway_process_open_fds",
-        "Open file descriptors.",
-        process.open_fds,
-    );
-    gauge(
-        &mut out,
-        "ringway_process_max_fds",
-        "RLIMIT_NOFILE soft limit.",
-        process.max_fds,
-    );
-    header(&mut out, "ringway_tcp_sockets", "gauge", "The process's TCP sockets by state (TIME_WAIT: those on the service port or towards Redis and targets).");
-    for (state, v) in [
-        ("ESTABLISHED", process.tcp_established),
-        ("TIME_WAIT", process.tcp_time_wait),
-        ("CLOSE_WAIT", process.tcp_close_wait),
-    ] {
-        if let Some(v) = v {
-            let _ = writeln!(out, "ringway_tcp_sockets{{state=\"{state}\"}} {v}");
-        }
-    }
-    if let Some(v) = process.tcp_retransmitted_segments {
-        header(
-            &mut out,
+        self.counter(
             "ringway_host_tcp_retransmitted_segments_total",
-            "counter",
             "TCP segments retransmitted by the whole host (/proc/net/snmp RetransSegs).",
-        );
-        let _ = writeln!(out, "ringway_host_tcp_retransmitted_segments_total {v}");
+            process.tcp_retransmitted_segments,
+        )?;
+        self.gauge(
+            "ringway_draining",
+            "1 while a graceful drain is in progress.",
+            Some(u64::from(process.draining)),
+        )?;
+        self.gauge(
+            "ringway_ready",
+            "1 when every shard has Redis and nothing is draining.",
+            Some(u64::from(process.ready)),
+        )?;
+        // Milliseconds are all a scrape interval can tell apart.
+        let uptime = (process.uptime_seconds * 1e3).round() / 1e3;
+        self.gauge(
+            "ringway_uptime_seconds",
+            "Seconds since start.",
+            Some(uptime),
+        )?;
+        self.counter(
+            "ringway_access_log_dropped_lines_total",
+            "Access-log lines dropped because the writer fell behind.",
+            process.access_log_dropped_lines,
+        )
     }
-    gauge(
-        &mut out,
-        "ringway_draining",
-        "1 while a graceful drain is in progress.",
-        Some(process.draining as u64),
-    );
-    gauge(
-        &mut out,
-        "ringway_ready",
-        "1 when every shard has Redis and nothing is draining.",
-        Some(process.ready as u64),
-    );
-    header(
-        &mut out,
-        "ringway_uptime_seconds",
-        "gauge",
-        "Seconds since start.",
-    );
-    let _ = writeln!(out, "ringway_uptime_seconds {:.3}", process.uptime_seconds);
-    out
-}
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
-    header(out, name, "histogram", help);
-    for bound in BUCKETS_SECONDS {
-        let micros = (bound * 1e6) as u64;
-        let count = if h.is_empty() {
-            0
-        } else {
-            h.count_between(0, micros)
-        };
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    /// One family of per-shard series: `series` writes each shard's, which carry the `shard`
+    /// label first. The family's type is that of the values it reads (`T`).
+    fn per_shard<T: ShardValue>(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: impl Fn(&ShardMetrics, &mut ShardSeries<'_, '_, T>) -> fmt::Result,
+    ) -> fmt::Result {
+        let mut family = descriptor(&mut self.encoder, name, help, T::TYPE)?;
+        for (m, shard) in self.shards.iter().zip(&self.shard_ids) {
+            series(
+                m,
+                &mut ShardSeries {
+                    family: &mut family,
+                    shard,
+                    value: PhantomData,
+                },
+            )?;
+        }
+        Ok(())
     }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
-    let sum_seconds = h.mean() * h.len() as f64 / 1e6;
-    let _ = writeln!(out, "{name}_sum {sum_seconds:.6}");
-    let _ = writeln!(out, "{name}_count {}", h.len());
+
+    /// A per-shard counter family with one series per [`Side`].
+    fn per_side(
+        &mut self,
+        name: &str,
+        help: &str,
+        counters: fn(&ShardMetrics) -> &[Counter; 2],
+    ) -> fmt::Result {
+        self.per_shard::<Counter>(name, help, |m, out| {
+            for side in Side::ALL {
+                out.series(&[("side", side.label())], &counters(m)[side as usize])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A process-wide gauge, left out when it could not be read.
+    fn gauge(
+        &mut self,
+        name: &str,
+        help: &str,
+        value: Option<impl EncodeGaugeValue>,
+    ) -> fmt::Result {
+        if let Some(value) = value {
+            descriptor(&mut self.encoder, name, help, MetricType::Gauge)?.encode_gauge(&value)?;
+        }
+        Ok(())
+    }
+
+    /// A process-wide counter, left out when it could not be read.
+    fn counter(&mut self, name: &str, help: &str, value: Option<u64>) -> fmt::Result {
+        if let Some(value) = value {
+            descriptor(&mut self.encoder, name, help, MetricType::Counter)?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
+        Ok(())
+    }
+
+    /// A latency histogram (microseconds) exported in seconds with [`BUCKETS_SECONDS`].
+    fn histogram(&mut self, name: &str, help: &str, h: &Histogram<u64>) -> fmt::Result {
+        // The crate takes each bucket's own count and adds them up itself.
+        let mut below = 0;
+        let buckets: Vec<(f64, u64)> = BUCKETS_SECONDS
+            .iter()
+            .map(|&bound| {
+                let micros = (bound * 1e6) as u64;
+                let cumulative = if h.is_empty() {
+                    0
+                } else {
+                    h.count_between(0, micros)
+                };
+                let own = cumulative.saturating_sub(below);
+                below = cumulative;
+                (bound, own)
+            })
+            .collect();
+        // Rounded to microseconds, the unit recorded, so the sum does not print float noise.
+        let sum_seconds = (h.mean() * h.len() as f64).round() / 1e6;
+        descriptor(&mut self.encoder, name, help, MetricType::Histogram)?
+            .encode_histogram::<NoLabelSet>(sum_seconds, h.len(), &buckets, None)
+    }
 }
 
-/// The gRPC status code's canonical name.
-pub fn code_name(code: usize) -> &'static str {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES.get(code).copied().unwrap_or("UNKNOWN")
+/// A family's HELP and TYPE. `name` is the exported one: for a counter the crate appends
+/// `_total` itself, so it is given the name without it.
+fn descriptor<'s>(
+    encoder: &'s mut DescriptorEncoder<'_>,
+    name: &'s str,
+    help: &str,
+    kind: MetricType,
+) -> Result<MetricEncoder<'s>, fmt::Error> {
+    let name = match kind {
+        MetricType::Counter => name
+            .strip_suffix("_total")
+            .expect("counter names end with _total"),
+        _ => name,
+    };
+    encoder.encode_descriptor(name, help, None, kind)
+}
+
+/// One shard's series of a family, each labelled `shard` first.
+struct ShardSeries<'f, 'e, T> {
+    family: &'f mut MetricEncoder<'e>,
+    shard: &'f str,
+    value: PhantomData<T>,
+}
+
+impl<T: ShardValue> ShardSeries<'_, '_, T> {
+    /// The shard's one series, labelled by the shard alone.
+    fn only(&mut self, value: &T) -> fmt::Result {
+        self.series(&[], value)
+    }
+
+    /// A series with `labels` after `shard`.
+    fn series(&mut self, labels: &[(&str, &str)], value: &T) -> fmt::Result {
+        let mut all = Vec::with_capacity(1 + labels.len());
+        all.push(("shard", self.shard));
+        all.extend_from_slice(labels);
+        value.encode(self.family.encode_family(&all)?)
+    }
+}
+
+/// A shard's single-writer value, read with a relaxed load, as the type it is exported as.
+trait ShardValue {
+    const TYPE: MetricType;
+    fn encode(&self, series: MetricEncoder<'_>) -> fmt::Result;
+}
+
+impl ShardValue for Counter {
+    const TYPE: MetricType = MetricType::Counter;
+    fn encode(&self, mut series: MetricEncoder<'_>) -> fmt::Result {
+        series.encode_counter::<NoLabelSet, _, u64>(&self.get(), None)
+    }
+}
+
+impl ShardValue for Gauge {
+    const TYPE: MetricType = MetricType::Gauge;
+    fn encode(&self, mut series: MetricEncoder<'_>) -> fmt::Result {
+        series.encode_gauge(&self.get())
+    }
 }
 
 #[cfg(test)]
@@ -763,7 +834,7 @@ mod tests {
         m.calls_by_status[5].inc();
         m.outcome(Outcome::NotFound).inc();
         m.latency.lock().unwrap().total.record(1500).unwrap();
-        let text = render(&[&m], &ProcessGauges::default());
+        let text = render(&[Arc::new(m)], &ProcessGauges::default());
         assert!(
             text.contains("ringway_calls_total{shard=\"0\",grpc_status=\"0\",grpc_code=\"OK\"} 3")
         );
@@ -772,6 +843,74 @@ mod tests {
         assert!(text.contains("ringway_call_duration_seconds_bucket{le=\"0.001\"} 0"));
         assert!(text.contains("ringway_call_duration_seconds_bucket{le=\"0.0025\"} 1"));
         assert!(text.contains("ringway_call_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn text_format_0_0_4() {
+        let shards = [Arc::default(), Arc::<ShardMetrics>::default()];
+        shards[1].redis_lookups.add(7);
+        shards[1].calls_in_flight.set(-1);
+        shards[0].flood(Side::Upstream, Flood::ALL[0]).inc();
+        for micros in [30, 1500] {
+            shards[0]
+                .latency
+                .lock()
+                .unwrap()
+                .lookup
+                .record(micros)
+                .unwrap();
+        }
+        let process = ProcessGauges {
+            tcp_time_wait: Some(4),
+            uptime_seconds: 12.345_678,
+            ..Default::default()
+        };
+        let text = render(&shards, &process);
+        for line in [
+            // A counter's family is named with `_total`, as the 0.0.4 format has it.
+            "# HELP ringway_redis_lookups_total Route lookups sent to Redis.",
+            "# TYPE ringway_redis_lookups_total counter",
+            "ringway_redis_lookups_total{shard=\"0\"} 0",
+            "ringway_redis_lookups_total{shard=\"1\"} 7",
+            "ringway_calls_in_flight{shard=\"1\"} -1",
+            "ringway_h2_floods_total{shard=\"0\",side=\"upstream\",kind=\"settings\"} 1",
+            "ringway_h2_output_pauses_total{shard=\"1\",side=\"downstream\"} 0",
+            "ringway_upstream_connections_closed_total{shard=\"0\",by=\"peer\"} 0",
+            "ringway_redis_lookup_seconds_bucket{le=\"5e-05\"} 1",
+            "ringway_redis_lookup_seconds_bucket{le=\"0.001\"} 1",
+            "ringway_redis_lookup_seconds_bucket{le=\"0.0025\"} 2",
+            "ringway_redis_lookup_seconds_bucket{le=\"60\"} 2",
+            "ringway_redis_lookup_seconds_bucket{le=\"+Inf\"} 2",
+            "ringway_redis_lookup_seconds_sum 0.00153",
+            "ringway_redis_lookup_seconds_count 2",
+            "ringway_call_duration_seconds_sum 0.0",
+            "# TYPE ringway_tcp_sockets gauge",
+            "ringway_tcp_sockets{state=\"TIME_WAIT\"} 4",
+            "ringway_ready 0",
+            "ringway_uptime_seconds 12.346",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in:\n{text}"
+            );
+        }
+        // Unread values are left out; nothing of OpenMetrics.
+        assert!(!text.contains("ringway_process_open_fds"));
+        assert!(!text.contains("ringway_tcp_sockets{state=\"ESTABLISHED\""));
+        assert!(!text.contains("ringway_access_log_dropped_lines_total"));
+        assert!(!text.contains("# EOF") && !text.contains("_created"));
+        assert!(text.ends_with('\n'));
+        assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+
+        let process = ProcessGauges {
+            access_log_dropped_lines: Some(2),
+            ..process
+        };
+        let text = render(&shards, &process);
+        assert!(text.ends_with(
+            "# TYPE ringway_access_log_dropped_lines_total counter\n\
+             ringway_access_log_dropped_lines_total 2\n"
+        ));
     }
 
     #[test]

@@ -1,11 +1,16 @@
-//! What this process and its host look like, read from `/proc`: open descriptors and their
-//! limit, the states of the process's TCP sockets, host-wide TCP retransmissions, and sysctls.
+//! What this process, the processes it watches and their host look like, read from `/proc`:
+//! open descriptors and their limit, TCP sockets and their states, host-wide TCP
+//! retransmissions, sysctls, capabilities, and any process's CPU time and peak memory.
 //!
-//! It owns the parsing of `/proc/net/tcp{,6}`, `/proc/net/snmp` and `/proc/sys`, written as pure
-//! functions over `&str` so tests feed them sample text. It only reads, never shells out, and
-//! changes nothing but this process's own `RLIMIT_NOFILE` ([`raise_nofile_limit`]). Metrics and
-//! `ringway doctor` decide what the numbers mean; nothing here judges them. The kernel's
-//! ephemeral port range is [`crate::net::ephemeral_port_range`], beside the listeners it concerns.
+//! This is the project's one reader of `/proc`: ringway's metrics and `ringway doctor` use it,
+//! and so does the bench (`bench/src/procfs.rs` only adds up what it returns). The files are
+//! parsed by the [`procfs`] crate; this module keeps what the crate does not offer — which TCP
+//! sockets count as this process's own, sysctl keys turned into paths, raising
+//! `RLIMIT_NOFILE` (with `rlimit`), netstat's names for TCP states — and turns the crate's
+//! errors into [`io::Error`]. It only reads, never shells out, and changes nothing but this
+//! process's own `RLIMIT_NOFILE` ([`raise_nofile_limit`]). Metrics and `ringway doctor` decide
+//! what the numbers mean; nothing here judges them. The kernel's ephemeral port range is
+//! [`crate::net::ephemeral_port_range`], beside the listeners it concerns.
 //!
 //! Every call reads the files afresh, and the kernel formats one line per TCP socket on the
 //! whole host for `/proc/net/tcp`: call these from the admin thread or the CLI, never from a
@@ -14,10 +19,15 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use procfs::net::TcpNetEntry;
+use procfs::process::{FDTarget, Process};
+use procfs::{Current, CurrentSI, KernelStats, LoadAverage, ProcError};
 use rlimit::Resource;
+
+pub use procfs::net::TcpState;
 
 /// This process's file descriptors and its `RLIMIT_NOFILE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +42,11 @@ pub struct FdUsage {
 
 /// Counts this process's open descriptors (`/proc/self/fd`) and reads `RLIMIT_NOFILE`.
 pub fn fd_usage() -> io::Result<FdUsage> {
-    // Listing the directory holds one descriptor of its own, which the listing includes.
+    // Counted with a plain listing, not the crate: `Process::fd_count` includes descriptors of
+    // its own, one on Linux 6.2 and later (which reports the count as the directory's size) and
+    // three before, and `Process::fd` lists three (measured with procfs 0.18: `fd_count` 6 and
+    // `fd` 8 entries where 5 were open), so neither gives the same number on every kernel.
+    // The listing holds one descriptor, which it includes.
     let listed = fs::read_dir("/proc/self/fd")?.count() as u64;
     let (soft_limit, hard_limit) = Resource::NOFILE.get()?;
     Ok(FdUsage {
@@ -91,18 +105,71 @@ impl TcpStates {
             + self.other
     }
 
-    fn add(&mut self, state: u8) {
-        // The numbers are the kernel's `TCP_*` states (include/net/tcp_states.h).
+    fn add(&mut self, state: &TcpState) {
         let slot = match state {
-            0x01 => &mut self.established,
-            0x02 => &mut self.syn_sent,
-            0x04 | 0x05 => &mut self.fin_wait,
-            0x06 => &mut self.time_wait,
-            0x08 => &mut self.close_wait,
-            0x0A => &mut self.listen,
+            TcpState::Established => &mut self.established,
+            TcpState::SynSent => &mut self.syn_sent,
+            TcpState::FinWait1 | TcpState::FinWait2 => &mut self.fin_wait,
+            TcpState::TimeWait => &mut self.time_wait,
+            TcpState::CloseWait => &mut self.close_wait,
+            TcpState::Listen => &mut self.listen,
             _ => &mut self.other,
         };
         *slot += 1;
+    }
+}
+
+/// One row of `/proc/net/tcp` or `/proc/net/tcp6`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpSocket {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: TcpState,
+    /// The socket's inode; 0 when no process holds it (TIME_WAIT, not yet accepted).
+    pub inode: u64,
+}
+
+impl From<TcpNetEntry> for TcpSocket {
+    fn from(entry: TcpNetEntry) -> Self {
+        TcpSocket {
+            local: entry.local_address,
+            remote: entry.remote_address,
+            state: entry.state,
+            inode: entry.inode,
+        }
+    }
+}
+
+/// Every TCP socket of this network namespace, whichever process holds it: IPv4 then IPv6. A
+/// table that is missing (IPv6 disabled) counts as empty.
+pub fn tcp_sockets() -> io::Result<Vec<TcpSocket>> {
+    let mut sockets = Vec::new();
+    for table in [procfs::net::tcp, procfs::net::tcp6] {
+        match table() {
+            Ok(entries) => sockets.extend(entries.into_iter().map(TcpSocket::from)),
+            Err(ProcError::NotFound(_)) => {}
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+    Ok(sockets)
+}
+
+/// A TCP state's name as netstat prints it (`ESTABLISHED`, `TIME_WAIT`, ...); `UNKNOWN` for
+/// NEW_SYN_RECV (a handshake not yet accepted), which netstat's table of names does not have.
+pub fn tcp_state_name(state: &TcpState) -> &'static str {
+    match state {
+        TcpState::Established => "ESTABLISHED",
+        TcpState::SynSent => "SYN_SENT",
+        TcpState::SynRecv => "SYN_RECV",
+        TcpState::FinWait1 => "FIN_WAIT1",
+        TcpState::FinWait2 => "FIN_WAIT2",
+        TcpState::TimeWait => "TIME_WAIT",
+        TcpState::Close => "CLOSE",
+        TcpState::CloseWait => "CLOSE_WAIT",
+        TcpState::LastAck => "LAST_ACK",
+        TcpState::Listen => "LISTEN",
+        TcpState::Closing => "CLOSING",
+        TcpState::NewSynRecv => "UNKNOWN",
     }
 }
 
@@ -117,15 +184,9 @@ impl TcpStates {
 pub fn process_tcp_states(listen_ports: &[u16], peers: &[SocketAddr]) -> io::Result<TcpStates> {
     let inodes = own_socket_inodes()?;
     let mut states = TcpStates::default();
-    for entry in host_tcp_sockets()? {
-        let ours = if entry.state == TIME_WAIT {
-            listen_ports.contains(&entry.local.port())
-                || peers.iter().any(|peer| peer_matches(peer, &entry.remote))
-        } else {
-            entry.inode != 0 && inodes.contains(&entry.inode)
-        };
-        if ours {
-            states.add(entry.state);
+    for socket in tcp_sockets()? {
+        if is_own(&socket, &inodes, listen_ports, peers) {
+            states.add(&socket.state);
         }
     }
     Ok(states)
@@ -135,9 +196,9 @@ pub fn process_tcp_states(listen_ports: &[u16], peers: &[SocketAddr]) -> io::Res
 /// holds it: the client side of connections towards a service, as `netstat` would list them.
 pub fn tcp_states_towards(port: u16) -> io::Result<TcpStates> {
     let mut states = TcpStates::default();
-    for entry in host_tcp_sockets()? {
-        if entry.remote.port() == port {
-            states.add(entry.state);
+    for socket in tcp_sockets()? {
+        if socket.remote.port() == port {
+            states.add(&socket.state);
         }
     }
     Ok(states)
@@ -146,13 +207,8 @@ pub fn tcp_states_towards(port: u16) -> io::Result<TcpStates> {
 /// TCP segments the whole host has retransmitted since boot (`Tcp: RetransSegs` in
 /// `/proc/net/snmp`, IPv4 and IPv6 together). Only the host keeps this count, not a process.
 pub fn tcp_retransmitted_segments() -> io::Result<u64> {
-    let text = fs::read_to_string("/proc/net/snmp")?;
-    snmp_counter(&text, "Tcp", "RetransSegs").ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "no Tcp RetransSegs in /proc/net/snmp",
-        )
-    })
+    let snmp = procfs::net::snmp().map_err(io_error)?;
+    Ok(snmp.tcp_retrans_segs)
 }
 
 /// A sysctl's value, `None` when this kernel (or this network namespace) does not have it or it
@@ -160,6 +216,9 @@ pub fn tcp_retransmitted_segments() -> io::Result<u64> {
 /// under `/proc/sys` as it is, as sysctl(8) does for names that contain dots (`eth0.100`).
 /// The value is trimmed and every run of whitespace becomes one space, so
 /// `ip_local_port_range` reads `32768 60999` although the kernel separates it with a tab.
+///
+/// Read here rather than with the crate: `procfs::sys` has typed readers for a few keys only,
+/// and `ringway doctor` checks keys of every subsystem by name.
 pub fn read_sysctl(key: &str) -> Option<String> {
     let path = sysctl_path(key)?;
     let text = fs::read_to_string(path).ok()?;
@@ -169,16 +228,90 @@ pub fn read_sysctl(key: &str) -> Option<String> {
 /// This process's effective capabilities (`CapEff` in `/proc/self/status`) as a bit set; bit `n`
 /// is capability number `n` (`CAP_IPC_LOCK` is 14).
 pub fn effective_capabilities() -> io::Result<u64> {
-    let text = fs::read_to_string("/proc/self/status")?;
-    status_capabilities(&text, "CapEff")
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no CapEff in /proc/self/status"))
+    let status = Process::myself()
+        .and_then(|me| me.status())
+        .map_err(io_error)?;
+    Ok(status.capeff)
 }
 
-fn status_capabilities(status: &str, field: &str) -> Option<u64> {
-    let value = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':').map(str::trim))?;
-    u64::from_str_radix(value, 16).ok()
+/// A process's CPU time so far, in clock ticks ([`ticks_per_second`]), and its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessCpu {
+    pub ppid: u32,
+    /// utime + stime of the process itself (all its threads).
+    pub own_ticks: u64,
+    /// cutime + cstime: children that exited and were waited for.
+    pub reaped_children_ticks: u64,
+}
+
+/// `/proc/<pid>/stat`'s CPU times; `None` if the process is gone.
+pub fn process_cpu(pid: u32) -> Option<ProcessCpu> {
+    let stat = Process::new(pid as i32).and_then(|p| p.stat()).ok()?;
+    Some(ProcessCpu {
+        ppid: u32::try_from(stat.ppid).ok()?,
+        own_ticks: stat.utime + stat.stime,
+        reaped_children_ticks: u64::try_from(stat.cutime + stat.cstime).ok()?,
+    })
+}
+
+/// `pid` first, then all its live descendants, parents before their children.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(processes) = procfs::process::all_processes() {
+        // A process that exits while we list is simply gone.
+        for process in processes.flatten() {
+            if let Ok(stat) = process.stat() {
+                parent_of.push((stat.pid as u32, stat.ppid as u32));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parent_of
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// The most resident memory `pid` has held (`VmHWM` of `/proc/<pid>/status`), in bytes; `None`
+/// if the process is gone or has no memory of its own (a kernel thread).
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = Process::new(pid as i32).and_then(|p| p.status()).ok()?;
+    Some(status.vmhwm? * 1024)
+}
+
+/// Clock ticks per second of the CPU times above (`sysconf(_SC_CLK_TCK)`, `USER_HZ`: 100 on
+/// every architecture Linux runs ringway on).
+pub fn ticks_per_second() -> u64 {
+    procfs::ticks_per_second()
+}
+
+/// Clock ticks the whole machine has been busy since boot, over all cores: user, nice, system,
+/// irq, softirq and steal of `/proc/stat` (guest time is already inside user and nice; idle and
+/// iowait are not busy).
+pub fn machine_busy_ticks() -> io::Result<u64> {
+    let cpu = KernelStats::current().map_err(io_error)?.total;
+    Ok(cpu.user
+        + cpu.nice
+        + cpu.system
+        + cpu.irq.unwrap_or(0)
+        + cpu.softirq.unwrap_or(0)
+        + cpu.steal.unwrap_or(0))
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+pub fn load_average_1m() -> io::Result<f64> {
+    let one = LoadAverage::current().map_err(io_error)?.one;
+    // The crate reads it as an f32; the kernel prints two decimals, so rounding to them gives
+    // back the f64 the text says (0.52, not 0.5199999809265137).
+    Ok((f64::from(one) * 100.0).round() / 100.0)
 }
 
 /// Trims and turns every run of whitespace into one space.
@@ -203,110 +336,33 @@ fn sysctl_path(key: &str) -> Option<PathBuf> {
     Some(PathBuf::from("/proc/sys").join(relative))
 }
 
-/// The kernel's number for TIME_WAIT.
-const TIME_WAIT: u8 = 0x06;
-
-/// One row of `/proc/net/tcp` or `/proc/net/tcp6`.
-#[derive(Debug, Clone, PartialEq)]
-struct TcpEntry {
-    local: SocketAddr,
-    remote: SocketAddr,
-    /// The kernel's `TCP_*` state number.
-    state: u8,
-    /// The socket's inode; 0 when no process holds it (TIME_WAIT, not yet accepted).
-    inode: u64,
-}
-
-/// Every TCP socket of the host's network namespace, IPv4 then IPv6. A table that is missing
-/// (IPv6 disabled) counts as empty.
-fn host_tcp_sockets() -> io::Result<Vec<TcpEntry>> {
-    let mut entries = Vec::new();
-    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        match fs::read_to_string(path) {
-            Ok(text) => entries.extend(parse_tcp_table(&text)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(entries)
-}
-
 /// The inodes of the sockets among this process's descriptors.
 fn own_socket_inodes() -> io::Result<HashSet<u64>> {
-    let mut inodes = HashSet::new();
-    for dirent in fs::read_dir("/proc/self/fd")? {
-        // A descriptor closed by another thread while we list is simply gone: skip it.
-        let Ok(dirent) = dirent else { continue };
-        let Ok(target) = fs::read_link(dirent.path()) else {
-            continue;
-        };
-        if let Some(inode) = target.to_str().and_then(socket_inode) {
-            inodes.insert(inode);
-        }
+    let fds = Process::myself().and_then(|me| me.fd()).map_err(io_error)?;
+    // A descriptor closed by another thread while we list is simply gone: skip it.
+    Ok(fds
+        .flatten()
+        .filter_map(|fd| match fd.target {
+            FDTarget::Socket(inode) => Some(inode),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Whether `socket` is this process's: held by one of its descriptors, or in TIME_WAIT (held
+/// by nobody) on one of `listen_ports` or towards one of `peers`.
+fn is_own(
+    socket: &TcpSocket,
+    inodes: &HashSet<u64>,
+    listen_ports: &[u16],
+    peers: &[SocketAddr],
+) -> bool {
+    if socket.state == TcpState::TimeWait {
+        listen_ports.contains(&socket.local.port())
+            || peers.iter().any(|peer| peer_matches(peer, &socket.remote))
+    } else {
+        socket.inode != 0 && inodes.contains(&socket.inode)
     }
-    Ok(inodes)
-}
-
-/// The inode in a descriptor's link text `socket:[INODE]`; `None` for anything else.
-fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
-/// Every row of a `/proc/net/tcp{,6}` table; the header and malformed rows are skipped.
-fn parse_tcp_table(text: &str) -> Vec<TcpEntry> {
-    text.lines().filter_map(parse_tcp_line).collect()
-}
-
-/// One row: `sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...`.
-fn parse_tcp_line(line: &str) -> Option<TcpEntry> {
-    let mut fields = line.split_whitespace();
-    let slot = fields.next()?;
-    if !slot.ends_with(':') {
-        return None; // the header row
-    }
-    let local = parse_hex_socket_addr(fields.next()?)?;
-    let remote = parse_hex_socket_addr(fields.next()?)?;
-    let state = u8::from_str_radix(fields.next()?, 16).ok()?;
-    // tx_queue:rx_queue, tr:tm->when, retrnsmt, uid, timeout, then the inode.
-    let inode = fields.nth(5)?.parse().ok()?;
-    Some(TcpEntry {
-        local,
-        remote,
-        state,
-        inode,
-    })
-}
-
-/// `ADDR:PORT` as the kernel prints it: the port as 4 hex digits in host order; an IPv4 address
-/// as one 32-bit word and an IPv6 address as four, each word printed as a host-order integer
-/// whose memory holds the address bytes in network order. So each word's native-endian bytes
-/// are the address bytes, on little- and big-endian hosts alike.
-fn parse_hex_socket_addr(text: &str) -> Option<SocketAddr> {
-    let (addr, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let ip = match addr.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(hex_word(addr)?.to_ne_bytes())),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
-                chunk.copy_from_slice(&hex_word(&addr[i * 8..i * 8 + 8])?.to_ne_bytes());
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-fn hex_word(text: &str) -> Option<u32> {
-    // from_str_radix accepts a leading '+', which the kernel never prints.
-    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    u32::from_str_radix(text, 16).ok()
 }
 
 /// An IP with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) turned into its IPv4 form, so a
@@ -324,23 +380,22 @@ fn peer_matches(peer: &SocketAddr, remote: &SocketAddr) -> bool {
         && (peer.port() == 0 || peer.port() == remote.port())
 }
 
-/// A counter of `/proc/net/snmp`, which comes as pairs of lines: `Tcp: Name1 Name2 ...` then
-/// `Tcp: 1 2 ...`.
-fn snmp_counter(text: &str, group: &str, name: &str) -> Option<u64> {
-    let prefix = format!("{group}:");
-    let mut lines = text.lines().filter(|line| line.starts_with(&prefix));
-    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
-        let position = names.split_whitespace().position(|n| n == name);
-        if let Some(position) = position {
-            return values.split_whitespace().nth(position)?.parse().ok();
-        }
-    }
-    None
+/// The crate's error as an [`io::Error`] of the same kind, its message (with the path) kept.
+fn io_error(e: ProcError) -> io::Error {
+    let kind = match &e {
+        ProcError::PermissionDenied(_) => io::ErrorKind::PermissionDenied,
+        ProcError::NotFound(_) => io::ErrorKind::NotFound,
+        ProcError::Io(inner, _) => inner.kind(),
+        _ => io::ErrorKind::InvalidData,
+    };
+    io::Error::new(kind, e)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use procfs::net::TcpNetEntries;
+    use procfs::{ExplicitSystemInfo, FromReadSI};
     use std::net::{TcpListener, TcpStream};
     use std::time::{Duration, Instant};
 
@@ -350,35 +405,47 @@ mod tests {
    0: 00000000:1B9E 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 132741 1 00000000245b7484 100 0 0 10 0
    1: 0100007F:1B9E 0100007F:5F01 01 00000000:00000000 00:00000000 00000000  1000        0 148728 1 000000006ee1e28e 20 4 30 10 -1
    2: 0A00000A:9C40 0B01A8C0:18EB 06 00000000:00000000 03:00000F6B 00000000     0        0 0 3 0000000000000000
+   3: 0100007F:1B9E 0100007F:5F02 0C 00000000:00000000 00:00000000 00000000     0        0 0 1 0000000000000000
 ";
     const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000000000000000000000000000:1B9E 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 132742 1 00000000fff10138 100 0 0 10 0
    1: 0000000000000000FFFF00000100007F:1B9E 0000000000000000FFFF00000100007F:D432 01 00000000:00000000 00:00000000 00000000  1000        0 150001 1 0000000000000000 20 4 30 10 -1
-   2: B80D01200000000000000000010000000:0050 00000000000000000000000001000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 7 1 0
-   3: B80D0120000000000000000001000000:01BB 00000000000000000000000001000000:C350 08 00000000:00000000 00:00000000 00000000     0        0 9 1 0
+   2: B80D0120000000000000000001000000:01BB 00000000000000000000000001000000:C350 08 00000000:00000000 00:00000000 00000000     0        0 9 1 0
 ";
 
-    #[cfg(target_endian = "little")]
-    #[test]
-    fn parses_ipv4_rows() {
-        let rows = parse_tcp_table(TCP4);
-        assert_eq!(rows.len(), 3, "the header is skipped");
-        assert_eq!(rows[0].local, "0.0.0.0:7070".parse().unwrap());
-        assert_eq!(rows[0].state, 0x0A);
-        assert_eq!(rows[0].inode, 132741);
-        assert_eq!(rows[1].local, "127.0.0.1:7070".parse().unwrap());
-        assert_eq!(rows[1].remote, "127.0.0.1:24321".parse().unwrap());
-        assert_eq!(rows[1].state, 0x01);
-        assert_eq!(rows[2].local, "10.0.0.10:40000".parse().unwrap());
-        assert_eq!(rows[2].remote, "192.168.1.11:6379".parse().unwrap());
-        assert_eq!((rows[2].state, rows[2].inode), (TIME_WAIT, 0));
+    /// The rows as `tcp_sockets` returns them, parsed by the crate from sample text.
+    fn parse(table: &str) -> Vec<TcpSocket> {
+        let host = ExplicitSystemInfo {
+            boot_time_secs: 0,
+            ticks_per_second: 100,
+            page_size: 4096,
+            is_little_endian: cfg!(target_endian = "little"),
+        };
+        let entries = TcpNetEntries::from_read(table.as_bytes(), &host).unwrap();
+        entries.0.into_iter().map(TcpSocket::from).collect()
     }
 
     #[cfg(target_endian = "little")]
     #[test]
-    fn parses_ipv6_rows_and_mapped_ipv4() {
-        let rows = parse_tcp_table(TCP6);
-        // Row 2's address has 33 hex digits: malformed, skipped.
+    fn ipv4_rows() {
+        let rows = parse(TCP4);
+        assert_eq!(rows.len(), 4, "the header is skipped");
+        assert_eq!(rows[0].local, "0.0.0.0:7070".parse().unwrap());
+        assert_eq!((&rows[0].state, rows[0].inode), (&TcpState::Listen, 132741));
+        assert_eq!(rows[1].local, "127.0.0.1:7070".parse().unwrap());
+        assert_eq!(rows[1].remote, "127.0.0.1:24321".parse().unwrap());
+        assert_eq!(rows[1].state, TcpState::Established);
+        assert_eq!(rows[2].local, "10.0.0.10:40000".parse().unwrap());
+        assert_eq!(rows[2].remote, "192.168.1.11:6379".parse().unwrap());
+        assert_eq!((&rows[2].state, rows[2].inode), (&TcpState::TimeWait, 0));
+        // NEW_SYN_RECV (12), newer than the states netstat names, does not fail the table.
+        assert_eq!(rows[3].state, TcpState::NewSynRecv);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn ipv6_rows_and_mapped_ipv4() {
+        let rows = parse(TCP6);
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].local, "[::]:7070".parse().unwrap());
         assert_eq!(rows[1].local, "[::ffff:127.0.0.1]:7070".parse().unwrap());
@@ -393,21 +460,27 @@ mod tests {
         ));
         assert_eq!(rows[2].local, "[2001:db8::1]:443".parse().unwrap());
         assert_eq!(rows[2].remote, "[::1]:50000".parse().unwrap());
-        assert_eq!(rows[2].state, 0x08);
+        assert_eq!(rows[2].state, TcpState::CloseWait);
     }
 
+    #[cfg(target_endian = "little")]
     #[test]
-    fn rejects_malformed_rows() {
-        for line in [
-            "",
-            "   0: 0100007F:1B9E",
-            "   0: 0100007F:1B9E 0100007F:5F01 01 0:0 00:0 0 0 0",
-            "   0: 0100007G:1B9E 0100007F:5F01 01 00000000:00000000 00:00000000 00000000 0 0 1 1",
-            "   0: +100007F:1B9E 0100007F:5F01 01 00000000:00000000 00:00000000 00000000 0 0 1 1",
-            "   0: 0100007F:1B9E0 0100007F:5F01 01 00000000:00000000 00:00000000 00000000 0 0 1 1",
-        ] {
-            assert_eq!(parse_tcp_line(line), None, "{line:?}");
-        }
+    fn own_sockets_and_time_wait() {
+        let rows = parse(TCP4);
+        let inodes: HashSet<u64> = [148728].into();
+        let own = |listen: &[u16], peers: &[SocketAddr]| -> Vec<usize> {
+            (0..rows.len())
+                .filter(|&i| is_own(&rows[i], &inodes, listen, peers))
+                .collect()
+        };
+        // Held by our descriptor; the listener's inode is not ours; inode 0 never is.
+        assert_eq!(own(&[], &[]), [1]);
+        // TIME_WAIT towards a peer, by address or by IP alone; or on a listening port.
+        assert_eq!(own(&[], &["192.168.1.11:6379".parse().unwrap()]), [1, 2]);
+        assert_eq!(own(&[], &["192.168.1.11:0".parse().unwrap()]), [1, 2]);
+        assert_eq!(own(&[], &["192.168.1.11:6380".parse().unwrap()]), [1]);
+        assert_eq!(own(&[40000], &[]), [1, 2]);
+        assert_eq!(own(&[7070], &[]), [1], "only TIME_WAIT is matched by port");
     }
 
     #[test]
@@ -423,10 +496,13 @@ mod tests {
     }
 
     #[test]
-    fn states_are_binned() {
+    fn states_are_binned_and_named() {
         let mut states = TcpStates::default();
-        for state in 1..=12 {
-            states.add(state);
+        let mut names = Vec::new();
+        for number in 1..=12 {
+            let state = TcpState::from_u8(number).unwrap();
+            names.push(tcp_state_name(&state));
+            states.add(&state);
         }
         let expected = TcpStates {
             established: 1,
@@ -439,35 +515,36 @@ mod tests {
         };
         assert_eq!(states, expected);
         assert_eq!(states.total(), 12);
+        assert_eq!(
+            names,
+            [
+                "ESTABLISHED",
+                "SYN_SENT",
+                "SYN_RECV",
+                "FIN_WAIT1",
+                "FIN_WAIT2",
+                "TIME_WAIT",
+                "CLOSE",
+                "CLOSE_WAIT",
+                "LAST_ACK",
+                "LISTEN",
+                "CLOSING",
+                "UNKNOWN"
+            ]
+        );
     }
 
     #[test]
-    fn capabilities_from_status() {
-        let status = "Name:\tringway\nCapInh:\t0000000000000000\nCapEff:\t0000000000004000\n";
-        assert_eq!(status_capabilities(status, "CapEff"), Some(1 << 14));
-        assert_eq!(status_capabilities(status, "CapInh"), Some(0));
-        assert_eq!(status_capabilities(status, "CapBnd"), None);
-        assert!(effective_capabilities().is_ok());
-    }
-
-    #[test]
-    fn socket_links() {
-        assert_eq!(socket_inode("socket:[148728]"), Some(148728));
-        assert_eq!(socket_inode("pipe:[148728]"), None);
-        assert_eq!(socket_inode("/dev/null"), None);
-        assert_eq!(socket_inode("socket:[]"), None);
-    }
-
-    #[test]
-    fn snmp_retransmissions() {
-        let text = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
-            Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens RetransSegs InErrs\n\
-            Tcp: 1 200 120000 -1 48934 474 0\n\
-            Udp: InDatagrams RetransSegs\nUdp: 5 6\n";
-        assert_eq!(snmp_counter(text, "Tcp", "RetransSegs"), Some(474));
-        assert_eq!(snmp_counter(text, "Udp", "RetransSegs"), Some(6));
-        assert_eq!(snmp_counter(text, "Tcp", "Nope"), None);
+    fn host_counters_and_capabilities() {
         assert!(tcp_retransmitted_segments().is_ok());
+        assert!(effective_capabilities().is_ok());
+        assert!(machine_busy_ticks().unwrap() > 0);
+        let load = load_average_1m().unwrap();
+        assert!(
+            load >= 0.0 && load == (load * 100.0).round() / 100.0,
+            "{load}"
+        );
+        assert_eq!(ticks_per_second(), 100);
     }
 
     #[test]
@@ -499,6 +576,19 @@ mod tests {
         assert!(after >= before);
         let usage = fd_usage().unwrap();
         assert_eq!(usage.soft_limit, after);
+    }
+
+    #[test]
+    fn own_process_cpu_tree_and_memory() {
+        let me = std::process::id();
+        let cpu = process_cpu(me).unwrap();
+        assert_eq!(cpu.ppid, std::os::unix::process::parent_id());
+        assert_eq!(process_tree(me)[0], me);
+        let parent = process_tree(cpu.ppid);
+        assert!(parent.contains(&me), "{parent:?}");
+        assert!(peak_rss_bytes(me).unwrap() > 0);
+        assert_eq!(process_cpu(u32::MAX >> 1), None);
+        assert_eq!(peak_rss_bytes(u32::MAX >> 1), None);
     }
 
     #[test]

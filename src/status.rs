@@ -27,6 +27,31 @@ use crate::redis;
 use crate::upstream::DialError;
 use crate::wire::{self, Fields};
 
+/// The canonical name of any of the spec's 17 gRPC codes, by number (a target's
+/// `grpc-status` as counted in the metrics); [`Code`] below is the subset ringway produces.
+pub fn code_name(code: usize) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.get(code).copied().unwrap_or("UNKNOWN")
+}
+
 /// The gRPC status codes ringway produces (a subset of the spec's 17).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {

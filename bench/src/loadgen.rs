@@ -420,7 +420,7 @@ pub fn run(cfg: Config) -> Result<Summary, String> {
         progress: (0..threads).map(|_| Padded::default()).collect(),
         cfg: cfg.clone(),
     });
-    let cpu0 = procfs::stat(std::process::id()).map(|s| s.own).unwrap_or(0);
+    let cpu0 = procfs::process_cpu(std::process::id()).map_or(0, |c| c.own_ticks);
     let connected = Arc::new(Barrier::new(threads + 1));
     let go = Arc::new(Barrier::new(threads + 1));
     let mut handles = Vec::new();
@@ -447,7 +447,7 @@ pub fn run(cfg: Config) -> Result<Summary, String> {
     for h in handles {
         results.push(h.join().map_err(|_| "load generator thread panicked")??);
     }
-    let cpu1 = procfs::stat(std::process::id()).map(|s| s.own).unwrap_or(0);
+    let cpu1 = procfs::process_cpu(std::process::id()).map_or(0, |c| c.own_ticks);
     Ok(summarise(
         &cfg,
         &shared,
@@ -805,7 +805,7 @@ fn summarise(
     if cfg.rate.is_some() {
         s.service_time = Some(Percentiles::of(&service));
     }
-    s.loadgen_cpu_s = cpu_ticks as f64 / procfs::clk_tck();
+    s.loadgen_cpu_s = cpu_ticks as f64 / procfs::ticks_per_second() as f64;
     if s.calls_total > 0 {
         s.loadgen_cpu_us_per_call = s.loadgen_cpu_s * 1e6 / s.calls_total as f64;
     }

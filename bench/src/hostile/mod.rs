@@ -532,7 +532,7 @@ fn run_case(
         let unloaded = Bystander::start(addr, cases::ROUTE, every, deadline).await;
         tokio::time::sleep(Duration::from_secs_f64(args.unloaded)).await;
         let unloaded = unloaded.stop().await;
-        let pids = procfs::tree(root);
+        let pids = procfs::process_tree(root);
         let rss_before = tree_rss(&pids);
         let cpu_before = procfs::tree_cpu_seconds(root);
         let watch_pids = pids.clone();
