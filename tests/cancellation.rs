@@ -5,14 +5,22 @@
 use std::time::Duration;
 
 use ringway_testkit::tonic::{Code, Request};
-use ringway_testkit::{
-    connect, eventually, routed, run, with_jobid, EchoRequest, Gateway, RedisServer, Upstream,
-};
+use ringway_testkit::{eventually, routed, run, with_jobid, EchoRequest, Env, Upstream};
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
 const LIMIT: Duration = Duration::from_secs(60);
 /// How long a cancel may take to reach the upstream.
 const CANCEL_WITHIN: Duration = Duration::from_secs(5);
+
+/// Ringway (two shards) with one upstream, `up`, routed by `job`.
+async fn one_upstream() -> Env {
+    Env::builder(RINGWAY)
+        .shards(2)
+        .upstream("up")
+        .route("job", "up")
+        .start()
+        .await
+}
 
 /// Waits until `upstream` has counted `n` cancelled calls.
 async fn cancelled(upstream: &Upstream, n: usize) {
@@ -39,11 +47,9 @@ async fn started(upstream: &Upstream, n: usize) {
 #[test]
 fn dropping_a_server_stream_cancels_it_upstream() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let up = Upstream::start("up").await;
-        redis.set("job", &up.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let env = one_upstream().await;
+        let up = env.upstream("up");
+        let mut client = env.client().await;
 
         let mut inbound = client
             .server_stream(routed(
@@ -67,7 +73,7 @@ fn dropping_a_server_stream_cancels_it_upstream() {
         }
         assert_eq!(up.cancelled(), 0);
         drop(inbound);
-        cancelled(&up, 1).await;
+        cancelled(up, 1).await;
 
         // The client's connection is unharmed by the reset.
         let reply = client.unary(routed(EchoRequest::default(), "job")).await;
@@ -82,11 +88,9 @@ fn dropping_a_server_stream_cancels_it_upstream() {
 #[test]
 fn abandoning_a_slow_unary_call_cancels_it_upstream() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let up = Upstream::start("up").await;
-        redis.set("job", &up.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let client = connect(gateway.addr()).await;
+        let env = one_upstream().await;
+        let up = env.upstream("up");
+        let client = env.client().await;
 
         let mut caller = client.clone();
         let call = ringway_testkit::tokio::spawn(async move {
@@ -100,22 +104,20 @@ fn abandoning_a_slow_unary_call_cancels_it_upstream() {
                 ))
                 .await
         });
-        started(&up, 1).await;
+        started(up, 1).await;
         assert_eq!(up.cancelled(), 0);
         // Dropping the call's future makes the client reset the stream.
         call.abort();
-        cancelled(&up, 1).await;
+        cancelled(up, 1).await;
     });
 }
 
 #[test]
 fn a_deadline_reaches_the_upstream() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let up = Upstream::start("up").await;
-        redis.set("job", &up.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let env = one_upstream().await;
+        let up = env.upstream("up");
+        let mut client = env.client().await;
 
         // grpc-timeout is passed to the upstream as it came.
         let mut request = with_jobid(Request::new(EchoRequest::default()), "job");
@@ -148,6 +150,6 @@ fn a_deadline_reaches_the_upstream() {
             matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
             "{status:?}"
         );
-        cancelled(&up, 1).await;
+        cancelled(up, 1).await;
     });
 }

@@ -8,8 +8,7 @@ use ringway_testkit::rawh2::RawConn;
 use ringway_testkit::tokio::{self, net::TcpStream};
 use ringway_testkit::tonic::transport::Channel;
 use ringway_testkit::{
-    connect, eventually, routed, run, within, ConfigFile, EchoClient, EchoRequest, Gateway,
-    RedisServer, Upstream,
+    eventually, routed, run, within, EchoClient, EchoRequest, Env, EnvBuilder, Gateway,
 };
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
@@ -59,6 +58,14 @@ async fn ready(gateway: &Gateway) {
     .await;
 }
 
+/// Ringway on two shards with one upstream, `up`, routed by `job`.
+fn one_upstream() -> EnvBuilder {
+    Env::builder(RINGWAY)
+        .shards(2)
+        .upstream("up")
+        .route("job", "up")
+}
+
 /// Whether a new connection to `gateway` is refused: connect fails, or the socket is closed
 /// before an HTTP/2 handshake completes.
 async fn new_connection_refused(addr: std::net::SocketAddr) -> Result<String, String> {
@@ -77,15 +84,12 @@ async fn new_connection_refused(addr: std::net::SocketAddr) -> Result<String, St
 #[test]
 fn sigterm_lets_calls_in_flight_finish_and_refuses_new_connections() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let upstream = Upstream::start("up").await;
-        redis.set("job", &upstream.addr().to_string());
-        let mut gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let addr = gateway.addr();
+        let mut env = one_upstream().start().await;
+        let addr = env.addr();
         let (started_tx, mut started_rx) = tokio::sync::mpsc::channel(100);
         let mut calls = Vec::new();
         for _ in 0..4 {
-            let client = connect(addr).await;
+            let client = env.client().await;
             for _ in 0..25 {
                 // 10 replies 100 ms apart: about 1 s each.
                 let call = streaming_call(client.clone(), 10, 100, started_tx.clone());
@@ -103,8 +107,9 @@ fn sigterm_lets_calls_in_flight_finish_and_refuses_new_connections() {
         )
         .await;
         let signalled = Instant::now();
-        gateway.signal("TERM");
-        // Shards look at the drain flag every 50 ms.
+        env.gateway().signal("TERM");
+        // Shards look at the drain flag every 50 ms. (A fixed wait, not a poll: refusing
+        // only later, near the end of the calls, would be a failure.)
         tokio::time::sleep(Duration::from_millis(300)).await;
         let refused = new_connection_refused(addr).await;
         let mut failures = Vec::new();
@@ -123,10 +128,11 @@ fn sigterm_lets_calls_in_flight_finish_and_refuses_new_connections() {
             "{} of 100 calls did not complete: {:?}; ringway stderr:\n{}",
             failures.len(),
             &failures[..failures.len().min(5)],
-            gateway.stderr()
+            env.gateway().stderr()
         );
         refused.unwrap_or_else(|e| panic!("while draining, {e}"));
-        let status = gateway
+        let status = env
+            .gateway_mut()
             .wait_exit(Duration::from_secs(10))
             .unwrap_or_else(|| panic!("still running 10 s after the calls ended"));
         eprintln!("exited {:?} after SIGTERM: {status}", signalled.elapsed());
@@ -138,12 +144,9 @@ fn sigterm_lets_calls_in_flight_finish_and_refuses_new_connections() {
 #[test]
 fn post_drain_makes_readyz_unready() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let upstream = Upstream::start("up").await;
-        redis.set("job", &upstream.addr().to_string());
-        let mut gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        ready(&gateway).await;
-        let client = connect(gateway.addr()).await;
+        let mut env = one_upstream().start().await;
+        ready(env.gateway()).await;
+        let client = env.client().await;
         let (started_tx, mut started_rx) = tokio::sync::mpsc::channel(1);
         // 20 replies 100 ms apart: the drain lasts about 2 s.
         let call = tokio::spawn(streaming_call(client, 20, 100, started_tx));
@@ -153,14 +156,15 @@ fn post_drain_makes_readyz_unready() {
             started_rx.recv(),
         )
         .await;
-        let (status, body) = gateway.admin_post("/drain");
+        let (status, body) = env.gateway().admin_post("/drain");
         assert_eq!(status, 202, "POST /drain: {body}");
-        let (status, body) = gateway.admin_get("/readyz");
+        let (status, body) = env.gateway().admin_get("/readyz");
         assert_eq!(status, 503, "/readyz while draining: {body}");
         assert!(body.contains("draining"), "/readyz says why: {body}");
         let replies = call.await.expect("the call task");
         assert_eq!(replies, Ok(20), "the call in flight completes");
-        let status = gateway
+        let status = env
+            .gateway_mut()
             .wait_exit(Duration::from_secs(10))
             .expect("exits once drained");
         assert!(status.success(), "exit status {status}");
@@ -172,16 +176,11 @@ fn post_drain_makes_readyz_unready() {
 #[test]
 fn second_sigterm_exits_at_once() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let upstream = Upstream::start("up").await;
-        redis.set("job", &upstream.addr().to_string());
-        let config = ConfigFile::new("[downstream]\ndrain_timeout_ms = 30000\n");
-        let mut gateway = Gateway::start(
-            RINGWAY,
-            redis.addr(),
-            &["--shards", "2", "--config", config.path()],
-        );
-        let mut client = connect(gateway.addr()).await;
+        let mut env = one_upstream()
+            .config("[downstream]\ndrain_timeout_ms = 30000\n")
+            .start()
+            .await;
+        let mut client = env.client().await;
         let call = tokio::spawn(async move {
             let request = EchoRequest {
                 delay_ms: 10_000,
@@ -193,14 +192,16 @@ fn second_sigterm_exits_at_once() {
             Duration::from_secs(5),
             "the call reached the upstream",
             || async {
-                match upstream.calls() {
+                match env.upstream("up").calls() {
                     0 => Err("not yet"),
                     _ => Ok(()),
                 }
             },
         )
         .await;
+        let gateway = env.gateway_mut();
         gateway.signal("TERM");
+        // Nothing is awaited: the process must still be running after this long.
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
             gateway.try_wait().is_none(),

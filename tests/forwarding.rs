@@ -4,17 +4,16 @@
 //! multi-target routes and the routing flags.
 //!
 //! Every test starts its own redis-server, tonic upstreams and ringway
-//! (`--shards 2`), and talks to them over real loopback sockets.
+//! (`--shards 2`) with the kit's [`Env`], and talks to them over real loopback sockets.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use ringway_testkit::futures_util::stream;
 use ringway_testkit::tonic::metadata::{MetadataMap, MetadataValue};
-use ringway_testkit::tonic::{Code, Request};
-use ringway_testkit::{
-    connect, pattern, routed, run, with_jobid, EchoRequest, Failure, Gateway, RedisServer, Upstream,
-};
+use ringway_testkit::tonic::transport::Channel;
+use ringway_testkit::tonic::{Code, Request, Status};
+use ringway_testkit::{pattern, routed, run, with_jobid, EchoClient, EchoRequest, Env, Failure};
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -28,13 +27,15 @@ fn upstream_trailer(metadata: &MetadataMap) -> Option<&str> {
 #[test]
 fn two_keys_reach_two_upstreams_over_one_connection() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let a = Upstream::start("a").await;
-        let b = Upstream::start("b").await;
-        redis.set("job-a", &a.addr().to_string());
-        redis.set("job-b", &b.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let env = Env::builder(RINGWAY)
+            .shards(2)
+            .upstream("a")
+            .upstream("b")
+            .route("job-a", "a")
+            .route("job-b", "b")
+            .start()
+            .await;
+        let mut client = env.client().await;
 
         for i in 0..10u32 {
             for (key, name) in [("job-a", "a"), ("job-b", "b")] {
@@ -54,63 +55,83 @@ fn two_keys_reach_two_upstreams_over_one_connection() {
                 assert_eq!(upstream_trailer(reply.metadata()), Some(name));
             }
         }
-        assert_eq!((a.calls(), b.calls()), (10, 10));
+        let calls = (env.upstream("a").calls(), env.upstream("b").calls());
+        assert_eq!(calls, (10, 10));
+    });
+}
+
+/// The metadata every call below sends: a plain header naming the kind, a repeated header and
+/// a binary one.
+fn decorate(request: &mut MetadataMap, kind: &str) {
+    request.insert("x-echo-kind", kind.parse().unwrap());
+    request.insert("x-echo-multi", "one".parse().unwrap());
+    request.append("x-echo-multi", "two".parse().unwrap());
+    request.insert_bin("x-echo-blob-bin", MetadataValue::from_bytes(BLOB));
+}
+
+/// What every response must carry, whatever the kind: the request metadata echoed back in its
+/// headers, in order and intact, and seen by the upstream (`seen`, from its reply).
+fn check_metadata(kind: &str, headers: &MetadataMap, seen: &HashMap<String, String>) {
+    assert_eq!(
+        headers.get("x-echo-kind").unwrap(),
+        kind,
+        "{kind}: header echoed"
+    );
+    let multi: Vec<_> = headers.get_all("x-echo-multi").iter().collect();
+    assert_eq!(
+        multi,
+        ["one", "two"],
+        "{kind}: repeated header kept in order"
+    );
+    assert_eq!(
+        headers
+            .get_bin("x-echo-blob-bin")
+            .unwrap()
+            .to_bytes()
+            .unwrap(),
+        BLOB,
+        "{kind}: binary header intact"
+    );
+    assert_eq!(
+        seen.get("x-echo-kind").map(String::as_str),
+        Some(kind),
+        "{kind}: upstream saw the request metadata {seen:?}"
+    );
+}
+
+/// The binary header value of [`decorate`].
+const BLOB: &[u8] = &[0, 1, 2, 254, 255];
+
+/// Ringway (two shards) with one upstream, `name`, routed by `job`.
+async fn one_upstream(name: &str) -> Env {
+    Env::builder(RINGWAY)
+        .shards(2)
+        .upstream(name)
+        .route("job", name)
+        .start()
+        .await
+}
+
+/// Unary: tonic merges the trailers into the response metadata.
+#[test]
+fn unary_call_carries_metadata_and_trailers_both_ways() {
+    run(LIMIT, async {
+        let env = one_upstream("up").await;
+        let mut client = env.client().await;
+        let mut request = routed(EchoRequest::default(), "job");
+        decorate(request.metadata_mut(), "unary");
+        let reply = client.unary(request).await.expect("unary");
+        check_metadata("unary", reply.metadata(), &reply.get_ref().metadata);
+        assert_eq!(upstream_trailer(reply.metadata()), Some("up"));
+        assert_eq!(env.upstream("up").cancelled(), 0, "no call was cut short");
     });
 }
 
 #[test]
-fn all_four_kinds_carry_metadata_both_ways() {
+fn server_stream_relays_every_reply_with_metadata_and_trailers() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let up = Upstream::start("up").await;
-        redis.set("job", &up.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
-        let blob: &[u8] = &[0, 1, 2, 254, 255];
-
-        let decorate = |request: &mut MetadataMap, kind: &str| {
-            request.insert("x-echo-kind", kind.parse().unwrap());
-            request.insert("x-echo-multi", "one".parse().unwrap());
-            request.append("x-echo-multi", "two".parse().unwrap());
-            request.insert_bin("x-echo-blob-bin", MetadataValue::from_bytes(blob));
-        };
-        // What every response must carry, whatever the kind.
-        let check = |kind: &str, headers: &MetadataMap, seen: &HashMap<String, String>| {
-            assert_eq!(
-                headers.get("x-echo-kind").unwrap(),
-                kind,
-                "{kind}: header echoed"
-            );
-            let multi: Vec<_> = headers.get_all("x-echo-multi").iter().collect();
-            assert_eq!(
-                multi,
-                ["one", "two"],
-                "{kind}: repeated header kept in order"
-            );
-            assert_eq!(
-                headers
-                    .get_bin("x-echo-blob-bin")
-                    .unwrap()
-                    .to_bytes()
-                    .unwrap(),
-                blob,
-                "{kind}: binary header intact"
-            );
-            assert_eq!(
-                seen.get("x-echo-kind").map(String::as_str),
-                Some(kind),
-                "{kind}: upstream saw the request metadata {seen:?}"
-            );
-        };
-
-        // Unary: tonic merges the trailers into the response metadata.
-        let mut request = routed(EchoRequest::default(), "job");
-        decorate(request.metadata_mut(), "unary");
-        let reply = client.unary(request).await.expect("unary");
-        check("unary", reply.metadata(), &reply.get_ref().metadata);
-        assert_eq!(upstream_trailer(reply.metadata()), Some("up"));
-
-        // Server streaming.
+        let env = one_upstream("up").await;
+        let mut client = env.client().await;
         let mut request = routed(
             EchoRequest {
                 reply_count: 5,
@@ -132,15 +153,22 @@ fn all_four_kinds_carry_metadata_both_ways() {
             .iter()
             .enumerate()
             .all(|(i, r)| r.seq == i as u32 && r.payload == b"s"));
-        check("server", &headers, &replies[0].metadata);
+        check_metadata("server", &headers, &replies[0].metadata);
         let trailers = inbound
             .trailers()
             .await
             .expect("trailers")
             .expect("some trailers");
         assert_eq!(upstream_trailer(&trailers), Some("up"));
+        assert_eq!(env.upstream("up").cancelled(), 0, "no call was cut short");
+    });
+}
 
-        // Client streaming.
+#[test]
+fn client_stream_relays_every_message_with_metadata_and_trailers() {
+    run(LIMIT, async {
+        let env = one_upstream("up").await;
+        let mut client = env.client().await;
         let outbound = stream::iter((0..7u32).map(|i| EchoRequest {
             payload: pattern(1000, i),
             ..Default::default()
@@ -148,13 +176,21 @@ fn all_four_kinds_carry_metadata_both_ways() {
         let mut request = with_jobid(Request::new(outbound), "job");
         decorate(request.metadata_mut(), "client");
         let reply = client.client_stream(request).await.expect("client stream");
-        check("client", reply.metadata(), &reply.get_ref().metadata);
+        check_metadata("client", reply.metadata(), &reply.get_ref().metadata);
         assert_eq!(reply.get_ref().received_messages, 7);
         assert_eq!(reply.get_ref().received_bytes, 7000);
         assert_eq!(reply.get_ref().payload, pattern(1000, 6));
         assert_eq!(upstream_trailer(reply.metadata()), Some("up"));
+        assert_eq!(env.upstream("up").cancelled(), 0, "no call was cut short");
+    });
+}
 
-        // Bidirectional, in lock step: each reply is read before the next request is sent.
+/// Bidirectional, in lock step: each reply is read before the next request is sent.
+#[test]
+fn bidi_stream_relays_in_lock_step_with_metadata_and_trailers() {
+    run(LIMIT, async {
+        let env = one_upstream("up").await;
+        let mut client = env.client().await;
         let (tx, rx) = ringway_testkit::tokio::sync::mpsc::channel::<EchoRequest>(1);
         let outbound = ringway_testkit::tokio_stream::wrappers::ReceiverStream::new(rx);
         let mut request = with_jobid(Request::new(outbound), "job");
@@ -173,7 +209,7 @@ fn all_four_kinds_carry_metadata_both_ways() {
             .await
             .expect("bidi reply")
             .expect("a first reply");
-        check("bidi", &headers, &first.metadata);
+        check_metadata("bidi", &headers, &first.metadata);
         assert_eq!(first.payload, pattern(10, 0));
         for i in 1..5u32 {
             tx.send(EchoRequest {
@@ -197,18 +233,15 @@ fn all_four_kinds_carry_metadata_both_ways() {
             .expect("trailers")
             .expect("some trailers");
         assert_eq!(upstream_trailer(&trailers), Some("up"));
-        assert_eq!(up.cancelled(), 0, "no call was cut short");
+        assert_eq!(env.upstream("up").cancelled(), 0, "no call was cut short");
     });
 }
 
 #[test]
 fn four_mib_messages_cross_both_ways() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let up = Upstream::start("big").await;
-        redis.set("job", &up.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let env = one_upstream("big").await;
+        let mut client = env.client().await;
 
         let payload = pattern(BIG, 1);
         let reply = client
@@ -251,61 +284,97 @@ fn four_mib_messages_cross_both_ways() {
     });
 }
 
-#[test]
-fn upstream_errors_pass_through_unchanged() {
-    run(LIMIT, async {
-        let redis = RedisServer::start();
-        let up = Upstream::start("err").await;
-        redis.set("job", &up.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
-        let message = "denied: ünïcode, 100% sure\tand a tab";
+/// The message every unary failure below carries: non-ASCII, a `%` and a tab, all of which
+/// gRPC percent-encodes in `grpc-message`.
+const MESSAGE: &str = "denied: ünïcode, 100% sure\tand a tab";
 
-        // Unary: a trailers-only response from the upstream.
-        let status = client
-            .unary(routed(
-                EchoRequest {
-                    fail: Some(Failure {
-                        code: Code::PermissionDenied as i32,
-                        message: message.into(),
-                        trailer_key: "x-reason".into(),
-                        trailer_value: "quota".into(),
-                    }),
-                    ..Default::default()
-                },
-                "job",
-            ))
-            .await
-            .expect_err("the upstream fails this call");
+/// A unary call the upstream fails with a trailers-only response; its status.
+async fn unary_failure(client: &mut EchoClient<Channel>) -> Status {
+    client
+        .unary(routed(
+            EchoRequest {
+                fail: Some(Failure {
+                    code: Code::PermissionDenied as i32,
+                    message: MESSAGE.into(),
+                    trailer_key: "x-reason".into(),
+                    trailer_value: "quota".into(),
+                }),
+                ..Default::default()
+            },
+            "job",
+        ))
+        .await
+        .expect_err("the upstream fails this call")
+}
+
+/// A server stream of two replies, then the upstream's error in the trailers with a binary
+/// trailer; the status it ends with.
+async fn server_stream_failure(client: &mut EchoClient<Channel>) -> Status {
+    let mut inbound = client
+        .server_stream(routed(
+            EchoRequest {
+                reply_count: 2,
+                fail: Some(Failure {
+                    code: Code::ResourceExhausted as i32,
+                    message: "out of tokens".into(),
+                    trailer_key: "x-detail-bin".into(),
+                    trailer_value: "\u{1}\u{2}binary".into(),
+                }),
+                ..Default::default()
+            },
+            "job",
+        ))
+        .await
+        .expect("the stream starts")
+        .into_inner();
+    assert_eq!(inbound.message().await.unwrap().unwrap().seq, 0);
+    assert_eq!(inbound.message().await.unwrap().unwrap().seq, 1);
+    inbound
+        .message()
+        .await
+        .expect_err("the stream ends in an error")
+}
+
+/// A bidi call whose second request asks the upstream for a failure; the status it ends with.
+async fn bidi_failure(client: &mut EchoClient<Channel>) -> Status {
+    let outbound = stream::iter([
+        EchoRequest::default(),
+        EchoRequest {
+            fail: Some(Failure {
+                code: Code::Aborted as i32,
+                message: "conflict".into(),
+                trailer_key: "x-retry".into(),
+                trailer_value: "later".into(),
+            }),
+            ..Default::default()
+        },
+    ]);
+    let mut inbound = client
+        .bidi_stream(routed(outbound, "job"))
+        .await
+        .expect("bidi starts")
+        .into_inner();
+    assert!(inbound.message().await.unwrap().is_some());
+    inbound.message().await.expect_err("bidi ends in an error")
+}
+
+#[test]
+fn upstream_error_of_a_unary_call_passes_through_unchanged() {
+    run(LIMIT, async {
+        let env = one_upstream("err").await;
+        let status = unary_failure(&mut env.client().await).await;
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-        assert_eq!(status.message(), message);
+        assert_eq!(status.message(), MESSAGE);
         assert_eq!(status.metadata().get("x-reason").unwrap(), "quota");
         assert_eq!(upstream_trailer(status.metadata()), Some("err"));
+    });
+}
 
-        // Server streaming: replies, then the error in the trailers, with a binary trailer.
-        let mut inbound = client
-            .server_stream(routed(
-                EchoRequest {
-                    reply_count: 2,
-                    fail: Some(Failure {
-                        code: Code::ResourceExhausted as i32,
-                        message: "out of tokens".into(),
-                        trailer_key: "x-detail-bin".into(),
-                        trailer_value: "\u{1}\u{2}binary".into(),
-                    }),
-                    ..Default::default()
-                },
-                "job",
-            ))
-            .await
-            .expect("the stream starts")
-            .into_inner();
-        assert_eq!(inbound.message().await.unwrap().unwrap().seq, 0);
-        assert_eq!(inbound.message().await.unwrap().unwrap().seq, 1);
-        let status = inbound
-            .message()
-            .await
-            .expect_err("the stream ends in an error");
+#[test]
+fn upstream_error_ending_a_server_stream_passes_through_unchanged() {
+    run(LIMIT, async {
+        let env = one_upstream("err").await;
+        let status = server_stream_failure(&mut env.client().await).await;
         assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
         assert_eq!(status.message(), "out of tokens");
         assert_eq!(
@@ -318,32 +387,29 @@ fn upstream_errors_pass_through_unchanged() {
             "\u{1}\u{2}binary".as_bytes()
         );
         assert_eq!(upstream_trailer(status.metadata()), Some("err"));
+    });
+}
 
-        // Bidi: the second request asks for the failure.
-        let outbound = stream::iter([
-            EchoRequest::default(),
-            EchoRequest {
-                fail: Some(Failure {
-                    code: Code::Aborted as i32,
-                    message: "conflict".into(),
-                    trailer_key: "x-retry".into(),
-                    trailer_value: "later".into(),
-                }),
-                ..Default::default()
-            },
-        ]);
-        let mut inbound = client
-            .bidi_stream(routed(outbound, "job"))
-            .await
-            .expect("bidi starts")
-            .into_inner();
-        assert!(inbound.message().await.unwrap().is_some());
-        let status = inbound.message().await.expect_err("bidi ends in an error");
+#[test]
+fn upstream_error_ending_a_bidi_stream_passes_through_unchanged() {
+    run(LIMIT, async {
+        let env = one_upstream("err").await;
+        let status = bidi_failure(&mut env.client().await).await;
         assert_eq!(status.code(), Code::Aborted, "{status:?}");
         assert_eq!(status.message(), "conflict");
         assert_eq!(status.metadata().get("x-retry").unwrap(), "later");
+    });
+}
 
-        // The connection is still good afterwards.
+/// The three errors above on one connection: it still serves a call afterwards.
+#[test]
+fn upstream_errors_leave_the_client_connection_usable() {
+    run(LIMIT, async {
+        let env = one_upstream("err").await;
+        let mut client = env.client().await;
+        unary_failure(&mut client).await;
+        server_stream_failure(&mut client).await;
+        bidi_failure(&mut client).await;
         let reply = client.unary(routed(EchoRequest::default(), "job")).await;
         assert_eq!(
             reply.expect("a call after the errors").get_ref().upstream,
@@ -355,24 +421,26 @@ fn upstream_errors_pass_through_unchanged() {
 #[test]
 fn a_route_change_is_seen_by_the_next_call() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let a = Upstream::start("a").await;
-        let b = Upstream::start("b").await;
-        redis.set("job", &a.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let env = Env::builder(RINGWAY)
+            .shards(2)
+            .upstream("a")
+            .upstream("b")
+            .route("job", "a")
+            .start()
+            .await;
+        let mut client = env.client().await;
 
-        let call = |mut client: ringway_testkit::EchoClient<_>| async move {
+        let call = |mut client: EchoClient<Channel>| async move {
             let reply = client.unary(routed(EchoRequest::default(), "job")).await;
             reply.expect("a routed call").into_inner().upstream
         };
         assert_eq!(call(client.clone()).await, "a");
         assert_eq!(call(client.clone()).await, "a");
-        redis.set("job", &b.addr().to_string());
+        env.route("job", "b");
         assert_eq!(call(client.clone()).await, "b", "the call right after SET");
-        redis.set("job", &a.addr().to_string());
+        env.route("job", "a");
         assert_eq!(call(client.clone()).await, "a", "and back");
-        client = connect(gateway.addr()).await;
+        client = env.client().await;
         assert_eq!(call(client).await, "a", "on a new connection too");
     });
 }
@@ -380,12 +448,14 @@ fn a_route_change_is_seen_by_the_next_call() {
 #[test]
 fn a_multi_target_route_spreads_calls() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let a = Upstream::start("a").await;
-        let b = Upstream::start("b").await;
-        redis.set("job", &format!("{},{}", a.addr(), b.addr()));
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let env = Env::builder(RINGWAY)
+            .shards(2)
+            .upstream("a")
+            .upstream("b")
+            .route("job", "a,b")
+            .start()
+            .await;
+        let mut client = env.client().await;
 
         let mut served: HashMap<String, usize> = HashMap::new();
         for i in 0..200 {
@@ -401,29 +471,22 @@ fn a_multi_target_route_spreads_calls() {
         );
         assert_eq!(to_a + to_b, 200, "{served:?}");
         assert!(to_a > 0 && to_b > 0, "both targets get calls: {served:?}");
-        assert_eq!((a.calls(), b.calls()), (to_a, to_b));
+        let calls = (env.upstream("a").calls(), env.upstream("b").calls());
+        assert_eq!(calls, (to_a, to_b));
     });
 }
 
 #[test]
 fn route_header_and_prefix_flags_are_used() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let up = Upstream::start("tenant").await;
-        redis.set("routes:t-1", &up.addr().to_string());
-        let gateway = Gateway::start(
-            RINGWAY,
-            redis.addr(),
-            &[
-                "--shards",
-                "2",
-                "--route-header",
-                "x-tenant",
-                "--route-prefix",
-                "routes:",
-            ],
-        );
-        let mut client = connect(gateway.addr()).await;
+        let env = Env::builder(RINGWAY)
+            .shards(2)
+            .upstream("tenant")
+            .route("routes:t-1", "tenant")
+            .args(&["--route-header", "x-tenant", "--route-prefix", "routes:"])
+            .start()
+            .await;
+        let mut client = env.client().await;
 
         let mut request = Request::new(EchoRequest::default());
         request

@@ -2,13 +2,12 @@
 //! trailers-only gRPC response with HTTP status 200, the contract's code and
 //! a message naming what went wrong, and none of them hangs.
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use ringway_testkit::prost::Message;
 use ringway_testkit::tonic::{Code, Request, Status};
 use ringway_testkit::{
-    connect, raw_grpc_call, routed, run, within, EchoClient, EchoRequest, Gateway, RedisServer,
+    closed_addr, raw_grpc_call, routed, run, within, EchoClient, EchoRequest, Env,
 };
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
@@ -28,18 +27,11 @@ async fn failing_call(
     }
 }
 
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[test]
 fn missing_routing_header_is_invalid_argument() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let env = Env::builder(RINGWAY).shards(2).start().await;
+        let mut client = env.client().await;
 
         let call = client.unary(Request::new(EchoRequest::default()));
         let status = within(ANSWER_WITHIN, "a call without jobid", call)
@@ -56,7 +48,7 @@ fn missing_routing_header_is_invalid_argument() {
             ANSWER_WITHIN,
             "a raw call without jobid",
             raw_grpc_call(
-                gateway.addr(),
+                env.addr(),
                 "/echo.Echo/Unary",
                 &[],
                 &EchoRequest::default().encode_to_vec(),
@@ -80,9 +72,8 @@ fn missing_routing_header_is_invalid_argument() {
 #[test]
 fn unknown_key_is_not_found() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let env = Env::builder(RINGWAY).shards(2).start().await;
+        let mut client = env.client().await;
 
         let status = failing_call(&mut client, "no-such-job-42").await;
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
@@ -95,7 +86,7 @@ fn unknown_key_is_not_found() {
             ANSWER_WITHIN,
             "a raw call with an unknown key",
             raw_grpc_call(
-                gateway.addr(),
+                env.addr(),
                 "/echo.Echo/Unary",
                 &[("jobid", "no-such-job-42")],
                 &EchoRequest::default().encode_to_vec(),
@@ -112,16 +103,15 @@ fn unknown_key_is_not_found() {
 #[test]
 fn redis_stopped_is_unavailable() {
     run(LIMIT, async {
-        let mut redis = RedisServer::start();
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let mut env = Env::builder(RINGWAY).shards(2).start().await;
+        let mut client = env.client().await;
         // Redis answers first, so the gateway has a live connection to lose.
         assert_eq!(
             failing_call(&mut client, "job").await.code(),
             Code::NotFound
         );
 
-        redis.stop();
+        env.redis_mut().stop();
         for attempt in 0..3 {
             let status = failing_call(&mut client, "job").await;
             assert_eq!(
@@ -136,9 +126,8 @@ fn redis_stopped_is_unavailable() {
 #[test]
 fn malformed_route_values_are_internal() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let env = Env::builder(RINGWAY).shards(2).start().await;
+        let mut client = env.client().await;
 
         for (key, value) in [
             ("job-words", "not-an-address"),
@@ -146,7 +135,7 @@ fn malformed_route_values_are_internal() {
             ("job-empty", ""),
             ("job-comma", "127.0.0.1:1,"),
         ] {
-            redis.set(key, value);
+            env.redis().set(key, value);
             let status = failing_call(&mut client, key).await;
             assert_eq!(
                 status.code(),
@@ -168,11 +157,13 @@ fn malformed_route_values_are_internal() {
 #[test]
 fn refusing_target_is_unavailable() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let target = format!("127.0.0.1:{}", closed_port());
-        redis.set("job", &target);
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let target = closed_addr().to_string();
+        let env = Env::builder(RINGWAY)
+            .shards(2)
+            .route_value("job", &target)
+            .start()
+            .await;
+        let mut client = env.client().await;
 
         for attempt in 0..3 {
             let status = failing_call(&mut client, "job").await;
@@ -192,13 +183,15 @@ fn refusing_target_is_unavailable() {
 #[test]
 fn errors_do_not_break_the_connection() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let up = ringway_testkit::Upstream::start("up").await;
-        redis.set("good", &up.addr().to_string());
-        redis.set("bad", "nonsense");
         // One shard, so the pool count below is exact.
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "1"]);
-        let mut client = connect(gateway.addr()).await;
+        let env = Env::builder(RINGWAY)
+            .shards(1)
+            .upstream("up")
+            .route("good", "up")
+            .route_value("bad", "nonsense")
+            .start()
+            .await;
+        let mut client = env.client().await;
 
         for round in 0..5 {
             assert_eq!(
@@ -219,7 +212,7 @@ fn errors_do_not_break_the_connection() {
             );
         }
         assert_eq!(
-            up.connections_accepted(),
+            env.upstream("up").connections_accepted(),
             1,
             "one pooled connection served every good call"
         );

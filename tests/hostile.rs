@@ -64,10 +64,7 @@ use ringway_testkit::rawh2::{
 use ringway_testkit::tokio;
 use ringway_testkit::tonic::transport::Endpoint;
 use ringway_testkit::tonic::{Code, Status};
-use ringway_testkit::{
-    routed, run, ConfigFile, EchoClient, EchoRequest, Gateway, RedisServer, Upstream,
-    MAX_MESSAGE_SIZE,
-};
+use ringway_testkit::{routed, run, EchoClient, EchoRequest, Env, Gateway, MAX_MESSAGE_SIZE};
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
 /// The whole of one test.
@@ -127,41 +124,23 @@ fn config(overrides: &[(&str, &str, &str)]) -> String {
     out
 }
 
-/// Redis, the echo upstream routed by [`JOB`], and ringway (one shard) with [`config`].
-struct Env {
-    redis: RedisServer,
-    upstream: Upstream,
-    gateway: Gateway,
-    _config: ConfigFile,
-}
+/// The echo upstream's name.
+const UP: &str = "up";
 
+/// Redis, the echo upstream [`UP`] routed by [`JOB`], and ringway (one shard) with [`config`].
 async fn setup(overrides: &[(&str, &str, &str)]) -> Env {
-    let redis = RedisServer::start();
-    let upstream = Upstream::start("up").await;
-    redis.set(JOB, &upstream.addr().to_string());
-    let config = ConfigFile::new(&config(overrides));
-    let gateway = Gateway::start(
-        RINGWAY,
-        redis.addr(),
-        &["--shards", "1", "--config", config.path()],
-    );
-    Env {
-        redis,
-        upstream,
-        gateway,
-        _config: config,
-    }
-}
-
-fn scrape(gateway: &Gateway) -> String {
-    let (status, body) = gateway.admin_get("/metrics");
-    assert_eq!(status, 200, "GET /metrics: {body}");
-    body
+    Env::builder(RINGWAY)
+        .shards(1)
+        .upstream(UP)
+        .route(JOB, UP)
+        .config(&config(overrides))
+        .start()
+        .await
 }
 
 /// `ringway_h2_floods_total` on `side`, summed over shards and `kinds`.
 fn floods(gateway: &Gateway, side: &str, kinds: &[&str]) -> f64 {
-    let text = scrape(gateway);
+    let text = gateway.metrics();
     kinds
         .iter()
         .map(|kind| {
@@ -172,11 +151,6 @@ fn floods(gateway: &Gateway, side: &str, kinds: &[&str]) -> f64 {
             )
         })
         .sum()
-}
-
-/// A metric summed over every series with `labels`.
-fn metric(gateway: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric_sum(&scrape(gateway), name, labels)
 }
 
 /// What running an attack beside the bystander gave.
@@ -323,9 +297,9 @@ where
     Fut: Future<Output = std::io::Result<Report>>,
 {
     let env = setup(overrides).await;
-    let before = floods(&env.gateway, "downstream", kinds);
-    let calls_before = env.upstream.calls();
-    let attacked = under_attack(&env.gateway, FLOOD_BOUND, attack(env.gateway.addr())).await;
+    let before = floods(env.gateway(), "downstream", kinds);
+    let calls_before = env.upstream(UP).calls();
+    let attacked = under_attack(env.gateway(), FLOOD_BOUND, attack(env.addr())).await;
     let report = attacked.out.as_ref().expect("the attack connects").clone();
     let what = report.attack.clone();
     eprintln!("{}", report.summary());
@@ -336,14 +310,14 @@ where
         "queued output 256 KiB + read buffer 64 KiB + a header block, for about a second",
     );
     assert_calmed(&report, goaway_required);
-    let counted = floods(&env.gateway, "downstream", kinds) - before;
+    let counted = floods(env.gateway(), "downstream", kinds) - before;
     assert!(
         counted >= 1.0,
         "{what}: ringway_h2_floods_total{{side=\"downstream\",kind=~{kinds:?}}} did not count \
          it ({counted})"
     );
     let bystander_calls = attacked.bystander.calls + attacked.bystander.warm_up;
-    let reached = (env.upstream.calls() - calls_before).saturating_sub(bystander_calls);
+    let reached = (env.upstream(UP).calls() - calls_before).saturating_sub(bystander_calls);
     Flooded { report, reached }
 }
 
@@ -389,13 +363,13 @@ fn rapid_reset() {
     let _turn = serial();
     run(LIMIT, async {
         let env = setup(&[]).await;
-        let before = env.upstream.calls();
+        let before = env.upstream(UP).calls();
         let call = Call::unary(JOB, 1000);
         let attacked = under_attack(
-            &env.gateway,
+            env.gateway(),
             FLOOD_BOUND,
             attack::rapid_reset(
-                env.gateway.addr(),
+                env.addr(),
                 &call,
                 Limits::new(100_000, Duration::from_secs(10)),
             ),
@@ -411,14 +385,14 @@ fn rapid_reset() {
         );
         assert_calmed(report, true);
         let bystander_calls = attacked.bystander.calls + attacked.bystander.warm_up;
-        let reached = env.upstream.calls() - before - bystander_calls;
+        let reached = env.upstream(UP).calls() - before - bystander_calls;
         assert!(
             reached <= 1024,
             "{reached} of the attacker's {} reset calls reached the upstream",
             report.sent
         );
         assert!(
-            floods(&env.gateway, "downstream", &["rapid_reset"]) >= 1.0,
+            floods(env.gateway(), "downstream", &["rapid_reset"]) >= 1.0,
             "ringway_h2_floods_total{{kind=\"rapid_reset\"}} did not count it"
         );
     });
@@ -556,12 +530,12 @@ fn window_update_flood() {
     let _turn = serial();
     run(LIMIT, async {
         let env = setup(&[]).await;
-        let ok_before = metric(&env.gateway, "ringway_calls_total", &[("grpc_status", "0")]);
+        let ok_before = env.metric("ringway_calls_total", &[("grpc_status", "0")]);
         let attacked = under_attack(
-            &env.gateway,
+            env.gateway(),
             FLOOD_BOUND,
             attack::window_update_flood(
-                env.gateway.addr(),
+                env.addr(),
                 &Call::unary(JOB, 0),
                 Limits::new(1_000_000, Duration::from_secs(10)),
             ),
@@ -583,15 +557,11 @@ fn window_update_flood() {
         );
         assert_eq!(report.goaway_code(), None, "{}", report.summary());
         assert_eq!(
-            metric(
-                &env.gateway,
-                "ringway_h2_floods_total",
-                &[("side", "downstream")]
-            ),
+            env.metric("ringway_h2_floods_total", &[("side", "downstream")]),
             0.0,
             "a flood was counted for legitimate WINDOW_UPDATEs"
         );
-        let ok_after = metric(&env.gateway, "ringway_calls_total", &[("grpc_status", "0")]);
+        let ok_after = env.metric("ringway_calls_total", &[("grpc_status", "0")]);
         assert!(
             ok_after - ok_before >= (attacked.bystander.ok + 1) as f64,
             "ringway_calls_total{{grpc_status=\"0\"}} rose by {}, not by the bystander's {} \
@@ -612,13 +582,13 @@ fn hpack_bomb() {
     let _turn = serial();
     run(LIMIT, async {
         let env = setup(&[]).await;
-        let calls_before = env.upstream.calls();
+        let calls_before = env.upstream(UP).calls();
         let blocks = 200;
         let attacked = under_attack(
-            &env.gateway,
+            env.gateway(),
             FLOOD_BOUND,
             attack::hpack_bomb(
-                env.gateway.addr(),
+                env.addr(),
                 &Call::unary(JOB, 0),
                 Limits::new(blocks, Duration::from_secs(10)),
             ),
@@ -645,7 +615,7 @@ fn hpack_bomb() {
                 assert!(report.closed(), "{}", report.summary());
                 if code == ENHANCE_YOUR_CALM {
                     assert!(
-                        floods(&env.gateway, "downstream", &["header_block"]) >= 1.0,
+                        floods(env.gateway(), "downstream", &["header_block"]) >= 1.0,
                         "GOAWAY ENHANCE_YOUR_CALM without ringway_h2_floods_total \
                          {{kind=\"header_block\"}}"
                     );
@@ -659,17 +629,16 @@ fn hpack_bomb() {
             ),
         }
         // The first call (which stored the entry) and the bystander's are all the upstream saw.
-        let reached = env.upstream.calls() - calls_before;
+        let reached = env.upstream(UP).calls() - calls_before;
         assert!(
             reached <= attacked.bystander.calls + attacked.bystander.warm_up + 1,
             "{reached} calls reached the upstream: a bomb was forwarded"
         );
         assert!(
-            metric(&env.gateway, "ringway_calls_total", &[]) >= 1.0,
+            env.metric("ringway_calls_total", &[]) >= 1.0,
             "ringway_calls_total counted nothing"
         );
-        let counted = metric(
-            &env.gateway,
+        let counted = env.metric(
             "ringway_downstream_streams_refused_total",
             &[("limit", "max_header_list")],
         );
@@ -724,12 +693,12 @@ fn stream_id_exhaustion() {
     let _turn = serial();
     run(LIMIT, async {
         let env = setup(&[]).await;
-        let ok_before = metric(&env.gateway, "ringway_calls_total", &[("grpc_status", "0")]);
+        let ok_before = env.metric("ringway_calls_total", &[("grpc_status", "0")]);
         let attacked = under_attack(
-            &env.gateway,
+            env.gateway(),
             FLOOD_BOUND,
             attack::stream_id_exhaustion(
-                env.gateway.addr(),
+                env.addr(),
                 &Call::unary(JOB, 0),
                 Limits::new(2, Duration::from_secs(5)),
             ),
@@ -753,7 +722,7 @@ fn stream_id_exhaustion() {
             report.summary()
         );
         assert!(report.closed(), "{}", report.summary());
-        let ok_after = metric(&env.gateway, "ringway_calls_total", &[("grpc_status", "0")]);
+        let ok_after = env.metric("ringway_calls_total", &[("grpc_status", "0")]);
         assert!(
             ok_after - ok_before >= (attacked.bystander.ok + 1) as f64,
             "the call on stream 2^31-1 was not counted in ringway_calls_total"
@@ -773,18 +742,14 @@ fn slowloris() {
     let _turn = serial();
     run(LIMIT, async {
         let env = setup(&[("downstream", "handshake_timeout_ms", "2000")]).await;
-        let accepted_before = metric(
-            &env.gateway,
-            "ringway_downstream_connections_accepted_total",
-            &[],
-        );
+        let accepted_before = env.metric("ringway_downstream_connections_accepted_total", &[]);
         let connections = 400;
         let bound = 16 * MIB;
         let attacked = under_attack(
-            &env.gateway,
+            env.gateway(),
             bound,
             attack::slowloris(
-                env.gateway.addr(),
+                env.addr(),
                 connections,
                 Duration::from_millis(200),
                 Duration::from_secs(8),
@@ -807,16 +772,13 @@ fn slowloris() {
             last <= Duration::from_secs(5),
             "the last connection was closed after {last:?}, handshake timeout 2 s"
         );
-        let accepted = metric(
-            &env.gateway,
-            "ringway_downstream_connections_accepted_total",
-            &[],
-        ) - accepted_before;
+        let accepted =
+            env.metric("ringway_downstream_connections_accepted_total", &[]) - accepted_before;
         assert!(
             accepted >= connections as f64,
             "ringway_downstream_connections_accepted_total rose by {accepted}, not {connections}"
         );
-        let open = metric(&env.gateway, "ringway_downstream_connections", &[]);
+        let open = env.metric("ringway_downstream_connections", &[]);
         assert!(
             open <= 1.0,
             "ringway_downstream_connections is {open} after the slowloris connections closed \
@@ -847,13 +809,13 @@ fn slow_reader_with_huge_windows() {
     run(LIMIT, async {
         let env = setup(&[("downstream", "send_timeout_ms", "10000")]).await;
         let label = [("side", "downstream")];
-        let timeouts_before = metric(&env.gateway, "ringway_h2_send_timeouts_total", &label);
+        let timeouts_before = env.metric("ringway_h2_send_timeouts_total", &label);
         let call = Call::server_stream(JOB, 64 << 10, 1024);
         let attacked = under_attack(
-            &env.gateway,
+            env.gateway(),
             STALLED_BOUND,
             attack::slow_reader(
-                env.gateway.addr(),
+                env.addr(),
                 &call,
                 50,
                 Duration::from_secs(15),
@@ -876,17 +838,17 @@ fn slow_reader_with_huge_windows() {
             report.summary()
         );
         assert!(
-            metric(&env.gateway, "ringway_h2_send_timeouts_total", &label) > timeouts_before,
+            env.metric("ringway_h2_send_timeouts_total", &label) > timeouts_before,
             "ringway_h2_send_timeouts_total{{side=\"downstream\"}} did not count the close"
         );
         let deadline = Instant::now() + Duration::from_secs(5);
-        while env.upstream.cancelled() < 50 && Instant::now() < deadline {
+        while env.upstream(UP).cancelled() < 50 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(
-            env.upstream.cancelled() >= 50,
+            env.upstream(UP).cancelled() >= 50,
             "only {} of the 50 calls were cancelled at the upstream",
-            env.upstream.cancelled()
+            env.upstream(UP).cancelled()
         );
     });
 }
@@ -904,8 +866,8 @@ fn client_that_never_reads_its_responses() {
     run(LIMIT, async {
         let env = setup(&[("downstream", "send_timeout_ms", "10000")]).await;
         let label = [("side", "downstream")];
-        let pauses_before = metric(&env.gateway, "ringway_h2_output_pauses_total", &label);
-        let timeouts_before = metric(&env.gateway, "ringway_h2_send_timeouts_total", &label);
+        let pauses_before = env.metric("ringway_h2_output_pauses_total", &label);
+        let timeouts_before = env.metric("ringway_h2_send_timeouts_total", &label);
         let mut call = Call::unary(JOB, 0);
         call.message = EchoRequest {
             payload: vec![7; 16 << 10],
@@ -913,10 +875,10 @@ fn client_that_never_reads_its_responses() {
         }
         .encode_to_vec();
         let attacked = under_attack(
-            &env.gateway,
+            env.gateway(),
             STALLED_BOUND,
             attack::unread_responses(
-                env.gateway.addr(),
+                env.addr(),
                 &call,
                 Limits::new(1_000_000, Duration::from_secs(15)),
             ),
@@ -937,11 +899,11 @@ fn client_that_never_reads_its_responses() {
             report.summary()
         );
         assert!(
-            metric(&env.gateway, "ringway_h2_output_pauses_total", &label) > pauses_before,
+            env.metric("ringway_h2_output_pauses_total", &label) > pauses_before,
             "ringway_h2_output_pauses_total{{side=\"downstream\"}} did not count the pause"
         );
         assert!(
-            metric(&env.gateway, "ringway_h2_send_timeouts_total", &label) > timeouts_before,
+            env.metric("ringway_h2_send_timeouts_total", &label) > timeouts_before,
             "ringway_h2_send_timeouts_total{{side=\"downstream\"}} did not count the close"
         );
     });
@@ -959,18 +921,16 @@ fn client_that_abandons_its_calls() {
     let _turn = serial();
     run(LIMIT, async {
         let env = setup(&[]).await;
-        let gateway = &env.gateway;
-        let goaways = |g: &Gateway| metric(g, "ringway_upstream_goaways_received_total", &[]);
+        let gateway = env.gateway();
+        let goaways = |g: &Gateway| g.metric("ringway_upstream_goaways_received_total", &[]);
         let closed = |g: &Gateway| {
-            metric(
-                g,
+            g.metric(
                 "ringway_upstream_connections_closed_total",
                 &[("by", "peer")],
             )
         };
         let cancels = |g: &Gateway| {
-            metric(
-                g,
+            g.metric(
                 "ringway_call_outcomes_total",
                 &[("outcome", "client_cancel")],
             )
@@ -1015,14 +975,14 @@ fn stalled_client_with_a_zero_window() {
     run(LIMIT, async {
         let env = setup(&[]).await;
         let call = Call::server_stream(JOB, 64 << 10, 1024);
-        let gateway = &env.gateway;
+        let gateway = env.gateway();
         let in_flight = std::sync::Arc::new(std::sync::Mutex::new(0.0f64));
         let seen_in_flight = in_flight.clone();
         let attack = async {
             let hold = attack::stalled_client(gateway.addr(), &call, 50, Duration::from_secs(8));
             let look = async {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                let n = metric(gateway, "ringway_calls_in_flight", &[]);
+                let n = gateway.metric("ringway_calls_in_flight", &[]);
                 *seen_in_flight.lock().unwrap() = n;
             };
             let (report, ()) = tokio::join!(hold, look);
@@ -1049,15 +1009,15 @@ fn stalled_client_with_a_zero_window() {
             "ringway_calls_in_flight was {in_flight} while the 50 stalled calls were open"
         );
         let deadline = Instant::now() + Duration::from_secs(5);
-        while env.upstream.cancelled() < 50 && Instant::now() < deadline {
+        while env.upstream(UP).cancelled() < 50 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(
-            env.upstream.cancelled() >= 50,
+            env.upstream(UP).cancelled() >= 50,
             "only {} of the 50 stalled calls were cancelled at the upstream after the client left",
-            env.upstream.cancelled()
+            env.upstream(UP).cancelled()
         );
-        let left = metric(gateway, "ringway_calls_in_flight", &[]);
+        let left = gateway.metric("ringway_calls_in_flight", &[]);
         assert!(
             left <= 1.0,
             "ringway_calls_in_flight is {left} after the client left"
@@ -1082,18 +1042,14 @@ fn idle_connections() {
         let n = 2_000usize;
         let per_connection = 4 * KIB;
         let bound = n as u64 * per_connection;
-        let accepted_before = metric(
-            &env.gateway,
-            "ringway_downstream_connections_accepted_total",
-            &[],
-        );
-        let gateway = &env.gateway;
+        let accepted_before = env.metric("ringway_downstream_connections_accepted_total", &[]);
+        let gateway = env.gateway();
         let attacked = under_attack(gateway, bound, async {
             let conns = attack::idle_connections(gateway.addr(), n, 100).await;
             // Let ringway settle every connection (its first read posted, its SETTINGS out).
             tokio::time::sleep(Duration::from_secs(1)).await;
             let rss_open = rss_bytes(gateway.pid()).expect("VmRSS");
-            let open = metric(gateway, "ringway_downstream_connections", &[]);
+            let open = gateway.metric("ringway_downstream_connections", &[]);
             (conns, rss_open, open)
         })
         .await;
@@ -1124,11 +1080,8 @@ fn idle_connections() {
             open_gauge >= n as f64,
             "ringway_downstream_connections was {open_gauge} with {n} idle connections open"
         );
-        let accepted = metric(
-            gateway,
-            "ringway_downstream_connections_accepted_total",
-            &[],
-        ) - accepted_before;
+        let accepted =
+            gateway.metric("ringway_downstream_connections_accepted_total", &[]) - accepted_before;
         assert!(accepted >= n as f64, "accepted_total rose by {accepted}");
         conns.close();
         let settle = 4 * MIB;
@@ -1152,10 +1105,10 @@ fn idle_connections() {
             mib(attacked.baseline)
         );
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut open = metric(gateway, "ringway_downstream_connections", &[]);
+        let mut open = gateway.metric("ringway_downstream_connections", &[]);
         while open > 0.0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            open = metric(gateway, "ringway_downstream_connections", &[]);
+            open = gateway.metric("ringway_downstream_connections", &[]);
         }
         assert_eq!(
             open, 0.0,
@@ -1176,7 +1129,7 @@ fn idle_connections_holding_part_of_a_frame() {
         let env = setup(&[]).await;
         let n = 2_000usize;
         let per_connection = 4 * KIB;
-        let gateway = &env.gateway;
+        let gateway = env.gateway();
         let attacked = under_attack(gateway, n as u64 * per_connection, async {
             let mut conns = attack::idle_connections(gateway.addr(), n, 100).await;
             let written = conns.write_each(&[0]).await;
@@ -1241,13 +1194,9 @@ async fn flow_control_breaker(ack_settings: bool) {
     .await
     .expect("start the hostile target");
     let name = target.addr().to_string();
-    env.redis.set("hostile", &name);
-    let errors_before = metric(
-        &env.gateway,
-        "ringway_upstream_flow_control_errors_total",
-        &[],
-    );
-    let gateway = &env.gateway;
+    env.redis().set("hostile", &name);
+    let errors_before = env.metric("ringway_upstream_flow_control_errors_total", &[]);
+    let gateway = env.gateway();
     let attack = async {
         let started = Instant::now();
         let mut client = small_window_client(gateway.addr()).await;
@@ -1331,7 +1280,7 @@ async fn flow_control_breaker(ack_settings: bool) {
         *took <= Duration::from_secs(15),
         "the call took {took:?} to end"
     );
-    let errors = metric(gateway, "ringway_upstream_flow_control_errors_total", &[]) - errors_before;
+    let errors = gateway.metric("ringway_upstream_flow_control_errors_total", &[]) - errors_before;
     assert!(
         errors >= 1.0,
         "ringway_upstream_flow_control_errors_total did not count the target"
@@ -1369,10 +1318,10 @@ fn target_that_floods_settings_and_ping() {
         .await
         .expect("start the hostile target");
         let name = target.addr().to_string();
-        env.redis.set("hostile", &name);
+        env.redis().set("hostile", &name);
         let kinds = ["settings", "ping"];
-        let before = floods(&env.gateway, "upstream", &kinds);
-        let gateway = &env.gateway;
+        let before = floods(env.gateway(), "upstream", &kinds);
+        let gateway = env.gateway();
         let attack = async {
             let started = Instant::now();
             let mut client = ringway_testkit::connect(gateway.addr()).await;
@@ -1410,7 +1359,7 @@ fn target_that_floods_settings_and_ping() {
             "ringway kept the flooding target's connection: {}",
             log.summary()
         );
-        let counted = floods(&env.gateway, "upstream", &kinds) - before;
+        let counted = floods(env.gateway(), "upstream", &kinds) - before;
         assert!(
             counted >= 1.0,
             "ringway_h2_floods_total{{side=\"upstream\",kind=~\"settings|ping\"}} did not count it"

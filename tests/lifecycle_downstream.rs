@@ -9,15 +9,14 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use ringway_testkit::admin::metric_sum;
 use ringway_testkit::futures_util::future::join_all;
 use ringway_testkit::prost::Message;
 use ringway_testkit::rawh2::{
     grpc_messages, tapped_h2_client, Frame, RawConn, ENHANCE_YOUR_CALM, NO_ERROR, PING,
 };
 use ringway_testkit::{
-    connect, eventually, grpc_call_on, raw_grpc_call, routed, run, within, ConfigFile, EchoRequest,
-    Gateway, RedisServer, Upstream,
+    connect, eventually, grpc_call_on, raw_grpc_call, routed, run, tokio_sleep, within,
+    EchoRequest, Env, Gateway,
 };
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
@@ -27,21 +26,19 @@ const SERVER_STREAM: &str = "/echo.Echo/ServerStream";
 
 /// The value of `name` summed over its series (all shards).
 fn metric(gateway: &Gateway, name: &str) -> f64 {
-    let (status, text) = gateway.admin_get("/metrics");
-    assert_eq!(status, 200, "/metrics: {text}");
-    metric_sum(&text, name, &[])
+    gateway.metric(name, &[])
 }
 
-/// Starts Redis, one upstream routed by `job`, and ringway with `toml` as its config file.
-async fn setup(toml: &str, args: &[&str]) -> (RedisServer, Upstream, Gateway, ConfigFile) {
-    let redis = RedisServer::start();
-    let upstream = Upstream::start("up").await;
-    redis.set("job", &upstream.addr().to_string());
-    let config = ConfigFile::new(toml);
-    let mut all = vec!["--config", config.path()];
-    all.extend_from_slice(args);
-    let gateway = Gateway::start(RINGWAY, redis.addr(), &all);
-    (redis, upstream, gateway, config)
+/// Starts Redis, one upstream, `up`, routed by `job`, and ringway on `shards` shards with
+/// `toml` as its config file.
+async fn setup(toml: &str, shards: usize) -> Env {
+    Env::builder(RINGWAY)
+        .shards(shards)
+        .upstream("up")
+        .route("job", "up")
+        .config(toml)
+        .start()
+        .await
 }
 
 fn echo_message(request: EchoRequest) -> Vec<u8> {
@@ -69,7 +66,8 @@ async fn read_until_closed(conn: &mut RawConn, deadline: Instant) -> (Vec<Frame>
 fn keepalive_closes_a_client_that_never_answers_pings() {
     run(LIMIT, async {
         let toml = "[downstream]\nkeepalive_time_ms = 300\nkeepalive_timeout_ms = 300\n";
-        let (_redis, _up, gateway, _config) = setup(toml, &["--shards", "1"]).await;
+        let env = setup(toml, 1).await;
+        let gateway = env.gateway();
         let (mut conn, _) = RawConn::client_handshake(gateway.addr(), Duration::from_secs(5))
             .await
             .expect("HTTP/2 handshake with ringway");
@@ -97,7 +95,7 @@ fn keepalive_closes_a_client_that_never_answers_pings() {
             closed >= pinged + Duration::from_millis(250),
             "closed {closed:?} before the 300 ms PING timeout from {pinged:?} ran out"
         );
-        let timeouts = metric(&gateway, "ringway_downstream_keepalive_timeouts_total");
+        let timeouts = metric(gateway, "ringway_downstream_keepalive_timeouts_total");
         assert!(timeouts >= 1.0, "keepalive timeouts: {timeouts}");
     });
 }
@@ -108,8 +106,9 @@ fn keepalive_closes_a_client_that_never_answers_pings() {
 fn keepalive_keeps_a_client_that_answers_pings() {
     run(LIMIT, async {
         let toml = "[downstream]\nkeepalive_time_ms = 300\nkeepalive_timeout_ms = 300\n";
-        let (_redis, _up, gateway, _config) = setup(toml, &["--shards", "1"]).await;
-        let mut client = connect(gateway.addr()).await;
+        let env = setup(toml, 1).await;
+        let gateway = env.gateway();
+        let mut client = env.client().await;
         client
             .unary(routed(EchoRequest::default(), "job"))
             .await
@@ -118,20 +117,16 @@ fn keepalive_keeps_a_client_that_answers_pings() {
         let reply = client.unary(routed(EchoRequest::default(), "job")).await;
         reply.expect("a call on the same channel after 2 s idle");
         assert_eq!(
-            metric(&gateway, "ringway_downstream_connections_accepted_total"),
+            metric(gateway, "ringway_downstream_connections_accepted_total"),
             1.0,
             "the channel kept its one connection"
         );
-        assert_eq!(metric(&gateway, "ringway_downstream_connections"), 1.0);
+        assert_eq!(metric(gateway, "ringway_downstream_connections"), 1.0);
         assert_eq!(
-            metric(&gateway, "ringway_downstream_keepalive_timeouts_total"),
+            metric(gateway, "ringway_downstream_keepalive_timeouts_total"),
             0.0
         );
     });
-}
-
-async fn tokio_sleep(d: Duration) {
-    ringway_testkit::tokio::time::sleep(d).await;
 }
 
 /// `max_connection_idle_ms = 300`: after a call, the connection gets GOAWAY NO_ERROR, and
@@ -140,7 +135,8 @@ async fn tokio_sleep(d: Duration) {
 fn idle_connection_gets_goaway_no_error() {
     run(LIMIT, async {
         let toml = "[downstream]\nmax_connection_idle_ms = 300\n";
-        let (_redis, _up, gateway, _config) = setup(toml, &["--shards", "1"]).await;
+        let env = setup(toml, 1).await;
+        let gateway = env.gateway();
         let (send, tap, _driver) = tapped_h2_client(gateway.addr()).await.expect("connect");
         let message = echo_message(EchoRequest::default());
         let response = grpc_call_on(
@@ -193,7 +189,8 @@ fn idle_connection_gets_goaway_no_error() {
 fn max_age_closes_after_the_grace_even_with_a_stream_open() {
     run(LIMIT, async {
         let toml = "[downstream]\nmax_connection_age_ms = 500\nmax_connection_age_grace_ms = 500\n";
-        let (_redis, _up, gateway, _config) = setup(toml, &["--shards", "1"]).await;
+        let env = setup(toml, 1).await;
+        let gateway = env.gateway();
         let opened = Instant::now();
         let (send, tap, _driver) = tapped_h2_client(gateway.addr()).await.expect("connect");
         // 100 replies 50 ms apart: 5 s, ten times age + grace.
@@ -265,7 +262,8 @@ fn max_age_closes_after_the_grace_even_with_a_stream_open() {
 fn max_age_without_grace_lets_the_call_finish() {
     run(LIMIT, async {
         let toml = "[downstream]\nmax_connection_age_ms = 300\nmax_connection_age_grace_ms = 0\n";
-        let (_redis, _up, gateway, _config) = setup(toml, &["--shards", "1"]).await;
+        let env = setup(toml, 1).await;
+        let gateway = env.gateway();
         let (send, tap, _driver) = tapped_h2_client(gateway.addr()).await.expect("connect");
         // 10 replies 100 ms apart: about 1 s, three times the age.
         let message = echo_message(EchoRequest {
@@ -303,7 +301,8 @@ fn max_age_without_grace_lets_the_call_finish() {
 #[test]
 fn ping_flood_gets_enhance_your_calm_too_many_pings() {
     run(LIMIT, async {
-        let (_redis, _up, gateway, _config) = setup("", &["--shards", "1"]).await;
+        let env = setup("", 1).await;
+        let gateway = env.gateway();
         let (mut conn, _) = RawConn::client_handshake(gateway.addr(), Duration::from_secs(5))
             .await
             .expect("handshake");
@@ -328,7 +327,7 @@ fn ping_flood_gets_enhance_your_calm_too_many_pings() {
             "GOAWAY debug data"
         );
         assert!(closed, "the connection stays open after the GOAWAY");
-        let n = metric(&gateway, "ringway_downstream_too_many_pings_total");
+        let n = metric(gateway, "ringway_downstream_too_many_pings_total");
         assert!(n >= 1.0, "too_many_pings: {n}");
     });
 }
@@ -340,7 +339,8 @@ fn permitted_pings_are_not_punished() {
     run(LIMIT, async {
         let toml = "[downstream]\npermit_keepalive_time_ms = 100\n\
                     permit_keepalive_without_calls = true\n";
-        let (_redis, _up, gateway, _config) = setup(toml, &["--shards", "1"]).await;
+        let env = setup(toml, 1).await;
+        let gateway = env.gateway();
         let (mut conn, _) = RawConn::client_handshake(gateway.addr(), Duration::from_secs(5))
             .await
             .expect("handshake");
@@ -364,7 +364,7 @@ fn permitted_pings_are_not_punished() {
         assert!(sent >= 6, "pinged {sent} times");
         assert_eq!(acks, usize::from(sent), "every PING was acknowledged");
         assert_eq!(
-            metric(&gateway, "ringway_downstream_too_many_pings_total"),
+            metric(gateway, "ringway_downstream_too_many_pings_total"),
             0.0
         );
     });
@@ -376,10 +376,11 @@ fn permitted_pings_are_not_punished() {
 fn connection_cap_refuses_the_fifth_and_recovers() {
     run(LIMIT, async {
         let toml = "[downstream]\nmax_connections = 4\n";
-        let (_redis, _up, gateway, _config) = setup(toml, &["--shards", "1"]).await;
+        let env = setup(toml, 1).await;
+        let gateway = env.gateway();
         let mut clients = Vec::new();
         for i in 0..4 {
-            let mut client = connect(gateway.addr()).await;
+            let mut client = env.client().await;
             client
                 .unary(routed(EchoRequest::default(), "job"))
                 .await
@@ -390,11 +391,11 @@ fn connection_cap_refuses_the_fifth_and_recovers() {
         match fifth {
             Ok((_, frames)) => panic!(
                 "the fifth connection completed its handshake: {frames:?}; connections: {}",
-                metric(&gateway, "ringway_downstream_connections")
+                metric(gateway, "ringway_downstream_connections")
             ),
             Err(e) => eprintln!("fifth connection: {e}"),
         }
-        let refused = metric(&gateway, "ringway_downstream_connections_refused_total");
+        let refused = metric(gateway, "ringway_downstream_connections_refused_total");
         assert!(refused >= 1.0, "refused: {refused}");
 
         drop(clients);
@@ -402,14 +403,14 @@ fn connection_cap_refuses_the_fifth_and_recovers() {
             Duration::from_secs(5),
             "the four connections are gone",
             || async {
-                match metric(&gateway, "ringway_downstream_connections") {
+                match metric(gateway, "ringway_downstream_connections") {
                     0.0 => Ok(()),
                     n => Err(n),
                 }
             },
         )
         .await;
-        let mut client = connect(gateway.addr()).await;
+        let mut client = env.client().await;
         client
             .unary(routed(EchoRequest::default(), "job"))
             .await
@@ -447,7 +448,8 @@ fn sockets_on_port(port: u16, state: &str) -> usize {
 #[test]
 fn a_thousand_connections_leave_no_descriptors_or_close_wait() {
     run(Duration::from_secs(120), async {
-        let (_redis, _up, gateway, _config) = setup("", &["--shards", "2"]).await;
+        let env = setup("", 2).await;
+        let gateway = env.gateway();
         let addr = gateway.addr();
         let message = echo_message(EchoRequest::default());
         let call = |message: Vec<u8>| async move {
@@ -501,14 +503,16 @@ fn a_thousand_connections_leave_no_descriptors_or_close_wait() {
 #[test]
 fn a_restart_binds_the_same_port_at_once() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let upstream = Upstream::start("up").await;
-        redis.set("job", &upstream.addr().to_string());
-        let mut first = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let port = first.addr().port();
+        let mut env = Env::builder(RINGWAY)
+            .shards(2)
+            .upstream("up")
+            .route("job", "up")
+            .start()
+            .await;
+        let port = env.addr().port();
         let mut clients = Vec::new();
         for _ in 0..4 {
-            let mut client = connect(first.addr()).await;
+            let mut client = env.client().await;
             client
                 .unary(routed(EchoRequest::default(), "job"))
                 .await
@@ -517,7 +521,7 @@ fn a_restart_binds_the_same_port_at_once() {
         }
         // A connection ringway itself closes (a ping flood) leaves ringway's side of it in
         // TIME_WAIT on the service port: the case SO_REUSEADDR is there for.
-        let (mut flood, _) = RawConn::client_handshake(first.addr(), Duration::from_secs(5))
+        let (mut flood, _) = RawConn::client_handshake(env.addr(), Duration::from_secs(5))
             .await
             .expect("handshake");
         for i in 0..4u8 {
@@ -527,14 +531,14 @@ fn a_restart_binds_the_same_port_at_once() {
             read_until_closed(&mut flood, Instant::now() + Duration::from_secs(3)).await;
         assert!(closed, "ringway did not close the ping flood");
         drop(flood);
-        let status = first.stop();
+        let status = env.gateway_mut().stop();
         assert!(status.success(), "first ringway exited with {status}");
         let time_wait = sockets_on_port(port, "06");
         eprintln!("after stop: TIME_WAIT on :{port}: {time_wait}");
         assert!(time_wait >= 1, "no TIME_WAIT left on :{port} to bind past");
         let started = Instant::now();
         let listen = format!("127.0.0.1:{port}");
-        let second = Gateway::start_with(RINGWAY, &listen, redis.addr(), &["--shards", "2"]);
+        let second = Gateway::start_with(RINGWAY, &listen, env.redis().addr(), &["--shards", "2"]);
         eprintln!("second ringway listening after {:?}", started.elapsed());
         assert_eq!(second.addr().port(), port);
         let mut client = connect(second.addr()).await;

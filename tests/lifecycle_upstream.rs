@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ringway_testkit::admin::metric_sum;
 use ringway_testkit::futures_util::stream::{self, StreamExt};
 use ringway_testkit::h2server::{GoAwayPlan, H2Upstream};
 use ringway_testkit::prost::Message;
@@ -19,35 +18,17 @@ use ringway_testkit::tokio::net::TcpListener;
 use ringway_testkit::tokio::{self, io::AsyncReadExt};
 use ringway_testkit::tonic::Code;
 use ringway_testkit::{
-    connect, eventually, grpc_call_on, routed, run, within, ConfigFile, EchoReply, EchoRequest,
-    Gateway, RedisServer, Upstream, UpstreamOptions,
+    closed_addr, eventually, grpc_call_on, routed, run, within, EchoReply, EchoRequest, Env,
+    EnvBuilder, UpstreamOptions,
 };
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// `name` summed over the series whose labels include `labels`.
-fn metric(gateway: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let (status, text) = gateway.admin_get("/metrics");
-    assert_eq!(status, 200, "/metrics: {text}");
-    metric_sum(&text, name, labels)
-}
-
-/// ringway on one shard (so pools, backoff and ejection are one shard's) with `toml`.
-fn gateway(redis: &RedisServer, toml: &str) -> (Gateway, ConfigFile) {
-    let config = ConfigFile::new(toml);
-    let gateway = Gateway::start(
-        RINGWAY,
-        redis.addr(),
-        &["--shards", "1", "--config", config.path()],
-    );
-    (gateway, config)
-}
-
-/// A loopback port nothing listens on: bound, then released.
-fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address")
+/// ringway on one shard (so pools, backoff and ejection are one shard's) with `toml`; the
+/// test adds its targets and routes.
+fn gateway(toml: &str) -> EnvBuilder {
+    Env::builder(RINGWAY).shards(1).config(toml)
 }
 
 /// A target whose server pings every 200 ms (timeout 1 s): ringway answers, so the one
@@ -55,15 +36,16 @@ fn closed_port() -> SocketAddr {
 #[test]
 fn a_target_that_pings_keeps_its_one_connection() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
         let options = UpstreamOptions {
             http2_keepalive_interval: Some(Duration::from_millis(200)),
             http2_keepalive_timeout: Some(Duration::from_secs(1)),
         };
-        let upstream = Upstream::start_with("pinging", options).await;
-        redis.set("job", &upstream.addr().to_string());
-        let (gateway, _config) = gateway(&redis, "");
-        let mut client = connect(gateway.addr()).await;
+        let env = gateway("")
+            .upstream_with("pinging", options)
+            .route("job", "pinging")
+            .start()
+            .await;
+        let mut client = env.client().await;
         let start = Instant::now();
         let mut calls = 0;
         // Calls, then a second of idle, twice over: 2 s in all with the target pinging.
@@ -81,13 +63,12 @@ fn a_target_that_pings_keeps_its_one_connection() {
             .expect("a call after the idle time");
         eprintln!("{} calls over {:?}", calls + 1, start.elapsed());
         assert_eq!(
-            upstream.connections_accepted(),
+            env.upstream("pinging").connections_accepted(),
             1,
             "one connection throughout"
         );
         assert_eq!(
-            metric(
-                &gateway,
+            env.metric(
                 "ringway_upstream_connections_closed_total",
                 &[("by", "peer")]
             ),
@@ -112,10 +93,11 @@ fn a_target_that_never_answers_fails_the_dial_in_time() {
                 });
             }
         });
-        let redis = RedisServer::start();
-        redis.set("job", &target.to_string());
-        let (gateway, _config) = gateway(&redis, "[upstream]\ndial_timeout_ms = 500\n");
-        let mut client = connect(gateway.addr()).await;
+        let env = gateway("[upstream]\ndial_timeout_ms = 500\n")
+            .route_value("job", target)
+            .start()
+            .await;
+        let mut client = env.client().await;
         let started = Instant::now();
         let status = within(
             Duration::from_secs(10),
@@ -135,7 +117,7 @@ fn a_target_that_never_answers_fails_the_dial_in_time() {
             took >= Duration::from_millis(400) && took <= Duration::from_millis(2_000),
             "failed after {took:?}; the dial timeout is 500 ms"
         );
-        let failures = metric(&gateway, "ringway_upstream_dial_failures_total", &[]);
+        let failures = env.metric("ringway_upstream_dial_failures_total", &[]);
         assert!(failures >= 1.0, "dial failures: {failures}");
     });
 }
@@ -212,12 +194,10 @@ fn upstream_keepalive_closes_a_silent_target() {
         let target = listener.local_addr().expect("address");
         let log = Arc::new(Mutex::new(SilentLog::default()));
         tokio::spawn(silent_after_one_call(listener, log.clone()));
-        let redis = RedisServer::start();
-        redis.set("job", &target.to_string());
         let toml = "[upstream]\nkeepalive_time_ms = 200\nkeepalive_timeout_ms = 300\n\
                     keepalive_without_calls = true\n";
-        let (gateway, _config) = gateway(&redis, toml);
-        let mut client = connect(gateway.addr()).await;
+        let env = gateway(toml).route_value("job", target).start().await;
+        let mut client = env.client().await;
         let reply = within(
             Duration::from_secs(10),
             "the one call the target answers",
@@ -242,7 +222,7 @@ fn upstream_keepalive_closes_a_silent_target() {
             closed_at - answered
         );
         assert!(unanswered >= 1, "ringway closed without pinging");
-        let timeouts = metric(&gateway, "ringway_upstream_keepalive_timeouts_total", &[]);
+        let timeouts = env.metric("ringway_upstream_keepalive_timeouts_total", &[]);
         assert!(timeouts >= 1.0, "keepalive timeouts: {timeouts}");
     });
 }
@@ -304,11 +284,10 @@ async fn goaway_mid_load(caller: Caller) {
         pause: Duration::from_millis(100),
     }))
     .await;
-    let redis = RedisServer::start();
-    redis.set("job", &target.addr().to_string());
-    let (gateway, _config) = gateway(&redis, "");
-    let addr = gateway.addr();
-    let tonic = connect(addr).await;
+    let env = gateway("").route_value("job", target.addr()).start().await;
+    let gateway = env.gateway();
+    let addr = env.addr();
+    let tonic = env.client().await;
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (h2, connection) = ringway_testkit::h2::client::handshake(tcp)
         .await
@@ -343,9 +322,9 @@ async fn goaway_mid_load(caller: Caller) {
             target.goaway_last_stream(),
             target.connections(),
             target.calls(),
-            metric(&gateway, "ringway_upstream_retries_total", &[]),
-            metric(&gateway, "ringway_upstream_streams_in_flight", &[]),
-            metric(&gateway, "ringway_calls_in_flight", &[]),
+            gateway.metric("ringway_upstream_retries_total", &[]),
+            gateway.metric("ringway_upstream_streams_in_flight", &[]),
+            gateway.metric("ringway_calls_in_flight", &[]),
             gateway.stderr()
         ),
     };
@@ -364,8 +343,8 @@ async fn goaway_mid_load(caller: Caller) {
     let handled = target.calls_by_message();
     let repeated: Vec<_> = handled.iter().filter(|(_, n)| **n > 1).collect();
     let goaway = target.goaway_last_stream();
-    let retries = metric(&gateway, "ringway_upstream_retries_total", &[]);
-    let goaways = metric(&gateway, "ringway_upstream_goaways_received_total", &[]);
+    let retries = gateway.metric("ringway_upstream_retries_total", &[]);
+    let goaways = gateway.metric("ringway_upstream_goaways_received_total", &[]);
     eprintln!(
         "target: GOAWAY last stream {goaway:?}, {} connections, {} calls handled; \
          ringway: retries {retries}, GOAWAYs received {goaways}",
@@ -397,11 +376,11 @@ fn goaway_mid_load_retries_refused_calls_exactly_once_h2_client() {
 #[test]
 fn dial_backoff_fails_calls_fast_without_redialing() {
     run(LIMIT, async {
-        let target = closed_port();
-        let redis = RedisServer::start();
-        redis.set("job", &target.to_string());
-        let (gateway, _config) = gateway(&redis, "[upstream]\ndial_backoff_initial_ms = 1000\n");
-        let mut client = connect(gateway.addr()).await;
+        let env = gateway("[upstream]\ndial_backoff_initial_ms = 1000\n")
+            .route_value("job", closed_addr())
+            .start()
+            .await;
+        let mut client = env.client().await;
         let started = Instant::now();
         let mut messages = Vec::new();
         for i in 0..20 {
@@ -413,7 +392,7 @@ fn dial_backoff_fails_calls_fast_without_redialing() {
             messages.push(status.message().to_string());
         }
         let took = started.elapsed();
-        let dials = metric(&gateway, "ringway_upstream_dial_failures_total", &[]);
+        let dials = env.metric("ringway_upstream_dial_failures_total", &[]);
         eprintln!(
             "20 calls in {took:?}; {dials} dial failures; first: {:?}; last: {:?}",
             messages[0], messages[19]
@@ -439,19 +418,18 @@ fn dial_backoff_fails_calls_fast_without_redialing() {
 #[test]
 fn an_ejected_target_is_skipped() {
     run(LIMIT, async {
-        let dead = closed_port();
-        let live = Upstream::start("b").await;
-        let redis = RedisServer::start();
-        redis.set("job", &format!("{dead},{}", live.addr()));
         // Ejection lasts as long as the backoff after the failure that caused it; 1 s initial
         // (1..2 s after the second failure) keeps A out for the whole of the 50 calls even on a
         // slow machine. With the default 250 ms it would lapse after 250..500 ms.
         let toml = "[upstream]\neject_after_failures = 2\ndial_backoff_initial_ms = 1000\n";
-        let (gateway, _config) = gateway(&redis, toml);
-        let mut client = connect(gateway.addr()).await;
+        let env = gateway(toml).upstream("b").start().await;
+        let dead = closed_addr();
+        env.redis()
+            .set("job", &format!("{dead},{}", env.targets("b")));
+        let mut client = env.client().await;
         let warm_up = Instant::now();
         let mut failed = 0;
-        while metric(&gateway, "ringway_upstream_dial_failures_total", &[]) < 2.0 {
+        while env.metric("ringway_upstream_dial_failures_total", &[]) < 2.0 {
             assert!(
                 warm_up.elapsed() < Duration::from_secs(10),
                 "A did not fail twice in 10 s"
@@ -486,27 +464,27 @@ fn an_ejected_target_is_skipped() {
 #[test]
 fn an_idle_upstream_connection_is_closed() {
     run(LIMIT, async {
-        let upstream = Upstream::start("up").await;
-        let redis = RedisServer::start();
-        redis.set("job", &upstream.addr().to_string());
-        let (gateway, _config) = gateway(&redis, "[upstream]\nidle_timeout_ms = 500\n");
-        let mut client = connect(gateway.addr()).await;
+        let env = gateway("[upstream]\nidle_timeout_ms = 500\n")
+            .upstream("up")
+            .route("job", "up")
+            .start()
+            .await;
+        let mut client = env.client().await;
         client
             .unary(routed(EchoRequest::default(), "job"))
             .await
             .expect("a call");
         let called = Instant::now();
-        assert_eq!(metric(&gateway, "ringway_upstream_connections", &[]), 1.0);
+        assert_eq!(env.metric("ringway_upstream_connections", &[]), 1.0);
         eventually(
             Duration::from_secs(3),
             "ringway closes its idle connection",
             || async {
-                let closed = metric(
-                    &gateway,
+                let closed = env.metric(
                     "ringway_upstream_connections_closed_total",
                     &[("by", "ringway")],
                 );
-                let open = metric(&gateway, "ringway_upstream_connections", &[]);
+                let open = env.metric("ringway_upstream_connections", &[]);
                 if closed >= 1.0 && open == 0.0 {
                     Ok(())
                 } else {
@@ -524,11 +502,12 @@ fn an_idle_upstream_connection_is_closed() {
 #[test]
 fn old_upstream_connections_are_rotated_without_failing_calls() {
     run(LIMIT, async {
-        let upstream = Upstream::start("up").await;
-        let redis = RedisServer::start();
-        redis.set("job", &upstream.addr().to_string());
-        let (gateway, _config) = gateway(&redis, "[upstream]\nmax_connection_age_ms = 400\n");
-        let mut client = connect(gateway.addr()).await;
+        let env = gateway("[upstream]\nmax_connection_age_ms = 400\n")
+            .upstream("up")
+            .route("job", "up")
+            .start()
+            .await;
+        let mut client = env.client().await;
         let start = Instant::now();
         let mut calls = 0;
         while start.elapsed() < Duration::from_secs(2) {
@@ -539,7 +518,7 @@ fn old_upstream_connections_are_rotated_without_failing_calls() {
             calls += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let accepted = upstream.connections_accepted();
+        let accepted = env.upstream("up").connections_accepted();
         eprintln!("{calls} calls; the upstream accepted {accepted} connections");
         assert!(
             accepted >= 2,
@@ -553,13 +532,14 @@ fn old_upstream_connections_are_rotated_without_failing_calls() {
 #[test]
 fn the_pool_grows_past_the_high_watermark_and_shrinks_when_idle() {
     run(LIMIT, async {
-        let upstream = Upstream::start("up").await;
-        let redis = RedisServer::start();
-        redis.set("job", &upstream.addr().to_string());
         let toml = "[upstream]\nmax_connections_per_target = 4\nstream_high_watermark = 2\n\
                     stream_low_watermark = 1\n";
-        let (gateway, _config) = gateway(&redis, toml);
-        let client = connect(gateway.addr()).await;
+        let env = gateway(toml)
+            .upstream("up")
+            .route("job", "up")
+            .start()
+            .await;
+        let client = env.client().await;
         let calls: Vec<_> = (0..8)
             .map(|i| {
                 let mut client = client.clone();
@@ -576,7 +556,7 @@ fn the_pool_grows_past_the_high_watermark_and_shrinks_when_idle() {
         let peak = Arc::new(AtomicUsize::new(0));
         let watching = Instant::now();
         while watching.elapsed() < Duration::from_millis(450) {
-            let open = metric(&gateway, "ringway_upstream_connections", &[]) as usize;
+            let open = env.metric("ringway_upstream_connections", &[]) as usize;
             peak.fetch_max(open, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -584,7 +564,7 @@ fn the_pool_grows_past_the_high_watermark_and_shrinks_when_idle() {
             let (i, reply) = call.await.expect("the call task");
             reply.unwrap_or_else(|s| panic!("call {i}: {s:?}"));
         }
-        let accepted = upstream.connections_accepted();
+        let accepted = env.upstream("up").connections_accepted();
         let peak = peak.load(Ordering::SeqCst).max(accepted);
         eprintln!("8 concurrent calls: the upstream accepted {accepted} connections");
         assert!(
@@ -595,7 +575,7 @@ fn the_pool_grows_past_the_high_watermark_and_shrinks_when_idle() {
             Duration::from_secs(5),
             "the idle pool shrinks below its peak",
             || async {
-                let open = metric(&gateway, "ringway_upstream_connections", &[]) as usize;
+                let open = env.metric("ringway_upstream_connections", &[]) as usize;
                 if open < peak {
                     Ok(open)
                 } else {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ringway_testkit::futures_util::stream::{self, StreamExt};
 use ringway_testkit::tokio;
-use ringway_testkit::{connect, pattern, routed, run, EchoRequest, Gateway, RedisServer, Upstream};
+use ringway_testkit::{connect, pattern, routed, run, EchoRequest, Env, Upstream};
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
 const LIMIT: Duration = Duration::from_secs(180);
@@ -17,21 +17,17 @@ fn concurrent_calls_are_each_routed_right() {
     run(LIMIT, async {
         const CALLS: u32 = 240;
         const KEYS: u32 = 10;
-        let redis = RedisServer::start();
-        let upstreams = [
-            Upstream::start("u0").await,
-            Upstream::start("u1").await,
-            Upstream::start("u2").await,
-        ];
         let owner = |key: u32| (key % 3) as usize;
+        let mut builder = Env::builder(RINGWAY)
+            .shards(2)
+            .upstream("u0")
+            .upstream("u1")
+            .upstream("u2");
         for key in 0..KEYS {
-            redis.set(
-                &format!("job-{key}"),
-                &upstreams[owner(key)].addr().to_string(),
-            );
+            builder = builder.route(&format!("job-{key}"), &format!("u{}", owner(key)));
         }
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let client = connect(gateway.addr()).await;
+        let env = builder.start().await;
+        let client = env.client().await;
 
         // Every call sleeps 300 ms upstream, so all of them are in flight together.
         let calls: Vec<_> = (0..CALLS)
@@ -67,7 +63,7 @@ fn concurrent_calls_are_each_routed_right() {
             );
             expected[owner(key)] += 1;
         }
-        let served: Vec<usize> = upstreams.iter().map(Upstream::calls).collect();
+        let served: Vec<usize> = env.upstreams().iter().map(Upstream::calls).collect();
         assert_eq!(served, expected);
     });
 }
@@ -110,19 +106,18 @@ async fn drive(
 #[test]
 fn upstream_connections_are_reused() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let up = Upstream::start("up").await;
-        redis.set("job", &up.addr().to_string());
-        let gateway = Gateway::start(
-            RINGWAY,
-            redis.addr(),
-            &["--shards", "2", "--pool-max-connections", "2"],
-        );
+        let env = Env::builder(RINGWAY)
+            .shards(2)
+            .upstream("up")
+            .route("job", "up")
+            .args(&["--pool-max-connections", "2"])
+            .start()
+            .await;
 
         // Several client connections, so both shards get calls.
-        let served = drive(gateway.addr(), "job", 3000, 8, 64).await;
+        let served = drive(env.addr(), "job", 3000, 8, 64).await;
         assert_eq!(served.get("up"), Some(&3000));
-        let opened = up.connections_accepted();
+        let opened = env.upstream("up").connections_accepted();
         eprintln!("3000 calls through 2 shards opened {opened} upstream connections");
         assert!(
             (1..=2 * 2).contains(&opened),
@@ -134,19 +129,18 @@ fn upstream_connections_are_reused() {
 #[test]
 fn one_shard_one_connection_serves_every_call() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let up = Upstream::start("up").await;
-        redis.set("job", &up.addr().to_string());
-        let gateway = Gateway::start(
-            RINGWAY,
-            redis.addr(),
-            &["--shards", "1", "--pool-max-connections", "1"],
-        );
+        let env = Env::builder(RINGWAY)
+            .shards(1)
+            .upstream("up")
+            .route("job", "up")
+            .args(&["--pool-max-connections", "1"])
+            .start()
+            .await;
 
-        let served = drive(gateway.addr(), "job", 1000, 4, 32).await;
+        let served = drive(env.addr(), "job", 1000, 4, 32).await;
         assert_eq!(served.get("up"), Some(&1000));
         assert_eq!(
-            up.connections_accepted(),
+            env.upstream("up").connections_accepted(),
             1,
             "exactly one connection for 1000 calls"
         );

@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use ringway_testkit::tonic::Code;
-use ringway_testkit::{
-    connect, eventually, routed, run, within, EchoRequest, Gateway, RedisServer, Upstream,
-};
+use ringway_testkit::{eventually, routed, run, within, EchoRequest, Env};
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
 const LIMIT: Duration = Duration::from_secs(90);
@@ -17,21 +15,28 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 /// How soon calls must succeed once the peer is back.
 const RECOVER_WITHIN: Duration = Duration::from_secs(10);
 
+/// Ringway (two shards) with one upstream, `up`, routed by `job`.
+async fn one_upstream() -> Env {
+    Env::builder(RINGWAY)
+        .shards(2)
+        .upstream("up")
+        .route("job", "up")
+        .start()
+        .await
+}
+
 #[test]
 fn calls_recover_after_redis_restarts() {
     run(LIMIT, async {
-        let mut redis = RedisServer::start();
-        let up = Upstream::start("up").await;
-        redis.set("job", &up.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let mut env = one_upstream().await;
+        let mut client = env.client().await;
         let reply = client.unary(routed(EchoRequest::default(), "job")).await;
         assert_eq!(
             reply.expect("a call before the restart").get_ref().upstream,
             "up"
         );
 
-        redis.stop();
+        env.redis_mut().stop();
         for attempt in 0..3 {
             let call = client.unary(routed(EchoRequest::default(), "job"));
             let status = within(ANSWER_WITHIN, "a call while Redis is down", call)
@@ -44,8 +49,8 @@ fn calls_recover_after_redis_restarts() {
             );
         }
 
-        redis.start_again();
-        redis.set("job", &up.addr().to_string()); // the new server starts empty
+        env.redis_mut().start_again();
+        env.route("job", "up"); // the new server starts empty
         let upstream = eventually(RECOVER_WITHIN, "calls succeed after Redis is back", || {
             let mut client = client.clone();
             async move {
@@ -71,12 +76,9 @@ fn calls_recover_after_redis_restarts() {
 #[test]
 fn calls_recover_after_the_upstream_restarts() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let mut up = Upstream::start("up").await;
-        let target = up.addr().to_string();
-        redis.set("job", &target);
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let mut env = one_upstream().await;
+        let target = env.targets("up");
+        let mut client = env.client().await;
         for _ in 0..3 {
             let reply = client.unary(routed(EchoRequest::default(), "job")).await;
             assert_eq!(
@@ -85,7 +87,7 @@ fn calls_recover_after_the_upstream_restarts() {
             );
         }
 
-        up.stop().await;
+        env.upstream_mut("up").stop().await;
         for attempt in 0..3 {
             let call = client.unary(routed(EchoRequest::default(), "job"));
             let status = within(ANSWER_WITHIN, "a call while the upstream is down", call)
@@ -102,7 +104,7 @@ fn calls_recover_after_the_upstream_restarts() {
             );
         }
 
-        up.restart().await;
+        env.upstream_mut("up").restart().await;
         let upstream = eventually(
             RECOVER_WITHIN,
             "calls succeed after the upstream is back",
@@ -131,11 +133,8 @@ fn calls_recover_after_the_upstream_restarts() {
 #[test]
 fn an_upstream_lost_mid_stream_ends_the_call_with_an_error() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let mut up = Upstream::start("up").await;
-        redis.set("job", &up.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "2"]);
-        let mut client = connect(gateway.addr()).await;
+        let mut env = one_upstream().await;
+        let mut client = env.client().await;
 
         let mut inbound = client
             .server_stream(routed(
@@ -158,7 +157,7 @@ fn an_upstream_lost_mid_stream_ends_the_call_with_an_error() {
         // The upstream's connections are cut: the client must see an error,
         // not a clean end of stream (it would take a partial answer as whole)
         // and not silence.
-        up.stop().await;
+        env.upstream_mut("up").stop().await;
         let end = within(
             ANSWER_WITHIN,
             "the stream ends after the upstream is gone",

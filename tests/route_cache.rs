@@ -4,28 +4,27 @@
 
 use std::time::Duration;
 
-use ringway_testkit::admin::metric_sum;
 use ringway_testkit::tonic::Code;
-use ringway_testkit::{connect, routed, run, EchoRequest, Gateway, RedisServer, Upstream};
+use ringway_testkit::{eventually, routed, run, tokio_sleep, EchoRequest, Env, EnvBuilder};
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn metric(gateway: &Gateway, name: &str) -> f64 {
-    let (status, text) = gateway.admin_get("/metrics");
-    assert_eq!(status, 200);
-    metric_sum(&text, name, &[])
+/// Ringway on one shard with `--route-cache`.
+fn cached() -> EnvBuilder {
+    Env::builder(RINGWAY).shards(1).args(&["--route-cache"])
 }
 
 #[test]
 fn cached_routes_follow_a_set_at_once() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let a = Upstream::start("a").await;
-        let b = Upstream::start("b").await;
-        redis.set("job", &a.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "1", "--route-cache"]);
-        let mut client = connect(gateway.addr()).await;
+        let env = cached()
+            .upstream("a")
+            .upstream("b")
+            .route("job", "a")
+            .start()
+            .await;
+        let mut client = env.client().await;
 
         for _ in 0..50 {
             let reply = client
@@ -35,12 +34,16 @@ fn cached_routes_follow_a_set_at_once() {
             assert_eq!(reply.get_ref().upstream, "a");
         }
         // 50 calls, one GET: the rest were answered by the cache.
-        assert_eq!(metric(&gateway, "ringway_redis_lookups_total"), 1.0);
-        assert!(metric(&gateway, "ringway_route_cache_hits_total") >= 49.0);
+        assert_eq!(env.metric("ringway_redis_lookups_total", &[]), 1.0);
+        assert!(env.metric("ringway_route_cache_hits_total", &[]) >= 49.0);
 
         for round in 0..20 {
-            let (from, to) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
-            redis.set("job", &to.addr().to_string());
+            let (from, to) = if round % 2 == 0 {
+                ("a", "b")
+            } else {
+                ("b", "a")
+            };
+            env.route("job", to);
             // The invalidation is pushed when the SET runs; give it a moment to cross loopback.
             tokio_sleep(Duration::from_millis(20)).await;
             let reply = client
@@ -49,23 +52,19 @@ fn cached_routes_follow_a_set_at_once() {
                 .unwrap();
             assert_eq!(
                 reply.get_ref().upstream,
-                to.name(),
-                "round {round}: the call after the SET still went to {}",
-                from.name()
+                to,
+                "round {round}: the call after the SET still went to {from}"
             );
         }
-        assert!(metric(&gateway, "ringway_route_cache_invalidations_total") >= 20.0);
+        assert!(env.metric("ringway_route_cache_invalidations_total", &[]) >= 20.0);
     });
 }
 
 #[test]
 fn concurrent_lookups_of_one_key_share_one_get() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let a = Upstream::start("a").await;
-        redis.set("cold", &a.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "1", "--route-cache"]);
-        let client = connect(gateway.addr()).await;
+        let env = cached().upstream("a").route("cold", "a").start().await;
+        let client = env.client().await;
         let calls = (0..64).map(|_| {
             let mut client = client.clone();
             async move { client.unary(routed(EchoRequest::default(), "cold")).await }
@@ -73,18 +72,16 @@ fn concurrent_lookups_of_one_key_share_one_get() {
         for result in ringway_testkit::futures_util::future::join_all(calls).await {
             assert_eq!(result.unwrap().get_ref().upstream, "a");
         }
-        assert_eq!(metric(&gateway, "ringway_redis_lookups_total"), 1.0);
-        assert_eq!(metric(&gateway, "ringway_route_cache_misses_total"), 1.0);
+        assert_eq!(env.metric("ringway_redis_lookups_total", &[]), 1.0);
+        assert_eq!(env.metric("ringway_route_cache_misses_total", &[]), 1.0);
     });
 }
 
 #[test]
 fn not_found_is_cached_briefly_and_invalidated_by_a_set() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let a = Upstream::start("a").await;
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "1", "--route-cache"]);
-        let mut client = connect(gateway.addr()).await;
+        let env = cached().upstream("a").start().await;
+        let mut client = env.client().await;
         for _ in 0..5 {
             let status = client
                 .unary(routed(EchoRequest::default(), "later"))
@@ -92,9 +89,9 @@ fn not_found_is_cached_briefly_and_invalidated_by_a_set() {
                 .unwrap_err();
             assert_eq!(status.code(), Code::NotFound);
         }
-        assert_eq!(metric(&gateway, "ringway_redis_lookups_total"), 1.0);
+        assert_eq!(env.metric("ringway_redis_lookups_total", &[]), 1.0);
         // Redis tracks keys read even when they do not exist: the SET invalidates the miss.
-        redis.set("later", &a.addr().to_string());
+        env.route("later", "a");
         tokio_sleep(Duration::from_millis(20)).await;
         let reply = client
             .unary(routed(EchoRequest::default(), "later"))
@@ -107,28 +104,24 @@ fn not_found_is_cached_briefly_and_invalidated_by_a_set() {
 #[test]
 fn losing_redis_flushes_the_cache() {
     run(LIMIT, async {
-        let mut redis = RedisServer::start();
-        let a = Upstream::start("a").await;
-        redis.set("job", &a.addr().to_string());
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "1", "--route-cache"]);
-        let mut client = connect(gateway.addr()).await;
+        let mut env = cached().upstream("a").route("job", "a").start().await;
+        let mut client = env.client().await;
         client
             .unary(routed(EchoRequest::default(), "job"))
             .await
             .unwrap();
-        redis.stop();
+        env.redis_mut().stop();
         // Invalidations may be missed while Redis is away, so nothing cached is trusted.
-        let status =
-            ringway_testkit::eventually(Duration::from_secs(5), "the cache to flush", || {
-                let mut client = client.clone();
-                async move {
-                    match client.unary(routed(EchoRequest::default(), "job")).await {
-                        Err(status) if status.code() == Code::Unavailable => Ok(status),
-                        other => Err(format!("{other:?}")),
-                    }
+        let status = eventually(Duration::from_secs(5), "the cache to flush", || {
+            let mut client = client.clone();
+            async move {
+                match client.unary(routed(EchoRequest::default(), "job")).await {
+                    Err(status) if status.code() == Code::Unavailable => Ok(status),
+                    other => Err(format!("{other:?}")),
                 }
-            })
-            .await;
+            }
+        })
+        .await;
         assert!(status.message().contains("Redis"), "{}", status.message());
     });
 }
@@ -137,24 +130,22 @@ fn losing_redis_flushes_the_cache() {
 fn without_resp3_the_cache_is_ttl_only() {
     run(LIMIT, async {
         // A server that refuses HELLO answers like Redis 5: no RESP3, no tracking.
-        let redis = RedisServer::start_with_args(&["--rename-command", "HELLO", ""]);
-        let a = Upstream::start("a").await;
-        let b = Upstream::start("b").await;
-        redis.set("job", &a.addr().to_string());
-        let config = std::env::temp_dir().join(format!("ringway-ttl-{}.toml", std::process::id()));
-        std::fs::write(&config, "[route]\ncache = true\ncache_ttl_ms = 700\n").unwrap();
-        let gateway = Gateway::start(
-            RINGWAY,
-            redis.addr(),
-            &["--shards", "1", "--config", config.to_str().unwrap()],
-        );
-        let mut client = connect(gateway.addr()).await;
+        let env = Env::builder(RINGWAY)
+            .redis_args(&["--rename-command", "HELLO", ""])
+            .shards(1)
+            .upstream("a")
+            .upstream("b")
+            .route("job", "a")
+            .config("[route]\ncache = true\ncache_ttl_ms = 700\n")
+            .start()
+            .await;
+        let mut client = env.client().await;
         let reply = client
             .unary(routed(EchoRequest::default(), "job"))
             .await
             .unwrap();
         assert_eq!(reply.get_ref().upstream, "a");
-        redis.set("job", &b.addr().to_string());
+        env.route("job", "b");
         tokio_sleep(Duration::from_millis(50)).await;
         // No invalidation comes: the cached route stands until its TTL.
         let reply = client
@@ -172,15 +163,7 @@ fn without_resp3_the_cache_is_ttl_only() {
             .await
             .unwrap();
         assert_eq!(reply.get_ref().upstream, "b", "after the TTL the new route");
-        assert!(
-            gateway.stderr().contains("TTL only"),
-            "{}",
-            gateway.stderr()
-        );
-        let _ = std::fs::remove_file(config);
+        let stderr = env.gateway().stderr();
+        assert!(stderr.contains("TTL only"), "{stderr}");
     });
-}
-
-async fn tokio_sleep(d: Duration) {
-    ringway_testkit::tokio::time::sleep(d).await;
 }

@@ -5,9 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ringway_testkit::{
-    connect, routed, run, ConfigFile, EchoRequest, Gateway, RedisServer, Upstream,
-};
+use ringway_testkit::{eventually, routed, run, EchoRequest, Env};
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
 const LIMIT: Duration = Duration::from_secs(60);
@@ -58,8 +56,8 @@ fn timers_towards(pid: u32, port: u16) -> Vec<u8> {
     timers
 }
 
-async fn one_call(gateway: &Gateway, key: &str) {
-    let mut client = connect(gateway.addr()).await;
+async fn one_call(env: &Env, key: &str) {
+    let mut client = env.client().await;
     let reply = client
         .unary(routed(EchoRequest::default(), key))
         .await
@@ -70,22 +68,34 @@ async fn one_call(gateway: &Gateway, key: &str) {
 #[test]
 fn upstream_sockets_run_the_tcp_keepalive_timer_when_configured() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let a = Upstream::start("a").await;
-        redis.set("job", &a.addr().to_string());
         for (keepalive_ms, want) in [(60_000, 2u8), (0, 0u8)] {
-            let config = ConfigFile::new(&format!(
-                "[upstream]\ntcp_keepalive_time_ms = {keepalive_ms}\n"
-            ));
-            let gateway = Gateway::start(
-                RINGWAY,
-                redis.addr(),
-                &["--shards", "1", "--config", config.path()],
-            );
-            one_call(&gateway, "job").await;
+            let env = Env::builder(RINGWAY)
+                .shards(1)
+                .upstream("a")
+                .route("job", "a")
+                .config(&format!(
+                    "[upstream]\ntcp_keepalive_time_ms = {keepalive_ms}\n"
+                ))
+                .start()
+                .await;
+            one_call(&env, "job").await;
             // Idle now: with SO_KEEPALIVE the kernel arms the keepalive timer, without it none.
-            ringway_testkit::tokio::time::sleep(Duration::from_millis(200)).await;
-            let timers = timers_towards(gateway.pid(), a.addr().port());
+            // (A socket with SO_KEEPALIVE always has a timer pending, keepalive or retransmit,
+            // so waiting for `want` cannot pass a socket without it as one with it.)
+            let (pid, port) = (env.gateway().pid(), env.upstream("a").addr().port());
+            let timers = eventually(
+                Duration::from_secs(2),
+                "the connection to the target idles with its timer",
+                || async {
+                    let timers = timers_towards(pid, port);
+                    if timers == [want] {
+                        Ok(timers)
+                    } else {
+                        Err(timers)
+                    }
+                },
+            )
+            .await;
             assert_eq!(timers.len(), 1, "one connection to the target: {timers:?}");
             assert_eq!(
                 timers[0], want,
@@ -99,15 +109,18 @@ fn upstream_sockets_run_the_tcp_keepalive_timer_when_configured() {
 #[test]
 fn hostname_targets_are_resolved() {
     run(LIMIT, async {
-        let redis = RedisServer::start();
-        let a = Upstream::start("a").await;
-        redis.set("by-name", &format!("localhost:{}", a.addr().port()));
-        let gateway = Gateway::start(RINGWAY, redis.addr(), &["--shards", "1"]);
+        let env = Env::builder(RINGWAY)
+            .shards(1)
+            .upstream("a")
+            .route_value("no-such-host", "no-such-host.invalid:80")
+            .start()
+            .await;
+        let port = env.upstream("a").addr().port();
+        env.redis().set("by-name", &format!("localhost:{port}"));
         for _ in 0..5 {
-            one_call(&gateway, "by-name").await;
+            one_call(&env, "by-name").await;
         }
-        redis.set("no-such-host", "no-such-host.invalid:80");
-        let mut client = connect(gateway.addr()).await;
+        let mut client = env.client().await;
         let status = client
             .unary(routed(EchoRequest::default(), "no-such-host"))
             .await

@@ -1,11 +1,14 @@
 //! The `ringway` binary as a child process: it owns the process, finds the
 //! address it listens on from its stderr (the contract's `listening on <addr>`
-//! line), forwards the rest of stderr to the test's output, and stops it.
+//! line), forwards the rest of stderr to the test's output, and stops it. Also
+//! the files it is given ([`ConfigFile`], [`TempPath`]).
 
 use std::fmt::Display;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -147,6 +150,19 @@ impl Gateway {
         crate::admin::request(self.admin_addr(), "POST", path)
     }
 
+    /// `GET /metrics`, which must answer 200: the Prometheus text.
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.admin_get("/metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// Metric `name` from a fresh scrape, summed over the series whose labels include every
+    /// `labels` pair (over all shards when `labels` is empty).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        crate::admin::metric_sum(&self.metrics(), name, labels)
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -214,27 +230,58 @@ impl Gateway {
 /// A config file for `--config`, in the temp directory; removed when dropped.
 #[derive(Debug)]
 pub struct ConfigFile {
-    path: std::path::PathBuf,
+    file: TempPath,
 }
 
 impl ConfigFile {
     /// Writes `toml` to a file named after this process and a counter.
     pub fn new(toml: &str) -> ConfigFile {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let path =
-            std::env::temp_dir().join(format!("ringway-test-{}-{n}.toml", std::process::id()));
-        std::fs::write(&path, toml).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        ConfigFile { path }
+        let file = TempPath::new("config.toml");
+        std::fs::write(file.path(), toml)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", file.as_str()));
+        ConfigFile { file }
     }
 
     pub fn path(&self) -> &str {
-        self.path.to_str().expect("the temp dir is UTF-8")
+        self.file.as_str()
     }
 }
 
-impl Drop for ConfigFile {
+/// A path in the temp directory for a file a test or ringway writes (a config, an access
+/// log), unique to this process and call; whatever is there is removed when dropped.
+#[derive(Debug)]
+pub struct TempPath {
+    path: PathBuf,
+}
+
+impl TempPath {
+    /// A fresh path ending in `name`; nothing is there yet.
+    pub fn new(name: &str) -> TempPath {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("ringway-test-{}-{n}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        TempPath { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.path.to_str().expect("the temp dir is UTF-8")
+    }
+
+    /// The file's lines; none when it does not exist.
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.path)
+            .map(|text| text.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TempPath {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }

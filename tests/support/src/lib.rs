@@ -14,7 +14,12 @@
 //!   same port, and the connection count.
 //! - [`redis`]: a `redis-server` child process on a free port; [`resp`] is the
 //!   tiny blocking RESP client it uses.
-//! - [`gateway`]: the `ringway` child process and the address it reports.
+//! - [`gateway`]: the `ringway` child process and the address it reports; its admin port's
+//!   answers and metrics.
+//! - [`fixture`]: [`Env`], the usual setup in one call — Redis, named upstreams, routes to
+//!   them, and ringway with shards, a config file and flags — with an accessor for each piece.
+//! - [`admin`]: the one HTTP/1.1 client of the admin port, and a reader of metric values;
+//!   [`exposition`] checks the Prometheus text format itself.
 //! - [`client`]: a tonic `EchoClient` over one HTTP/2 connection to the gateway,
 //!   and the routing-header helper.
 //! - [`raw`]: one gRPC call over bare HTTP/2 (the `h2` crate), for what tonic
@@ -26,6 +31,8 @@
 //!   last stream it really accepted, counting every message it handles.
 //! - [`attack`]: hostile HTTP/2 peers (floods, rapid reset, slow readers, idle connections, a
 //!   target that ignores flow control) and the bystander client that must keep working.
+//! - [`mixed`]: a load of calls meant for every outcome (routed, no header, unknown key,
+//!   failed upstream, closed target), for tests that check what ringway counts and logs.
 //! - [`wait`]: bounded waiting, and [`run`], a fresh runtime per test with a
 //!   time limit, so every test can fail instead of hang.
 //!
@@ -34,14 +41,17 @@
 //! ```no_run
 //! # async fn t() {
 //! use ringway_testkit::*;
-//! let redis = RedisServer::start();
-//! let a = Upstream::start("a").await;
-//! redis.set("job-1", &a.addr().to_string());
 //! // In ringway's own tests the binary is env!("CARGO_BIN_EXE_ringway").
-//! let gw = Gateway::start("target/debug/ringway", redis.addr(), &["--shards", "2"]);
-//! let mut client = connect(gw.addr()).await;
+//! let env = Env::builder("target/debug/ringway")
+//!     .shards(2)
+//!     .upstream("a")
+//!     .route("job-1", "a")
+//!     .start()
+//!     .await;
+//! let mut client = env.client().await;
 //! let reply = client.unary(routed(EchoRequest::default(), "job-1")).await.unwrap();
 //! assert_eq!(reply.get_ref().upstream, "a");
+//! assert_eq!(env.metric("ringway_calls_total", &[("grpc_status", "0")]), 1.0);
 //! # }
 //! ```
 
@@ -51,8 +61,11 @@ pub mod admin;
 pub mod attack;
 pub mod client;
 pub mod echo;
+pub mod exposition;
+pub mod fixture;
 pub mod gateway;
 pub mod h2server;
+pub mod mixed;
 pub mod raw;
 pub mod rawh2;
 pub mod redis;
@@ -64,11 +77,12 @@ pub mod wait;
 pub use client::{connect, routed, with_jobid, MAX_MESSAGE_SIZE, ROUTE_HEADER};
 pub use echo::pattern;
 pub use echo::pb::{echo_client::EchoClient, EchoReply, EchoRequest, Failure};
-pub use gateway::{ConfigFile, Gateway};
+pub use fixture::{closed_addr, Env, EnvBuilder};
+pub use gateway::{ConfigFile, Gateway, TempPath};
 pub use raw::{grpc_call_on, raw_grpc_call, RawResponse};
 pub use redis::RedisServer;
 pub use upstream::{Upstream, UpstreamOptions};
-pub use wait::{eventually, run, within};
+pub use wait::{eventually, run, tokio_sleep, within};
 
 // Re-exported so ringway's tests need no dependencies of their own beyond this crate.
 pub use bytes;

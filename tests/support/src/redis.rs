@@ -22,6 +22,9 @@ const PORTS: std::ops::Range<u16> = 20000..32000;
 const ATTEMPTS: usize = 20;
 /// How long a started server has to answer.
 const READY_WITHIN: Duration = Duration::from_secs(10);
+/// How often a starting server is asked whether it answers: it usually does within a few ms,
+/// and every test starts one, so a coarser poll (it was 20 ms) is paid test after test.
+const ANSWER_POLL: Duration = Duration::from_millis(2);
 
 /// A running (or stopped) `redis-server`. Killed when dropped.
 #[derive(Debug)]
@@ -184,6 +187,6 @@ fn spawn(addr: SocketAddr, extra: &[String]) -> Result<Child, String> {
                 "{binary} on {addr} did not answer within {READY_WITHIN:?}"
             ));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(ANSWER_POLL);
     }
 }

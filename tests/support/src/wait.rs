@@ -36,6 +36,13 @@ where
     }
 }
 
+/// Sleeps on the tokio timer, for test files that name no tokio item themselves. A test that
+/// waits *for* something should poll with [`eventually`] instead; this is for waits that are
+/// the point of the test (idle time, a TTL running out) or that show nothing happens.
+pub async fn tokio_sleep(duration: Duration) {
+    tokio::time::sleep(duration).await;
+}
+
 /// Runs one test's body on a fresh multi-threaded tokio runtime, failing it
 /// if it takes longer than `limit`. Everything the body owns (gateway,
 /// upstreams, redis-server) is dropped, and so stopped, when it ends.
