@@ -59,7 +59,7 @@ pub fn start(addr: SocketAddr, state: Arc<AdminState>) -> io::Result<SocketAddr>
             for stream in listener.incoming() {
                 match stream {
                     Ok(stream) => {
-                        let _ = serve(stream, &state);
+                        let _ = answer(stream, &state);
                     }
                     // EMFILE and friends: do not spin.
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -69,7 +69,7 @@ pub fn start(addr: SocketAddr, state: Arc<AdminState>) -> io::Result<SocketAddr>
     Ok(bound)
 }
 
-fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
+fn answer(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut buf = Vec::with_capacity(1024);

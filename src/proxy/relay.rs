@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::future::{select, Either};
 
-use super::replay::{retryable, Replay};
+use super::replay::{is_retryable, Replay};
 use super::reply_error;
 use super::stats::CallStats;
 use crate::metrics::Outcome;
@@ -149,7 +149,7 @@ async fn relay_response(
     } = match head {
         Ok(response) => response,
         Err(e) => {
-            let unprocessed = retryable(&e, lease.never_processed(stream_id));
+            let unprocessed = is_retryable(&e, lease.never_processed(stream_id));
             if unprocessed && replay.is_some_and(|r| !r.borrow().spoiled) {
                 return ResponseEnd::Refused;
             }

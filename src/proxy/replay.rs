@@ -4,7 +4,7 @@
 //! above the last stream id of the target's GOAWAY — is sent again, once, on a fresh
 //! connection, as long as its request head and the body received so far (up to
 //! `retry_buffer_bytes`) are still held ([`Replay`]); they are let go as soon as the target
-//! answers. [`retryable`] is the one place that decides.
+//! answers. [`is_retryable`] is the one place that decides.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -17,7 +17,7 @@ use crate::wire::{Error, Reason, SendStream};
 /// Whether a call whose upstream stream failed with `error` was never processed by the
 /// target, so that sending it again cannot run it twice. `never_processed`: the stream was
 /// above the last stream id of the target's GOAWAY.
-pub(super) fn retryable(error: &Error, never_processed: bool) -> bool {
+pub(super) fn is_retryable(error: &Error, never_processed: bool) -> bool {
     (error.is_reset() && error.reason() == Some(Reason::REFUSED_STREAM))
         || (error.is_go_away() && never_processed)
 }
@@ -133,18 +133,21 @@ mod tests {
 
     #[test]
     fn only_unprocessed_streams_are_retried() {
-        assert!(retryable(&Error::Reset(Reason::REFUSED_STREAM), false));
-        assert!(!retryable(&Error::Reset(Reason::CANCEL), true));
+        assert!(is_retryable(&Error::Reset(Reason::REFUSED_STREAM), false));
+        assert!(!is_retryable(&Error::Reset(Reason::CANCEL), true));
         let goaway = Error::GoAway {
             reason: Reason::NO_ERROR,
             remote: true,
         };
         assert!(
-            retryable(&goaway, true),
+            is_retryable(&goaway, true),
             "above the GOAWAY's last stream id"
         );
-        assert!(!retryable(&goaway, false), "the target may have run it");
-        assert!(!retryable(&Error::LocalReset(Reason::REFUSED_STREAM), true));
+        assert!(!is_retryable(&goaway, false), "the target may have run it");
+        assert!(!is_retryable(
+            &Error::LocalReset(Reason::REFUSED_STREAM),
+            true
+        ));
     }
 
     #[test]
