@@ -17,18 +17,22 @@
 //! - [`route`]: routing header → Redis value → validated list of targets.
 //! - [`redis`]: the shard's pipelined RESP connection.
 //! - [`upstream`]: per-target HTTP/2 connection pools and the choice between targets.
-//! - [`status`]: gateway errors and their gRPC statuses, in one place.
-//! - [`metrics`]: per-shard counters (single writer, no contention) and the Prometheus text.
+//! - [`status`]: gateway errors, their gRPC statuses and call outcomes, side by side.
+//! - [`metrics`]: per-shard counters (single writer, no contention), exposed through
+//!   `prometheus-client` at scrape time.
 //! - [`admin`]: the admin port on its own thread: `/metrics`, `/healthz`, `/readyz`,
 //!   `/config`, `POST /drain`.
 //! - [`access_log`]: optional JSON lines, buffered per shard, written by their own thread.
 //! - [`shutdown`]: the drain (signals, admin) and how shards learn of it.
-//! - [`procfs`]: what the process and host look like, read from /proc (fds, TCP states,
-//!   sysctls).
+//! - [`procfs`]: what the process and host look like, read from /proc with the `procfs`
+//!   crate (fds, TCP states, sysctls); the bench reads it through here too.
 //! - [`doctor`]: `ringway doctor`: checks the live machine against the config, with fixes.
 //! - [`deadline`]: every connection's deadlines on one timer per shard (a monoio sleep is
 //!   640 bytes; a deadline here is a heap slot).
 //! - [`backoff`], [`rng`]: small helpers.
+//!
+//! Background the comments cite (TIME_WAIT, pooling, gRPC keepalive, the TCP practices the
+//! tuning follows) is in `docs/background.md`.
 //!
 //! # The path of one call
 //!
