@@ -385,8 +385,12 @@ async fn handshake(
             hello.extend([&b"AUTH"[..], user.as_bytes(), password.expose().as_bytes()]);
         }
         match command(stream, &mut buf, &hello, timeout).await? {
-            Reply::Error(e) if is_refused_login(&e) => return Err(auth_failed(e, password)),
+            Reply::Error(e) if is_refused_login(&e) => {
+                return Err(Unavailable::AuthFailed(scrub(e, password)))
+            }
             Reply::Error(e) => {
+                // `ERR unknown command 'HELLO', with args beginning with: ... <password>`.
+                let e = scrub(e, password);
                 if want_tracking {
                     eprintln!(
                         "ringway: redis {addr} has no RESP3 ({e}); route cache falls back to TTL only"
@@ -399,7 +403,7 @@ async fn handshake(
                     }
                     auth.push(password.expose().as_bytes());
                     if let Reply::Error(e) = command(stream, &mut buf, &auth, timeout).await? {
-                        return Err(auth_failed(e, Some(password)));
+                        return Err(Unavailable::AuthFailed(scrub(e, Some(password))));
                     }
                 }
             }
@@ -435,15 +439,20 @@ fn is_refused_login(error: &str) -> bool {
     error.starts_with("WRONGPASS") || error.starts_with("NOAUTH")
 }
 
-/// [`Unavailable::AuthFailed`] with the server's text, the password cut out of it should a
-/// server ever echo it.
-fn auth_failed(message: String, password: Option<&Secret>) -> Unavailable {
-    match password {
-        Some(p) if !p.expose().is_empty() && message.contains(p.expose()) => {
-            Unavailable::AuthFailed(message.replace(p.expose(), crate::config::REDACTED))
-        }
-        _ => Unavailable::AuthFailed(message),
+/// An error reply to a command that carried the password, fit to log and to send to clients:
+/// Redis quotes the arguments of a command it does not know (`ERR unknown command 'HELLO',
+/// with args beginning with: '3' 'AUTH' 'default' '<password>'`, each cut at 128 bytes, so a
+/// long password would show in part), so that tail goes, and the password wherever else it
+/// might appear.
+fn scrub(message: String, password: Option<&Secret>) -> String {
+    let mut message = match message.find(", with args beginning with") {
+        Some(at) => message[..at].to_string(),
+        None => message,
+    };
+    if let Some(p) = password.map(Secret::expose).filter(|p| !p.is_empty()) {
+        message = message.replace(p, crate::config::REDACTED);
     }
+    message
 }
 
 /// Sends one command and reads its reply (RESP3 decoding also reads RESP2 errors), before the
@@ -597,5 +606,29 @@ async fn run_connection(
         reason = write_loop => reason,
         reason = read_loop => reason,
         reason = stall_watch => reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_replies_lose_the_password() {
+        let secret = Secret::new("hunter2");
+        let unknown = "ERR unknown command 'HELLO', with args beginning with: '3' 'AUTH' \
+                       'default' 'hunt' "
+            .to_string();
+        assert_eq!(scrub(unknown, Some(&secret)), "ERR unknown command 'HELLO'");
+        assert_eq!(
+            scrub("ERR said hunter2 twice: hunter2".into(), Some(&secret)),
+            "ERR said <redacted> twice: <redacted>"
+        );
+        assert_eq!(scrub("WRONGPASS invalid".into(), None), "WRONGPASS invalid");
+        assert!(is_refused_login("WRONGPASS invalid username-password pair"));
+        assert!(is_refused_login(
+            "NOAUTH HELLO must be called with the client already authenticated"
+        ));
+        assert!(!is_refused_login("ERR unknown command 'HELLO'"));
     }
 }
