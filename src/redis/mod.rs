@@ -21,7 +21,7 @@
 //!
 //! # Logging in
 //!
-//! Every connection, the first and each redial, runs [`handshake`] before it pipelines: log in
+//! Every connection, the first and each redial, runs `handshake` before it pipelines: log in
 //! (`HELLO ... AUTH`, or `AUTH` on a server without `HELLO`), `SELECT` the database, turn
 //! tracking on. The credentials are resolved afresh for each attempt ([`RedisTarget`]), so a
 //! rotated password file is picked up. A refused login is a failed attempt like a refused
