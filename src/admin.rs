@@ -129,19 +129,33 @@ fn not_ready(state: &AdminState) -> Option<String> {
     if state.drain.is_draining() {
         return Some("draining".into());
     }
-    let without: Vec<String> = state
-        .shards
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.redis_connected.get() != 1)
-        .map(|(i, _)| i.to_string())
-        .collect();
+    let shards = |select: fn(&ShardMetrics) -> bool| -> Vec<String> {
+        state
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| select(m))
+            .map(|(i, _)| i.to_string())
+            .collect()
+    };
+    let refused = shards(|m| m.redis_connected.get() != 1 && m.redis_auth_refused.get() == 1);
+    if !refused.is_empty() {
+        return Some(format!(
+            "Redis refused authentication on shard(s) {} (check redis.user and the password; \
+             the calls' UNAVAILABLE message carries Redis's answer)",
+            refused.join(",")
+        ));
+    }
+    let without = shards(|m| m.redis_connected.get() != 1);
     (!without.is_empty()).then(|| format!("no Redis connection on shard(s) {}", without.join(",")))
 }
 
 fn render_metrics(state: &AdminState) -> String {
     let fds = procfs::fd_usage().ok();
-    let redis_peer = state.config.redis.addr.parse::<SocketAddr>().ok();
+    // The address only: parsing needs no password, resolving the full target would read it.
+    let redis_peer = crate::redis::target::parse_addr(&state.config.redis.addr)
+        .ok()
+        .and_then(|p| Some(SocketAddr::new(p.host.parse().ok()?, p.port)));
     let tcp = procfs::process_tcp_states(&[state.service_port], redis_peer.as_slice()).ok();
     let process = ProcessGauges {
         open_fds: fds.as_ref().map(|f| f.open),

@@ -7,10 +7,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// The whole configuration. Scope: per process; shards get a shared read-only copy.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -76,24 +77,164 @@ pub struct RouteConfig {
     pub negative_ttl_ms: u64,
 }
 
-/// The shard's Redis connection (one per shard).
+/// The shard's Redis connection (one per shard): where it goes, how it logs in, which database.
+///
+/// # Address, credentials and database
+///
+/// `addr` is `host:port` or a URL, `redis://[user[:password]@]host[:port][/db]` (port 6379
+/// when left out; user and password percent-decoded; `rediss://` is reserved for TLS). Each of
+/// user, password and database may be given once, in the URL *or* in its own field below;
+/// giving one in both is an error naming the field, and so is more than one password source
+/// (URL, `password`, `password_file`, `password_env`). A user needs a password; a password
+/// without a user logs in as the `default` user (what `requirepass` sets). The resolved target
+/// is [`crate::redis::RedisTarget`].
+///
+/// The password is never shown: [`Secret`] and [`RedisAddr`] print `<redacted>` in Debug,
+/// Display and the TOML of `/config`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `host:port` of the Redis server. Default `127.0.0.1:6379`.
-    pub addr: String,
+    /// `host:port` or `redis://[user[:password]@]host[:port][/db]`. Default `127.0.0.1:6379`.
+    pub addr: RedisAddr,
+    /// ACL user to log in as (Redis 6+). Default none: the `default` user.
+    pub user: Option<String>,
+    /// The password, inline. Prefer `password_file` or `password_env`: a config file is often
+    /// readable by more people than a secret should be.
+    pub password: Option<Secret>,
+    /// A file holding the password (trailing newlines removed), e.g. a mounted Kubernetes
+    /// secret. Read when the config is loaded (an unreadable file is a config error) and
+    /// again at every reconnect, so a rotated secret is picked up without a restart.
+    pub password_file: Option<PathBuf>,
+    /// The name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Database selected (`SELECT`) after login. Default none: database 0.
+    pub db: Option<u32>,
     /// How long one route lookup may wait for its reply before the call fails with UNAVAILABLE.
     /// Default 1000 ms. Also the stall detector's period: a connection with a lookup pending for a
     /// whole period and no reply at all is closed and redialed.
     pub lookup_timeout_ms: u64,
-    /// How long dialing Redis may take. Default 1000 ms.
+    /// How long dialing Redis may take; also the limit on each setup command (`HELLO`, `AUTH`,
+    /// `SELECT`, `CLIENT TRACKING`). Default 1000 ms.
     pub connect_timeout_ms: u64,
-    /// First reconnect delay after the connection drops; doubles per failure, with jitter.
-    /// Default 50 ms.
+    /// First reconnect delay after the connection drops or a connection attempt fails (a
+    /// refused login too); doubles per failure, with jitter. Default 50 ms.
     pub reconnect_backoff_initial_ms: u64,
     /// Cap of the reconnect delay. Default 1000 ms: routing stops while Redis is away, so retry
-    /// often; one connection per shard cannot make a storm.
+    /// often; one connection per shard cannot make a storm, and a wrong password costs Redis
+    /// one refused login per shard per second.
     pub reconnect_backoff_max_ms: u64,
+}
+
+/// A value that must not be shown: Debug, Display and Serialize print `<redacted>`.
+/// [`Secret::expose`] is the one way to the value; it is called where the value goes on the
+/// wire to Redis, nowhere else.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+/// What a redacted value prints as.
+pub const REDACTED: &str = "<redacted>";
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the wire. Never format it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+/// `redis.addr` as given: `host:port` or a `redis://` URL that may carry a password. Debug,
+/// Display and Serialize show it with the password replaced (`redis://u:<redacted>@h:6379/2`);
+/// [`RedisAddr::as_str`] is the text itself, for parsing only.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RedisAddr(String);
+
+impl RedisAddr {
+    pub fn new(addr: impl Into<String>) -> RedisAddr {
+        RedisAddr(addr.into())
+    }
+
+    /// The address as given, password and all: parse it, never print it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The address with any password replaced by `<redacted>`. Conservative: everything
+    /// between the scheme's user and the last `@` goes, as does anything after a `?` or `#`,
+    /// so even a malformed URL (an unescaped `/` or `@` in its password) shows nothing secret.
+    pub fn redacted(&self) -> String {
+        let s = self.0.as_str();
+        let (s, cut) = match s.find(['?', '#']) {
+            Some(at) => (&s[..at], true),
+            None => (s, false),
+        };
+        let mut out = match s.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{host}"),
+                    None => s.to_string(),
+                },
+                None => s.to_string(),
+            },
+            // Not a URL, yet an `@`: whatever precedes it may be a password.
+            None => match s.rsplit_once('@') {
+                Some((_, host)) => format!("{REDACTED}@{host}"),
+                None => s.to_string(),
+            },
+        };
+        if cut {
+            out.push_str("?<redacted>");
+        }
+        out
+    }
+}
+
+impl fmt::Debug for RedisAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for RedisAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for RedisAddr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+impl FromStr for RedisAddr {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<RedisAddr, Self::Err> {
+        Ok(RedisAddr::new(s))
+    }
 }
 
 /// Connections from ringway to targets. Pools are per shard and per target.
@@ -270,7 +411,12 @@ impl Default for RouteConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
-            addr: "127.0.0.1:6379".into(),
+            addr: RedisAddr::new("127.0.0.1:6379"),
+            user: None,
+            password: None,
+            password_file: None,
+            password_env: None,
+            db: None,
             lookup_timeout_ms: 1000,
             connect_timeout_ms: 1000,
             reconnect_backoff_initial_ms: 50,
@@ -355,7 +501,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn bad(field: &str, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn bad(field: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
         problem: problem.into(),
@@ -498,12 +644,9 @@ impl Config {
                 ),
             ));
         }
-        if split_host_port(&self.redis.addr).is_none() {
-            return Err(bad(
-                "redis.addr",
-                format!("`{}` is not host:port", self.redis.addr),
-            ));
-        }
+        // Parses the address, combines it with the credential fields and reads the password
+        // from its source: a bad URL, two sources or an unreadable file fail here, by field.
+        crate::redis::RedisTarget::from_config(&self.redis)?;
         for (field, value) in [
             ("redis.lookup_timeout_ms", self.redis.lookup_timeout_ms),
             ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
@@ -728,11 +871,55 @@ mod tests {
             c.upstream.tcp_user_timeout_ms, 10_000,
             "the preset fills the rest"
         );
-        assert_eq!(c.redis.addr, "127.0.0.1:6379");
+        assert_eq!(c.redis.addr.as_str(), "127.0.0.1:6379");
         let c = Config::from_toml("preset = \"wan\"\n").unwrap();
         assert_eq!(c.downstream.stream_window_bytes, 8 << 20);
         let e = Config::from_toml("preset = \"moon\"\n").unwrap_err();
         assert_eq!(e.field, "preset");
+    }
+
+    #[test]
+    fn the_redis_password_is_never_shown() {
+        let text = "preset = \"lan\"\n[redis]\naddr = \"redis://u:hunter2@h:1/2\"\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(
+            c.redis.addr.as_str(),
+            "redis://u:hunter2@h:1/2",
+            "the preset pass keeps it"
+        );
+        let c2 = Config::from_toml("[redis]\npassword = \"hunter2\"\ndb = 3\n").unwrap();
+        assert_eq!(
+            c2.redis.password.as_ref().map(Secret::expose),
+            Some("hunter2")
+        );
+        for shown in [
+            c.to_toml(),
+            format!("{c:?}"),
+            c2.to_toml(),
+            format!("{c2:?}"),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        assert!(c
+            .to_toml()
+            .contains("addr = \"redis://u:<redacted>@h:1/2\""));
+        assert!(c2.to_toml().contains("password = \"<redacted>\""));
+        assert!(c2.to_toml().contains("db = 3"));
+        assert!(
+            !Config::default().to_toml().contains("password"),
+            "unset fields are left out"
+        );
+    }
+
+    #[test]
+    fn redis_credential_errors_name_the_field() {
+        let e = Config::from_toml("[redis]\npassword = \"a\"\npassword_env = \"B\"\n").unwrap_err();
+        assert_eq!(e.field, "redis.password_env");
+        let e =
+            Config::from_toml("[redis]\npassword_file = \"/nonexistent/ringway\"\n").unwrap_err();
+        assert_eq!(e.field, "redis.password_file");
+        let e = Config::from_toml("[redis]\naddr = \"redis://h:1/x\"\n").unwrap_err();
+        assert_eq!(e.field, "redis.addr");
     }
 
     #[test]

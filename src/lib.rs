@@ -15,7 +15,9 @@
 //!   nothing of what a call does: streams go to a [`downstream::Handler`].
 //! - [`proxy`]: the handler: one call, from the client's stream to the target's and back.
 //! - [`route`]: routing header → Redis value → validated list of targets.
-//! - [`redis`]: the shard's pipelined RESP connection.
+//! - [`redis`]: the shard's pipelined RESP connection: its login and database on every
+//!   connect; [`redis::target`] resolves the URL and credentials (the password redacted
+//!   wherever shown) and [`redis::transport`] is the one function that opens the socket.
 //! - [`upstream`]: per-target HTTP/2 connection pools and the choice between targets.
 //! - [`status`]: gateway errors, their gRPC statuses and call outcomes, side by side.
 //! - [`metrics`]: per-shard counters (single writer, no contention), exposed through

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use ringway::config::Config;
+use ringway::config::{Config, RedisAddr};
 use ringway::shutdown::{self, Drain};
 
 /// A thread-per-core gRPC gateway: each call is routed by a request header whose value is
@@ -24,9 +24,11 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
 
-    /// Redis server, host:port [default: 127.0.0.1:6379]
-    #[arg(long, value_name = "ADDR")]
-    redis: Option<String>,
+    /// Redis server: host:port or redis://[user[:password]@]host[:port][/db] (prefer
+    /// redis.password_file or redis.password_env to a password here: a command line is
+    /// readable by every local user) [default: 127.0.0.1:6379]
+    #[arg(long, value_name = "ADDR|URL")]
+    redis: Option<RedisAddr>,
 
     /// Number of shards (threads pinned to cores); 0 = one per available core [default: 0]
     #[arg(long, value_name = "N")]

@@ -195,6 +195,10 @@ pub struct ShardMetrics {
     pub redis_connected: Gauge,
     pub redis_connects: Counter,
     pub redis_disconnects: Counter,
+    /// 1 while the shard's last connection attempt was refused authentication.
+    pub redis_auth_refused: Gauge,
+    /// Connection attempts Redis refused authentication to.
+    pub redis_auth_failures: Counter,
     /// Writes to Redis and the commands they carried: commands / writes = mean pipeline depth.
     pub redis_writes: Counter,
     pub redis_commands: Counter,
@@ -426,6 +430,16 @@ impl Exposition<'_, '_> {
             "ringway_redis_disconnects_total",
             "Redis connections lost.",
             |m, out| out.only(&m.redis_disconnects),
+        )?;
+        self.per_shard::<Gauge>(
+            "ringway_redis_auth_refused",
+            "1 while the shard's last Redis connection attempt was refused authentication.",
+            |m, out| out.only(&m.redis_auth_refused),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_redis_auth_failures_total",
+            "Redis connection attempts refused authentication (retried with backoff).",
+            |m, out| out.only(&m.redis_auth_failures),
         )?;
         self.per_shard::<Counter>(
             "ringway_redis_writes_total",

@@ -24,7 +24,22 @@ pub enum Unavailable {
     ConnectTimeout {
         ms: u64,
     },
-    /// A setup command (`HELLO`, `CLIENT TRACKING`) got no answer within `connect_timeout_ms`.
+    /// The target or its password could not be had at connect time (the password file became
+    /// unreadable, say): the config error's text, which names the field and never the password.
+    Credentials(String),
+    /// `rediss://`, and the transport has no TLS yet.
+    TlsUnsupported,
+    /// Redis refused the login (`WRONGPASS`, `NOAUTH`, an error to `AUTH`): the server's error
+    /// text, with the password cut out should the server ever echo it. Redialed with backoff
+    /// like any failed attempt; `/readyz` names it.
+    AuthFailed(String),
+    /// `SELECT db` failed (e.g. `ERR DB index is out of range`): the server's error text.
+    Select {
+        db: u32,
+        message: String,
+    },
+    /// A setup command (`HELLO`, `AUTH`, `SELECT`, `CLIENT TRACKING`) got no answer within
+    /// `connect_timeout_ms`.
     NoAnswer {
         ms: u64,
     },
@@ -58,6 +73,16 @@ impl fmt::Display for Unavailable {
             }
             Unavailable::Connect(e) => write!(f, "{e}"),
             Unavailable::ConnectTimeout { ms } => write!(f, "connect timed out after {ms} ms"),
+            Unavailable::Credentials(why) => write!(f, "no credentials for Redis: {why}"),
+            Unavailable::TlsUnsupported => {
+                f.write_str("rediss:// needs TLS, which is not built into ringway yet")
+            }
+            Unavailable::AuthFailed(message) => {
+                write!(f, "Redis refused authentication: {message}")
+            }
+            Unavailable::Select { db, message } => {
+                write!(f, "Redis refused SELECT {db}: {message}")
+            }
             Unavailable::NoAnswer { ms } => write!(f, "no answer within {ms} ms"),
             Unavailable::Write(e) => write!(f, "write failed: {e}"),
             Unavailable::Read(e) => write!(f, "read failed: {e}"),
@@ -86,6 +111,11 @@ impl std::error::Error for Unavailable {
 }
 
 impl Unavailable {
+    /// Whether Redis refused the login (for readiness and the metric).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, Unavailable::AuthFailed(_))
+    }
+
     pub(super) fn io(wrap: fn(Rc<io::Error>) -> Unavailable, e: io::Error) -> Unavailable {
         wrap(Rc::new(e))
     }

@@ -19,6 +19,15 @@
 //! `lookup_timeout_ms` and no reply at all in that time is declared stalled and redialed: a
 //! Redis that vanished without a FIN would otherwise hold the shard's routing hostage.
 //!
+//! # Logging in
+//!
+//! Every connection, the first and each redial, runs `handshake` before it pipelines: log in
+//! (`HELLO ... AUTH`, or `AUTH` on a server without `HELLO`), `SELECT` the database, turn
+//! tracking on. The credentials are resolved afresh for each attempt ([`RedisTarget`]), so a
+//! rotated password file is picked up. A refused login is a failed attempt like a refused
+//! connect: lookups fail fast with [`Unavailable::AuthFailed`] and the next attempt waits for
+//! the backoff, so a wrong password costs Redis one refused login per shard per backoff period.
+//!
 //! # Client tracking
 //!
 //! When asked to (the route cache is on), the connection says `HELLO 3` and
@@ -35,11 +44,12 @@
 
 pub mod codec;
 mod error;
+pub mod target;
+pub mod transport;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -47,7 +57,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
-use monoio::net::TcpStream;
 
 use codec::Message;
 pub use codec::Reply;
@@ -55,11 +64,13 @@ pub use codec::Reply;
 use std::sync::Arc;
 
 use crate::backoff::Backoff;
-use crate::config::RedisConfig;
+use crate::config::{RedisAddr, RedisConfig, Secret};
 use crate::metrics::ShardMetrics;
 use crate::rng::Rng;
 
 pub use error::Unavailable;
+pub use target::RedisTarget;
+use transport::Stream;
 
 /// What client tracking tells the route cache.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,25 +289,15 @@ async fn maintain(
         Duration::from_millis(config.reconnect_backoff_max_ms),
     );
     let stall_period = Duration::from_millis(config.lookup_timeout_ms);
-    // Log a failure streak once, not once per attempt.
-    let mut failing = false;
+    // Log a failure streak once, not once per attempt (again when its reason changes kind).
+    let mut failing: Option<std::mem::Discriminant<Unavailable>> = None;
     loop {
-        let connected = match dial(&config).await {
-            Ok(mut stream) => match &pushes {
-                Some(_) => match start_tracking(&mut stream, &config).await {
-                    Ok(tracking) => Ok((stream, tracking)),
-                    Err(reason) => Err(reason),
-                },
-                None => Ok((stream, false)),
-            },
-            Err(reason) => Err(reason),
-        };
-        match connected {
+        match connect(&config, pushes.is_some()).await {
             Ok((stream, tracking)) => {
-                if failing {
+                if failing.is_some() {
                     eprintln!("ringway: redis {} reconnected", config.addr);
                 }
-                failing = false;
+                failing = None;
                 backoff.reset();
                 {
                     let mut s = shared.borrow_mut();
@@ -309,6 +310,7 @@ async fn maintain(
                 if let Some(push) = &pushes {
                     push(Push::Reset);
                 }
+                metrics.redis_auth_refused.set(0);
                 metrics.redis_connects.inc();
                 metrics.redis_connected.set(1);
                 let reason =
@@ -322,10 +324,16 @@ async fn maintain(
                 }
             }
             Err(reason) => {
-                if !failing {
-                    eprintln!("ringway: redis {} unreachable: {reason}", config.addr);
+                let refused = reason.is_auth_failure();
+                if refused {
+                    metrics.redis_auth_failures.inc();
                 }
-                failing = true;
+                metrics.redis_auth_refused.set(i64::from(refused));
+                let kind = std::mem::discriminant(&reason);
+                if failing != Some(kind) {
+                    eprintln!("ringway: redis {} not connected: {reason}", config.addr);
+                }
+                failing = Some(kind);
                 let mut s = shared.borrow_mut();
                 s.attempts += 1;
                 s.last_error = reason;
@@ -335,55 +343,90 @@ async fn maintain(
     }
 }
 
-async fn dial(config: &RedisConfig) -> Result<TcpStream, Unavailable> {
-    // Name resolution blocks the shard, but only while Redis is being (re)dialed, when no
-    // lookup can succeed anyway.
-    let addr: SocketAddr = config
-        .addr
-        .to_socket_addrs()
-        .map_err(|e| Unavailable::Resolve {
-            addr: config.addr.clone(),
-            source: Some(Rc::new(e)),
-        })?
-        .next()
-        .ok_or_else(|| Unavailable::Resolve {
-            addr: config.addr.clone(),
-            source: None,
-        })?;
+/// One connection attempt: the target (credentials read afresh), the transport, the
+/// handshake. `Ok` carries whether client tracking is on.
+async fn connect(config: &RedisConfig, want_tracking: bool) -> Result<(Stream, bool), Unavailable> {
+    let target =
+        RedisTarget::from_config(config).map_err(|e| Unavailable::Credentials(e.to_string()))?;
     let timeout = Duration::from_millis(config.connect_timeout_ms);
-    let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(Unavailable::io(Unavailable::Connect, e)),
-        Err(_) => {
-            return Err(Unavailable::ConnectTimeout {
-                ms: config.connect_timeout_ms,
-            })
-        }
-    };
-    stream
-        .set_nodelay(true)
-        .map_err(|e| Unavailable::io(Unavailable::Connect, e))?;
-    Ok(stream)
+    let mut stream = transport::open(&target, timeout).await?;
+    let tracking = handshake(&mut stream, &target, want_tracking, timeout, &config.addr).await?;
+    Ok((stream, tracking))
 }
 
-/// `HELLO 3` then `CLIENT TRACKING ON`. `Ok(false)`: the server has no RESP3 (Redis < 6),
-/// so the connection stays RESP2 without tracking.
-async fn start_tracking(stream: &mut TcpStream, config: &RedisConfig) -> Result<bool, Unavailable> {
-    let timeout = Duration::from_millis(config.connect_timeout_ms);
+/// Readies a new connection before it pipelines; returns whether client tracking is on.
+///
+/// 1. With tracking wanted or a password: `HELLO 3` (RESP3, for the invalidation pushes) or
+///    `HELLO 2`, with `AUTH <user> <password>` when there is a password — login and protocol
+///    in one round trip. Without a configured user the ACL user is `default`, the one
+///    `requirepass` sets. Neither wanted: nothing is sent, as before logins existed.
+/// 2. `HELLO` refused as a login (`WRONGPASS`, `NOAUTH`): [`Unavailable::AuthFailed`].
+///    Refused otherwise (`ERR unknown command` from Redis < 6, `NOPROTO`): the server has no
+///    RESP3, so the connection stays RESP2 without tracking and logs in with
+///    `AUTH [<user>] <password>`, any error to which is a refused login.
+/// 3. `SELECT <db>` when the database is not 0.
+/// 4. `CLIENT TRACKING ON` when tracking is wanted and RESP3 is on. Tracking remembers key
+///    names, not databases: a write to the same name in another database invalidates too,
+///    which costs a GET, never a stale route.
+async fn handshake(
+    stream: &mut Stream,
+    target: &RedisTarget,
+    want_tracking: bool,
+    timeout: Duration,
+    addr: &RedisAddr,
+) -> Result<bool, Unavailable> {
     let mut buf = BytesMut::with_capacity(4096);
-    let hello = command(stream, &mut buf, &[b"HELLO", b"3"], timeout).await?;
-    if let Reply::Error(e) = hello {
-        eprintln!(
-            "ringway: redis {} has no RESP3 ({e}); route cache falls back to TTL only",
-            config.addr
-        );
+    let password = target.password.as_ref();
+    let mut resp3 = false;
+    if want_tracking || password.is_some() {
+        let user = target.user.as_deref().unwrap_or("default");
+        let mut hello: Vec<&[u8]> = vec![b"HELLO", if want_tracking { b"3" } else { b"2" }];
+        if let Some(password) = password {
+            hello.extend([&b"AUTH"[..], user.as_bytes(), password.expose().as_bytes()]);
+        }
+        match command(stream, &mut buf, &hello, timeout).await? {
+            Reply::Error(e) if is_refused_login(&e) => {
+                return Err(Unavailable::AuthFailed(scrub(e, password)))
+            }
+            Reply::Error(e) => {
+                // `ERR unknown command 'HELLO', with args beginning with: ... <password>`.
+                let e = scrub(e, password);
+                if want_tracking {
+                    eprintln!(
+                        "ringway: redis {addr} has no RESP3 ({e}); route cache falls back to TTL only"
+                    );
+                }
+                if let Some(password) = password {
+                    let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+                    if let Some(user) = &target.user {
+                        auth.push(user.as_bytes());
+                    }
+                    auth.push(password.expose().as_bytes());
+                    if let Reply::Error(e) = command(stream, &mut buf, &auth, timeout).await? {
+                        return Err(Unavailable::AuthFailed(scrub(e, Some(password))));
+                    }
+                }
+            }
+            _ => resp3 = want_tracking,
+        }
+    }
+    if target.db != 0 {
+        let mut digits = itoa::Buffer::new();
+        let db = digits.format(target.db).as_bytes();
+        if let Reply::Error(message) = command(stream, &mut buf, &[b"SELECT", db], timeout).await? {
+            return Err(Unavailable::Select {
+                db: target.db,
+                message,
+            });
+        }
+    }
+    if !resp3 {
         return Ok(false);
     }
     match command(stream, &mut buf, &[b"CLIENT", b"TRACKING", b"ON"], timeout).await? {
         Reply::Error(e) => {
             eprintln!(
-                "ringway: redis {}: CLIENT TRACKING refused ({e}); route cache falls back to TTL only",
-                config.addr
+                "ringway: redis {addr}: CLIENT TRACKING refused ({e}); route cache falls back to TTL only"
             );
             Ok(false)
         }
@@ -391,10 +434,31 @@ async fn start_tracking(stream: &mut TcpStream, config: &RedisConfig) -> Result<
     }
 }
 
+/// Whether an error reply to `HELLO ... AUTH` refuses the login rather than `HELLO` itself.
+fn is_refused_login(error: &str) -> bool {
+    error.starts_with("WRONGPASS") || error.starts_with("NOAUTH")
+}
+
+/// An error reply to a command that carried the password, fit to log and to send to clients:
+/// Redis quotes the arguments of a command it does not know (`ERR unknown command 'HELLO',
+/// with args beginning with: '3' 'AUTH' 'default' '<password>'`, each cut at 128 bytes, so a
+/// long password would show in part), so that tail goes, and the password wherever else it
+/// might appear.
+fn scrub(message: String, password: Option<&Secret>) -> String {
+    let mut message = match message.find(", with args beginning with") {
+        Some(at) => message[..at].to_string(),
+        None => message,
+    };
+    if let Some(p) = password.map(Secret::expose).filter(|p| !p.is_empty()) {
+        message = message.replace(p, crate::config::REDACTED);
+    }
+    message
+}
+
 /// Sends one command and reads its reply (RESP3 decoding also reads RESP2 errors), before the
 /// connection starts pipelining.
 async fn command(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     parts: &[&[u8]],
     timeout: Duration,
@@ -444,7 +508,7 @@ fn fail_all(shared: &Rc<RefCell<Shared>>, reason: Unavailable) {
 
 /// Runs one connection until it fails; returns why.
 async fn run_connection(
-    stream: TcpStream,
+    stream: Stream,
     shared: &Rc<RefCell<Shared>>,
     stall_period: Duration,
     metrics: &ShardMetrics,
@@ -542,5 +606,29 @@ async fn run_connection(
         reason = write_loop => reason,
         reason = read_loop => reason,
         reason = stall_watch => reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_replies_lose_the_password() {
+        let secret = Secret::new("hunter2");
+        let unknown = "ERR unknown command 'HELLO', with args beginning with: '3' 'AUTH' \
+                       'default' 'hunt' "
+            .to_string();
+        assert_eq!(scrub(unknown, Some(&secret)), "ERR unknown command 'HELLO'");
+        assert_eq!(
+            scrub("ERR said hunter2 twice: hunter2".into(), Some(&secret)),
+            "ERR said <redacted> twice: <redacted>"
+        );
+        assert_eq!(scrub("WRONGPASS invalid".into(), None), "WRONGPASS invalid");
+        assert!(is_refused_login("WRONGPASS invalid username-password pair"));
+        assert!(is_refused_login(
+            "NOAUTH HELLO must be called with the client already authenticated"
+        ));
+        assert!(!is_refused_login("ERR unknown command 'HELLO'"));
     }
 }

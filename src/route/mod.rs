@@ -35,6 +35,7 @@ struct Inner {
     metrics: Arc<ShardMetrics>,
     prefix: Bytes,
     lookup_timeout: Duration,
+    /// `redis.addr` with any password redacted.
     redis_addr: String,
     cache: Option<Rc<RouteCache>>,
 }
@@ -83,7 +84,8 @@ impl Router {
                 metrics,
                 prefix: Bytes::from(config.route.key_prefix.clone().into_bytes()),
                 lookup_timeout: config.lookup_timeout(),
-                redis_addr: config.redis.addr.clone(),
+                // Redacted: this goes into clients' grpc-message.
+                redis_addr: config.redis.addr.to_string(),
                 cache,
             }),
         }

@@ -35,7 +35,7 @@ use tonic::transport::Channel;
 use crate::client::connect;
 use crate::echo::pb::echo_client::EchoClient;
 use crate::gateway::{ConfigFile, Gateway};
-use crate::redis::RedisServer;
+use crate::redis::{RedisOptions, RedisServer};
 use crate::upstream::{Upstream, UpstreamOptions};
 
 /// Shards when the test does not say: one, so pools, caches and counts are one shard's.
@@ -63,7 +63,11 @@ pub struct EnvBuilder {
     routes: Vec<(String, Route)>,
     config: Option<String>,
     args: Vec<String>,
-    redis_args: Vec<String>,
+    redis: RedisOptions,
+    /// What ringway gets as `--redis`; `{addr}` stands for the server's `ip:port`.
+    redis_url: String,
+    /// Environment variables for ringway.
+    env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,7 +89,9 @@ impl Env {
             routes: Vec::new(),
             config: None,
             args: Vec::new(),
-            redis_args: Vec::new(),
+            redis: RedisOptions::default(),
+            redis_url: "{addr}".to_owned(),
+            env: Vec::new(),
         }
     }
 
@@ -222,15 +228,47 @@ impl EnvBuilder {
 
     /// Extra `redis-server` arguments (see [`RedisServer::start_with_args`]).
     pub fn redis_args(mut self, args: &[&str]) -> Self {
-        self.redis_args.extend(args.iter().map(|a| a.to_string()));
+        self.redis = self.redis.args(args);
+        self
+    }
+
+    /// Redis demands `password` of its `default` user (see [`RedisOptions::requirepass`]).
+    pub fn redis_requirepass(mut self, password: &str) -> Self {
+        self.redis = self.redis.requirepass(password);
+        self
+    }
+
+    /// Redis has the ACL user `name` and, unless [`EnvBuilder::redis_requirepass`] is given,
+    /// no `default` user (see [`RedisOptions::acl_user`]).
+    pub fn redis_acl_user(mut self, name: &str, password: &str) -> Self {
+        self.redis = self.redis.acl_user(name, password);
+        self
+    }
+
+    /// The database the routes (and [`Env::route`], [`RedisServer::set`]) are written to.
+    /// ringway is not told: give it the database in its config or URL.
+    pub fn redis_db(mut self, db: u32) -> Self {
+        self.redis = self.redis.db(db);
+        self
+    }
+
+    /// What ringway gets as `--redis`, with `{addr}` standing for the server's `ip:port`
+    /// (default `"{addr}"`): e.g. `"redis://ringway:secret@{addr}/2"`.
+    pub fn redis_url(mut self, template: &str) -> Self {
+        self.redis_url = template.to_owned();
+        self
+    }
+
+    /// An environment variable for ringway.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
     /// Starts Redis, the upstreams, writes the routes, then starts ringway and waits until it
     /// listens. Panics, saying what, if any of them does not start.
     pub async fn start(self) -> Env {
-        let redis_args: Vec<&str> = self.redis_args.iter().map(String::as_str).collect();
-        let redis = RedisServer::start_with_args(&redis_args);
+        let redis = RedisServer::start_with(self.redis.clone());
         let mut upstreams: Vec<Upstream> = Vec::with_capacity(self.upstreams.len());
         for (name, options) in &self.upstreams {
             assert!(
@@ -253,7 +291,9 @@ impl EnvBuilder {
             };
             redis.set(key, &value);
         }
-        let gateway = Gateway::start(&self.bin, redis.addr(), &args);
+        let redis_url = self.redis_url.replace("{addr}", &redis.addr().to_string());
+        let gateway =
+            Gateway::start_with_env(&self.bin, "127.0.0.1:0", redis_url, &args, &self.env);
         Env {
             gateway,
             upstreams,

@@ -49,8 +49,21 @@ impl Gateway {
         redis_addr: impl Display,
         extra_args: &[&str],
     ) -> Gateway {
+        Gateway::start_with_env(bin, listen, redis_addr, extra_args, &[])
+    }
+
+    /// As [`Gateway::start_with`], with environment variables set for ringway (e.g. the one
+    /// `redis.password_env` names).
+    pub fn start_with_env(
+        bin: &str,
+        listen: &str,
+        redis_addr: impl Display,
+        extra_args: &[&str],
+        env: &[(String, String)],
+    ) -> Gateway {
         let redis_addr = redis_addr.to_string();
         let mut command = Command::new(bin);
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         command.args(["--listen", listen, "--redis", &redis_addr]);
         // Gateways run side by side in tests: give each its own admin port.
         if !extra_args.contains(&"--admin") {

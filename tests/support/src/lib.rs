@@ -12,8 +12,8 @@
 //!   headers and adds the `x-upstream` trailer; it knows HTTP, not gRPC messages.
 //! - [`upstream`]: one tonic server on `127.0.0.1`: start, stop, restart on the
 //!   same port, and the connection count.
-//! - [`redis`]: a `redis-server` child process on a free port; [`resp`] is the
-//!   tiny blocking RESP client it uses.
+//! - [`redis`]: a `redis-server` child process on a free port, optionally behind a password
+//!   or ACL users; [`resp`] is the tiny blocking RESP client it uses.
 //! - [`gateway`]: the `ringway` child process and the address it reports; its admin port's
 //!   answers and metrics.
 //! - [`fixture`]: [`Env`], the usual setup in one call — Redis, named upstreams, routes to
@@ -80,7 +80,7 @@ pub use echo::pb::{echo_client::EchoClient, EchoReply, EchoRequest, Failure};
 pub use fixture::{closed_addr, Env, EnvBuilder};
 pub use gateway::{ConfigFile, Gateway, TempPath};
 pub use raw::{grpc_call_on, raw_grpc_call, RawResponse};
-pub use redis::RedisServer;
+pub use redis::{RedisOptions, RedisServer};
 pub use upstream::{Upstream, UpstreamOptions};
 pub use wait::{eventually, run, tokio_sleep, within};
 

@@ -5,6 +5,10 @@
 //!
 //! Persistence is off (`--save "" --appendonly no`), so a restarted server
 //! starts empty: tests write their routes again after [`RedisServer::start_again`].
+//!
+//! A server can demand a login ([`RedisOptions::requirepass`] for the `default` user,
+//! [`RedisOptions::acl_user`] for named ACL users); the test's own commands then log in too,
+//! and go to the database [`RedisOptions::db`] names.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -33,21 +37,99 @@ pub struct RedisServer {
     addr: SocketAddr,
     /// `None` while stopped.
     child: Option<Child>,
-    /// Extra `redis-server` arguments, kept for restarts.
-    extra: Vec<String>,
+    /// How it was started, kept for restarts and for the test's own logins.
+    options: RedisOptions,
+}
+
+/// How a [`RedisServer`] starts: extra arguments, who may log in, and the database the test's
+/// own commands ([`RedisServer::set`], [`RedisServer::command`]...) use.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    args: Vec<String>,
+    requirepass: Option<String>,
+    /// (name, password), each allowed everything.
+    users: Vec<(String, String)>,
+    db: u32,
+}
+
+impl RedisOptions {
+    /// Extra `redis-server` arguments (e.g. `["--rename-command", "HELLO", ""]` for a server
+    /// that answers like Redis 5).
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// `--requirepass`: the `default` user needs this password (the pre-ACL way).
+    pub fn requirepass(mut self, password: &str) -> Self {
+        self.requirepass = Some(password.to_owned());
+        self
+    }
+
+    /// An ACL user allowed every command and key (`--user <name> on ><password> ~* &* +@all`).
+    /// Unless [`RedisOptions::requirepass`] is given too, the `default` user is switched off,
+    /// so nothing gets in without logging in as a named user.
+    pub fn acl_user(mut self, name: &str, password: &str) -> Self {
+        self.users.push((name.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// The database the test's own commands use (default 0).
+    pub fn db(mut self, db: u32) -> Self {
+        self.db = db;
+        self
+    }
+
+    fn server_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(password) = &self.requirepass {
+            args.extend(["--requirepass".to_owned(), password.clone()]);
+        } else if !self.users.is_empty() {
+            args.extend(["--user", "default", "off"].map(String::from));
+        }
+        for (name, password) in &self.users {
+            args.extend(["--user".to_owned(), name.clone(), "on".to_owned()]);
+            args.extend([
+                format!(">{password}"),
+                "~*".into(),
+                "&*".into(),
+                "+@all".into(),
+            ]);
+        }
+        args.extend(self.args.iter().cloned());
+        args
+    }
+
+    /// The commands that log the test's own connections in: as the first ACL user, else with
+    /// the `requirepass` password, else none.
+    fn login(&self) -> Vec<Vec<Vec<u8>>> {
+        match (self.users.first(), &self.requirepass) {
+            (Some((name, password)), None) => vec![vec![
+                b"AUTH".to_vec(),
+                name.clone().into_bytes(),
+                password.clone().into_bytes(),
+            ]],
+            (_, Some(password)) => vec![vec![b"AUTH".to_vec(), password.clone().into_bytes()]],
+            (None, None) => Vec::new(),
+        }
+    }
 }
 
 impl RedisServer {
     /// Starts `redis-server` on a free port and waits until it answers.
     /// Panics if no port works after a few tries.
     pub fn start() -> RedisServer {
-        RedisServer::start_with_args(&[])
+        RedisServer::start_with(RedisOptions::default())
     }
 
     /// As [`RedisServer::start`], with extra `redis-server` arguments (e.g.
     /// `["--rename-command", "HELLO", ""]` for a server that answers like Redis 5).
     pub fn start_with_args(extra: &[&str]) -> RedisServer {
-        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        RedisServer::start_with(RedisOptions::default().args(extra))
+    }
+
+    /// As [`RedisServer::start`], with logins, arguments and the test's database.
+    pub fn start_with(options: RedisOptions) -> RedisServer {
         let mut last_error = String::new();
         for _ in 0..ATTEMPTS {
             let port = random_port();
@@ -56,12 +138,12 @@ impl RedisServer {
                 continue;
             }
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            match spawn(addr, &extra) {
+            match spawn(addr, &options) {
                 Ok(child) => {
                     return RedisServer {
                         addr,
                         child: Some(child),
-                        extra,
+                        options,
                     }
                 }
                 Err(e) => last_error = e,
@@ -74,10 +156,19 @@ impl RedisServer {
         self.addr
     }
 
-    /// `SET key value`; panics if Redis does not answer OK.
+    /// `SET key value` in the test's database; panics if Redis does not answer OK.
     pub fn set(&self, key: &str, value: &str) {
-        let reply = self.command(&[b"SET", key.as_bytes(), value.as_bytes()]);
-        assert_eq!(reply, Reply::Status("OK".into()), "SET {key} {value}");
+        self.set_in(self.options.db, key, value);
+    }
+
+    /// `SET key value` in database `db`.
+    pub fn set_in(&self, db: u32, key: &str, value: &str) {
+        let reply = self.command_in(db, &[b"SET", key.as_bytes(), value.as_bytes()]);
+        assert_eq!(
+            reply,
+            Reply::Status("OK".into()),
+            "SET {key} {value} in db {db}"
+        );
     }
 
     /// `GET key`.
@@ -96,9 +187,20 @@ impl RedisServer {
         }
     }
 
-    /// Sends any command; panics if Redis cannot be reached.
+    /// Sends any command, logged in and in the test's database; panics if Redis cannot be
+    /// reached.
     pub fn command(&self, args: &[&[u8]]) -> Reply {
-        resp::command(self.addr, args).unwrap_or_else(|e| panic!("redis at {}: {e}", self.addr))
+        self.command_in(self.options.db, args)
+    }
+
+    /// As [`RedisServer::command`], in database `db`.
+    pub fn command_in(&self, db: u32, args: &[&[u8]]) -> Reply {
+        let mut setup = self.options.login();
+        if db != 0 {
+            setup.push(vec![b"SELECT".to_vec(), db.to_string().into_bytes()]);
+        }
+        resp::command_after(self.addr, &setup, args)
+            .unwrap_or_else(|e| panic!("redis at {}: {e}", self.addr))
     }
 
     pub fn is_running(&self) -> bool {
@@ -118,7 +220,7 @@ impl RedisServer {
         self.stop();
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            match spawn(self.addr, &self.extra) {
+            match spawn(self.addr, &self.options) {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -153,7 +255,7 @@ fn random_port() -> u16 {
 
 /// Spawns `redis-server` on `addr` and waits until it answers; kills it
 /// and returns why if it exits or stays silent.
-fn spawn(addr: SocketAddr, extra: &[String]) -> Result<Child, String> {
+fn spawn(addr: SocketAddr, options: &RedisOptions) -> Result<Child, String> {
     let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| DEFAULT_BINARY.to_owned());
     let mut child = Command::new(&binary)
         .args(["--port", &addr.port().to_string()])
@@ -161,7 +263,7 @@ fn spawn(addr: SocketAddr, extra: &[String]) -> Result<Child, String> {
         .args(["--save", ""])
         .args(["--appendonly", "no"])
         .args(["--loglevel", "warning"])
-        .args(extra)
+        .args(options.server_args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -174,7 +276,9 @@ fn spawn(addr: SocketAddr, extra: &[String]) -> Result<Child, String> {
         }
         // Asking for the process id, not just PING, makes sure the server
         // answering is ours and not another test's that won a race for the port.
-        if let Ok(Reply::Bulk(Some(info))) = resp::command(addr, &[b"INFO", b"server"]) {
+        if let Ok(Reply::Bulk(Some(info))) =
+            resp::command_after(addr, &options.login(), &[b"INFO", b"server"])
+        {
             let ours = format!("process_id:{}\r\n", child.id());
             if String::from_utf8_lossy(&info).contains(&ours) {
                 return Ok(child);

@@ -27,12 +27,35 @@ pub enum Reply {
 
 /// Sends one command (`args[0]` is its name) to the Redis at `addr` and reads the reply.
 pub fn command(addr: SocketAddr, args: &[&[u8]]) -> io::Result<Reply> {
+    command_after(addr, &[], args)
+}
+
+/// As [`command`], after `setup` commands on the same connection (`AUTH`, `SELECT`); an error
+/// reply to one of them is an error.
+pub fn command_after(
+    addr: SocketAddr,
+    setup: &[Vec<Vec<u8>>],
+    args: &[&[u8]],
+) -> io::Result<Reply> {
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     stream.set_nodelay(true)?;
-    stream.write_all(&encode(args))?;
-    read_reply(&mut BufReader::new(stream))
+    let mut out = Vec::new();
+    for command in setup {
+        let parts: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+        out.extend(encode(&parts));
+    }
+    out.extend(encode(args));
+    stream.write_all(&out)?;
+    let mut reader = BufReader::new(stream);
+    for command in setup {
+        if let Reply::Error(e) = read_reply(&mut reader)? {
+            let name = String::from_utf8_lossy(&command[0]).into_owned();
+            return Err(io::Error::other(format!("{name} refused: {e}")));
+        }
+    }
+    read_reply(&mut reader)
 }
 
 /// The RESP array of bulk strings that carries a command.
