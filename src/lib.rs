@@ -7,9 +7,11 @@
 //!   Redis connection and upstream pools; it builds a [`downstream::Server`] whose streams a
 //!   [`proxy::Proxy`] serves. Nothing on a call's path crosses shards.
 //! - [`net`]: the `SO_REUSEPORT` listeners, one per shard.
-//! - [`wire`]: ringway's own HTTP/2, made for relaying on one thread: frames, HPACK, the
-//!   connection state machine with its stream handles, its guards against floods, and the
-//!   socket driver that bounds what a peer can make it queue.
+//! - [`wire`]: ringway's own HTTP/2, made for relaying on one thread: frames (`frame.rs`),
+//!   HPACK (`hpack.rs`, `huffman.rs`), header lists and their checks (`headers.rs`), the
+//!   connection state machine (`conn.rs`) with its receive path (`recv.rs`), its streams
+//!   (`streams.rs`) and their handles (`handles.rs`), its guards against floods (`guard.rs`),
+//!   and the socket driver that bounds what a peer can make it queue (`io.rs`).
 //! - [`downstream`]: a client's HTTP/2 connection: settings, limits, accepting streams,
 //!   keepalive, idle and age limits, ping enforcement; the reusable call tasks. It knows
 //!   nothing of what a call does: streams go to a [`downstream::Handler`].

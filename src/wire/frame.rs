@@ -1,6 +1,6 @@
 //! HTTP/2 frames on the wire (RFC 9113 §4, §6): the 9-byte header, and writers that append
 //! whole frames to a connection's output buffer. Parsing of payloads lives with the
-//! connection, which knows what each frame means to it.
+//! connection's receive path (`recv.rs`), which knows what each frame means to it.
 
 use bytes::{BufMut, BytesMut};
 

@@ -15,7 +15,8 @@
 //!
 //! Other floods are counted by what they cost rather than by time: streams a client resets
 //! before they are answered (rapid reset), streams we reset for its errors, and the size of one
-//! header block (CONTINUATION flood). Their limits live in [`super::conn`].
+//! header block (CONTINUATION flood). Their limits are the constants below; the frames are
+//! counted where they are handled ([`super::conn`] and the receive path).
 //!
 //! [`Settings::max_control_frames_per_second`]: super::Settings::max_control_frames_per_second
 
@@ -114,6 +115,39 @@ impl Refusal {
         match self {
             Refusal::ConcurrentStreams => "max_concurrent_streams",
             Refusal::HeaderList => "max_header_list",
+        }
+    }
+}
+
+/// Streams a peer may reset before we answered, net of calls completed, before it is treated
+/// as a rapid-reset attack (CVE-2023-44487).
+pub(super) const MAX_EARLY_RESETS: u32 = 256;
+/// Streams we may reset because the peer misbehaved on them, or refuse (above
+/// MAX_CONCURRENT_STREAMS, header list too large), before the connection is ended.
+pub(super) const MAX_LOCAL_ERROR_RESETS: u32 = 1024;
+/// CONTINUATION frames allowed in one header block.
+pub(super) const MAX_CONTINUATIONS: u32 = 128;
+
+/// What one connection counts to defend itself.
+pub(super) struct Guard {
+    /// Frames that do no work, per kind, in the current second.
+    pub(super) flood: FloodGuard,
+    /// Streams we reset, whose late frames are ignored.
+    pub(super) resets: ResetIds,
+    /// Streams the peer reset before we answered, net of calls answered since
+    /// (against [`MAX_EARLY_RESETS`]).
+    pub(super) early_resets: u32,
+    /// Streams we reset or refused for the peer's errors (against [`MAX_LOCAL_ERROR_RESETS`]).
+    pub(super) local_resets: u32,
+}
+
+impl Guard {
+    pub(super) fn new() -> Guard {
+        Guard {
+            flood: FloodGuard::new(),
+            resets: ResetIds::new(),
+            early_resets: 0,
+            local_resets: 0,
         }
     }
 }

@@ -18,22 +18,38 @@
 //! The surface is what [`proxy`](crate::proxy), [`downstream`](crate::downstream) and
 //! [`upstream`](crate::upstream) need: accept a stream (server), open one (client), the head,
 //! DATA and trailers both ways with end-to-end flow control, resets, PING, and GOAWAY.
+//!
+//! # Layout
+//!
+//! - [`frame`]: frame headers and the writers of each frame type.
+//! - [`hpack`] (with `huffman`): header compression, both directions.
+//! - `headers`: [`Fields`], a decoded header block, and the checks a received one must pass.
+//! - `streams`: one stream's state, and the slab a connection keeps its streams in.
+//! - [`conn`]: [`Conn`], the calls its driver and owner make, and its [`conn::State`].
+//! - `recv`: the frames the peer sent, checked and applied to that state.
+//! - `handles`: [`RecvStream`], [`SendStream`], [`Respond`], [`ResponseFuture`].
+//! - [`guard`]: flood counts and the limits a connection defends itself with.
+//! - [`io`]: the socket driver: reads into the connection, writes what it queued.
 
 pub mod conn;
 pub mod frame;
 pub mod guard;
+mod handles;
+mod headers;
 pub mod hpack;
 mod huffman;
 pub mod io;
+mod recv;
+mod streams;
 
 use std::fmt;
 use std::rc::Rc;
 
-pub use conn::{
-    Conn, Fields, Incoming, RecvStream, Respond, ResponseFuture, Role, SendStream, Settings,
-};
+pub use conn::{Conn, Role, Settings};
 pub use frame::Head;
 pub use guard::{Flood, Refusal};
+pub use handles::{Chunk, Incoming, RecvStream, Respond, Response, ResponseFuture, SendStream};
+pub use headers::Fields;
 
 /// What a connection's owner wants to hear of its frames (keepalive activity, a client's
 /// PINGs for ping enforcement, a target's GOAWAY). All methods default to doing nothing.

@@ -1,0 +1,190 @@
+//! Header lists: [`Fields`], a decoded header block, and the checks a received one must pass
+//! to be well formed (RFC 9113 §8.2, §8.3). No connection state here.
+
+use std::cell::RefCell;
+
+use bytes::Bytes;
+
+use super::hpack::Field;
+
+/// A decoded header block: pseudo-header fields first, in the order received.
+///
+/// The vector is returned to a per-thread pool when dropped, so a warm shard decodes header
+/// blocks without allocating.
+pub struct Fields {
+    pub(super) list: Vec<Field>,
+}
+
+thread_local! {
+    static SPARE_FIELDS: RefCell<Vec<Vec<Field>>> = const { RefCell::new(Vec::new()) };
+}
+const SPARE_FIELDS_MAX: usize = 4096;
+
+impl Fields {
+    pub fn new() -> Fields {
+        let list = SPARE_FIELDS
+            .with(|s| s.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(16));
+        Fields { list }
+    }
+
+    pub fn push(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
+        self.list.push(Field {
+            name: name.into(),
+            value: value.into(),
+            sensitive: false,
+        });
+    }
+
+    /// The first field called `name`.
+    pub fn get(&self, name: &[u8]) -> Option<&Bytes> {
+        self.list
+            .iter()
+            .find(|f| f.name.as_ref() == name)
+            .map(|f| &f.value)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Field> {
+        self.list.iter()
+    }
+}
+
+impl Default for Fields {
+    fn default() -> Fields {
+        Fields::new()
+    }
+}
+
+impl std::fmt::Debug for Fields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut list = f.debug_map();
+        for field in &self.list {
+            list.entry(
+                &String::from_utf8_lossy(&field.name),
+                &String::from_utf8_lossy(&field.value),
+            );
+        }
+        list.finish()
+    }
+}
+
+impl Drop for Fields {
+    fn drop(&mut self) {
+        let mut list = std::mem::take(&mut self.list);
+        if list.capacity() == 0 {
+            return;
+        }
+        list.clear();
+        let _ = SPARE_FIELDS.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARE_FIELDS_MAX {
+                s.push(list);
+            }
+        });
+    }
+}
+
+/// Why a received header block is malformed (RFC 9113 §8.2, §8.3): a stream error. When it is
+/// well formed: its `content-length`, if it has one (§8.1.1).
+pub(super) fn check_fields(fields: &Fields, kind: Block) -> Result<Option<u64>, &'static str> {
+    let mut regular = false;
+    let mut content_length = None;
+    let (mut method, mut scheme, mut path, mut status) = (false, false, false, false);
+    for f in fields.iter() {
+        let name = f.name.as_ref();
+        if has_nul_cr_lf(&f.value) {
+            return Err("field value with NUL, CR or LF");
+        }
+        if let Some(pseudo) = name.strip_prefix(b":") {
+            if regular {
+                return Err("pseudo-header after a regular field");
+            }
+            let seen = match (kind, pseudo) {
+                (Block::Request, b"method") => &mut method,
+                (Block::Request, b"scheme") => &mut scheme,
+                (Block::Request, b"path") => &mut path,
+                // :authority may repeat the Host; one is enough to check.
+                (Block::Request, b"authority") => continue,
+                (Block::Response, b"status") => &mut status,
+                _ => return Err("unknown or misplaced pseudo-header"),
+            };
+            if std::mem::replace(seen, true) {
+                return Err("duplicate pseudo-header");
+            }
+            continue;
+        }
+        regular = true;
+        if name.is_empty() || !name.iter().all(|&b| NAME_BYTES[b as usize]) {
+            return Err("field name empty, not lowercase, or with a forbidden byte");
+        }
+        // Only names of these lengths need a closer look (connection-specific fields, te,
+        // content-length): one compare for most fields.
+        if !matches!(name.len(), 2 | 7 | 10 | 14 | 16 | 17) {
+            continue;
+        }
+        match name {
+            b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding"
+            | b"upgrade" => return Err("connection-specific field"),
+            b"te" if f.value.as_ref() != b"trailers" => return Err("te other than trailers"),
+            b"content-length" => {
+                let n = parse_length(&f.value).ok_or("content-length not a number")?;
+                if content_length.is_some_and(|c| c != n) {
+                    return Err("conflicting content-length values");
+                }
+                content_length = Some(n);
+            }
+            _ => {}
+        }
+    }
+    match kind {
+        Block::Request if !(method && scheme && path) => Err("missing :method, :scheme or :path"),
+        Block::Request if fields.get(b":path").is_some_and(|p| p.is_empty()) => Err("empty :path"),
+        Block::Response if !status => Err("missing :status"),
+        _ => Ok(content_length),
+    }
+}
+
+/// A `content-length` value: decimal digits only, at most 18 of them.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0, |n, &d| n * 10 + (d - b'0') as u64))
+}
+
+/// The bytes a field name may hold (RFC 9113 §8.2.1): visible ASCII except uppercase.
+static NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        table[b] = !(b >= 0x41 && b <= 0x5a);
+        b += 1;
+    }
+    table
+};
+
+/// Whether `v` holds a NUL, CR or LF: eight bytes at a time.
+fn has_nul_cr_lf(v: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    let mut chunks = v.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        if zero_byte(x) || zero_byte(x ^ (ONES * 0x0d)) || zero_byte(x ^ (ONES * 0x0a)) {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b == 0 || b == b'\r' || b == b'\n')
+}
+
+/// Which header block of a stream is checked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Block {
+    Request,
+    Response,
+    Trailers,
+}
