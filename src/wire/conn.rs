@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::io;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ use super::headers::Fields;
 use super::hpack::{Decoder, Encoder};
 use super::recv::Partial;
 use super::streams::{Stream, Streams, SPARE_QUEUES};
-use super::{Error, Observer, Reason};
+use super::{Closed, Error, Observer, Reason};
 
 // Also named from here (`wire::conn::Chunk`) by the relay and the fuzz targets.
 pub use super::handles::{Chunk, Response};
@@ -317,14 +318,17 @@ impl Conn {
         }
     }
 
-    /// The peer closed its side, or reading failed.
-    pub fn read_ended(&self, why: &str) {
+    /// The peer closed its side (`None`), or reading failed.
+    pub fn read_ended(&self, error: Option<io::Error>) {
+        let why = error.map_or(Closed::ByPeer, |e| Closed::Read(Rc::new(e)));
         self.0.borrow_mut().shut(why, false);
     }
 
     /// Writing failed: nothing more can be sent.
-    pub fn write_failed(&self, why: &str) {
-        self.0.borrow_mut().shut(why, true);
+    pub fn write_failed(&self, error: io::Error) {
+        self.0
+            .borrow_mut()
+            .shut(Closed::Write(Rc::new(error)), true);
     }
 
     /// A write made no progress for `limit`: the peer is not reading. The connection closes.
@@ -333,8 +337,7 @@ impl Conn {
         if let Some(observer) = &s.observer {
             observer.send_timed_out();
         }
-        let why = format!("send timeout: nothing written for {} ms", limit.as_millis());
-        s.shut(&why, true);
+        s.shut(Closed::SendTimeout(limit), true);
     }
 
     /// Ready once the connection was aborted: its socket is to be closed now, whatever
@@ -446,7 +449,7 @@ impl Conn {
     /// The driver ended: everything still waiting learns the connection is gone.
     pub fn finished(&self) {
         let mut s = self.0.borrow_mut();
-        s.shut("connection closed", false);
+        s.shut(Closed::Ended, false);
     }
 
     // --- for the owner -----------------------------------------------------------------------
@@ -502,7 +505,7 @@ impl Conn {
         let mut s = self.0.borrow_mut();
         s.opens_streams()?;
         if s.next_local_id > frame::MAX_WINDOW {
-            return Err(Error::Closed("stream ids exhausted".into()));
+            return Err(Error::Closed(Closed::StreamIdsExhausted));
         }
         let id = s.next_local_id;
         s.next_local_id += 2;
@@ -636,8 +639,8 @@ impl Conn {
     }
 
     /// Closes now: open streams fail.
-    pub fn abort(&self, why: &str) {
-        self.0.borrow_mut().shut(why, true);
+    pub fn abort(&self, why: &'static str) {
+        self.0.borrow_mut().shut(Closed::ByUs(why), true);
     }
 
     pub fn role(&self) -> Role {
@@ -683,9 +686,9 @@ impl State {
 
     /// Ends the connection for `why` (unless it already failed): every waiter learns it and the
     /// writer stops after what is queued — or at once, with `discard`.
-    fn shut(&mut self, why: &str, discard: bool) {
+    fn shut(&mut self, why: Closed, discard: bool) {
         if self.failed.is_none() {
-            self.fail(Error::Closed(why.into()));
+            self.fail(Error::Closed(why));
         }
         self.shutdown.closing = true;
         if discard {
@@ -865,7 +868,7 @@ impl State {
     fn connection_error(&mut self, reason: Reason, why: &'static str) {
         let last = self.last_peer_id;
         frame::put_goaway(&mut self.out, last, reason.0, why.as_bytes());
-        self.fail(Error::Closed(format!("{reason}: {why}").into()));
+        self.fail(Error::Closed(Closed::ProtocolError { reason, why }));
         self.shutdown.closing = true;
         self.wake_writer();
     }

@@ -14,6 +14,7 @@
 //!   peer neither reads nor writes.
 
 use std::future::{poll_fn, Future};
+use std::io;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -88,7 +89,7 @@ pub async fn drive(conn: Conn, (mut reader, writer): Halves) {
             buf = slice.into_inner();
             match result {
                 Ok(0) => {
-                    conn.read_ended("closed by peer");
+                    conn.read_ended(None);
                     return;
                 }
                 Ok(_) => {
@@ -97,7 +98,7 @@ pub async fn drive(conn: Conn, (mut reader, writer): Halves) {
                     }
                 }
                 Err(e) => {
-                    conn.read_ended(&format!("read failed: {e}"));
+                    conn.read_ended(Some(e));
                     return;
                 }
             }
@@ -129,7 +130,7 @@ pub async fn drive(conn: Conn, (mut reader, writer): Halves) {
             write.set(None);
             writer = Some(half);
             if let Err(e) = result {
-                conn.write_failed(&e);
+                conn.write_failed(e);
                 return;
             }
             conn.written();
@@ -180,7 +181,7 @@ async fn write_all<W: AsyncWriteRent>(
     mut writer: W,
     mut batch: BytesMut,
     watch: Option<(&Deadline, Duration)>,
-) -> (W, Result<(), String>, BytesMut) {
+) -> (W, io::Result<()>, BytesMut) {
     let total = batch.len();
     let mut written = 0;
     while written < total {
@@ -191,9 +192,12 @@ async fn write_all<W: AsyncWriteRent>(
         let (result, slice) = writer.write(slice).await;
         batch = slice.into_inner();
         match result {
-            Ok(0) => return (writer, Err("write failed: wrote zero bytes".into()), batch),
+            Ok(0) => {
+                let error = io::Error::new(io::ErrorKind::WriteZero, "wrote zero bytes");
+                return (writer, Err(error), batch);
+            }
             Ok(n) => written += n,
-            Err(e) => return (writer, Err(format!("write failed: {e}")), batch),
+            Err(e) => return (writer, Err(e), batch),
         }
     }
     if let Some((deadline, _)) = watch {

@@ -43,7 +43,9 @@ mod recv;
 mod streams;
 
 use std::fmt;
+
 use std::rc::Rc;
+use std::time::Duration;
 
 pub use conn::{Conn, Role, Settings};
 pub use frame::Head;
@@ -136,7 +138,57 @@ pub enum Error {
     /// A GOAWAY ended the stream (it was above the peer's last stream id) or forbids new ones.
     GoAway { reason: Reason, remote: bool },
     /// The connection is gone: closed, broken, or ended for a protocol error.
-    Closed(Rc<str>),
+    Closed(Closed),
+}
+
+/// Why a connection ended.
+#[derive(Clone, Debug)]
+pub enum Closed {
+    /// The peer closed its side of the socket.
+    ByPeer,
+    /// Reading from the socket failed.
+    Read(Rc<std::io::Error>),
+    /// Writing to the socket failed.
+    Write(Rc<std::io::Error>),
+    /// Output waited and nothing was written for this long: the peer is not reading.
+    SendTimeout(Duration),
+    /// We ended it for the peer's protocol error, with a GOAWAY carrying `why`.
+    ProtocolError { reason: Reason, why: &'static str },
+    /// Its owner closed it (ringway: idle, age, pool shrink, a failed keepalive).
+    ByUs(&'static str),
+    /// All client stream ids (2^31 / 2) were used.
+    StreamIdsExhausted,
+    /// The connection's driver ended after an orderly close (GOAWAY, or closed when idle).
+    Ended,
+}
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Closed::ByPeer => f.write_str("closed by peer"),
+            Closed::Read(e) => write!(f, "read failed: {e}"),
+            Closed::Write(e) => write!(f, "write failed: {e}"),
+            Closed::SendTimeout(limit) => write!(
+                f,
+                "send timeout: nothing written for {} ms",
+                limit.as_millis()
+            ),
+            Closed::ProtocolError { reason, why } => write!(f, "{reason}: {why}"),
+            Closed::ByUs(why) => f.write_str(why),
+            Closed::StreamIdsExhausted => f.write_str("stream ids exhausted"),
+            Closed::Ended => f.write_str("connection closed"),
+        }
+    }
+}
+
+impl Closed {
+    /// The I/O error underneath, if the socket failed.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            Closed::Read(e) | Closed::Write(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl Error {
@@ -173,7 +225,16 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Closed(closed) => closed
+                .io_error()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
+            _ => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -19,7 +19,8 @@ use super::conn::{Chunk, Response};
 use super::frame::{self, Head};
 use super::hpack::{Decoder, Encoder};
 use super::{
-    Conn, Error, Fields, Incoming, Reason, RecvStream, ResponseFuture, Role, SendStream, Settings,
+    Closed, Conn, Error, Fields, Incoming, Reason, RecvStream, ResponseFuture, Role, SendStream,
+    Settings,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1050,10 +1051,37 @@ fn connection_error_fails_open_streams() {
     assert!(!server.recv(&mut b));
     assert!(matches!(
         incoming.body.poll_recv(&mut cx()),
-        Poll::Ready(Err(Error::Closed(_)))
+        Poll::Ready(Err(Error::Closed(Closed::ProtocolError {
+            reason: Reason::PROTOCOL_ERROR,
+            ..
+        })))
     ));
     assert!(incoming.respond.poll_reset(&mut cx()).is_ready());
     assert!(matches!(server.poll_accept(&mut cx()), Poll::Ready(None)));
+}
+
+#[test]
+fn a_failed_read_reaches_open_streams_as_the_source() {
+    use std::error::Error as _;
+    let server = raw_server(Settings::default());
+    let mut enc = Encoder::new();
+    let mut b = BytesMut::new();
+    put_headers(&mut b, &mut enc, 1, RAW_REQUEST, false);
+    assert!(server.recv(&mut b));
+    let mut incoming = accept(&server).unwrap();
+    server.read_ended(Some(std::io::Error::from(
+        std::io::ErrorKind::ConnectionReset,
+    )));
+    let Poll::Ready(Err(error)) = incoming.body.poll_recv(&mut cx()) else {
+        panic!("the stream did not fail");
+    };
+    assert!(matches!(error, Error::Closed(Closed::Read(_))), "{error:?}");
+    let source = error.source().expect("the I/O error is the source");
+    let io = source.downcast_ref::<std::io::Error>().unwrap();
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
+    assert!(error
+        .to_string()
+        .starts_with("connection closed: read failed: "));
 }
 
 // ---------------------------------------------------------------------------------------------
