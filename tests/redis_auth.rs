@@ -306,6 +306,30 @@ fn wrong_password_is_unavailable_not_ready_and_never_shown() {
     });
 }
 
+/// A server that wants a password ringway was not given: not ready, and calls UNAVAILABLE
+/// saying so (not INTERNAL with Redis's `NOAUTH` for every lookup).
+#[test]
+fn no_password_for_a_server_that_wants_one_is_not_ready() {
+    run(LIMIT, async {
+        let env = Env::builder(RINGWAY)
+            .redis_requirepass(PASSWORD)
+            .upstream("a")
+            .route("job", "a")
+            .start()
+            .await;
+        let (status, body) = env.gateway().admin_get("/readyz");
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("Redis refused authentication"), "{body}");
+        let status = call(&env, "job").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(
+            status.message().contains("NOAUTH")
+                && status.message().contains("no password is configured"),
+            "{status:?}"
+        );
+    });
+}
+
 #[test]
 fn route_cache_stays_coherent_with_a_login_and_database_2() {
     run(LIMIT, async {

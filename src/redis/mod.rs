@@ -359,7 +359,9 @@ async fn connect(config: &RedisConfig, want_tracking: bool) -> Result<(Stream, b
 /// 1. With tracking wanted or a password: `HELLO 3` (RESP3, for the invalidation pushes) or
 ///    `HELLO 2`, with `AUTH <user> <password>` when there is a password — login and protocol
 ///    in one round trip. Without a configured user the ACL user is `default`, the one
-///    `requirepass` sets. Neither wanted: nothing is sent, as before logins existed.
+///    `requirepass` sets. Neither wanted, and database 0: one `PING`, so that a server that
+///    wants a password ringway was not given says so at connect (`NOAUTH` →
+///    [`Unavailable::AuthFailed`], `/readyz` 503) rather than in every lookup's reply.
 /// 2. `HELLO` refused as a login (`WRONGPASS`, `NOAUTH`): [`Unavailable::AuthFailed`].
 ///    Refused otherwise (`ERR unknown command` from Redis < 6, `NOPROTO`): the server has no
 ///    RESP3, so the connection stays RESP2 without tracking and logs in with
@@ -408,6 +410,14 @@ async fn handshake(
                 }
             }
             _ => resp3 = want_tracking,
+        }
+    } else if target.db == 0 {
+        if let Reply::Error(e) = command(stream, &mut buf, &[b"PING"], timeout).await? {
+            if is_refused_login(&e) {
+                return Err(Unavailable::AuthFailed(format!(
+                    "{e} (no password is configured: redis.password, password_file or the URL)"
+                )));
+            }
         }
     }
     if target.db != 0 {
