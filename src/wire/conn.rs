@@ -656,6 +656,7 @@ impl Conn {
 impl State {
     /// Whether new streams may open here: not if the connection failed, the peer sent GOAWAY,
     /// or we are closing it.
+    #[inline]
     fn opens_streams(&self) -> Result<(), Error> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
@@ -677,11 +678,14 @@ impl State {
 
     /// Why stream `key` can take no more frames from us, if it cannot: reset, ended by the
     /// connection's failure or a GOAWAY, or (with `sending`) its END_STREAM already sent.
+    #[inline]
     pub(super) fn unusable(&mut self, key: usize, sending: bool) -> Option<Error> {
-        if let Some(e) = self.stream(key).failure().or_else(|| self.failed.clone()) {
-            return Some(e);
+        let failed = self.failed.is_some();
+        let stream = self.stream(key);
+        if stream.reset.is_some() || stream.error.is_some() || failed {
+            return self.stream(key).failure().or_else(|| self.failed.clone());
         }
-        (sending && self.stream(key).send_end).then_some(Error::LocalReset(Reason::STREAM_CLOSED))
+        (sending && stream.send_end).then_some(Error::LocalReset(Reason::STREAM_CLOSED))
     }
 
     /// Ends the connection for `why` (unless it already failed): every waiter learns it and the

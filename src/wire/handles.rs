@@ -281,6 +281,7 @@ impl Respond {
 
     /// Whether nothing can be sent on the stream any more: the client reset it, or its
     /// connection is gone.
+    #[inline]
     pub fn is_closed(&self) -> bool {
         self.0.with(|s, key| s.unusable(key, false).is_some())
     }

@@ -110,6 +110,7 @@ impl Stream {
     }
 
     /// Why the stream cannot be used any more, if it cannot.
+    #[inline]
     pub(super) fn failure(&self) -> Option<Error> {
         if let Some((reason, remote)) = self.reset {
             return Some(if remote {
