@@ -5,31 +5,56 @@
 //! task per stream. It does not decode protobuf (the bytes go back as they came, framing
 //! included) and does not care about the path, so any unary method works.
 //!
+//! With a TLS config (`--tls-cert/--tls-key`) the same listener speaks TLS (rustls, ring
+//! provider, ALPN `h2`), so gateways can reach it as `grpcs://` / `https://`; the HTTP/2 code
+//! is the same, generic over the stream. The first connection of each kind (version, cipher,
+//! group, ALPN) a thread sees is logged as `echo-upstream: tls <…>`, so a run can record what
+//! the gateway's upstream hop negotiated.
+//!
 //! Shape: `threads` OS threads, each with its own tokio current_thread runtime accepting from
 //! a clone of the same listening socket. One thread is the default, so the upstream's CPU time
 //! per call is easy to read and comparable between systems under test.
 
+use std::collections::HashSet;
 use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::Request;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 
 use crate::grpc;
 use crate::h2cfg;
+use crate::tls::Negotiated;
 
-/// Serve on `listener` with `threads` threads until the process exits.
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serve plaintext HTTP/2 on `listener` with `threads` threads until the process exits.
 pub fn serve(listener: StdListener, threads: usize, max_streams: u32) -> std::io::Result<()> {
+    serve_with(listener, threads, max_streams, None)
+}
+
+/// Serve on `listener`, over TLS when `tls` is given (its ALPN should offer `h2`).
+pub fn serve_with(
+    listener: StdListener,
+    threads: usize,
+    max_streams: u32,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let mut handles = Vec::new();
     for i in 0..threads.max(1) {
         let l = listener.try_clone()?;
+        let tls = tls.clone().map(tokio_rustls::TlsAcceptor::from);
         handles.push(
             std::thread::Builder::new()
                 .name(format!("echo-{i}"))
-                .spawn(move || run_thread(l, max_streams))?,
+                .spawn(move || run_thread(l, max_streams, tls))?,
         );
     }
     for h in handles {
@@ -38,13 +63,18 @@ pub fn serve(listener: StdListener, threads: usize, max_streams: u32) -> std::io
     Ok(())
 }
 
-fn run_thread(listener: StdListener, max_streams: u32) -> std::io::Result<()> {
+fn run_thread(
+    listener: StdListener,
+    max_streams: u32,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let listener = TcpListener::from_std(listener)?;
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(HashSet::new()));
         loop {
             let (sock, _) = match listener.accept().await {
                 Ok(s) => s,
@@ -54,13 +84,35 @@ fn run_thread(listener: StdListener, max_streams: u32) -> std::io::Result<()> {
                     continue;
                 }
             };
-            tokio::task::spawn_local(connection(sock, max_streams));
+            let _ = sock.set_nodelay(true);
+            match &tls {
+                None => {
+                    tokio::task::spawn_local(connection(sock, max_streams));
+                }
+                Some(acceptor) => {
+                    let (accept, seen) = (acceptor.accept(sock), seen.clone());
+                    tokio::task::spawn_local(async move {
+                        let Ok(Ok(stream)) =
+                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await
+                        else {
+                            return;
+                        };
+                        let n = Negotiated::of(&stream.get_ref().1);
+                        if seen.borrow_mut().insert(n.clone()) {
+                            eprintln!("echo-upstream: tls {}", n.line());
+                        }
+                        connection(stream, max_streams).await;
+                    });
+                }
+            }
         }
     })
 }
 
-async fn connection(sock: TcpStream, max_streams: u32) {
-    let _ = sock.set_nodelay(true);
+async fn connection<S>(sock: S, max_streams: u32)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut conn = match h2cfg::server(max_streams).handshake::<_, Bytes>(sock).await {
         Ok(c) => c,
         Err(_) => return,
