@@ -136,6 +136,8 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 pub struct ClientTls {
     pub config: Arc<rustls::ClientConfig>,
     pub server_name: ServerName<'static>,
+    /// Whether the session cache is kept across connections (see [`client`]).
+    pub resume: bool,
 }
 
 /// A client config trusting the CAs in `ca` (PEM), ALPN `h2` only. `resume`: keep rustls's
@@ -164,6 +166,7 @@ pub fn client(ca: &Path, server_name: &str, resume: bool) -> Result<ClientTls, S
     Ok(ClientTls {
         config: Arc::new(cfg),
         server_name,
+        resume,
     })
 }
 
