@@ -97,7 +97,7 @@ fn run_thread(
                         else {
                             return;
                         };
-                        let n = Negotiated::of(&stream.get_ref().1);
+                        let n = Negotiated::of(stream.get_ref().1);
                         if seen.borrow_mut().insert(n.clone()) {
                             eprintln!("echo-upstream: tls {}", n.line());
                         }
