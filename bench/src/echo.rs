@@ -7,18 +7,19 @@
 //!
 //! With a TLS config (`--tls-cert/--tls-key`) the same listener speaks TLS (rustls, ring
 //! provider, ALPN `h2`), so gateways can reach it as `grpcs://` / `https://`; the HTTP/2 code
-//! is the same, generic over the stream. The first connection of each kind (version, cipher,
-//! group, ALPN) a thread sees is logged as `echo-upstream: tls <…>`, so a run can record what
-//! the gateway's upstream hop negotiated.
+//! is the same, generic over the stream. A thread logs a connection's kind (version, cipher,
+//! group, ALPN, full or resumed) as `echo-upstream: tls <…>` the first time it sees it and
+//! then at most once a second, so a run can record what a gateway's upstream hop negotiated
+//! without a line per connection.
 //!
 //! Shape: `threads` OS threads, each with its own tokio current_thread runtime accepting from
 //! a clone of the same listening socket. One thread is the default, so the upstream's CPU time
 //! per call is easy to read and comparable between systems under test.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -33,6 +34,8 @@ use crate::tls::Negotiated;
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A kind of TLS connection already logged is logged again after this long at the earliest.
+const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Serve plaintext HTTP/2 on `listener` with `threads` threads until the process exits.
 pub fn serve(listener: StdListener, threads: usize, max_streams: u32) -> std::io::Result<()> {
@@ -74,7 +77,8 @@ fn run_thread(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let listener = TcpListener::from_std(listener)?;
-        let seen = std::rc::Rc::new(std::cell::RefCell::new(HashSet::new()));
+        // Kind of TLS connection → when it was last logged.
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(HashMap::new()));
         loop {
             let (sock, _) = match listener.accept().await {
                 Ok(s) => s,
@@ -97,16 +101,30 @@ fn run_thread(
                         else {
                             return;
                         };
-                        let n = Negotiated::of(stream.get_ref().1);
-                        if seen.borrow_mut().insert(n.clone()) {
-                            eprintln!("echo-upstream: tls {}", n.line());
-                        }
+                        let c = stream.get_ref().1;
+                        let resumed = c.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                        let kind = (Negotiated::of(c), resumed);
+                        log_kind(&mut seen.borrow_mut(), kind);
                         connection(stream, max_streams).await;
                     });
                 }
             }
         }
     })
+}
+
+/// Log a TLS connection's kind the first time, then at most every `LOG_EVERY`.
+fn log_kind(seen: &mut HashMap<(Negotiated, bool), Instant>, kind: (Negotiated, bool)) {
+    let now = Instant::now();
+    if seen
+        .get(&kind)
+        .is_some_and(|last| now.duration_since(*last) < LOG_EVERY)
+    {
+        return;
+    }
+    let how = if kind.1 { "resumed" } else { "full" };
+    eprintln!("echo-upstream: tls {} ({how})", kind.0.line());
+    seen.insert(kind, now);
 }
 
 async fn connection<S>(sock: S, max_streams: u32)

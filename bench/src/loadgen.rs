@@ -552,12 +552,13 @@ async fn slot_call(
     conn: Option<&Rc<Conn>>,
     held: &mut Option<(u64, SendRequest<Bytes>)>,
     cfg: &Config,
+    tls: Option<&ClientTls>,
     t: &CallTemplate,
     rec: &Recorder,
     recorded: bool,
 ) -> Outcome {
     let Some(conn) = conn else {
-        let once = one_shot(cfg.target, cfg.tls.as_ref(), t);
+        let once = one_shot(cfg.target, tls, t);
         return match tokio::time::timeout(cfg.call_timeout, once).await {
             Ok((outcome, handshake)) => {
                 if let Some(h) = handshake {
@@ -592,6 +593,23 @@ struct ThreadResult {
     full: u64,
     resumed: u64,
     negotiated: Option<Negotiated>,
+}
+
+/// The TLS config a slot dials its new connections with. With resumption each slot gets a
+/// session cache of its own, as a client that reconnects keeps its own sessions: one cache
+/// shared by every slot would hold at most 8 TLS 1.3 tickets per server (rustls's limit), fewer
+/// than the handshakes in flight, and some handshakes would be full for want of a ticket.
+fn slot_tls(cfg: &Config) -> Option<ClientTls> {
+    let tls = cfg.tls.as_ref()?;
+    if !(cfg.new_connections && tls.resume) {
+        return Some(tls.clone());
+    }
+    let mut own = (*tls.config).clone();
+    own.resumption = rustls::client::Resumption::in_memory_sessions(32);
+    Some(ClientTls {
+        config: Arc::new(own),
+        ..tls.clone()
+    })
 }
 
 /// Split `total` into `parts` shares differing by at most one.
@@ -772,6 +790,7 @@ async fn closed_loop(
         tasks.push(tokio::task::spawn_local(async move {
             let progress = &shared.progress[index];
             let mut held = None;
+            let tls = slot_tls(&shared.cfg);
             loop {
                 let t0 = Instant::now();
                 let Some(recorded) = shared.admit(t0) else {
@@ -782,6 +801,7 @@ async fn closed_loop(
                     conn.as_ref(),
                     &mut held,
                     &shared.cfg,
+                    tls.as_ref(),
                     &template,
                     &rec,
                     recorded,
@@ -843,6 +863,7 @@ async fn open_loop(
                 conn.as_ref(),
                 &mut held,
                 &shared.cfg,
+                shared.cfg.tls.as_ref(),
                 &template,
                 &rec,
                 recorded,
