@@ -804,11 +804,14 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
             // gateway's upstream hop (direct-tls: the load generator's).
             let text = std::fs::read(&upstream.log).unwrap_or_default();
             let from = (upstream_log_from as usize).min(text.len());
-            run.upstream_tls = String::from_utf8_lossy(&text[from..])
+            let mut seen: Vec<String> = String::from_utf8_lossy(&text[from..])
                 .lines()
                 .filter_map(|l| l.strip_prefix("echo-upstream: tls "))
                 .map(str::to_string)
                 .collect();
+            seen.sort();
+            seen.dedup();
+            run.upstream_tls = seen;
         }
         results.systems.push(run);
     }
