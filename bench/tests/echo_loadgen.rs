@@ -77,8 +77,19 @@ fn refused_target_is_an_error_not_a_hang() {
     assert!(r.is_err());
 }
 
+/// A PKI's directory, removed when the test is done with it.
+struct Pki(ringway_bench::tls::Pki);
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.ca.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// The echo upstream over TLS with a per-test PKI; returns its address and the PKI.
-fn echo_tls() -> (std::net::SocketAddr, ringway_bench::tls::Pki) {
+fn echo_tls() -> (std::net::SocketAddr, Pki) {
     let dir = std::env::temp_dir().join(format!(
         "ringway-bench-test-{}-{:?}",
         std::process::id(),
@@ -89,13 +100,13 @@ fn echo_tls() -> (std::net::SocketAddr, ringway_bench::tls::Pki) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || ringway_bench::echo::serve_with(l, 1, 1024, Some(server)));
-    (addr, pki)
+    (addr, Pki(pki))
 }
 
 #[test]
 fn tls_closed_loop_records_what_was_negotiated() {
     let (addr, pki) = echo_tls();
-    let tls = ringway_bench::tls::client(&pki.ca, "localhost", true).unwrap();
+    let tls = ringway_bench::tls::client(&pki.0.ca, "localhost", true).unwrap();
     let s = loadgen::run(Config {
         requests: Some(500),
         duration: Duration::from_secs(20),
@@ -113,7 +124,7 @@ fn tls_closed_loop_records_what_was_negotiated() {
 fn new_connections_count_full_and_resumed_handshakes() {
     let (addr, pki) = echo_tls();
     for resume in [false, true] {
-        let tls = ringway_bench::tls::client(&pki.ca, "localhost", resume).unwrap();
+        let tls = ringway_bench::tls::client(&pki.0.ca, "localhost", resume).unwrap();
         let s = loadgen::run(Config {
             requests: Some(60),
             duration: Duration::from_secs(20),
@@ -142,7 +153,7 @@ fn new_connections_count_full_and_resumed_handshakes() {
 fn a_client_that_does_not_trust_the_ca_fails_to_dial() {
     let (addr, _) = echo_tls();
     let (_, other) = echo_tls();
-    let tls = ringway_bench::tls::client(&other.ca, "localhost", true).unwrap();
+    let tls = ringway_bench::tls::client(&other.0.ca, "localhost", true).unwrap();
     let r = loadgen::run(Config {
         tls: Some(tls),
         ..config(addr)
