@@ -18,6 +18,7 @@
 //! echo.rs       the echo upstream's server loop
 //! loadgen.rs    the load generator's engine: connections, slots, open/closed loop, recording
 //! report.rs     the load generator's summary (JSON + human)
+//! tls.rs        the per-run PKI (rcgen, ECDSA P-256) and rustls configs, ring provider, ALPN h2
 //! procfs.rs     /proc readers: CPU of a process tree, peak RSS, TCP state table
 //! scenario/     the runner: processes, peers' configs, the systems, sweep, results, charts
 //! hostile/      bench/hostile: attacks (the testkit's) against ringway, nginx and HAProxy
@@ -37,3 +38,4 @@ pub mod loadgen;
 pub mod procfs;
 pub mod report;
 pub mod scenario;
+pub mod tls;

@@ -22,9 +22,20 @@
 //!    (coordinated omission is not hidden). The service time from the actual send is kept too.
 //! 5. A hard deadline (`measured end + drain`) bounds every run: calls still in flight then are
 //!    counted as `unfinished`, never waited for.
+//!
+//! # TLS and new connections
+//!
+//! With `tls` every connection is TLS (rustls, ALPN `h2`, SNI from the config) and requests
+//! say `:scheme https`; the HTTP/2 code is the same, generic over the stream, and the
+//! plaintext path is the one it always was. With `new_connections` a "call" is a whole
+//! connection: dial, TLS handshake, HTTP/2 handshake, one unary call, close (waited for, at
+//! most 1 s). Throughput is then new connections per second — handshakes per second with
+//! TLS — and the summary's `handshakes` part has the handshake latency (dial to TLS
+//! established) and how many handshakes were full and how many resumed.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -36,10 +47,12 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use hdrhistogram::Histogram;
 use http::{HeaderName, HeaderValue, Uri};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::report::{Percentiles, Summary};
+use crate::report::{HandshakeSummary, Percentiles, Summary};
+use crate::tls::{ClientTls, Negotiated};
 use crate::{grpc, h2cfg, procfs};
 
 /// What to run. Every field is per run (all threads together) unless it says otherwise.
@@ -73,6 +86,11 @@ pub struct Config {
     pub drain: Duration,
     /// Print a progress line every second (on a terminal) or every 5 s (otherwise).
     pub progress: bool,
+    /// Dial every connection over TLS with this client config (ALPN h2). `None`: h2c.
+    pub tls: Option<ClientTls>,
+    /// Every call on a connection of its own, closed after it (see "TLS and new
+    /// connections" above); `connections` is then unused.
+    pub new_connections: bool,
 }
 
 /// Thread-shared run state: the clock and the counters the progress line reads.
@@ -126,6 +144,9 @@ impl Shared {
 /// One HTTP/2 connection, shared by the slots of one thread; redialed when it dies.
 struct Conn {
     addr: SocketAddr,
+    tls: Option<ClientTls>,
+    /// What the last TLS handshake negotiated.
+    negotiated: RefCell<Option<Negotiated>>,
     sender: RefCell<Option<SendRequest<Bytes>>>,
     /// Bumped on every (re)dial, so a slot can tell whether its failure was already handled.
     generation: Cell<u64>,
@@ -137,9 +158,11 @@ struct Conn {
 }
 
 impl Conn {
-    async fn dial(addr: SocketAddr) -> Result<Rc<Conn>, String> {
+    async fn dial(addr: SocketAddr, tls: Option<ClientTls>) -> Result<Rc<Conn>, String> {
         let conn = Rc::new(Conn {
             addr,
+            tls,
+            negotiated: RefCell::new(None),
             sender: RefCell::new(None),
             generation: Cell::new(0),
             dead: Cell::new(true),
@@ -155,20 +178,35 @@ impl Conn {
             .await
             .map_err(|e| format!("connect {}: {e}", self.addr))?;
         let _ = sock.set_nodelay(true);
-        let (send, connection) = h2cfg::client()
-            .handshake::<_, Bytes>(sock)
-            .await
-            .map_err(|e| format!("HTTP/2 handshake with {}: {e}", self.addr))?;
         let generation = self.generation.get() + 1;
         let me = Rc::downgrade(self);
-        tokio::task::spawn_local(async move {
-            let _ = connection.await;
+        let mark_dead = move || {
             if let Some(c) = me.upgrade() {
                 if c.generation.get() == generation {
                     c.dead.set(true);
                 }
             }
-        });
+        };
+        let send = match &self.tls {
+            None => {
+                let (send, driver) = h2_handshake(sock, self.addr).await?;
+                tokio::task::spawn_local(async move {
+                    driver.await;
+                    mark_dead();
+                });
+                send
+            }
+            Some(tls) => {
+                let (stream, negotiated, _) = tls_handshake(tls, sock, self.addr).await?;
+                *self.negotiated.borrow_mut() = Some(negotiated);
+                let (send, driver) = h2_handshake(stream, self.addr).await?;
+                tokio::task::spawn_local(async move {
+                    driver.await;
+                    mark_dead();
+                });
+                send
+            }
+        };
         *self.sender.borrow_mut() = Some(send);
         self.generation.set(generation);
         self.dead.set(false);
@@ -198,6 +236,109 @@ impl Conn {
         let s = self.sender.borrow();
         s.as_ref().map(|s| (self.generation.get(), s.clone()))
     }
+}
+
+/// The HTTP/2 client handshake on `io`: the sender, and the connection's driver (to spawn),
+/// which ends when the connection does.
+async fn h2_handshake<S>(
+    io: S,
+    addr: SocketAddr,
+) -> Result<(SendRequest<Bytes>, impl Future<Output = ()>), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let (send, connection) = h2cfg::client()
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+    Ok((send, async move {
+        let _ = connection.await;
+    }))
+}
+
+/// The TLS client handshake on `sock`: the stream, what it negotiated, and whether the
+/// session was resumed. A server that does not choose ALPN `h2` is an error.
+async fn tls_handshake(
+    tls: &ClientTls,
+    sock: TcpStream,
+    addr: SocketAddr,
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Negotiated, bool), String> {
+    let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+        .connect(tls.server_name.clone(), sock)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+    let conn = &stream.get_ref().1;
+    let negotiated = Negotiated::of(conn);
+    if negotiated.alpn != "h2" {
+        return Err(format!(
+            "TLS with {addr}: ALPN {:?}, not h2",
+            negotiated.alpn
+        ));
+    }
+    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    Ok((stream, negotiated, resumed))
+}
+
+/// What one new connection's handshake took (new-connections mode).
+struct Handshake {
+    /// From the dial to the TLS session being established (to the TCP connect without TLS).
+    took: Duration,
+    resumed: bool,
+    negotiated: Option<Negotiated>,
+}
+
+/// New-connections mode: dial, handshake, one call, close. The close is waited for (1 s at
+/// most) so that it is part of the connection's cost and no connection outlives its slot.
+async fn one_shot(
+    target: SocketAddr,
+    tls: Option<&ClientTls>,
+    t: &CallTemplate,
+) -> (Outcome, Option<Handshake>) {
+    let t0 = Instant::now();
+    let sock = match TcpStream::connect(target).await {
+        Ok(s) => s,
+        Err(_) => return (Outcome::Failed("connect".into(), false), None),
+    };
+    let _ = sock.set_nodelay(true);
+    let (handshake, h2) = match tls {
+        None => {
+            let hs = Handshake {
+                took: t0.elapsed(),
+                resumed: false,
+                negotiated: None,
+            };
+            (hs, h2_handshake(sock, target).await.map(boxed))
+        }
+        Some(tls) => match tls_handshake(tls, sock, target).await {
+            Ok((stream, negotiated, resumed)) => {
+                let hs = Handshake {
+                    took: t0.elapsed(),
+                    resumed,
+                    negotiated: Some(negotiated),
+                };
+                (hs, h2_handshake(stream, target).await.map(boxed))
+            }
+            Err(_) => return (Outcome::Failed("tls handshake".into(), false), None),
+        },
+    };
+    let Ok((mut send, driver)) = h2 else {
+        return (
+            Outcome::Failed("h2 handshake".into(), false),
+            Some(handshake),
+        );
+    };
+    let driver = tokio::task::spawn_local(driver);
+    let outcome = call(&mut send, t).await;
+    // h2 closes the connection (GOAWAY, then the socket) once no sender and no stream is left.
+    drop(send);
+    let _ = tokio::time::timeout(Duration::from_secs(1), driver).await;
+    (outcome, Some(handshake))
+}
+
+fn boxed<T>(
+    (send, driver): (T, impl Future<Output = ()> + 'static),
+) -> (T, std::pin::Pin<Box<dyn Future<Output = ()>>>) {
+    (send, Box::pin(driver))
 }
 
 /// How one call ended.
@@ -289,6 +430,13 @@ struct Recorder {
     calls: Cell<u64>,
     calls_total: Cell<u64>,
     last_done: Cell<Option<Instant>>,
+    /// New-connections mode: handshake latency, and full / resumed handshakes (measured
+    /// phase only).
+    handshake: RefCell<Histogram<u64>>,
+    full: Cell<u64>,
+    resumed: Cell<u64>,
+    /// What a TLS handshake of this thread negotiated (the first seen).
+    negotiated: RefCell<Option<Negotiated>>,
 }
 
 /// Highest latency a histogram holds: 60 s (larger values are clamped).
@@ -308,7 +456,25 @@ impl Recorder {
             calls: Cell::new(0),
             calls_total: Cell::new(0),
             last_done: Cell::new(None),
+            handshake: RefCell::new(histogram()),
+            full: Cell::new(0),
+            resumed: Cell::new(0),
+            negotiated: RefCell::new(None),
         }
+    }
+
+    /// Record one new connection's handshake.
+    fn record_handshake(&self, recorded: bool, h: Handshake) {
+        if self.negotiated.borrow().is_none() && h.negotiated.is_some() {
+            *self.negotiated.borrow_mut() = h.negotiated;
+        }
+        if !recorded {
+            return;
+        }
+        let counter = if h.resumed { &self.resumed } else { &self.full };
+        counter.set(counter.get() + 1);
+        let ns = (h.took.as_nanos() as u64).clamp(1, MAX_NS);
+        self.handshake.borrow_mut().saturating_record(ns);
     }
 
     /// Record one finished call. `latency` is from the send (closed loop) or the intended
@@ -380,6 +546,32 @@ async fn timed_call(
     outcome
 }
 
+/// One "call" of a slot: on its thread's connection `conn`, or, in new-connections mode
+/// (`conn` is `None`), on a connection of its own.
+async fn slot_call(
+    conn: Option<&Rc<Conn>>,
+    held: &mut Option<(u64, SendRequest<Bytes>)>,
+    cfg: &Config,
+    tls: Option<&ClientTls>,
+    t: &CallTemplate,
+    rec: &Recorder,
+    recorded: bool,
+) -> Outcome {
+    let Some(conn) = conn else {
+        let once = one_shot(cfg.target, tls, t);
+        return match tokio::time::timeout(cfg.call_timeout, once).await {
+            Ok((outcome, handshake)) => {
+                if let Some(h) = handshake {
+                    rec.record_handshake(recorded, h);
+                }
+                outcome
+            }
+            Err(_) => Outcome::Failed("timeout".into(), false),
+        };
+    };
+    timed_call(conn, held, t, cfg.call_timeout).await
+}
+
 struct ThreadPlan {
     index: usize,
     conns: usize,
@@ -397,6 +589,27 @@ struct ThreadResult {
     unfinished: u64,
     reconnects: u64,
     last_done: Option<Instant>,
+    handshake: Histogram<u64>,
+    full: u64,
+    resumed: u64,
+    negotiated: Option<Negotiated>,
+}
+
+/// The TLS config a slot dials its new connections with. With resumption each slot gets a
+/// session cache of its own, as a client that reconnects keeps its own sessions: one cache
+/// shared by every slot would hold at most 8 TLS 1.3 tickets per server (rustls's limit), fewer
+/// than the handshakes in flight, and some handshakes would be full for want of a ticket.
+fn slot_tls(cfg: &Config) -> Option<ClientTls> {
+    let tls = cfg.tls.as_ref()?;
+    if !(cfg.new_connections && tls.resume) {
+        return Some(tls.clone());
+    }
+    let mut own = (*tls.config).clone();
+    own.resumption = rustls::client::Resumption::in_memory_sessions(32);
+    Some(ClientTls {
+        config: Arc::new(own),
+        ..tls.clone()
+    })
 }
 
 /// Split `total` into `parts` shares differing by at most one.
@@ -474,8 +687,10 @@ fn run_thread(
         let cfg = &shared.cfg;
         let mut conns = Vec::new();
         let mut dial_error = None;
-        for _ in 0..plan.conns {
-            match Conn::dial(cfg.target).await {
+        // New-connections mode dials per call: nothing to dial up front.
+        let up_front = if cfg.new_connections { 0 } else { plan.conns };
+        for _ in 0..up_front {
+            match Conn::dial(cfg.target, cfg.tls.clone()).await {
                 Ok(c) => conns.push(c),
                 Err(e) => {
                     dial_error = Some(e);
@@ -495,7 +710,7 @@ fn run_thread(
             .clone()
             .unwrap_or_else(|| cfg.target.to_string());
         let uri = Uri::builder()
-            .scheme("http")
+            .scheme(if cfg.tls.is_some() { "https" } else { "http" })
             .authority(authority.as_str())
             .path_and_query(cfg.path.as_str())
             .build()
@@ -517,6 +732,7 @@ fn run_thread(
         let _ = tokio::time::timeout_at(hard_end, work).await;
         let reconnects = conns.iter().map(|c| c.reconnects.get()).sum();
         let unfinished = in_flight.get();
+        let conn_negotiated = conns.iter().find_map(|c| c.negotiated.borrow().clone());
         drop(conns);
         let rec = Rc::try_unwrap(rec).unwrap_or_else(|rc| {
             // Tasks still holding it were cut off by the hard deadline: copy what they left.
@@ -528,6 +744,10 @@ fn run_thread(
                 calls: Cell::new(rc.calls.get()),
                 calls_total: Cell::new(rc.calls_total.get()),
                 last_done: Cell::new(rc.last_done.get()),
+                handshake: RefCell::new(rc.handshake.borrow().clone()),
+                full: Cell::new(rc.full.get()),
+                resumed: Cell::new(rc.resumed.get()),
+                negotiated: RefCell::new(rc.negotiated.borrow().clone()),
             }
         });
         Ok(ThreadResult {
@@ -540,6 +760,10 @@ fn run_thread(
             unfinished,
             reconnects,
             last_done: rec.last_done.get(),
+            handshake: rec.handshake.into_inner(),
+            full: rec.full.get(),
+            resumed: rec.resumed.get(),
+            negotiated: rec.negotiated.into_inner().or(conn_negotiated),
         })
     })
 }
@@ -555,7 +779,7 @@ async fn closed_loop(
 ) {
     let mut tasks = Vec::new();
     for s in 0..plan.slots {
-        let conn = conns[s % conns.len()].clone();
+        let conn = conns.get(s % conns.len().max(1)).cloned();
         let (shared, template, rec, in_flight) = (
             shared.clone(),
             template.clone(),
@@ -566,14 +790,23 @@ async fn closed_loop(
         tasks.push(tokio::task::spawn_local(async move {
             let progress = &shared.progress[index];
             let mut held = None;
+            let tls = slot_tls(&shared.cfg);
             loop {
                 let t0 = Instant::now();
                 let Some(recorded) = shared.admit(t0) else {
                     break;
                 };
                 in_flight.set(in_flight.get() + 1);
-                let outcome =
-                    timed_call(&conn, &mut held, &template, shared.cfg.call_timeout).await;
+                let outcome = slot_call(
+                    conn.as_ref(),
+                    &mut held,
+                    &shared.cfg,
+                    tls.as_ref(),
+                    &template,
+                    &rec,
+                    recorded,
+                )
+                .await;
                 in_flight.set(in_flight.get() - 1);
                 rec.record(progress, recorded, &outcome, t0.elapsed(), None);
             }
@@ -615,7 +848,7 @@ async fn open_loop(
             Ok(p) => p,
             Err(_) => break,
         };
-        let conn = conns[(i as usize) % conns.len()].clone();
+        let conn = conns.get((i as usize) % conns.len().max(1)).cloned();
         let (shared, template, rec, in_flight) = (
             shared.clone(),
             template.clone(),
@@ -626,7 +859,16 @@ async fn open_loop(
         tokio::task::spawn_local(async move {
             let sent = Instant::now();
             let mut held = None;
-            let outcome = timed_call(&conn, &mut held, &template, shared.cfg.call_timeout).await;
+            let outcome = slot_call(
+                conn.as_ref(),
+                &mut held,
+                &shared.cfg,
+                shared.cfg.tls.as_ref(),
+                &template,
+                &rec,
+                recorded,
+            )
+            .await;
             in_flight.set(in_flight.get() - 1);
             let progress = &shared.progress[progress_index];
             rec.record(
@@ -762,6 +1004,8 @@ fn summarise(
 ) -> Summary {
     let mut latency = histogram();
     let mut service = histogram();
+    let mut handshake = histogram();
+    let (mut full, mut resumed) = (0, 0);
     let mut s = Summary {
         target: cfg.target.to_string(),
         path: cfg.path.clone(),
@@ -787,6 +1031,21 @@ fn summarise(
         s.unfinished += r.unfinished;
         s.reconnects += r.reconnects;
         last_done = last_done.max(r.last_done);
+        let _ = handshake.add(&r.handshake);
+        full += r.full;
+        resumed += r.resumed;
+        if s.tls.is_none() {
+            s.tls = r.negotiated;
+        }
+    }
+    if cfg.new_connections {
+        s.mode = format!("{} new-connections", s.mode);
+        s.handshakes = Some(HandshakeSummary {
+            resumption_offered: cfg.tls.as_ref().is_some_and(|t| t.resume),
+            full,
+            resumed,
+            latency: Percentiles::of(&handshake),
+        });
     }
     let warm_end = shared.warm_end();
     // Duration mode: the measured phase is the configured window (calls started in it and

@@ -77,6 +77,26 @@ pub struct Summary {
     /// CPU seconds (user + system) the load generator itself used, warm-up included.
     pub loadgen_cpu_s: f64,
     pub loadgen_cpu_us_per_call: f64,
+    /// What the TLS connections negotiated (one connection's; all use the same config).
+    /// `None` for h2c.
+    #[serde(default)]
+    pub tls: Option<crate::tls::Negotiated>,
+    /// New-connections mode only: each call had a connection of its own, so `calls` are new
+    /// connections and `throughput_rps` is new connections (handshakes) per second.
+    #[serde(default)]
+    pub handshakes: Option<HandshakeSummary>,
+}
+
+/// The handshakes of a new-connections run (measured phase).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HandshakeSummary {
+    /// Whether the client kept its TLS session cache across connections.
+    pub resumption_offered: bool,
+    /// Handshakes that were full (certificate verified, new key exchange) and resumed.
+    pub full: u64,
+    pub resumed: u64,
+    /// From the dial to the TLS session established (TCP connect only without TLS).
+    pub latency: Percentiles,
 }
 
 impl Summary {
@@ -117,6 +137,22 @@ impl Summary {
                 s,
                 "service us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1} (from actual send)",
                 p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us
+            );
+        }
+        if let Some(t) = &self.tls {
+            let _ = writeln!(s, "tls: {}", t.line());
+        }
+        if let Some(h) = &self.handshakes {
+            let p = &h.latency;
+            let _ = writeln!(
+                s,
+                "new connections: {:.0}/s  full {}  resumed {}  (resumption {})  handshake us: p50 {:.1}  p99 {:.1}",
+                self.throughput_rps,
+                h.full,
+                h.resumed,
+                if h.resumption_offered { "offered" } else { "off" },
+                p.p50_us,
+                p.p99_us
             );
         }
         for (k, v) in &self.errors {

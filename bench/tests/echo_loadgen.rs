@@ -29,6 +29,8 @@ fn config(target: std::net::SocketAddr) -> Config {
         call_timeout: Duration::from_secs(5),
         drain: Duration::from_secs(2),
         progress: false,
+        tls: None,
+        new_connections: false,
     }
 }
 
@@ -73,4 +75,88 @@ fn refused_target_is_an_error_not_a_hang() {
     };
     let r = loadgen::run(config(port));
     assert!(r.is_err());
+}
+
+/// A PKI's directory, removed when the test is done with it.
+struct Pki(ringway_bench::tls::Pki);
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.ca.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The echo upstream over TLS with a per-test PKI; returns its address and the PKI.
+fn echo_tls() -> (std::net::SocketAddr, Pki) {
+    let dir = std::env::temp_dir().join(format!(
+        "ringway-bench-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let pki = ringway_bench::tls::Pki::generate(&dir).unwrap();
+    let server = ringway_bench::tls::server_config(&pki.upstream_cert, &pki.upstream_key).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || ringway_bench::echo::serve_with(l, 1, 1024, Some(server)));
+    (addr, Pki(pki))
+}
+
+#[test]
+fn tls_closed_loop_records_what_was_negotiated() {
+    let (addr, pki) = echo_tls();
+    let tls = ringway_bench::tls::client(&pki.0.ca, "localhost", true).unwrap();
+    let s = loadgen::run(Config {
+        requests: Some(500),
+        duration: Duration::from_secs(20),
+        tls: Some(tls),
+        ..config(addr)
+    })
+    .unwrap();
+    assert_eq!(s.ok, 500, "{:?}", s.errors);
+    let t = s.tls.expect("a TLS run records its negotiation");
+    assert_eq!(t.alpn, "h2");
+    assert!(t.version.starts_with("TLSv1_"), "{t:?}");
+}
+
+#[test]
+fn new_connections_count_full_and_resumed_handshakes() {
+    let (addr, pki) = echo_tls();
+    for resume in [false, true] {
+        let tls = ringway_bench::tls::client(&pki.0.ca, "localhost", resume).unwrap();
+        let s = loadgen::run(Config {
+            requests: Some(60),
+            duration: Duration::from_secs(20),
+            warmup: Duration::ZERO,
+            concurrency: 2,
+            tls: Some(tls),
+            new_connections: true,
+            ..config(addr)
+        })
+        .unwrap();
+        assert_eq!(s.ok, 60, "{:?}", s.errors);
+        let h = s
+            .handshakes
+            .expect("new-connections mode reports handshakes");
+        assert_eq!(h.full + h.resumed, 60);
+        if resume {
+            // The first connection of each slot is full; the rest resume (TLS 1.3 tickets).
+            assert!(h.resumed >= 50, "{h:?}");
+        } else {
+            assert_eq!(h.resumed, 0, "{h:?}");
+        }
+    }
+}
+
+#[test]
+fn a_client_that_does_not_trust_the_ca_fails_to_dial() {
+    let (addr, _) = echo_tls();
+    let (_, other) = echo_tls();
+    let tls = ringway_bench::tls::client(&other.0.ca, "localhost", true).unwrap();
+    let r = loadgen::run(Config {
+        tls: Some(tls),
+        ..config(addr)
+    });
+    assert!(r.unwrap_err().contains("TLS handshake"));
 }

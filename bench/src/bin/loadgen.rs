@@ -5,6 +5,10 @@
 //!
 //! Closed loop by default (exactly `--concurrency` calls in flight); `--rate` switches to an
 //! open loop whose latencies count from each call's intended send time.
+//!
+//! TLS: `--tls-ca CA.pem [--tls-server-name localhost]` (ALPN h2, rustls). Handshakes per
+//! second: `--new-connections` gives every call a connection of its own (dial, handshake,
+//! one call, close); `--no-resumption` makes every TLS handshake a full one.
 
 use std::net::ToSocketAddrs;
 use std::time::Duration;
@@ -64,6 +68,20 @@ struct Args {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Speak TLS (ALPN h2) and trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "CA.pem")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: the name sent as SNI and verified (an IP address is verified against
+    /// the certificate's IP SAN and sends no SNI).
+    #[arg(long, default_value = "localhost", requires = "tls_ca")]
+    tls_server_name: String,
+    /// Every call on a new connection of its own, closed after it: the rate is new
+    /// connections (with TLS, handshakes) per second. --connections is unused.
+    #[arg(long)]
+    new_connections: bool,
+    /// With --tls-ca: no TLS session cache, so every handshake is a full one.
+    #[arg(long, requires = "tls_ca")]
+    no_resumption: bool,
 }
 
 fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
@@ -98,6 +116,10 @@ fn main() {
     if a.rate.is_some_and(|r| r <= 0.0) {
         fail("--rate must be positive".into());
     }
+    let tls = a.tls_ca.as_ref().map(|ca| {
+        ringway_bench::tls::client(ca, &a.tls_server_name, !a.no_resumption)
+            .unwrap_or_else(|e| fail(e))
+    });
     let cfg = Config {
         target,
         authority: a.authority,
@@ -114,6 +136,8 @@ fn main() {
         call_timeout: Duration::from_secs_f64(a.call_timeout),
         drain: Duration::from_secs_f64(a.drain),
         progress: !a.quiet,
+        tls,
+        new_connections: a.new_connections,
     };
     let summary = loadgen::run(cfg).unwrap_or_else(|e| fail(e));
     eprint!("{}", summary.human());

@@ -92,6 +92,7 @@ fn env(ctx: &Ctx, upstream: SocketAddr) -> systems::Env {
         ringway_bin: ctx.ringway_bin.clone(),
         ringway_args: vec!["--config".into(), ctx.ringway_config.display().to_string()],
         nofile: ctx.nofile,
+        tls: None,
     }
 }
 
@@ -173,6 +174,7 @@ fn start_nginx_two_targets(ctx: &Ctx, port: u16, target: SocketAddr) -> Result<S
         redis_pool: 1024,
         cpus: ctx.gateway_cpus.clone(),
         nofile: ctx.nofile,
+        tls: None,
     };
     let conf = peers::render(&peers_copy, template, &vars).map_err(NotRun::Failed)?;
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();

@@ -29,6 +29,21 @@ pub struct Load {
     pub threads: usize,
     pub headers: Vec<String>,
     pub path: String,
+    /// TLS to the target (the TLS systems). `None`: h2c.
+    pub tls: Option<LoadTls>,
+    /// Every call on a new connection, closed after it: new connections (handshakes) per
+    /// second (`loadgen --new-connections`); `connections` is then unused.
+    pub new_connections: bool,
+    /// With `tls` and `new_connections`: keep the client's TLS session cache across
+    /// connections (resumed handshakes); `false`: every handshake a full one.
+    pub resumption: bool,
+}
+
+/// The load generator's TLS: what it trusts and the name it sends (SNI) and verifies.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadTls {
+    pub ca: PathBuf,
+    pub server_name: String,
 }
 
 /// The processes whose CPU time is charged per call, and the ports whose TCP states count.
@@ -130,6 +145,20 @@ pub fn loadgen_args(load: &Load, target: SocketAddr, json: &Path) -> Vec<String>
     ];
     if let Some(r) = load.rate {
         a.extend(["--rate".into(), r.to_string()]);
+    }
+    if let Some(t) = &load.tls {
+        a.extend([
+            "--tls-ca".into(),
+            t.ca.display().to_string(),
+            "--tls-server-name".into(),
+            t.server_name.clone(),
+        ]);
+        if load.new_connections && !load.resumption {
+            a.push("--no-resumption".into());
+        }
+    }
+    if load.new_connections {
+        a.push("--new-connections".into());
     }
     for h in &load.headers {
         a.extend(["--header".into(), h.clone()]);
@@ -267,6 +296,7 @@ pub fn probe(tools: &Tools, load: &Load, target: SocketAddr) -> Result<(), Strin
         connections: 1,
         concurrency: 4,
         rate: None,
+        new_connections: false,
         duration_s: 5.0,
         warmup_s: 0.0,
         ..load.clone()
@@ -322,7 +352,12 @@ fn h2load_args(tools: &Tools, load: &Load, target: SocketAddr, requests: u64) ->
     args.extend([
         "-d".into(),
         body.display().to_string(),
-        format!("http://{target}{}", load.path),
+        // h2load offers ALPN h2 over TLS and does not verify the certificate.
+        format!(
+            "{}://{target}{}",
+            if load.tls.is_some() { "https" } else { "http" },
+            load.path
+        ),
     ]);
     args
 }

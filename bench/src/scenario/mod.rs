@@ -130,6 +130,17 @@ pub struct Args {
     /// Skip the h2load cross-checks (direct path and each gateway's CPU per call).
     #[arg(long)]
     pub no_cross_check: bool,
+    /// TLS systems: seconds of each handshake run (new connections, each a TLS handshake and
+    /// one call; once with full handshakes, once resumed); 0 skips them (default 5, quick 3).
+    #[arg(long)]
+    pub handshake_duration: Option<f64>,
+    /// TLS systems' handshake runs: connections being made at once.
+    #[arg(long, default_value_t = 16)]
+    pub handshake_concurrency: usize,
+    /// TLS systems: the name the load generator sends as SNI and verifies (the run's
+    /// certificates are for `localhost` and `127.0.0.1`).
+    #[arg(long, default_value = crate::tls::SERVER_NAME)]
+    pub tls_server_name: String,
 }
 
 fn bench_dir() -> PathBuf {
@@ -373,6 +384,40 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
     say(&format!(
         "redis on {redis_addr}, echo upstream on {upstream_addr}, route {key} -> {upstream_addr}"
     ));
+    // The TLS systems: a PKI made for this run, and a second echo upstream listening with TLS.
+    let mut upstream_tls = None;
+    let mut env_tls = None;
+    if systems.iter().any(|s| s.is_tls()) {
+        let pki = crate::tls::Pki::generate(&tmp.join("pki"))?;
+        let port = next_port(&mut taken)?;
+        let mut p = Proc::spawn(
+            "echo-upstream-tls",
+            Some(&client),
+            &[
+                bin_dir.join("echo-upstream").display().to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--threads".into(),
+                args.upstream_threads.to_string(),
+                "--tls-cert".into(),
+                pki.upstream_cert.display().to_string(),
+                "--tls-key".into(),
+                pki.upstream_key.display().to_string(),
+            ],
+            &tmp.join("upstream-tls.log"),
+        )?;
+        let addr = p.wait_listening(Duration::from_secs(10))?;
+        say(&format!(
+            "TLS: PKI in {} ({}), echo upstream's TLS listener on {addr}",
+            tmp.join("pki").display(),
+            pki.key_type
+        ));
+        upstream_tls = Some(p);
+        env_tls = Some(systems::EnvTls {
+            pki,
+            upstream: addr,
+        });
+    }
 
     let env = Env {
         tmp: tmp.clone(),
@@ -390,6 +435,7 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
             .unwrap_or_else(|| workspace_dir().join("target/release/ringway")),
         ringway_args: args.ringway_arg.clone(),
         nofile: hard_nofile(),
+        tls: env_tls,
     };
     let tools = Tools {
         loadgen: bin_dir.join("loadgen"),
@@ -407,7 +453,15 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
         threads,
         headers: vec![format!("{}={}", args.route_header, args.route_value)],
         path: args.path.clone(),
+        tls: None,
+        new_connections: false,
+        resumption: true,
     };
+    let load_tls = env.tls.as_ref().map(|t| measure::LoadTls {
+        ca: t.pki.ca.clone(),
+        server_name: args.tls_server_name.clone(),
+    });
+    let handshake_s = args.handshake_duration.unwrap_or(if q { 3.0 } else { 5.0 });
     let do_sweep = args.sweep || q;
     let levels: Vec<usize> = if !args.sweep_levels.is_empty() {
         args.sweep_levels.clone()
@@ -448,6 +502,15 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
         sweep: Vec::new(),
         sweep_load: do_sweep.then(|| sweep_load.clone()),
         cross_check: None,
+        tls: env.tls.as_ref().map(|t| output::TlsSetup {
+            key_type: t.pki.key_type.clone(),
+            pki: t.pki.clone(),
+            upstream: t.upstream.to_string(),
+            server_name: args.tls_server_name.clone(),
+            client: "loadgen: rustls 0.23, ring provider, TLS 1.2 + 1.3, ALPN h2".into(),
+            handshake_duration_s: handshake_s,
+            handshake_concurrency: args.handshake_concurrency,
+        }),
     };
 
     for system in systems {
@@ -461,7 +524,37 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
             command: None,
             main: None,
             h2load: None,
+            handshakes: Vec::new(),
+            upstream_tls: Vec::new(),
         };
+        // The same load for every system; the TLS systems' over TLS.
+        let tls = if system.is_tls() {
+            load_tls.clone()
+        } else {
+            None
+        };
+        let load = Load {
+            tls: tls.clone(),
+            ..load.clone()
+        };
+        let sweep_load = Load {
+            tls,
+            ..sweep_load.clone()
+        };
+        // The echo upstream this system calls, and where its TLS log starts.
+        let (upstream, upstream_port) = match (system.is_tls(), upstream_tls.as_mut()) {
+            (true, Some(p)) => (p, env.tls.as_ref().map_or(0, |t| t.upstream.port())),
+            _ => (&mut upstream, upstream_port),
+        };
+        let upstream_log_from = std::fs::metadata(&upstream.log).map_or(0, |m| m.len());
+        if system.uses_redis() {
+            let target = system.route_target(&env);
+            let reply = procs::redis_cmd(redis_addr, &["SET", &key, &target])?;
+            if reply != "+OK" {
+                return Err(format!("redis SET {key} {target}: {reply}"));
+            }
+            say(&format!("route {key} -> {target}"));
+        }
         let mut series = SweepSeries {
             system: system.name().into(),
             status: "ok".into(),
@@ -497,7 +590,7 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
         if !running.command.is_empty() {
             run.command = Some(running.command.clone());
         }
-        if running.proc.is_some() && !matches!(system, System::Ringway | System::RingwayCache) {
+        if running.proc.is_some() && !system.is_ringway() {
             // Keep the rendered nginx config beside the results it produced.
             let conf = env.tmp.join(system.name()).join("nginx.conf");
             let _ = std::fs::copy(
@@ -564,13 +657,14 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
         }
         run.main = Some(m);
         if system == System::Direct && !args.no_cross_check {
+            // (direct-tls has no cross-check: h2load's TLS client is not ours to compare.)
             let n = if q { 100_000 } else { 300_000 };
             say("cross-checking the direct figure with h2load");
             results.cross_check = Some(measure::h2load_check(&tools, &load, running.target, n));
         }
         // The gateway figure again, with h2load as the load generator, while it is still up.
         let main_ok = run.main.as_ref().is_some_and(|m| m.loadgen.is_some());
-        if system != System::Direct && main_ok && !args.no_cross_check {
+        if !system.is_direct() && main_ok && !args.no_cross_check {
             let n = if q { 100_000 } else { 300_000 };
             say(&format!(
                 "cross-checking {}'s CPU per call with h2load",
@@ -596,6 +690,51 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
                 }
             ));
             run.h2load = Some(c);
+        }
+        // Handshakes per second: new connections, each a TLS handshake and one call; first
+        // every handshake full, then with the client's session cache kept (resumed).
+        if system.is_tls() && main_ok && handshake_s > 0.0 {
+            for resumption in [false, true] {
+                let l = Load {
+                    connections: 1,
+                    concurrency: args.handshake_concurrency.max(1),
+                    rate: None,
+                    duration_s: handshake_s,
+                    warmup_s: 0.5,
+                    new_connections: true,
+                    resumption,
+                    ..load.clone()
+                };
+                let kind = if resumption { "resumed" } else { "full" };
+                let m = measure::measure(
+                    &tools,
+                    &watch,
+                    &l,
+                    running.target,
+                    &format!("{}-handshakes-{kind}", system.name()),
+                );
+                match (&m.loadgen, &m.error) {
+                    (Some(s), _) => say(&format!(
+                        "{} handshakes ({kind}): {:.0} new connections/s, {} resumed of {}, failed {}, gateway {} µs/handshake, loadgen {:.0} µs/handshake",
+                        system.name(),
+                        s.throughput_rps,
+                        s.handshakes.as_ref().map_or(0, |h| h.resumed),
+                        s.calls,
+                        s.calls - s.ok,
+                        m.cpu
+                            .gateway_us_per_call
+                            .map(|v| format!("{v:.1}"))
+                            .unwrap_or_else(|| "—".into()),
+                        s.loadgen_cpu_us_per_call
+                    )),
+                    (None, Some(e)) => say(&format!("{} handshakes ({kind}) failed: {e}", system.name())),
+                    _ => {}
+                }
+                run.handshakes.push(output::HandshakeRun {
+                    resumption,
+                    measurement: m,
+                });
+            }
         }
         if do_sweep {
             for &level in &levels {
@@ -660,8 +799,23 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
         if let Some(p) = running.proc.as_mut() {
             p.stop();
         }
+        if system.is_tls() {
+            // What the echo upstream's TLS listener saw negotiated during this system: the
+            // gateway's upstream hop (direct-tls: the load generator's).
+            let text = std::fs::read(&upstream.log).unwrap_or_default();
+            let from = (upstream_log_from as usize).min(text.len());
+            let mut seen: Vec<String> = String::from_utf8_lossy(&text[from..])
+                .lines()
+                .filter_map(|l| l.strip_prefix("echo-upstream: tls "))
+                .map(str::to_string)
+                .collect();
+            seen.sort();
+            seen.dedup();
+            run.upstream_tls = seen;
+        }
         results.systems.push(run);
     }
+    drop(upstream_tls);
     drop(upstream);
     drop(redis);
     write_results(&out_dir, &results)?;

@@ -135,6 +135,38 @@ pub struct SystemRun {
     pub main: Option<Measurement>,
     /// The gateway's CPU per call again with h2load as the load generator (gateways only).
     pub h2load: Option<GatewayH2load>,
+    /// TLS systems: the handshake runs (new connections, each a handshake and one call),
+    /// full first, then resumed.
+    pub handshakes: Vec<HandshakeRun>,
+    /// TLS systems: what the echo upstream's TLS listener saw negotiated while this system
+    /// ran (the gateway's upstream hop; for `direct-tls` the load generator's), one line per
+    /// distinct version / cipher / group / ALPN.
+    pub upstream_tls: Vec<String>,
+}
+
+/// One handshake run: throughput is new connections (handshakes) per second, and the CPU
+/// per call is per new connection (handshake + one call + close).
+#[derive(Clone, Debug, Serialize)]
+pub struct HandshakeRun {
+    /// Whether the client kept its TLS session cache across connections.
+    pub resumption: bool,
+    pub measurement: Measurement,
+}
+
+/// How the run's TLS was set up.
+#[derive(Clone, Debug, Serialize)]
+pub struct TlsSetup {
+    /// Every certificate's key type.
+    pub key_type: String,
+    /// The PKI's files (made for this run in its scratch directory, gone after it).
+    pub pki: crate::tls::Pki,
+    /// The echo upstream's TLS listener.
+    pub upstream: String,
+    /// SNI sent and name verified by the load generator.
+    pub server_name: String,
+    pub client: String,
+    pub handshake_duration_s: f64,
+    pub handshake_concurrency: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -193,6 +225,8 @@ pub struct Results {
     pub sweep: Vec<SweepSeries>,
     pub sweep_load: Option<Load>,
     pub cross_check: Option<H2loadCheck>,
+    /// Set when the run had TLS systems.
+    pub tls: Option<TlsSetup>,
 }
 
 fn f1(v: f64) -> String {
@@ -306,6 +340,9 @@ pub fn markdown(r: &Results) -> String {
         .collect();
     if !errors.is_empty() {
         let _ = writeln!(o, "\nFailed calls by status:\n\n{}", errors.join("\n"));
+    }
+    if let Some(t) = &r.tls {
+        tls_section(&mut o, r, t);
     }
     let _ = writeln!(o, "\n## TCP state table (netstat-style counts by state)\n");
     let _ = writeln!(
@@ -496,4 +533,181 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     o
+}
+
+/// A handshake run's figures: new connections/s, gateway and loadgen CPU µs per new
+/// connection, resumed share.
+struct HandshakeFigures {
+    rate: f64,
+    gateway_us: Option<f64>,
+    loadgen_us: f64,
+    resumed: u64,
+    made: u64,
+    failed: u64,
+}
+
+fn handshake_figures(s: &SystemRun, resumption: bool) -> Option<HandshakeFigures> {
+    let m = &s
+        .handshakes
+        .iter()
+        .find(|h| h.resumption == resumption)?
+        .measurement;
+    let g = m.loadgen.as_ref()?;
+    Some(HandshakeFigures {
+        rate: g.throughput_rps,
+        gateway_us: m.cpu.gateway_us_per_call,
+        loadgen_us: g.loadgen_cpu_us_per_call,
+        resumed: g.handshakes.as_ref().map_or(0, |h| h.resumed),
+        made: g.calls,
+        failed: g.calls - g.ok,
+    })
+}
+
+fn gateway_us(s: &SystemRun) -> Option<f64> {
+    s.main
+        .as_ref()
+        .filter(|m| m.loadgen.is_some())?
+        .cpu
+        .gateway_us_per_call
+}
+
+/// The TLS systems' table, handshakes and the goal of issue 11.
+fn tls_section(o: &mut String, r: &Results, t: &TlsSetup) {
+    let tls: Vec<&SystemRun> = r
+        .systems
+        .iter()
+        .filter(|s| s.system.contains("-tls"))
+        .collect();
+    let _ = writeln!(o, "\n## TLS on both hops\n");
+    let _ = writeln!(
+        o,
+        "Certificates made for this run (a throwaway CA, the gateways' listener certificate and the echo upstream's, for `localhost` and `127.0.0.1`), keys {}. The load generator ({}) sends SNI `{}` and verifies the gateway's certificate; the gateways verify the echo upstream's (`--upstream-ca`, `grpc_ssl_verify`, `verify required`). Main run: the same load as above, over TLS. Handshake runs: {} s each, {} connections being made at once, each a new TCP connection, TLS handshake, HTTP/2 handshake, one call and close; the gateway's CPU per new connection is its whole cost (handshake, call, close). The client verifies a certificate chain on every full handshake and shares the client cores with the echo upstream, so **new connections/s is bounded by the client side** (its µs per handshake are in the table); the comparable figure is the gateway's CPU per handshake, and 10⁶ / that figure is what one gateway core could accept.\n",
+        t.key_type,
+        t.client,
+        t.server_name,
+        t.handshake_duration_s,
+        t.handshake_concurrency
+    );
+    let _ = writeln!(
+        o,
+        "| system | status | calls/s | p99 µs | gateway CPU µs/call | TLS loadgen → gateway | TLS gateway → upstream | full handshakes/s | gateway µs/full handshake | resumed handshakes/s (resumed share) | gateway µs/resumed handshake | loadgen µs/handshake full / resumed |"
+    );
+    let _ = writeln!(
+        o,
+        "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"
+    );
+    let na = || "—".to_string();
+    for s in &tls {
+        let main = s.main.as_ref().and_then(|m| m.loadgen.as_ref());
+        let Some(g) = main else {
+            let reason = s
+                .reason
+                .clone()
+                .or_else(|| s.main.as_ref().and_then(|m| m.error.clone()))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "| {} | {}: {} | | | | | | | | | | |",
+                s.system,
+                s.status,
+                reason.replace('|', "/").replace('\n', " ")
+            );
+            continue;
+        };
+        let full = handshake_figures(s, false);
+        let resumed = handshake_figures(s, true);
+        let failed = |h: &HandshakeFigures| {
+            if h.failed > 0 {
+                format!(" ({} failed)", h.failed)
+            } else {
+                String::new()
+            }
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            s.system,
+            s.status,
+            g.throughput_rps,
+            f1(g.latency.p99_us),
+            gateway_us(s).map(f1).unwrap_or_else(na),
+            g.tls.as_ref().map(|n| n.line()).unwrap_or_else(na),
+            if s.upstream_tls.is_empty() {
+                na()
+            } else {
+                s.upstream_tls.join("; ")
+            },
+            full.as_ref()
+                .map(|h| format!("{:.0}{}", h.rate, failed(h)))
+                .unwrap_or_else(na),
+            full.as_ref()
+                .and_then(|h| h.gateway_us)
+                .map(f1)
+                .unwrap_or_else(na),
+            resumed
+                .as_ref()
+                .map(|h| format!(
+                    "{:.0} ({:.0}%){}",
+                    h.rate,
+                    100.0 * h.resumed as f64 / h.made.max(1) as f64,
+                    failed(h)
+                ))
+                .unwrap_or_else(na),
+            resumed
+                .as_ref()
+                .and_then(|h| h.gateway_us)
+                .map(f1)
+                .unwrap_or_else(na),
+            full.as_ref()
+                .map(|h| format!("{:.0}", h.loadgen_us))
+                .unwrap_or_else(na),
+            resumed
+                .as_ref()
+                .map(|h| format!("{:.0}", h.loadgen_us))
+                .unwrap_or_else(na)
+        );
+    }
+    // Issue 11's goal: ringway with TLS on both hops at most half of HAProxy's CPU per call
+    // and at most a third of nginx's.
+    let us = |name: &str| {
+        tls.iter()
+            .find(|s| s.system == name)
+            .and_then(|s| gateway_us(s))
+    };
+    let (haproxy, nginx) = (us("haproxy-tls"), us("nginx-grpc-tls"));
+    let mut goal = Vec::new();
+    if let Some(h) = haproxy {
+        goal.push(format!(
+            "≤ {:.1} µs/call (half of haproxy-tls's {h:.1})",
+            h / 2.0
+        ));
+    }
+    if let Some(n) = nginx {
+        goal.push(format!(
+            "≤ {:.1} µs/call (a third of nginx-grpc-tls's {n:.1})",
+            n / 3.0
+        ));
+    }
+    if !goal.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nGoal for ringway with TLS on both hops: {}.",
+            goal.join(", ")
+        );
+        for name in ["ringway-tls", "ringway-tls-cache"] {
+            if let Some(v) = us(name) {
+                let ratio = |other: Option<f64>, label: &str| {
+                    other.map(|x| format!("{:.2}× {label}'s", v / x))
+                };
+                let parts: Vec<String> = [
+                    ratio(haproxy, "haproxy-tls"),
+                    ratio(nginx, "nginx-grpc-tls"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let _ = writeln!(o, "- {name}: {v:.1} µs/call = {}", parts.join(", "));
+            }
+        }
+    }
 }

@@ -24,6 +24,21 @@ pub struct PeerVars {
     pub cpus: Vec<usize>,
     /// `worker_rlimit_nofile`.
     pub nofile: u64,
+    /// The TLS systems' files and upstream; `None` when the run has no TLS system.
+    pub tls: Option<PeerTls>,
+}
+
+/// What the TLS templates use: the run's PKI files and the echo upstream's TLS listener.
+pub struct PeerTls {
+    /// `{{TLS_CERT}}`, `{{TLS_KEY}}`: the gateway listener's certificate and key (PEM);
+    /// `{{TLS_BUNDLE}}`: both in one file (HAProxy's `crt`).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub bundle: PathBuf,
+    /// `{{TLS_CA}}`: the CA the upstream's certificate chains to.
+    pub ca: PathBuf,
+    /// `{{UPSTREAM_TLS}}`: the echo upstream's TLS listener, host:port.
+    pub upstream: String,
 }
 
 /// `worker_cpu_affinity` masks: one per worker, bit i = core i (nginx writes the lowest
@@ -71,6 +86,13 @@ pub fn render(peers_dir: &Path, template: &str, vars: &PeerVars) -> Result<Strin
     map.insert("KEEPALIVE", vars.keepalive.to_string());
     map.insert("REDIS_POOL", vars.redis_pool.to_string());
     map.insert("HAPROXY_CPU_MAP", haproxy_cpu_map(&vars.cpus));
+    if let Some(t) = &vars.tls {
+        map.insert("TLS_CERT", t.cert.display().to_string());
+        map.insert("TLS_KEY", t.key.display().to_string());
+        map.insert("TLS_BUNDLE", t.bundle.display().to_string());
+        map.insert("TLS_CA", t.ca.display().to_string());
+        map.insert("UPSTREAM_TLS", t.upstream.clone());
+    }
     let mut text = read(template)?
         .replace("{{COMMON}}", &read("nginx-common.inc")?)
         .replace("{{HTTP_COMMON}}", &read("nginx-http-common.inc")?);
@@ -111,6 +133,13 @@ mod tests {
             redis_pool: 1024,
             cpus: vec![1],
             nofile: 20000,
+            tls: Some(PeerTls {
+                cert: "/tmp/x/gateway.pem".into(),
+                key: "/tmp/x/gateway.key".into(),
+                bundle: "/tmp/x/gateway-bundle.pem".into(),
+                ca: "/tmp/x/ca.pem".into(),
+                upstream: "127.0.0.1:17002".into(),
+            }),
         };
         for t in [
             "nginx-grpc.conf",
@@ -123,5 +152,33 @@ mod tests {
         let text = render(&dir, "haproxy-grpc.cfg", &vars).unwrap();
         assert!(text.contains("bind 127.0.0.1:17010 proto h2"));
         assert!(text.contains("cpu-map 1/1 1") && text.contains("nbthread 1"));
+        let text = render(&dir, "nginx-grpc-tls.conf", &vars).unwrap();
+        assert!(text.contains("listen 127.0.0.1:17010 ssl http2;"));
+        assert!(text.contains("grpc_pass grpcs://echo_tls;") && text.contains("127.0.0.1:17002"));
+        let text = render(&dir, "haproxy-tls.cfg", &vars).unwrap();
+        assert!(text.contains("bind 127.0.0.1:17010 ssl crt /tmp/x/gateway-bundle.pem alpn h2"));
+        assert!(text.contains("server echo 127.0.0.1:17002 ssl verify required"));
+    }
+
+    #[test]
+    fn a_tls_template_without_tls_files_is_an_error() {
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers"));
+        let vars = PeerVars {
+            prefix: "/tmp/x".into(),
+            peers_dir: dir.clone(),
+            listen_port: 17010,
+            upstream: "127.0.0.1:17001".into(),
+            redis_host: "127.0.0.1".into(),
+            redis_port: 17000,
+            route_header: "jobid".into(),
+            route_prefix: String::new(),
+            keepalive: 1024,
+            redis_pool: 1024,
+            cpus: vec![1],
+            nofile: 20000,
+            tls: None,
+        };
+        let e = render(&dir, "haproxy-tls.cfg", &vars).unwrap_err();
+        assert!(e.contains("unknown placeholder"), "{e}");
     }
 }

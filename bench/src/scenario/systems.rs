@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::peers::{self, PeerVars};
+use super::peers::{self, PeerTls, PeerVars};
 use super::procs::Proc;
+use crate::tls::Pki;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -30,9 +31,20 @@ pub enum System {
     NginxLuaShort,
     /// HAProxy, h2c both sides to a static upstream, multiplexed (`http-reuse always`).
     Haproxy,
+    /// TLS systems: the load generator speaks TLS to the gateway, the gateway TLS to the echo
+    /// upstream's TLS listener; certificates from the run's PKI (`crate::tls`).
+    /// No gateway: the load generator over TLS to the echo upstream's TLS listener.
+    DirectTls,
+    /// ringway with `--tls-listen` and an `https://` route (needs a ringway with TLS).
+    RingwayTls,
+    RingwayTlsCache,
+    /// HAProxy, `ssl crt … alpn h2` on both sides, multiplexed.
+    HaproxyTls,
+    /// nginx `listen … ssl http2` + `grpc_pass grpcs://` with upstream keepalive.
+    NginxGrpcTls,
 }
 
-pub const ALL: [System; 7] = [
+pub const ALL: [System; 12] = [
     System::Direct,
     System::Ringway,
     System::RingwayCache,
@@ -40,6 +52,11 @@ pub const ALL: [System; 7] = [
     System::NginxGrpc,
     System::NginxLua,
     System::NginxLuaShort,
+    System::DirectTls,
+    System::RingwayTls,
+    System::RingwayTlsCache,
+    System::HaproxyTls,
+    System::NginxGrpcTls,
 ];
 
 impl System {
@@ -52,6 +69,11 @@ impl System {
             System::NginxLua => "nginx-lua",
             System::NginxLuaShort => "nginx-lua-short",
             System::Haproxy => "haproxy",
+            System::DirectTls => "direct-tls",
+            System::RingwayTls => "ringway-tls",
+            System::RingwayTlsCache => "ringway-tls-cache",
+            System::HaproxyTls => "haproxy-tls",
+            System::NginxGrpcTls => "nginx-grpc-tls",
         }
     }
 
@@ -76,11 +98,62 @@ impl System {
             System::Haproxy => {
                 "HAProxy: h2c both sides, static upstream, multiplexed server connections (http-reuse always)"
             }
+            System::DirectTls => {
+                "no gateway, TLS: load generator -> echo upstream's TLS listener (the TLS ceiling)"
+            }
+            System::RingwayTls => {
+                "ringway, TLS both hops: --tls-listen, route https://<echo TLS listener> from Redis, --upstream-ca"
+            }
+            System::RingwayTlsCache => "ringway-tls with --route-cache",
+            System::HaproxyTls => {
+                "HAProxy, TLS both hops: bind ssl crt alpn h2, server ssl verify required alpn h2, http-reuse always"
+            }
+            System::NginxGrpcTls => {
+                "nginx, TLS both hops: listen ssl http2, grpc_pass grpcs:// with upstream keepalive and session reuse"
+            }
+        }
+    }
+
+    /// Whether both of its hops (or, for `direct-tls`, its one hop) are TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(
+            self,
+            System::DirectTls
+                | System::RingwayTls
+                | System::RingwayTlsCache
+                | System::HaproxyTls
+                | System::NginxGrpcTls
+        )
+    }
+
+    /// No gateway: the load generator calls the echo upstream.
+    pub fn is_direct(self) -> bool {
+        matches!(self, System::Direct | System::DirectTls)
+    }
+
+    /// Whether it is ringway (its config is its command line; nothing to keep beside results).
+    pub fn is_ringway(self) -> bool {
+        matches!(
+            self,
+            System::Ringway | System::RingwayCache | System::RingwayTls | System::RingwayTlsCache
+        )
+    }
+
+    /// The route's value in Redis while this system runs: the echo upstream's plaintext
+    /// address, or for the TLS ringway systems `https://` and its TLS listener.
+    pub fn route_target(self, env: &Env) -> String {
+        match (self, &env.tls) {
+            (System::RingwayTls | System::RingwayTlsCache, Some(t)) => {
+                format!("https://{}", t.upstream)
+            }
+            _ => env.upstream.to_string(),
         }
     }
 
     fn template(self) -> Option<&'static str> {
         match self {
+            System::NginxGrpcTls => Some("nginx-grpc-tls.conf"),
+            System::HaproxyTls => Some("haproxy-tls.cfg"),
             System::NginxGrpc => Some("nginx-grpc.conf"),
             System::NginxLua => Some("nginx-lua-pooled.conf"),
             System::NginxLuaShort => Some("nginx-lua-short.conf"),
@@ -91,10 +164,7 @@ impl System {
 
     /// Whether the system looks the route up in Redis.
     pub fn uses_redis(self) -> bool {
-        matches!(
-            self,
-            System::Ringway | System::RingwayCache | System::NginxLua | System::NginxLuaShort
-        )
+        self.is_ringway() || matches!(self, System::NginxLua | System::NginxLuaShort)
     }
 }
 
@@ -122,6 +192,15 @@ pub struct Env {
     /// Extra arguments for ringway (`--ringway-arg`).
     pub ringway_args: Vec<String>,
     pub nofile: u64,
+    /// The TLS systems' PKI and the echo upstream's TLS listener; `None` when no TLS system
+    /// was asked for.
+    pub tls: Option<EnvTls>,
+}
+
+pub struct EnvTls {
+    pub pki: Pki,
+    /// The echo upstream's TLS listener (a second echo-upstream process).
+    pub upstream: SocketAddr,
 }
 
 /// A started system: its process (none for `direct`) and the address to load.
@@ -149,17 +228,25 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
             target: env.upstream,
             command: String::new(),
         }),
-        System::Ringway | System::RingwayCache => {
+        System::DirectTls => Ok(Running {
+            proc: None,
+            target: env_tls(env)?.upstream,
+            command: String::new(),
+        }),
+        System::Ringway | System::RingwayCache | System::RingwayTls | System::RingwayTlsCache => {
             if !env.ringway_bin.exists() {
                 return Err(NotRun::Skipped(format!(
                     "{} not found (build it with `cargo build --release -p ringway`)",
                     env.ringway_bin.display()
                 )));
             }
-            let mut cmd = vec![
-                env.ringway_bin.display().to_string(),
-                "--listen".into(),
-                listen.to_string(),
+            let mut cmd = vec![env.ringway_bin.display().to_string()];
+            if system.is_tls() {
+                cmd.extend(ringway_tls_args(env, listen)?);
+            } else {
+                cmd.extend(["--listen".into(), listen.to_string()]);
+            }
+            cmd.extend([
                 "--redis".into(),
                 env.redis.to_string(),
                 "--shards".into(),
@@ -169,8 +256,8 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
                 // An admin port of its own, so a fixed 9901 elsewhere cannot collide.
                 "--admin".into(),
                 "127.0.0.1:0".into(),
-            ];
-            if system == System::RingwayCache {
+            ]);
+            if matches!(system, System::RingwayCache | System::RingwayTlsCache) {
                 cmd.push("--route-cache".into());
             }
             if !env.route_prefix.is_empty() {
@@ -180,9 +267,15 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
             let log = env.tmp.join("ringway.log");
             let cpus = cpu_list(&env.gateway_cpus);
             let mut p = Proc::spawn("ringway", Some(&cpus), &cmd, &log).map_err(NotRun::Failed)?;
-            let target = p
+            let mut target = p
                 .wait_listening(Duration::from_secs(15))
                 .map_err(NotRun::Failed)?;
+            if system.is_tls() {
+                // The `listening on` line names the plaintext listener when there is one.
+                target = listen;
+                p.wait_port(listen, Duration::from_secs(10))
+                    .map_err(NotRun::Failed)?;
+            }
             let built = std::process::Command::new("date")
                 .arg("-r")
                 .arg(&env.ringway_bin)
@@ -196,7 +289,7 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
                 command: format!("taskset -c {cpus} {} (binary built {built})", cmd.join(" ")),
             })
         }
-        System::Haproxy => {
+        System::Haproxy | System::HaproxyTls => {
             let haproxy = which("haproxy").ok_or_else(|| {
                 NotRun::Skipped("haproxy not found: apt-get install -y haproxy".into())
             })?;
@@ -225,14 +318,14 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
                 command: format!("{} (config: {template})", cmd.join(" ")),
             })
         }
-        System::NginxGrpc | System::NginxLua | System::NginxLuaShort => {
+        System::NginxGrpc | System::NginxLua | System::NginxLuaShort | System::NginxGrpcTls => {
             let nginx = which("nginx").ok_or_else(|| {
                 NotRun::Skipped(
                     "nginx not found: apt-get install -y nginx libnginx-mod-http-lua lua-resty-core"
                         .into(),
                 )
             })?;
-            if system != System::NginxGrpc
+            if matches!(system, System::NginxLua | System::NginxLuaShort)
                 && !std::path::Path::new("/usr/lib/nginx/modules/ngx_http_lua_module.so").exists()
             {
                 return Err(NotRun::Skipped(
@@ -253,6 +346,62 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
             })
         }
     }
+}
+
+fn env_tls(env: &Env) -> Result<&EnvTls, NotRun> {
+    env.tls
+        .as_ref()
+        .ok_or_else(|| NotRun::Failed("the run made no PKI for its TLS systems".into()))
+}
+
+/// ringway's TLS flags — the interface of ringway's TLS (issue 11): `--tls-listen ADDR
+/// --tls-cert CERT.pem --tls-key KEY.pem`, `https://` routes verified with `--upstream-ca`,
+/// and `--listen off` for no plaintext listener. A build whose `--help` lists no
+/// `--tls-listen` has no TLS: skipped. One that cannot turn the plaintext listener off gets it
+/// on a free port, unused.
+fn ringway_tls_args(env: &Env, tls_listen: SocketAddr) -> Result<Vec<String>, NotRun> {
+    let help = std::process::Command::new(&env.ringway_bin)
+        .arg("--help")
+        .output()
+        .map_err(|e| NotRun::Failed(format!("{} --help: {e}", env.ringway_bin.display())))?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    if !help.contains("--tls-listen") {
+        return Err(NotRun::Skipped(format!(
+            "{} has no TLS: its --help lists no --tls-listen (ringway's TLS, issue 11, is not in this build)",
+            env.ringway_bin.display()
+        )));
+    }
+    let t = env_tls(env)?;
+    let plain = if listen_can_be_off(&help) {
+        "off".to_string()
+    } else {
+        "127.0.0.1:0".to_string()
+    };
+    Ok(vec![
+        "--listen".into(),
+        plain,
+        "--tls-listen".into(),
+        tls_listen.to_string(),
+        "--tls-cert".into(),
+        t.pki.gateway_cert.display().to_string(),
+        "--tls-key".into(),
+        t.pki.gateway_key.display().to_string(),
+        "--upstream-ca".into(),
+        t.pki.ca.display().to_string(),
+    ])
+}
+
+/// Whether ringway's `--help` says `--listen` takes `off`.
+fn listen_can_be_off(help: &str) -> bool {
+    let mut lines = help
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("--listen "));
+    let Some(first) = lines.next() else {
+        return false;
+    };
+    std::iter::once(first)
+        .chain(lines.take_while(|l| !l.trim_start().starts_with("--")))
+        .any(|l| l.contains("\"off\""))
 }
 
 /// Writes `conf` as `<prefix>/nginx.conf` and runs `nginx` on it in the foreground (its
@@ -304,6 +453,13 @@ fn peer_vars(env: &Env, prefix: &std::path::Path, port: u16) -> PeerVars {
         redis_pool: env.redis_pool,
         cpus: env.gateway_cpus.clone(),
         nofile: env.nofile,
+        tls: env.tls.as_ref().map(|t| PeerTls {
+            cert: t.pki.gateway_cert.clone(),
+            key: t.pki.gateway_key.clone(),
+            bundle: t.pki.gateway_bundle.clone(),
+            ca: t.pki.ca.clone(),
+            upstream: t.upstream.to_string(),
+        }),
     }
 }
 
@@ -317,4 +473,24 @@ pub fn which(prog: &str) -> Option<String> {
         .find(|p| p.is_file())
         .map(|p| p.display().to_string());
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_off_is_read_from_the_help_text() {
+        let tls = "  --listen <ADDR>\n          Plaintext (h2c) service address (port 0: pick a free port);\n          \"off\": no plaintext listener [default: 0.0.0.0:7070]\n  --tls-listen <ADDR>\n          TLS service address\n";
+        assert!(listen_can_be_off(tls));
+        let old = "  --listen <ADDR>\n          Service address [default: 0.0.0.0:7070]\n  --redis <ADDR>\n          \"off\" here is not --listen's\n";
+        assert!(!listen_can_be_off(old));
+    }
+
+    #[test]
+    fn every_system_has_a_unique_name_that_parses_back() {
+        for s in ALL {
+            assert_eq!(System::parse(s.name()), Some(s));
+        }
+    }
 }
