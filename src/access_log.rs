@@ -235,6 +235,9 @@ mod tests {
         let line = String::from_utf8(rx.try_recv().unwrap()).unwrap();
         assert!(line.starts_with("{\"ts\":"), "{line}");
         assert!(line.contains(r#""shard":1,"method":"/pkg.Svc/M","key":"job\"1","target":"127.0.0.1:5000","grpc_status":0,"outcome":"routed","duration_us":42,"bytes_in":5,"bytes_out":7}"#), "{line}");
-        assert!(line.ends_with(",\"client_identity\":\"client-a\"}\n"), "{line}");
+        assert!(
+            line.ends_with(",\"client_identity\":\"client-a\"}\n"),
+            "{line}"
+        );
     }
 }

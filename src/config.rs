@@ -727,9 +727,10 @@ impl Config {
         Ok(())
     }
 
-    /// The TLS fields that can be checked without reading files (the files are read, and
-    /// named in errors, by [`crate::tls`]).
-    fn validate_tls(&self) -> Result<(), ConfigError> {
+    /// The listeners and the TLS fields that go with them, checked once the file and the
+    /// flags are both applied (a file may leave `cert` to `--tls-cert`). The files themselves
+    /// are read, and named in errors, by [`crate::tls`].
+    pub fn validate_listeners(&self) -> Result<(), ConfigError> {
         let t = &self.downstream.tls;
         if self.listen.addr().is_none() && t.listen.addr().is_none() {
             return Err(bad(
@@ -752,6 +753,12 @@ impl Config {
                 "is set but downstream.tls.listen is \"off\"",
             ));
         }
+        Ok(())
+    }
+
+    /// The TLS fields that can be checked on their own.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let t = &self.downstream.tls;
         if !t.identity_header.is_empty() {
             let valid = http::HeaderName::from_bytes(t.identity_header.as_bytes()).is_ok()
                 && !t.identity_header.bytes().any(|b| b.is_ascii_uppercase())
@@ -895,23 +902,29 @@ mod tests {
 
     #[test]
     fn listeners_and_tls_fields() {
-        let c = Config::from_toml("listen = \"off\"\n[downstream.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        let complete =
+            |text: &str| Config::from_toml(text).and_then(|c| c.validate_listeners().map(|()| c));
+        let c = complete("listen = \"off\"\n[downstream.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
         assert_eq!(c.listen, Listen::OFF);
         assert!(c.downstream.tls.listen.addr().is_some());
-        let e = Config::from_toml("listen = \"off\"\n").unwrap_err();
+        let e = complete("listen = \"off\"\n").unwrap_err();
         assert_eq!(e.field, "listen");
         let e = Config::from_toml("listen = \"of\"\n").unwrap_err();
         assert_eq!(e.field, "listen", "{e}");
-        let e = Config::from_toml("[downstream.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"c.pem\"\n").unwrap_err();
+        let e =
+            complete("[downstream.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"c.pem\"\n").unwrap_err();
         assert_eq!(e.field, "downstream.tls.key");
-        let e = Config::from_toml("[downstream.tls]\nclient_ca = \"ca.pem\"\n").unwrap_err();
+        let e = complete("[downstream.tls]\nclient_ca = \"ca.pem\"\n").unwrap_err();
         assert_eq!(e.field, "downstream.tls.client_ca");
         let e = Config::from_toml("[downstream.tls]\nidentity_header = \"X-Id\"\n").unwrap_err();
         assert_eq!(e.field, "downstream.tls.identity_header");
         let e = Config::from_toml("[upstream.tls]\ncert = \"c.pem\"\n").unwrap_err();
         assert_eq!(e.field, "upstream.tls.key");
         // The defaults render and read back.
-        assert_eq!(Config::from_toml(&Config::default().to_toml()).unwrap(), Config::default());
+        assert_eq!(
+            Config::from_toml(&Config::default().to_toml()).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]

@@ -157,7 +157,11 @@ pub fn start(config: Config, drain: Arc<Drain>, tls: Arc<tls::Material>) -> io::
                 shards: metrics.clone(),
                 drain,
                 started: Instant::now(),
-                service_ports: local_addr.iter().chain(&tls_addr).map(|a| a.port()).collect(),
+                service_ports: local_addr
+                    .iter()
+                    .chain(&tls_addr)
+                    .map(|a| a.port())
+                    .collect(),
                 access_log_dropped: access_log.map(|sink| sink.dropped),
                 tls: tls.clone(),
             });

@@ -137,8 +137,8 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        return match Config::from_file(file) {
-            Ok(_) => {
+        return match Config::from_file(file).and_then(|c| c.validate_listeners()) {
+            Ok(()) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -257,6 +257,7 @@ fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
         }
     }
     config.validate()?;
+    config.validate_listeners()?;
     Ok(config)
 }
 

@@ -135,7 +135,9 @@ pub fn spawn(
                     return;
                 }
             };
-            runtime.block_on(run(id, listeners, context, metrics, started, driver, pinned));
+            runtime.block_on(run(
+                id, listeners, context, metrics, started, driver, pinned,
+            ));
         })
 }
 
@@ -149,9 +151,7 @@ async fn run(
     core: Option<usize>,
 ) {
     let adopt = |listener: Option<TcpListener>| {
-        listener
-            .map(monoio::net::TcpListener::from_std)
-            .transpose()
+        listener.map(monoio::net::TcpListener::from_std).transpose()
     };
     let (plain, tls) = match (adopt(listeners.plain), adopt(listeners.tls)) {
         (Ok(plain), Ok(tls)) => (plain, tls),
@@ -198,9 +198,8 @@ async fn run(
             .access_log
             .map(|sink| ShardLog::new(sink, &config.access_log)),
         replays: ReplayPool::default(),
-        identity_header: (!config.downstream.tls.identity_header.is_empty()).then(|| {
-            Bytes::copy_from_slice(config.downstream.tls.identity_header.as_bytes())
-        }),
+        identity_header: (!config.downstream.tls.identity_header.is_empty())
+            .then(|| Bytes::copy_from_slice(config.downstream.tls.identity_header.as_bytes())),
     });
     let mut server = downstream::Server::new(
         downstream::Settings::new(&config.downstream),

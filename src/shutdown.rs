@@ -43,10 +43,7 @@ impl Drain {
 
 /// Starts a thread that turns SIGTERM/SIGINT into a drain, and a second one into an exit;
 /// SIGHUP calls `on_reload`.
-pub fn watch_signals(
-    drain: Arc<Drain>,
-    on_reload: impl Fn() + Send + 'static,
-) -> io::Result<()> {
+pub fn watch_signals(drain: Arc<Drain>, on_reload: impl Fn() + Send + 'static) -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()

@@ -194,10 +194,12 @@ pub async fn serve_tls_connection<H: Handler>(server: Rc<Server<H>>, mut stream:
     let side = crate::metrics::Side::Downstream;
     let limit = server.settings.handshake_timeout;
     let handshake = async {
-        let tls = rustls::ServerConnection::new(config)
-            .map_err(crate::tls::HandshakeError::Tls)?;
-        match monoio::time::timeout(limit, crate::tls::transport::handshake(&mut stream, tls, true))
-            .await
+        let tls = rustls::ServerConnection::new(config).map_err(crate::tls::HandshakeError::Tls)?;
+        match monoio::time::timeout(
+            limit,
+            crate::tls::transport::handshake(&mut stream, tls, true),
+        )
+        .await
         {
             Ok(result) => result,
             Err(_) => Err(crate::tls::HandshakeError::Timeout(limit)),

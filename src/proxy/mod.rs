@@ -115,7 +115,9 @@ impl Proxy {
                 let path = incoming.head.get(b":path").cloned().unwrap_or_default();
                 (path, key)
             });
-        let target = self.forward(incoming, &stats, peer.identity.as_deref()).await;
+        let target = self
+            .forward(incoming, &stats, peer.identity.as_deref())
+            .await;
         self.record(
             &stats,
             started,

@@ -284,7 +284,10 @@ mod tests {
         let parts: Vec<_> = r.targets().map(split_scheme).collect();
         assert_eq!(parts, [(true, "a.svc:443"), (false, "b:1"), (false, "c:2")]);
         for bad in [&b"ftp://a:1"[..], b"https://a", b"HTTPS://a:1", b"https://"] {
-            assert!(Route::parse(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+            assert!(
+                Route::parse(Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
         }
     }
 

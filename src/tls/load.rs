@@ -94,9 +94,9 @@ pub fn server_config(
             .map_err(|e| error(&t.client_ca, e))?;
         builder.with_client_cert_verifier(verifier)
     };
-    let mut config = builder.with_cert_resolver(Arc::new(
-        rustls::sign::SingleCertAndKey::from(Arc::new(key)),
-    ));
+    let mut config = builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+        Arc::new(key),
+    )));
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.ticketer = resumption.tickets.clone();
     config.session_storage = resumption.sessions.clone();
@@ -125,9 +125,9 @@ pub fn client_config(
         builder.with_no_client_auth()
     } else {
         let key = certified_key(&t.cert, &t.key, &provider)?;
-        builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
-            Arc::new(key),
-        )))
+        builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(Arc::new(
+            key,
+        ))))
     };
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.resumption = resumption.clone();

@@ -138,7 +138,9 @@ pub async fn handshake(
     loop {
         if inner.tls.wants_write() {
             let mut out = BytesMut::new();
-            inner.pending(&mut out).map_err(|e| HandshakeError::Io(Rc::new(e)))?;
+            inner
+                .pending(&mut out)
+                .map_err(|e| HandshakeError::Io(Rc::new(e)))?;
             let (written, _) = stream.write_all(out).await;
             written.map_err(|e| HandshakeError::Io(Rc::new(e)))?;
         }
@@ -223,7 +225,10 @@ impl Inner {
             self.tls
                 .read_tls(&mut input)
                 .map_err(|e| HandshakeError::Io(Rc::new(e)))?;
-            let state = self.tls.process_new_packets().map_err(HandshakeError::Tls)?;
+            let state = self
+                .tls
+                .process_new_packets()
+                .map_err(HandshakeError::Tls)?;
             if state.plaintext_bytes_to_read() > 0 {
                 self.plain.reserve(state.plaintext_bytes_to_read());
                 let mut reader = self.tls.reader();
@@ -307,9 +312,7 @@ impl Transport for TlsTransport {
                 .write_all(&batch)
                 .map_err(|e| format!("TLS: {e}"))?;
         }
-        inner
-            .pending(&mut out)
-            .map_err(|e| format!("TLS: {e}"))?;
+        inner.pending(&mut out).map_err(|e| format!("TLS: {e}"))?;
         let mut batch = batch;
         batch.clear();
         inner.plain_spare = batch;

@@ -18,10 +18,10 @@ use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use rustls::pki_types::ServerName;
 
 use super::DialError;
-use crate::tls::transport::handshake;
-use crate::tls::HandshakeError;
 use crate::config::UpstreamConfig;
 use crate::metrics::{ShardMetrics, Side};
+use crate::tls::transport::handshake;
+use crate::tls::HandshakeError;
 use crate::wire::{self, Flood, Observer, Reason, Role};
 
 /// What every dial on a shard needs, built once from the config.
@@ -181,7 +181,8 @@ pub async fn dial(
             let left = settings.timeout.saturating_sub(started.elapsed());
             let side = Side::Upstream;
             let shake = async {
-                let tls = rustls::ClientConnection::new(config, name).map_err(HandshakeError::Tls)?;
+                let tls =
+                    rustls::ClientConnection::new(config, name).map_err(HandshakeError::Tls)?;
                 match monoio::time::timeout(left, handshake(&mut stream, tls, false)).await {
                     Ok(result) => result,
                     Err(_) => Err(HandshakeError::Timeout(settings.timeout)),

@@ -56,7 +56,11 @@ impl fmt::Display for DialError {
             DialError::Timeout { addr, after } => {
                 write!(f, "dial timed out after {} ms ({addr})", after.as_millis())
             }
-            DialError::Tls { target, addr, source } => {
+            DialError::Tls {
+                target,
+                addr,
+                source,
+            } => {
                 write!(f, "TLS to {target}: {source} ({addr})")
             }
             DialError::NoHttp2 { addr, reason } => write!(f, "no HTTP/2 answer: {reason} ({addr})"),
