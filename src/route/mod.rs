@@ -215,8 +215,8 @@ impl Route {
                         "empty target".into()
                     } else {
                         format!(
-                            "`{target}` is not [http:// or https://]host:port with a port in \
-                             1..=65535"
+                            "`{target}` is not host:port with a port in 1..=65535 (after \
+                             http:// or https:// if any)"
                         )
                     },
                 });

@@ -201,7 +201,7 @@ pub async fn dial(
                     return Err(DialError::Tls {
                         target: host_port,
                         addr,
-                        source,
+                        source: Rc::new(source),
                     });
                 }
             }

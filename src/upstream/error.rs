@@ -30,7 +30,8 @@ pub enum DialError {
         /// `host:port` as the route names it.
         target: Rc<str>,
         addr: SocketAddr,
-        source: HandshakeError,
+        /// Boxed: rustls's error is large, and every call's `Result` would carry its size.
+        source: Rc<HandshakeError>,
     },
     /// Connected, but the target answered no HTTP/2 PING within the dial timeout.
     NoHttp2 { addr: SocketAddr, reason: String },
@@ -85,7 +86,7 @@ impl std::error::Error for DialError {
         match self {
             DialError::Connect { source, .. } => Some(source.as_ref()),
             DialError::Backoff { last, .. } => Some(last.as_ref()),
-            DialError::Tls { source, .. } => Some(source),
+            DialError::Tls { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }
