@@ -235,31 +235,42 @@ async fn run(
 }
 
 /// Accepts client connections on both listeners until the drain starts; then drops them.
+///
+/// Each listener has its own loop with its own accept always in flight: an io_uring accept
+/// that is dropped may already have taken a connection from the kernel, which would then be
+/// lost. A `select!` over both accepts per turn dropped the loser's each time and lost
+/// connections that way; only the drain cancels these.
 async fn accept_until_drain(
     shard: &Rc<Shard>,
     plain: Option<monoio::net::TcpListener>,
     tls: Option<monoio::net::TcpListener>,
 ) {
     let mut drain = shard.server.drain.subscribe();
+    let both = futures_util::future::join(
+        accept_loop(shard, plain.as_ref(), false),
+        accept_loop(shard, tls.as_ref(), true),
+    );
+    monoio::select! {
+        _ = both => {},
+        _ = &mut drain => {},
+    }
+}
+
+/// Accepts on `listener` (none: never) for as long as it is polled; `over_tls`: its
+/// connections start with a TLS handshake.
+async fn accept_loop(
+    shard: &Rc<Shard>,
+    listener: Option<&monoio::net::TcpListener>,
+    over_tls: bool,
+) {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
     // Accept errors such as EMFILE are transient: log the first of a streak, back off briefly
     // so the loop does not spin, and keep serving.
     let mut failing = false;
-    // A listener that is off never accepts.
-    async fn accept(
-        listener: Option<&monoio::net::TcpListener>,
-    ) -> io::Result<(monoio::net::TcpStream, std::net::SocketAddr)> {
-        match listener {
-            Some(listener) => listener.accept().await,
-            None => std::future::pending().await,
-        }
-    }
     loop {
-        let (accepted, over_tls) = monoio::select! {
-            accepted = accept(plain.as_ref()) => (accepted, false),
-            accepted = accept(tls.as_ref()) => (accepted, true),
-            _ = &mut drain => return,
-        };
-        match accepted {
+        match listener.accept().await {
             Ok((stream, _peer)) => {
                 failing = false;
                 let m = &shard.metrics;
