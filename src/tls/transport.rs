@@ -20,7 +20,9 @@
 //!   full-size records (16 KiB of plaintext each, one allocation per record) → our write
 //!   buffer (`write_tls`, one copy) → the socket, one `write` per batch.
 //!
-//! Measured with `bench/profile` (callgrind, instructions per call): see the README, "TLS".
+//! Measured with `bench/profile --tls` against `--h2load` (callgrind, 20000 unary calls, 64 in
+//! flight on one connection): 20,350 instructions per call over TLS 1.3 against 19,209 in
+//! plaintext, +1,141 (+5.9%); see the README, "TLS".
 //!
 //! # Idle memory
 //!
