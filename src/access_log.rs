@@ -32,6 +32,8 @@ pub struct Entry<'a> {
     pub duration_us: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The client's verified TLS identity, when it presented a certificate.
+    pub identity: Option<&'a str>,
 }
 
 /// The process side: where shards send their buffers.
@@ -143,6 +145,10 @@ impl ShardLog {
         b.extend_from_slice(num.format(e.bytes_in).as_bytes());
         b.extend_from_slice(b",\"bytes_out\":");
         b.extend_from_slice(num.format(e.bytes_out).as_bytes());
+        if let Some(identity) = e.identity {
+            b.extend_from_slice(b",\"client_identity\":");
+            json_string(&mut b, identity.as_bytes());
+        }
         b.extend_from_slice(b"}\n");
         self.lines.set(self.lines.get() + 1);
     }
@@ -211,11 +217,27 @@ mod tests {
             duration_us: 42,
             bytes_in: 5,
             bytes_out: 7,
+            identity: None,
+        });
+        log.record(&Entry {
+            shard: 0,
+            method: "/m",
+            key: b"k",
+            target: "t",
+            status: None,
+            outcome: "routed",
+            duration_us: 1,
+            bytes_in: 0,
+            bytes_out: 0,
+            identity: Some("client-a"),
         });
         log.flush();
         let line = String::from_utf8(rx.try_recv().unwrap()).unwrap();
         assert!(line.starts_with("{\"ts\":"), "{line}");
         assert!(line.contains(r#""shard":1,"method":"/pkg.Svc/M","key":"job\"1","target":"127.0.0.1:5000","grpc_status":0,"outcome":"routed","duration_us":42,"bytes_in":5,"bytes_out":7}"#), "{line}");
-        assert!(line.ends_with("}\n"));
+        assert!(
+            line.ends_with(",\"client_identity\":\"client-a\"}\n"),
+            "{line}"
+        );
     }
 }

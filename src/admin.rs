@@ -12,6 +12,7 @@
 //! | `GET /readyz` | 200 when every shard has Redis and nothing drains, else 503 and why |
 //! | `POST /drain` | 202; starts a graceful drain, as SIGTERM does |
 //! | `GET /config` | the effective configuration, TOML |
+//! | `POST /reload` | re-reads TLS certificates and keys, as SIGHUP does: 200, or 500 and why (the old ones stay) |
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -35,10 +36,12 @@ pub struct AdminState {
     pub shards: Vec<Arc<ShardMetrics>>,
     pub drain: Arc<Drain>,
     pub started: Instant,
-    /// The service port, for counting the process's TIME_WAIT sockets.
-    pub service_port: u16,
+    /// The service ports (plaintext, TLS), for counting the process's TIME_WAIT sockets.
+    pub service_ports: Vec<u16>,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: Option<Arc<AtomicU64>>,
+    /// TLS certificates and keys, for `POST /reload` and the reload metrics.
+    pub tls: Arc<crate::tls::Material>,
 }
 
 /// Binds the admin address and serves it on a new thread. Returns the bound address.
@@ -112,14 +115,23 @@ fn answer(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
             respond(&mut stream, 202, "text/plain", "draining\n")
         }
         ("GET", "/config") => respond(&mut stream, 200, "text/plain", &state.config.to_toml()),
-        (_, "/metrics" | "/healthz" | "/readyz" | "/drain" | "/config") => {
+        ("POST", "/reload") => match state.tls.reload_logged("POST /reload") {
+            Ok(()) => respond(&mut stream, 200, "text/plain", "reloaded\n"),
+            Err(e) => respond(
+                &mut stream,
+                500,
+                "text/plain",
+                &format!("reload failed, old certificates kept: {e}\n"),
+            ),
+        },
+        (_, "/metrics" | "/healthz" | "/readyz" | "/drain" | "/config" | "/reload") => {
             respond(&mut stream, 405, "text/plain", "method not allowed\n")
         }
         _ => respond(
             &mut stream,
             404,
             "text/plain",
-            "not found; try /metrics /healthz /readyz /config, POST /drain\n",
+            "not found; try /metrics /healthz /readyz /config, POST /drain, POST /reload\n",
         ),
     }
 }
@@ -156,7 +168,11 @@ fn render_metrics(state: &AdminState) -> String {
     let redis_peer = crate::redis::target::parse_addr(&state.config.redis.addr)
         .ok()
         .and_then(|p| Some(SocketAddr::new(p.host.parse().ok()?, p.port)));
-    let tcp = procfs::process_tcp_states(&[state.service_port], redis_peer.as_slice()).ok();
+    let tcp = procfs::process_tcp_states(&state.service_ports, redis_peer.as_slice()).ok();
+    let reloads = match state.tls.status.lock() {
+        Ok(status) => status.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
     let process = ProcessGauges {
         open_fds: fds.as_ref().map(|f| f.open),
         max_fds: fds.as_ref().map(|f| f.soft_limit),
@@ -169,6 +185,9 @@ fn render_metrics(state: &AdminState) -> String {
             .as_ref()
             .map(|dropped| dropped.load(Ordering::Relaxed)),
         draining: state.drain.is_draining(),
+        tls_reloads_ok: reloads.succeeded,
+        tls_reloads_failed: reloads.failed,
+        tls_reload_failing: reloads.last_error.is_some(),
         ready: not_ready(state).is_none(),
         uptime_seconds: state.started.elapsed().as_secs_f64(),
     };
@@ -182,6 +201,7 @@ fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) 
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "",
     };

@@ -22,10 +22,11 @@ pub struct Config {
     /// or `"wan"` (long RTT: bigger windows, patient dials, pings that keep NAT and load
     /// balancer state alive). See [`Config::preset`].
     pub preset: String,
-    /// Service address every shard listens on (`SO_REUSEPORT`). Port 0 picks one free port that
-    /// all shards share. Default `0.0.0.0:7070`: below the kernel's ephemeral range
-    /// (32768–60999), so an outgoing connection can never occupy it.
-    pub listen: SocketAddr,
+    /// Plaintext (h2c) service address every shard listens on (`SO_REUSEPORT`). Port 0 picks
+    /// one free port that all shards share. Default `0.0.0.0:7070`: below the kernel's
+    /// ephemeral range (32768–60999), so an outgoing connection can never occupy it. `"off"`:
+    /// no plaintext listener (then `downstream.tls.listen` must be set).
+    pub listen: Listen,
     /// Number of shards (threads, each pinned to one core). 0 means one per available core.
     pub shards: usize,
     /// Admin address (metrics, health, drain), served by its own thread, never by a shard.
@@ -36,6 +37,102 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub downstream: DownstreamConfig,
     pub access_log: AccessLogConfig,
+}
+
+/// A listen address, or `"off"`. Written as a string in TOML and on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl Listen {
+    pub const OFF: Listen = Listen(None);
+
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.0
+    }
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Listen, String> {
+        if s == "off" {
+            return Ok(Listen::OFF);
+        }
+        s.parse()
+            .map(|addr| Listen(Some(addr)))
+            .map_err(|_| format!("`{s}` is not ip:port or \"off\""))
+    }
+}
+
+impl TryFrom<String> for Listen {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Listen, String> {
+        s.parse()
+    }
+}
+
+impl From<Listen> for String {
+    fn from(l: Listen) -> String {
+        l.to_string()
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// TLS for clients (`[downstream.tls]`): a second listener per shard, next to the plaintext
+/// one. Certificates and keys are PEM files, read at start and again on SIGHUP or
+/// `POST /reload` (a bad file keeps the old ones).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownstreamTlsConfig {
+    /// TLS service address every shard listens on (`SO_REUSEPORT`); `"off"` (the default):
+    /// no TLS listener. TLS 1.2 and 1.3, ALPN `h2` only.
+    pub listen: Listen,
+    /// The server certificate chain, PEM, leaf first. Required with `listen`.
+    pub cert: String,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1). Required with `listen`.
+    pub key: String,
+    /// CA certificates (PEM) that client certificates must chain to. Set: every client must
+    /// present one (mTLS); empty (the default): no client certificates asked for.
+    pub client_ca: String,
+    /// Request header that carries the verified client identity (its certificate's subject
+    /// CN, else its first SAN) to targets; empty (the default): not forwarded. A header of
+    /// this name sent by a client is always removed, certificate or not.
+    pub identity_header: String,
+}
+
+impl Default for DownstreamTlsConfig {
+    fn default() -> Self {
+        DownstreamTlsConfig {
+            listen: Listen::OFF,
+            cert: String::new(),
+            key: String::new(),
+            client_ca: String::new(),
+            identity_header: String::new(),
+        }
+    }
+}
+
+/// TLS to targets (`[upstream.tls]`), used for route values written `https://host:port`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTlsConfig {
+    /// CA certificates (PEM) that targets' certificates must chain to; empty (the default):
+    /// the Mozilla roots compiled in (webpki-roots).
+    pub ca: String,
+    /// Client certificate chain (PEM) presented to targets that ask (mTLS); empty: none.
+    pub cert: String,
+    /// Its private key (PEM); set together with `cert`.
+    pub key: String,
 }
 
 /// The optional access log: one JSON line per call.
@@ -312,6 +409,8 @@ pub struct UpstreamConfig {
     /// without payload or END_STREAM, CONTINUATION without payload — allowed per connection
     /// per second; past it: GOAWAY ENHANCE_YOUR_CALM. Default 10000.
     pub max_control_frames_per_second: u32,
+    /// TLS to `https://` targets: trust roots and the client certificate.
+    pub tls: UpstreamTlsConfig,
 }
 
 /// Connections from clients to ringway.
@@ -377,13 +476,15 @@ pub struct DownstreamConfig {
     /// Allow client PINGs while no call is open (`PermitWithoutStream`). Default false: such
     /// pings are then allowed only every 2 hours.
     pub permit_keepalive_without_calls: bool,
+    /// The TLS listener, its certificate, client certificates (mTLS).
+    pub tls: DownstreamTlsConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             preset: String::new(),
-            listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            listen: Listen(Some(SocketAddr::from(([0, 0, 0, 0], 7070)))),
             shards: 0,
             admin: "127.0.0.1:9901".into(),
             route: RouteConfig::default(),
@@ -451,6 +552,7 @@ impl Default for UpstreamConfig {
             output_buffer_bytes: 256 << 10,
             send_timeout_ms: 30_000,
             max_control_frames_per_second: 10_000,
+            tls: UpstreamTlsConfig::default(),
         }
     }
 }
@@ -477,6 +579,7 @@ impl Default for DownstreamConfig {
             max_connection_age_grace_ms: 0,
             permit_keepalive_time_ms: 300_000,
             permit_keepalive_without_calls: false,
+            tls: DownstreamTlsConfig::default(),
         }
     }
 }
@@ -760,8 +863,70 @@ impl Config {
         if !(self.access_log.sample > 0.0 && self.access_log.sample <= 1.0) {
             return Err(bad("access_log.sample", "must be in (0, 1]"));
         }
+        self.validate_tls()?;
         if self.downstream.listen_backlog < 1 {
             return Err(bad("downstream.listen_backlog", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The listeners and the TLS fields that go with them, checked once the file and the
+    /// flags are both applied (a file may leave `cert` to `--tls-cert`). The files themselves
+    /// are read, and named in errors, by [`crate::tls`].
+    pub fn validate_listeners(&self) -> Result<(), ConfigError> {
+        let t = &self.downstream.tls;
+        if self.listen.addr().is_none() && t.listen.addr().is_none() {
+            return Err(bad(
+                "listen",
+                "is \"off\" and so is downstream.tls.listen: nothing to serve on",
+            ));
+        }
+        if t.listen.addr().is_some() {
+            for (field, value) in [
+                ("downstream.tls.cert", &t.cert),
+                ("downstream.tls.key", &t.key),
+            ] {
+                if value.is_empty() {
+                    return Err(bad(field, "is required when downstream.tls.listen is set"));
+                }
+            }
+        } else if !t.client_ca.is_empty() {
+            return Err(bad(
+                "downstream.tls.client_ca",
+                "is set but downstream.tls.listen is \"off\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The TLS fields that can be checked on their own.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let t = &self.downstream.tls;
+        if !t.identity_header.is_empty() {
+            let valid = http::HeaderName::from_bytes(t.identity_header.as_bytes()).is_ok()
+                && !t.identity_header.bytes().any(|b| b.is_ascii_uppercase())
+                && !t.identity_header.starts_with(':');
+            if !valid {
+                return Err(bad(
+                    "downstream.tls.identity_header",
+                    format!("`{}` is not a lowercase header name", t.identity_header),
+                ));
+            }
+            if t.identity_header == self.route.header {
+                return Err(bad(
+                    "downstream.tls.identity_header",
+                    "must not be the routing header",
+                ));
+            }
+        }
+        let u = &self.upstream.tls;
+        if u.cert.is_empty() != u.key.is_empty() {
+            let field = if u.cert.is_empty() {
+                "upstream.tls.cert"
+            } else {
+                "upstream.tls.key"
+            };
+            return Err(bad(field, "upstream.tls.cert and key are set together"));
         }
         Ok(())
     }
@@ -920,6 +1085,33 @@ mod tests {
         assert_eq!(e.field, "redis.password_file");
         let e = Config::from_toml("[redis]\naddr = \"redis://h:1/x\"\n").unwrap_err();
         assert_eq!(e.field, "redis.addr");
+    }
+
+    #[test]
+    fn listeners_and_tls_fields() {
+        let complete =
+            |text: &str| Config::from_toml(text).and_then(|c| c.validate_listeners().map(|()| c));
+        let c = complete("listen = \"off\"\n[downstream.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        assert_eq!(c.listen, Listen::OFF);
+        assert!(c.downstream.tls.listen.addr().is_some());
+        let e = complete("listen = \"off\"\n").unwrap_err();
+        assert_eq!(e.field, "listen");
+        let e = Config::from_toml("listen = \"of\"\n").unwrap_err();
+        assert_eq!(e.field, "listen", "{e}");
+        let e =
+            complete("[downstream.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"c.pem\"\n").unwrap_err();
+        assert_eq!(e.field, "downstream.tls.key");
+        let e = complete("[downstream.tls]\nclient_ca = \"ca.pem\"\n").unwrap_err();
+        assert_eq!(e.field, "downstream.tls.client_ca");
+        let e = Config::from_toml("[downstream.tls]\nidentity_header = \"X-Id\"\n").unwrap_err();
+        assert_eq!(e.field, "downstream.tls.identity_header");
+        let e = Config::from_toml("[upstream.tls]\ncert = \"c.pem\"\n").unwrap_err();
+        assert_eq!(e.field, "upstream.tls.key");
+        // The defaults render and read back.
+        assert_eq!(
+            Config::from_toml(&Config::default().to_toml()).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]

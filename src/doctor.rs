@@ -205,7 +205,7 @@ pub fn check(config: &Config, facts: &Facts, profile: Option<&Profile>) -> Vec<F
     findings.push(check_port(
         "listen port",
         "listen",
-        config.listen.port(),
+        config.listen.addr().map_or(0, |a| a.port()),
         facts,
     ));
     findings.push(match config.admin_addr() {

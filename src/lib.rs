@@ -20,12 +20,15 @@
 //! - [`redis`]: the shard's pipelined RESP connection: its login and database on every
 //!   connect; [`redis::target`] resolves the URL and credentials (the password redacted
 //!   wherever shown) and [`redis::transport`] is the one function that opens the socket.
+//! - [`tls`]: TLS on both hops (rustls, ring): certificates and keys from PEM files, reloaded
+//!   on SIGHUP and `POST /reload`; the handshake and the transport that runs rustls between
+//!   the socket and [`wire`]; mTLS identities.
 //! - [`upstream`]: per-target HTTP/2 connection pools and the choice between targets.
 //! - [`status`]: gateway errors, their gRPC statuses and call outcomes, side by side.
 //! - [`metrics`]: per-shard counters (single writer, no contention), exposed through
 //!   `prometheus-client` at scrape time.
 //! - [`admin`]: the admin port on its own thread: `/metrics`, `/healthz`, `/readyz`,
-//!   `/config`, `POST /drain`.
+//!   `/config`, `POST /drain`, `POST /reload`.
 //! - [`access_log`]: optional JSON lines, buffered per shard, written by their own thread.
 //! - [`shutdown`]: the drain (signals, admin) and how shards learn of it.
 //! - [`procfs`]: what the process and host look like, read from /proc with the `procfs`
@@ -69,6 +72,7 @@ pub mod route;
 pub mod shard;
 pub mod shutdown;
 pub mod status;
+pub mod tls;
 pub mod upstream;
 pub mod wire;
 
@@ -84,7 +88,10 @@ use shutdown::Drain;
 
 /// A running gateway: where it listens, its shard threads and their metrics.
 pub struct Gateway {
-    pub local_addr: SocketAddr,
+    /// The plaintext listener's address; `None` when it is off.
+    pub local_addr: Option<SocketAddr>,
+    /// The TLS listener's address; `None` when it is off.
+    pub tls_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     pub shards: Vec<JoinHandle<()>>,
     pub metrics: Vec<Arc<ShardMetrics>>,
@@ -92,15 +99,26 @@ pub struct Gateway {
 
 /// Binds the listeners, starts every shard and waits until each one accepts, then starts the
 /// admin port. Errors (a port in use, a runtime that cannot start) are returned before
-/// anything serves. `drain` is how the caller (signals, admin) asks the shards to drain.
-pub fn start(config: Config, drain: Arc<Drain>) -> io::Result<Gateway> {
+/// anything serves. `drain` is how the caller (signals, admin) asks the shards to drain;
+/// `tls` is the material loaded from the config's files ([`tls::Material::load`]).
+pub fn start(config: Config, drain: Arc<Drain>, tls: Arc<tls::Material>) -> io::Result<Gateway> {
     let count = config.shard_count();
     let connection_cap = connection_cap(&config);
-    let (local_addr, listeners) =
-        net::bind_shard_listeners(config.listen, count, config.downstream.listen_backlog)?;
-    if let Some(warning) = net::listen_port_warning(config.listen.port()) {
-        eprintln!("ringway: warning: {warning}");
-    }
+    let backlog = config.downstream.listen_backlog;
+    let bind = |listen: config::Listen| -> io::Result<(Option<SocketAddr>, Vec<Option<_>>)> {
+        match listen.addr() {
+            Some(addr) => {
+                if let Some(warning) = net::listen_port_warning(addr.port()) {
+                    eprintln!("ringway: warning: {warning}");
+                }
+                let (bound, listeners) = net::bind_shard_listeners(addr, count, backlog)?;
+                Ok((Some(bound), listeners.into_iter().map(Some).collect()))
+            }
+            None => Ok((None, (0..count).map(|_| None).collect())),
+        }
+    };
+    let (local_addr, plain) = bind(config.listen)?;
+    let (tls_addr, secure) = bind(config.downstream.tls.listen)?;
     let access_log = access_log::start(&config.access_log)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let config = Arc::new(config);
@@ -109,11 +127,13 @@ pub fn start(config: Config, drain: Arc<Drain>) -> io::Result<Gateway> {
         drain: drain.clone(),
         access_log: access_log.clone(),
         connection_cap: connection_cap.div_ceil(count),
+        tls: tls.clone(),
     };
     let (started_tx, started_rx) = crossbeam_channel::unbounded();
     let mut shards = Vec::with_capacity(count);
     let mut metrics = Vec::with_capacity(count);
-    for (id, listener) in listeners.into_iter().enumerate() {
+    for (id, (plain, tls)) in plain.into_iter().zip(secure).enumerate() {
+        let listener = shard::Listeners { plain, tls };
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let shard_metrics = Arc::new(ShardMetrics::default());
         metrics.push(shard_metrics.clone());
@@ -145,8 +165,13 @@ pub fn start(config: Config, drain: Arc<Drain>) -> io::Result<Gateway> {
                 shards: metrics.clone(),
                 drain,
                 started: Instant::now(),
-                service_port: local_addr.port(),
+                service_ports: local_addr
+                    .iter()
+                    .chain(&tls_addr)
+                    .map(|a| a.port())
+                    .collect(),
                 access_log_dropped: access_log.map(|sink| sink.dropped),
+                tls: tls.clone(),
             });
             Some(admin::start(addr, state)?)
         }
@@ -154,6 +179,7 @@ pub fn start(config: Config, drain: Arc<Drain>) -> io::Result<Gateway> {
     };
     Ok(Gateway {
         local_addr,
+        tls_addr,
         admin_addr,
         shards,
         metrics,

@@ -19,10 +19,33 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// Service address every shard listens on (port 0: pick a free port)
-    /// [default: 0.0.0.0:7070]
+    /// Plaintext (h2c) service address every shard listens on (port 0: pick a free port);
+    /// "off": no plaintext listener [default: 0.0.0.0:7070]
     #[arg(long, value_name = "ADDR")]
-    listen: Option<std::net::SocketAddr>,
+    listen: Option<ringway::config::Listen>,
+
+    /// TLS service address every shard listens on (h2 over TLS 1.2/1.3); needs --tls-cert and
+    /// --tls-key [default: off]
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<ringway::config::Listen>,
+
+    /// Server certificate chain for --tls-listen, PEM (re-read on SIGHUP and POST /reload)
+    #[arg(long, value_name = "CERT.pem")]
+    tls_cert: Option<String>,
+
+    /// Server private key for --tls-listen, PEM
+    #[arg(long, value_name = "KEY.pem")]
+    tls_key: Option<String>,
+
+    /// CA certificates client certificates must chain to: mTLS, a client without one is
+    /// refused [default: none]
+    #[arg(long, value_name = "CA.pem")]
+    tls_client_ca: Option<String>,
+
+    /// CA certificates that https:// targets must chain to [default: the Mozilla roots built
+    /// in (webpki-roots)]
+    #[arg(long, value_name = "CA.pem")]
+    upstream_ca: Option<String>,
 
     /// Redis server: host:port or redis://[user[:password]@]host[:port][/db] (prefer
     /// redis.password_file or redis.password_env to a password here: a command line is
@@ -116,8 +139,8 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        return match Config::from_file(file) {
-            Ok(_) => {
+        return match Config::from_file(file).and_then(|c| c.validate_listeners()) {
+            Ok(()) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -134,12 +157,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Certificates and keys are read before anything binds: a bad file (expired, key that does
+    // not match) stops the start, naming the file.
+    let tls = match ringway::tls::Material::load(&config) {
+        Ok(tls) => Arc::new(tls),
+        Err(e) => {
+            eprintln!("ringway: cannot start: TLS: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let drain = Arc::new(Drain::default());
-    if let Err(e) = shutdown::watch_signals(drain.clone()) {
+    let reload = tls.clone();
+    let on_hup = move || {
+        let _ = reload.reload_logged("SIGHUP");
+    };
+    if let Err(e) = shutdown::watch_signals(drain.clone(), on_hup) {
         eprintln!("ringway: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
-    let gateway = match ringway::start(config, drain) {
+    let gateway = match ringway::start(config, drain, tls) {
         Ok(gateway) => gateway,
         Err(e) => {
             eprintln!("ringway: cannot start: {e}");
@@ -149,11 +185,20 @@ fn main() -> ExitCode {
     if let Some(admin) = gateway.admin_addr {
         eprintln!("ringway: admin on http://{admin}/ (metrics, healthz, readyz, config, drain)");
     }
-    eprintln!(
-        "ringway: listening on {} ({} shards)",
-        gateway.local_addr,
-        gateway.shards.len()
-    );
+    // `listening on <addr>` is the line scripts and tests wait for; it comes last.
+    let shards = gateway.shards.len();
+    match (gateway.local_addr, gateway.tls_addr) {
+        (Some(plain), Some(tls)) => {
+            eprintln!("ringway: TLS on {tls} (h2)");
+            eprintln!("ringway: listening on {plain} ({shards} shards)");
+        }
+        (Some(plain), None) => eprintln!("ringway: listening on {plain} ({shards} shards)"),
+        (None, Some(tls)) => {
+            eprintln!("ringway: TLS on {tls} (h2)");
+            eprintln!("ringway: listening on {tls} (TLS only, {shards} shards)");
+        }
+        (None, None) => {}
+    }
     memory::give_back_when_connections_close(gateway.metrics.clone());
     // Shards return once a drain has finished.
     for shard in gateway.shards {
@@ -199,7 +244,22 @@ fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
     if let Some(ms) = cli.dial_timeout_ms {
         config.upstream.dial_timeout_ms = ms;
     }
+    let t = &mut config.downstream.tls;
+    if let Some(listen) = cli.tls_listen {
+        t.listen = listen;
+    }
+    for (flag, field) in [
+        (&cli.tls_cert, &mut t.cert),
+        (&cli.tls_key, &mut t.key),
+        (&cli.tls_client_ca, &mut t.client_ca),
+        (&cli.upstream_ca, &mut config.upstream.tls.ca),
+    ] {
+        if let Some(value) = flag {
+            *field = value.clone();
+        }
+    }
     config.validate()?;
+    config.validate_listeners()?;
     Ok(config)
 }
 

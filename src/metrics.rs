@@ -243,6 +243,13 @@ pub struct ShardMetrics {
     pub h2_send_timeouts: [Counter; 2],
     /// Peers that sent DATA beyond a window they were given.
     pub h2_flow_control_errors: [Counter; 2],
+    /// TLS handshakes completed, by side; and those that resumed a session.
+    pub tls_handshakes: [Counter; 2],
+    pub tls_resumed: [Counter; 2],
+    /// TLS handshakes that failed, by side and [`tls::Failure`](crate::tls::Failure).
+    pub tls_handshake_failures: [[Counter; 6]; 2],
+    /// Client connections on the plaintext port that opened with a TLS ClientHello.
+    pub downstream_tls_on_plaintext: Counter,
     /// Client streams refused before they were served, indexed like [`Refusal::ALL`].
     pub downstream_streams_refused: [Counter; 2],
 
@@ -253,6 +260,10 @@ pub struct ShardMetrics {
 impl ShardMetrics {
     pub fn outcome(&self, outcome: Outcome) -> &Counter {
         &self.calls_by_outcome[outcome as usize]
+    }
+
+    pub fn tls_failure(&self, side: Side, why: crate::tls::Failure) -> &Counter {
+        &self.tls_handshake_failures[side as usize][why as usize]
     }
 
     pub fn flood(&self, side: Side, kind: Flood) -> &Counter {
@@ -290,6 +301,11 @@ pub struct ProcessGauges {
     pub tcp_retransmitted_segments: Option<u64>,
     /// Access-log lines dropped because the writer fell behind; `None` without an access log.
     pub access_log_dropped_lines: Option<u64>,
+    /// TLS reloads (SIGHUP, `POST /reload`) that succeeded and that failed (old kept).
+    pub tls_reloads_ok: u64,
+    pub tls_reloads_failed: u64,
+    /// Whether the last TLS reload failed (its error is on `POST /reload` and stderr).
+    pub tls_reload_failing: bool,
     pub draining: bool,
     pub ready: bool,
     pub uptime_seconds: f64,
@@ -599,6 +615,36 @@ impl Exposition<'_, '_> {
                 Ok(())
             },
         )?;
+        self.per_side(
+            "ringway_tls_handshakes_total",
+            "TLS handshakes completed, by side (downstream: clients; upstream: targets).",
+            |m| &m.tls_handshakes,
+        )?;
+        self.per_side(
+            "ringway_tls_resumed_total",
+            "TLS handshakes that resumed an earlier session (ticket or session id), by side.",
+            |m| &m.tls_resumed,
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_tls_handshake_failures_total",
+            "TLS handshakes that failed, by side and reason (not_tls: plaintext on the TLS \
+             port; timeout; closed; certificate; alpn; protocol).",
+            |m, out| {
+                for side in Side::ALL {
+                    let counts = &m.tls_handshake_failures[side as usize];
+                    for (why, count) in crate::tls::Failure::ALL.iter().zip(counts) {
+                        out.series(&[("side", side.label()), ("reason", why.label())], count)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_downstream_tls_on_plaintext_port_total",
+            "Client connections on the plaintext port that sent a TLS ClientHello (closed at \
+             once).",
+            |m, out| out.only(&m.downstream_tls_on_plaintext),
+        )?;
         self.per_shard::<Counter>(
             "ringway_upstream_flow_control_errors_total",
             "Targets that sent DATA beyond the window ringway gave them (the call ends \
@@ -686,6 +732,26 @@ impl Exposition<'_, '_> {
             "ringway_uptime_seconds",
             "Seconds since start.",
             Some(uptime),
+        )?;
+        let mut family = descriptor(
+            &mut self.encoder,
+            "ringway_tls_reloads_total",
+            "TLS certificate and key reloads (SIGHUP, POST /reload), by result; a failed one \
+             keeps the old material.",
+            MetricType::Counter,
+        )?;
+        for (result, count) in [
+            ("ok", process.tls_reloads_ok),
+            ("error", process.tls_reloads_failed),
+        ] {
+            family
+                .encode_family(&[("result", result)])?
+                .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+        }
+        self.gauge(
+            "ringway_tls_reload_failing",
+            "1 when the last TLS reload failed and the old certificates are still in use.",
+            Some(u64::from(process.tls_reload_failing)),
         )?;
         self.counter(
             "ringway_access_log_dropped_lines_total",

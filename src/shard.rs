@@ -8,8 +8,9 @@
 //!
 //! # Lifecycle
 //!
-//! Start: pin, build the runtime, adopt the listener, start the Redis connection, report
-//! `Started`. Serve: accept until the drain starts. Drain: close the listener (new connections
+//! Start: pin, build the runtime, adopt the listeners (plaintext and TLS, either may be off),
+//! start the Redis connection, report `Started`. Serve: accept on both until the drain starts.
+//! Drain: close the listeners (new connections
 //! are refused), tell every client connection to GOAWAY ([`LocalBroadcast`](crate::shutdown::LocalBroadcast)), wait until they
 //! have all closed or `drain_timeout_ms` has passed, then return — which ends the runtime and
 //! with it anything still open.
@@ -64,6 +65,14 @@ pub struct ShardContext {
     pub access_log: Option<access_log::Sink>,
     /// This shard's share of the client connection cap.
     pub connection_cap: usize,
+    /// Certificates and keys for both hops; reloads swap them.
+    pub tls: Arc<crate::tls::Material>,
+}
+
+/// A shard's listening sockets: plaintext and TLS, either of which may be off.
+pub struct Listeners {
+    pub plain: Option<TcpListener>,
+    pub tls: Option<TcpListener>,
 }
 
 /// What a shard reports once it is accepting.
@@ -75,12 +84,12 @@ pub struct Started {
     pub core: Option<usize>,
 }
 
-/// Starts shard `id` on its own thread, pinned to `core` when given, serving `listener`.
+/// Starts shard `id` on its own thread, pinned to `core` when given, serving `listeners`.
 /// It reports `Started` (or the error that stopped it) on `started`.
 pub fn spawn(
     id: usize,
     core: Option<core_affinity::CoreId>,
-    listener: TcpListener,
+    listeners: Listeners,
     context: ShardContext,
     metrics: Arc<ShardMetrics>,
     started: Sender<io::Result<Started>>,
@@ -94,9 +103,11 @@ pub fn spawn(
             let uring = monoio::utils::detect_uring();
             if !uring {
                 // The legacy (epoll) driver needs non-blocking sockets; io_uring does not.
-                if let Err(e) = listener.set_nonblocking(true) {
-                    let _ = started.send(Err(e));
-                    return;
+                for listener in listeners.plain.iter().chain(&listeners.tls) {
+                    if let Err(e) = listener.set_nonblocking(true) {
+                        let _ = started.send(Err(e));
+                        return;
+                    }
                 }
             }
             // Cooperative task running (no interrupt per completion; they are run when the
@@ -124,22 +135,27 @@ pub fn spawn(
                     return;
                 }
             };
-            runtime.block_on(run(id, listener, context, metrics, started, driver, pinned));
+            runtime.block_on(run(
+                id, listeners, context, metrics, started, driver, pinned,
+            ));
         })
 }
 
 async fn run(
     id: usize,
-    listener: TcpListener,
+    listeners: Listeners,
     context: ShardContext,
     metrics: Arc<ShardMetrics>,
     started: Sender<io::Result<Started>>,
     driver: &'static str,
     core: Option<usize>,
 ) {
-    let listener = match monoio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(e) => {
+    let adopt = |listener: Option<TcpListener>| {
+        listener.map(monoio::net::TcpListener::from_std).transpose()
+    };
+    let (plain, tls) = match (adopt(listeners.plain), adopt(listeners.tls)) {
+        (Ok(plain), Ok(tls)) => (plain, tls),
+        (Err(e), _) | (_, Err(e)) => {
             let _ = started.send(Err(e));
             return;
         }
@@ -160,6 +176,7 @@ async fn run(
     }
     let upstreams = Rc::new(Upstreams::new(
         &config.upstream,
+        context.tls.client(),
         rng.clone(),
         metrics.clone(),
     ));
@@ -181,13 +198,17 @@ async fn run(
             .access_log
             .map(|sink| ShardLog::new(sink, &config.access_log)),
         replays: ReplayPool::default(),
+        identity_header: (!config.downstream.tls.identity_header.is_empty())
+            .then(|| Bytes::copy_from_slice(config.downstream.tls.identity_header.as_bytes())),
     });
-    let server = Rc::new(downstream::Server::new(
+    let mut server = downstream::Server::new(
         downstream::Settings::new(&config.downstream),
         proxy.clone(),
         metrics.clone(),
         rng,
-    ));
+    );
+    server.tls = context.tls.server();
+    let server = Rc::new(server);
     let shard = Rc::new(Shard {
         id,
         server,
@@ -199,7 +220,7 @@ async fn run(
     monoio::spawn(upstreams.maintain_forever());
     let _ = started.send(Ok(Started { id, driver, core }));
 
-    accept_until_drain(&shard, listener).await;
+    accept_until_drain(&shard, plain, tls).await;
 
     // Draining: the listener is closed; wait for client connections to finish.
     let deadline = Instant::now() + Duration::from_millis(config.downstream.drain_timeout_ms);
@@ -213,18 +234,43 @@ async fn run(
     shard.proxy.publish();
 }
 
-/// Accepts client connections until the drain starts; then drops the listener.
-async fn accept_until_drain(shard: &Rc<Shard>, listener: monoio::net::TcpListener) {
+/// Accepts client connections on both listeners until the drain starts; then drops them.
+///
+/// Each listener has its own loop with its own accept always in flight: an io_uring accept
+/// that is dropped may already have taken a connection from the kernel, which would then be
+/// lost. A `select!` over both accepts per turn dropped the loser's each time and lost
+/// connections that way; only the drain cancels these.
+async fn accept_until_drain(
+    shard: &Rc<Shard>,
+    plain: Option<monoio::net::TcpListener>,
+    tls: Option<monoio::net::TcpListener>,
+) {
     let mut drain = shard.server.drain.subscribe();
+    let both = futures_util::future::join(
+        accept_loop(shard, plain.as_ref(), false),
+        accept_loop(shard, tls.as_ref(), true),
+    );
+    monoio::select! {
+        _ = both => {},
+        _ = &mut drain => {},
+    }
+}
+
+/// Accepts on `listener` (none: never) for as long as it is polled; `over_tls`: its
+/// connections start with a TLS handshake.
+async fn accept_loop(
+    shard: &Rc<Shard>,
+    listener: Option<&monoio::net::TcpListener>,
+    over_tls: bool,
+) {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
     // Accept errors such as EMFILE are transient: log the first of a streak, back off briefly
     // so the loop does not spin, and keep serving.
     let mut failing = false;
     loop {
-        let accepted = monoio::select! {
-            accepted = listener.accept() => accepted,
-            _ = &mut drain => return,
-        };
-        match accepted {
+        match listener.accept().await {
             Ok((stream, _peer)) => {
                 failing = false;
                 let m = &shard.metrics;
@@ -235,7 +281,14 @@ async fn accept_until_drain(shard: &Rc<Shard>, listener: monoio::net::TcpListene
                     continue;
                 }
                 m.downstream_accepted.inc();
-                monoio::spawn(downstream::serve_connection(shard.server.clone(), stream));
+                if over_tls {
+                    monoio::spawn(downstream::serve_tls_connection(
+                        shard.server.clone(),
+                        stream,
+                    ));
+                } else {
+                    monoio::spawn(downstream::serve_connection(shard.server.clone(), stream));
+                }
             }
             Err(e) => {
                 if !failing {

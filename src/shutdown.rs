@@ -4,7 +4,8 @@
 //! This is the only module that knows about OS signals. The first SIGTERM or SIGINT (or
 //! `POST /drain` on the admin port) starts a graceful drain: shards stop accepting, send every
 //! client the two-phase GOAWAY, let calls in flight finish up to `drain_timeout_ms`, and the
-//! process exits 0. A second signal exits at once.
+//! process exits 0. A second signal exits at once. SIGHUP re-reads the TLS certificates and
+//! keys (`on_reload`); it never drains.
 //!
 //! Shards learn of the drain by looking at [`Drain`] from their control task every
 //! [`POLL_INTERVAL`]: a monoio runtime cannot be woken from another thread without its `sync`
@@ -40,14 +41,19 @@ impl Drain {
     }
 }
 
-/// Starts a thread that turns SIGTERM/SIGINT into a drain, and a second one into an exit.
-pub fn watch_signals(drain: Arc<Drain>) -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+/// Starts a thread that turns SIGTERM/SIGINT into a drain, and a second one into an exit;
+/// SIGHUP calls `on_reload`.
+pub fn watch_signals(drain: Arc<Drain>, on_reload: impl Fn() + Send + 'static) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("ringway-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    on_reload();
+                    continue;
+                }
                 if drain.start() {
                     eprintln!(
                         "ringway: signal {signal}: draining (stop accepting, GOAWAY, finish calls); \

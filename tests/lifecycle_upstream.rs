@@ -39,6 +39,7 @@ fn a_target_that_pings_keeps_its_one_connection() {
         let options = UpstreamOptions {
             http2_keepalive_interval: Some(Duration::from_millis(200)),
             http2_keepalive_timeout: Some(Duration::from_secs(1)),
+            ..UpstreamOptions::default()
         };
         let env = gateway("")
             .upstream_with("pinging", options)

@@ -9,6 +9,11 @@
 //! The connection's deadlines (keepalive, idle, age, send timeout, trimming) are in
 //! [`timers`]; what its frames tell about the client (activity, PINGs) in [`activity`].
 //!
+//! A TLS connection ([`serve_tls_connection`]) first runs its TLS handshake within
+//! `handshake_timeout_ms`; then it is served as a plaintext one is, over a
+//! [`TlsTransport`](crate::tls::TlsTransport), and its calls carry the client's verified
+//! identity ([`Peer`]).
+//!
 //! Every graceful GOAWAY here is two-phase: first the maximum stream id, then, after a PING
 //! round trip, the last stream really accepted, so no call in flight is lost.
 
@@ -41,7 +46,15 @@ use workers::{Call, Workers};
 /// What serves the streams clients open: one call each, to its end. Handed to [`Server`] by
 /// the shard, so that this module knows nothing of what a call does.
 pub trait Handler: 'static {
-    fn serve(self: Rc<Self>, incoming: Incoming) -> impl Future<Output = ()>;
+    fn serve(self: Rc<Self>, incoming: Incoming, peer: Peer) -> impl Future<Output = ()>;
+}
+
+/// What is known of the client of a call's connection.
+#[derive(Clone, Default)]
+pub struct Peer {
+    /// The verified identity of its TLS client certificate (subject CN, else first SAN);
+    /// `None` on plaintext or without a client certificate.
+    pub identity: Option<Rc<str>>,
 }
 
 /// What client connections on one shard share: their settings, the handler of their streams,
@@ -55,6 +68,8 @@ pub struct Server<H: Handler> {
     pub drain: LocalBroadcast,
     /// Parked call tasks, reused call after call.
     workers: Workers,
+    /// This shard's view of the TLS server config (reloads swap it); `None` without TLS.
+    pub tls: Option<crate::tls::Local<rustls::ServerConfig>>,
 }
 
 impl<H: Handler> Server<H> {
@@ -71,6 +86,7 @@ impl<H: Handler> Server<H> {
             rng,
             drain: LocalBroadcast::default(),
             workers: Workers::default(),
+            tls: None,
         }
     }
 }
@@ -140,7 +156,8 @@ pub fn server_settings(config: &DownstreamConfig) -> wire::Settings {
     }
 }
 
-/// Runs one client connection until it closes.
+/// Runs one client connection on the plaintext port until it closes. One that opens with a
+/// TLS ClientHello is closed at once and counted.
 pub fn serve_connection<H: Handler>(
     server: Rc<Server<H>>,
     stream: TcpStream,
@@ -154,9 +171,56 @@ pub fn serve_connection<H: Handler>(
         }
         let metrics = server.metrics.clone();
         metrics.downstream_open.inc();
-        run(&server, halves).await;
+        let counted = metrics.clone();
+        let transport =
+            wire::io::PlainRefusingTls(move || counted.downstream_tls_on_plaintext.inc());
+        run(&server, halves, transport, Peer::default()).await;
         metrics.downstream_open.dec();
     }
+}
+
+/// Runs one client connection on the TLS port until it closes: the TLS handshake within
+/// `handshake_timeout_ms` (a failure is counted by reason and closes it), then HTTP/2 as on
+/// the plaintext port.
+pub async fn serve_tls_connection<H: Handler>(server: Rc<Server<H>>, mut stream: TcpStream) {
+    let Some(config) = server.tls.as_ref().map(|tls| tls.get()) else {
+        return;
+    };
+    if stream.set_nodelay(true).is_err() {
+        return;
+    }
+    let metrics = server.metrics.clone();
+    metrics.downstream_open.inc();
+    let side = crate::metrics::Side::Downstream;
+    let limit = server.settings.handshake_timeout;
+    let handshake = async {
+        let tls = rustls::ServerConnection::new(config).map_err(crate::tls::HandshakeError::Tls)?;
+        match monoio::time::timeout(
+            limit,
+            crate::tls::transport::handshake(&mut stream, tls, true),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(crate::tls::HandshakeError::Timeout(limit)),
+        }
+    };
+    match handshake.await {
+        Ok(transport) => {
+            metrics.tls_handshakes[side as usize].inc();
+            if transport.resumed() {
+                metrics.tls_resumed[side as usize].inc();
+            }
+            let peer = Peer {
+                identity: transport.peer_identity().map(Rc::from),
+            };
+            run(&server, wire::io::split(stream), transport, peer).await;
+        }
+        Err(e) => {
+            metrics.tls_failure(side, e.failure()).inc();
+        }
+    }
+    metrics.downstream_open.dec();
 }
 
 /// Decrements the connection's call count however the call ends.
@@ -177,7 +241,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn run<H: Handler>(server: &Rc<Server<H>>, halves: wire::io::Halves) {
+async fn run<H: Handler, T: wire::io::Transport>(
+    server: &Rc<Server<H>>,
+    halves: wire::io::Halves,
+    transport: T,
+    peer: Peer,
+) {
     let settings = &server.settings;
     let conn = Rc::new(ClientActivity::new(
         settings.ping_policy,
@@ -189,8 +258,8 @@ async fn run<H: Handler>(server: &Rc<Server<H>>, halves: wire::io::Halves) {
     // One task per connection: the socket's driver and the loop that hands out its streams.
     // (Two tasks cost a second task allocation, ~1.6 KiB with the first's padding, per idle
     // client.)
-    let io = pin!(wire::io::drive(h2.clone(), halves));
-    let streams = pin!(serve_streams(server, &h2, &conn, &timer));
+    let io = pin!(wire::io::drive(h2.clone(), halves, transport));
+    let streams = pin!(serve_streams(server, &h2, &conn, &timer, &peer));
     let (ended, io) = match select(io, streams).await {
         // The socket is done: so are the streams.
         Either::Left(((), _)) => return,
@@ -226,6 +295,7 @@ async fn serve_streams<H: Handler>(
     h2: &Conn,
     conn: &Rc<ClientActivity>,
     timer: &Deadline,
+    peer: &Peer,
 ) -> Ended {
     let settings = &server.settings;
     timer.set(Instant::now() + settings.handshake_timeout);
@@ -309,7 +379,15 @@ async fn serve_streams<H: Handler>(
                 while let Some(incoming) = next {
                     conn.call_started();
                     let guard = CallGuard(conn.clone());
-                    server.workers.dispatch(server, Call { incoming, guard });
+                    let peer = peer.clone();
+                    server.workers.dispatch(
+                        server,
+                        Call {
+                            incoming,
+                            guard,
+                            peer,
+                        },
+                    );
                     next = h2.try_accept();
                 }
             }

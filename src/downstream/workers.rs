@@ -10,7 +10,7 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use super::{CallGuard, Handler, Server};
+use super::{CallGuard, Handler, Peer, Server};
 use crate::wire::Incoming;
 
 /// Parked tasks kept per shard; a task finishing beyond it ends.
@@ -20,6 +20,7 @@ const MAX_IDLE: usize = 4096;
 pub(super) struct Call {
     pub incoming: Incoming,
     pub guard: CallGuard,
+    pub peer: Peer,
 }
 
 /// A parked task's mailbox.
@@ -57,8 +58,12 @@ async fn work<H: Handler>(server: Rc<Server<H>>, first: Call) {
     let slot = Rc::new(Slot::default());
     let mut call = first;
     loop {
-        let Call { incoming, guard } = call;
-        server.handler.clone().serve(incoming).await;
+        let Call {
+            incoming,
+            guard,
+            peer,
+        } = call;
+        server.handler.clone().serve(incoming, peer).await;
         drop(guard);
         {
             let mut idle = server.workers.idle.borrow_mut();

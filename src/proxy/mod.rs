@@ -18,6 +18,11 @@
 //! connection ([`replay`]); the client does not notice. Step 4 and its flow control are in
 //! [`relay`](mod@relay); what a call did is counted in [`stats`] and recorded once at its end.
 //!
+//! With `downstream.tls.identity_header` set, the request head is rebuilt once before it goes
+//! upstream: every field of that name the client sent is dropped (on every connection, TLS or
+//! not — a client must not be able to claim an identity), and the verified identity of its
+//! TLS client certificate, if any, is added under that name ([`with_identity`]).
+//!
 //! Knows the route, the upstream pools, the metrics and the access log — handed to it as a
 //! [`Proxy`] — and nothing of client connections, timers or the shard.
 
@@ -34,7 +39,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::access_log::{Entry, ShardLog};
-use crate::downstream::Handler;
+use crate::downstream::{Handler, Peer};
 use crate::metrics::{Latency, Outcome, ShardMetrics};
 use crate::route::Router;
 use crate::status::{error_body, http_error, is_grpc, trailers_only, GatewayError};
@@ -63,18 +68,40 @@ pub struct Proxy {
     pub access_log: Option<ShardLog>,
     /// Spare retry buffers, reused call after call.
     pub replays: ReplayPool,
+    /// `downstream.tls.identity_header`, lowercase; `None`: not configured.
+    pub identity_header: Option<Bytes>,
 }
 
 impl Handler for Proxy {
-    async fn serve(self: Rc<Self>, incoming: Incoming) {
-        self.serve_call(incoming).await
+    async fn serve(self: Rc<Self>, incoming: Incoming, peer: Peer) {
+        self.serve_call(incoming, peer).await
     }
+}
+
+/// The request head without any field called `name`, plus `name: identity` when there is an
+/// identity. Returned unchanged (no copy) when there is nothing to drop or add.
+pub fn with_identity(head: Fields, name: &[u8], identity: Option<&str>) -> Fields {
+    let spoofed = head.iter().any(|f| f.name.as_ref() == name);
+    if !spoofed && identity.is_none() {
+        return head;
+    }
+    let mut rebuilt = Fields::new();
+    for field in head.iter().filter(|f| f.name.as_ref() != name) {
+        rebuilt.push(field.name.clone(), field.value.clone());
+    }
+    if let Some(identity) = identity {
+        rebuilt.push(
+            Bytes::copy_from_slice(name),
+            Bytes::copy_from_slice(identity.as_bytes()),
+        );
+    }
+    rebuilt
 }
 
 impl Proxy {
     /// Serves one downstream call to its end. Never panics on what a peer sends; every failure
     /// ends in a gRPC status or a reset on the stream it concerns.
-    pub async fn serve_call(&self, incoming: Incoming) {
+    pub async fn serve_call(&self, incoming: Incoming, peer: Peer) {
         let started = Instant::now();
         self.metrics.calls_in_flight.inc();
         let stats = CallStats::new();
@@ -88,8 +115,16 @@ impl Proxy {
                 let path = incoming.head.get(b":path").cloned().unwrap_or_default();
                 (path, key)
             });
-        let target = self.forward(incoming, &stats).await;
-        self.record(&stats, started, target.as_deref(), logged);
+        let target = self
+            .forward(incoming, &stats, peer.identity.as_deref())
+            .await;
+        self.record(
+            &stats,
+            started,
+            target.as_deref(),
+            logged,
+            peer.identity.as_deref(),
+        );
     }
 
     /// Copies the shard-local latency histograms to the shared slot the admin thread reads.
@@ -104,13 +139,22 @@ impl Proxy {
     }
 
     /// Routes and relays; returns the target the call went to, if it got that far.
-    async fn forward(&self, incoming: Incoming, stats: &CallStats) -> Option<Rc<str>> {
+    async fn forward(
+        &self,
+        incoming: Incoming,
+        stats: &CallStats,
+        identity: Option<&str>,
+    ) -> Option<Rc<str>> {
         let Incoming {
             head,
             end,
             mut body,
             mut respond,
         } = incoming;
+        let head = match &self.identity_header {
+            Some(name) => with_identity(head, name, identity),
+            None => head,
+        };
         stats.grpc.set(is_grpc(&head));
         let mut lease = match self.lease_for(&head).await {
             // The client went away while the route was looked up: the target is not bothered
@@ -244,6 +288,7 @@ impl Proxy {
         started: Instant,
         target: Option<&str>,
         logged: Option<(Bytes, Option<Bytes>)>,
+        identity: Option<&str>,
     ) {
         let m = &self.metrics;
         m.calls_in_flight.dec();
@@ -277,6 +322,7 @@ impl Proxy {
                 duration_us: total_us,
                 bytes_in: stats.bytes_in.get(),
                 bytes_out: stats.bytes_out.get(),
+                identity,
             });
         }
     }

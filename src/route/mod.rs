@@ -2,7 +2,8 @@
 //!
 //! Owns: the lookup (`GET <prefix><value>` on the shard's Redis connection, with a timeout),
 //! the optional route [`cache`], and the meaning of the value (`host:port`, or several
-//! separated by commas). Knows nothing of HTTP/2 or of connections; the proxy hands it a header
+//! separated by commas; each may be written `https://host:port` for TLS to that target, or
+//! `http://host:port`, the same as bare `host:port`). Knows nothing of HTTP/2 or of connections; the proxy hands it a header
 //! value and gets back a [`Route`] or the [`GatewayError`] to answer with.
 
 pub mod cache;
@@ -180,8 +181,18 @@ impl Inner {
     }
 }
 
-/// A validated route value: one or more `host:port` targets separated by commas (spaces around
-/// each are allowed). Keeps the bytes Redis sent; targets are slices of them, so holding and
+/// A target as a route names it: `https://host:port` (TLS), else plaintext (`http://` or
+/// nothing before `host:port`). Returns whether it is TLS and the `host:port`.
+pub fn split_scheme(target: &str) -> (bool, &str) {
+    if let Some(rest) = target.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        (false, target.strip_prefix("http://").unwrap_or(target))
+    }
+}
+
+/// A validated route value: one or more targets separated by commas (spaces around each are
+/// allowed), each `host:port`, `http://host:port` or `https://host:port`. Keeps the bytes Redis sent; targets are slices of them, so holding and
 /// walking a route allocates nothing.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -199,13 +210,16 @@ impl Route {
         let mut count = 0;
         for target in text.split(',') {
             let target = target.trim();
-            if split_host_port(target).is_none() {
+            if split_host_port(split_scheme(target).1).is_none() {
                 return Err(MalformedValue {
                     value: printable(&value),
                     reason: if target.is_empty() {
                         "empty target".into()
                     } else {
-                        format!("`{target}` is not host:port with a port in 1..=65535")
+                        format!(
+                            "`{target}` is not host:port with a port in 1..=65535 (after \
+                             http:// or https:// if any)"
+                        )
                     },
                 });
             }
@@ -264,6 +278,19 @@ mod tests {
             r.targets().collect::<Vec<_>>(),
             ["a.svc:1", "[::1]:2", "10.0.0.3:3"]
         );
+    }
+
+    #[test]
+    fn schemes() {
+        let r = Route::parse(Bytes::from_static(b"https://a.svc:443, http://b:1,c:2")).unwrap();
+        let parts: Vec<_> = r.targets().map(split_scheme).collect();
+        assert_eq!(parts, [(true, "a.svc:443"), (false, "b:1"), (false, "c:2")]);
+        for bad in [&b"ftp://a:1"[..], b"https://a", b"HTTPS://a:1", b"https://"] {
+            assert!(
+                Route::parse(Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

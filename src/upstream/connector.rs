@@ -1,5 +1,6 @@
 //! Dialing a target: resolving its name off the shard thread, TCP connect with a timeout and
-//! the socket options (`TCP_NODELAY`, TCP keepalive, `TCP_USER_TIMEOUT`), the HTTP/2 client
+//! the socket options (`TCP_NODELAY`, TCP keepalive, `TCP_USER_TIMEOUT`), the TLS handshake
+//! for `https://` targets (within what is left of the dial timeout), the HTTP/2 client
 //! handshake, and the task that drives the connection. Speaks no gRPC and makes no pool
 //! decisions.
 
@@ -14,9 +15,13 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
+use rustls::pki_types::ServerName;
+
 use super::DialError;
 use crate::config::UpstreamConfig;
 use crate::metrics::{ShardMetrics, Side};
+use crate::tls::transport::handshake;
+use crate::tls::HandshakeError;
 use crate::wire::{self, Flood, Observer, Reason, Role};
 
 /// What every dial on a shard needs, built once from the config.
@@ -141,21 +146,24 @@ pub struct Ended {
     pub too_many_pings: bool,
 }
 
-/// Connects to `addr` and completes the HTTP/2 handshake within the dial timeout; spawns the
-/// task that drives the connection, which calls `on_end` when it ends. The error is a short
-/// reason for the client's message.
+/// Connects to `addr` and completes the TLS handshake (with `tls`: the client config and the
+/// name the target's certificate must be valid for) and the HTTP/2 handshake within the dial
+/// timeout; spawns the task that drives the connection, which calls `on_end` when it ends.
+/// The error is a short reason for the client's message.
 pub async fn dial(
     addr: SocketAddr,
     settings: &DialSettings,
     metrics: &Arc<ShardMetrics>,
     target: Rc<str>,
+    host_port: Rc<str>,
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     on_end: impl FnOnce(Ended) + 'static,
 ) -> Result<Connection, DialError> {
     let watch: Rc<dyn Observer> = Rc::new(TargetWatch {
         metrics: metrics.clone(),
     });
     let started = Instant::now();
-    let stream = match monoio::time::timeout(settings.timeout, connect(addr, settings)).await {
+    let mut stream = match monoio::time::timeout(settings.timeout, connect(addr, settings)).await {
         Ok(result) => result.map_err(|e| DialError::Connect {
             addr,
             source: Rc::new(e),
@@ -165,6 +173,38 @@ pub async fn dial(
                 addr,
                 after: settings.timeout,
             })
+        }
+    };
+    let transport = match tls {
+        None => None,
+        Some((config, name)) => {
+            let left = settings.timeout.saturating_sub(started.elapsed());
+            let side = Side::Upstream;
+            let shake = async {
+                let tls =
+                    rustls::ClientConnection::new(config, name).map_err(HandshakeError::Tls)?;
+                match monoio::time::timeout(left, handshake(&mut stream, tls, false)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(HandshakeError::Timeout(settings.timeout)),
+                }
+            };
+            match shake.await {
+                Ok(transport) => {
+                    metrics.tls_handshakes[side as usize].inc();
+                    if transport.resumed() {
+                        metrics.tls_resumed[side as usize].inc();
+                    }
+                    Some(transport)
+                }
+                Err(source) => {
+                    metrics.tls_failure(side, source.failure()).inc();
+                    return Err(DialError::Tls {
+                        target: host_port,
+                        addr,
+                        source: Rc::new(source),
+                    });
+                }
+            }
         }
     };
     let h2 = wire::Conn::new(Role::Client, settings.h2.clone(), Some(watch));
@@ -178,7 +218,11 @@ pub async fn dial(
         let metrics = driver_metrics;
         // Drives all I/O of the connection; ends when the peer closes it, it fails, it was
         // retired and its last stream is done, or the pool aborts it.
-        wire::io::drive(driven.clone(), wire::io::split(stream)).await;
+        let halves = wire::io::split(stream);
+        match transport {
+            Some(tls) => wire::io::drive(driven.clone(), halves, tls).await,
+            None => wire::io::drive(driven.clone(), halves, wire::io::Plain).await,
+        }
         let too_many_pings = driven.goaway_reason() == Some(Reason::ENHANCE_YOUR_CALM);
         match driven.failure() {
             Some(wire::Error::GoAway {

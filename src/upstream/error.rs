@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::tls::HandshakeError;
+
 #[derive(Debug, Clone)]
 pub enum DialError {
     /// The target's name did not resolve (or resolved to no address, or not in time).
@@ -22,6 +24,15 @@ pub enum DialError {
     },
     /// TCP connect took longer than the dial timeout.
     Timeout { addr: SocketAddr, after: Duration },
+    /// The TLS handshake with an `https://` target failed: its certificate did not verify,
+    /// it refused ours, it closed, or it did not finish within the dial timeout.
+    Tls {
+        /// `host:port` as the route names it.
+        target: Rc<str>,
+        addr: SocketAddr,
+        /// Boxed: rustls's error is large, and every call's `Result` would carry its size.
+        source: Rc<HandshakeError>,
+    },
     /// Connected, but the target answered no HTTP/2 PING within the dial timeout.
     NoHttp2 { addr: SocketAddr, reason: String },
     /// A pooled connection's keepalive PING went unanswered.
@@ -46,6 +57,13 @@ impl fmt::Display for DialError {
             DialError::Timeout { addr, after } => {
                 write!(f, "dial timed out after {} ms ({addr})", after.as_millis())
             }
+            DialError::Tls {
+                target,
+                addr,
+                source,
+            } => {
+                write!(f, "TLS to {target}: {source} ({addr})")
+            }
             DialError::NoHttp2 { addr, reason } => write!(f, "no HTTP/2 answer: {reason} ({addr})"),
             DialError::Keepalive { reason, .. } => f.write_str(reason),
             DialError::Backoff {
@@ -68,6 +86,7 @@ impl std::error::Error for DialError {
         match self {
             DialError::Connect { source, .. } => Some(source.as_ref()),
             DialError::Backoff { last, .. } => Some(last.as_ref()),
+            DialError::Tls { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

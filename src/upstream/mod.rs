@@ -24,9 +24,10 @@ use crate::metrics::ShardMetrics;
 use crate::rng::Rng;
 use crate::route::Route;
 
-/// The shard's pools, keyed by `host:port` as routes name them.
+/// The shard's pools, keyed by target: `host:port` for plaintext, `https://host:port` for
+/// TLS, so a TLS and a plaintext target on the same `host:port` never share a connection.
 pub struct Upstreams {
-    /// Keyed by `host:port` from Redis; foldhash, randomly seeded per process.
+    /// Keyed by target (see above; `http://` is dropped); foldhash, randomly seeded per process.
     pools: RefCell<HashMap<Box<str>, Rc<TargetPool>, RandomState>>,
     settings: Rc<PoolSettings>,
     rng: Rc<Rng>,
@@ -34,10 +35,16 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(config: &UpstreamConfig, rng: Rc<Rng>, metrics: Arc<ShardMetrics>) -> Upstreams {
+    /// `tls`: the shard's view of the client config for `https://` targets.
+    pub fn new(
+        config: &UpstreamConfig,
+        tls: crate::tls::Local<rustls::ClientConfig>,
+        rng: Rc<Rng>,
+        metrics: Arc<ShardMetrics>,
+    ) -> Upstreams {
         Upstreams {
             pools: RefCell::new(HashMap::with_hasher(RandomState::default())),
-            settings: Rc::new(PoolSettings::new(config)),
+            settings: Rc::new(PoolSettings::new(config, tls)),
             rng,
             metrics,
         }
@@ -82,20 +89,22 @@ impl Upstreams {
         }
     }
 
-    /// The pool for `authority`, created on first use.
-    pub fn pool(&self, authority: &str) -> Rc<TargetPool> {
-        if let Some(pool) = self.pools.borrow().get(authority) {
+    /// The pool for `target` as a route names it, created on first use.
+    pub fn pool(&self, target: &str) -> Rc<TargetPool> {
+        let (tls, host_port) = crate::route::split_scheme(target);
+        let key = if tls { target } else { host_port };
+        if let Some(pool) = self.pools.borrow().get(key) {
             return pool.clone();
         }
         let pool = Rc::new(TargetPool::new(
-            authority,
+            key,
+            host_port,
+            tls,
             self.settings.clone(),
             self.metrics.clone(),
             self.rng.clone(),
         ));
-        self.pools
-            .borrow_mut()
-            .insert(authority.into(), pool.clone());
+        self.pools.borrow_mut().insert(key.into(), pool.clone());
         pool
     }
 

@@ -65,10 +65,12 @@ pub struct PoolSettings {
     pub backoff_max: Duration,
     pub eject_after: u32,
     pub dns_refresh: Duration,
+    /// The client config for `https://` targets (reloads swap it; read once per dial).
+    pub tls: crate::tls::Local<rustls::ClientConfig>,
 }
 
 impl PoolSettings {
-    pub fn new(c: &UpstreamConfig) -> PoolSettings {
+    pub fn new(c: &UpstreamConfig, tls: crate::tls::Local<rustls::ClientConfig>) -> PoolSettings {
         let ms = Duration::from_millis;
         let nonzero = |v: u64| (v > 0).then(|| ms(v));
         PoolSettings {
@@ -86,14 +88,20 @@ impl PoolSettings {
             backoff_max: ms(c.dial_backoff_max_ms),
             eject_after: c.eject_after_failures,
             dns_refresh: ms(c.dns_refresh_ms),
+            tls,
         }
     }
 }
 
 /// One target's pool on one shard.
 pub struct TargetPool {
-    /// `host:port` as the route names it.
+    /// The target as the pools key it: `host:port`, or `https://host:port` for TLS.
     authority: Rc<str>,
+    /// `host:port`: what is resolved and dialed.
+    host_port: Rc<str>,
+    /// TLS to this target: the name its certificate must be valid for (SNI), or why the host
+    /// cannot be one. `None`: plaintext.
+    tls: Option<Result<rustls::pki_types::ServerName<'static>, String>>,
     conns: RefCell<Vec<Rc<Pooled>>>,
     /// Calls in flight to this target, for power-of-two-choices between targets.
     in_flight: Cell<usize>,
@@ -210,12 +218,21 @@ enum Choice {
 impl TargetPool {
     pub fn new(
         authority: &str,
+        host_port: &str,
+        tls: bool,
         settings: Rc<PoolSettings>,
         metrics: Arc<ShardMetrics>,
         rng: Rc<Rng>,
     ) -> Self {
+        let tls = tls.then(|| {
+            let host = crate::config::split_host_port(host_port).map_or(host_port, |(h, _)| h);
+            rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| format!("`{host}` cannot be a TLS server name: {e}"))
+        });
         TargetPool {
             authority: authority.into(),
+            host_port: host_port.into(),
+            tls,
             conns: RefCell::new(Vec::new()),
             in_flight: Cell::new(0),
             dialing: RefCell::new(None),
@@ -434,11 +451,23 @@ impl TargetPool {
                 pool.connection_ended(ended);
             }
         };
+        let tls = match &self.tls {
+            None => None,
+            Some(Ok(name)) => Some((self.settings.tls.get(), name.clone())),
+            Some(Err(why)) => {
+                let reason = DialError::Resolve(why.clone());
+                self.metrics.upstream_dial_failures.inc();
+                self.failed(reason.clone());
+                return Err(reason);
+            }
+        };
         match dial(
             addr,
             &self.settings.dial,
             &self.metrics,
             self.authority.clone(),
+            self.host_port.clone(),
+            tls,
             on_end,
         )
         .await
@@ -509,7 +538,7 @@ impl TargetPool {
     /// several addresses are used in turn.
     async fn next_address(&self) -> Result<SocketAddr, DialError> {
         if self.addrs.borrow().is_empty() {
-            let addrs = resolve(&self.authority, self.settings.dial.timeout).await?;
+            let addrs = resolve(&self.host_port, self.settings.dial.timeout).await?;
             *self.addrs.borrow_mut() = addrs;
             self.resolved_at.set(Some(Instant::now()));
         }
@@ -615,7 +644,7 @@ impl TargetPool {
     /// Resolves a hostname target again when due; connections to addresses that vanished
     /// drain.
     async fn refresh_addresses(&self, now: Instant) {
-        if self.authority.parse::<SocketAddr>().is_ok() {
+        if self.host_port.parse::<SocketAddr>().is_ok() {
             return;
         }
         let due = self
@@ -626,7 +655,7 @@ impl TargetPool {
             return;
         }
         self.resolved_at.set(Some(now));
-        let Ok(addrs) = resolve(&self.authority, self.settings.dial.timeout).await else {
+        let Ok(addrs) = resolve(&self.host_port, self.settings.dial.timeout).await else {
             // Keep the old addresses: a resolver hiccup must not drain healthy connections.
             return;
         };

@@ -12,6 +12,14 @@
 //! - An abort ([`Conn::abort`]) ends both loops at once; dropping their in-flight operations
 //!   cancels them in the kernel (monoio's `async-cancel`), so the socket closes even when the
 //!   peer neither reads nor writes.
+//!
+//! # Transports
+//!
+//! [`drive`] is generic over a [`Transport`]: what sits between the socket and the HTTP/2
+//! bytes. [`Plain`] is nothing at all — every method is an inlined identity, so the plaintext
+//! path compiles to what it was before transports existed (callgrind: see the README, "TLS").
+//! TLS ([`crate::tls::TlsTransport`]) decrypts what was read before [`Conn::recv`] sees it and
+//! encrypts each gathered batch before it is written.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -44,6 +52,113 @@ const IDLE_PARTIAL: usize = 1024;
 /// The two halves of a connection's socket.
 pub type Halves = (OwnedReadHalf<TcpStream>, OwnedWriteHalf<TcpStream>);
 
+/// What sits between the socket and the HTTP/2 bytes. The read loop hands it what it read;
+/// the write loop hands it each batch [`Conn::poll_output`] gathered. One connection's read
+/// and write loops share it (one task, one thread), so methods take `&self`.
+pub trait Transport {
+    /// Checks the first bytes the connection received; `Err` closes the connection at once.
+    #[inline]
+    fn first_bytes(&self, _bytes: &[u8]) -> Result<(), &'static str> {
+        Ok(())
+    }
+
+    /// Called once before the first read: plaintext that arrived before the driver started
+    /// (with the end of a TLS handshake) goes to `recv`. `false`: stop reading.
+    #[inline]
+    fn start(&self, _recv: impl FnOnce(&mut BytesMut) -> bool) -> bool {
+        true
+    }
+
+    /// Whether the transport holds part of something (a TLS record, a frame) and more bytes
+    /// are needed at once, so an idle connection's read buffer must not shrink to
+    /// [`IDLE_READ`].
+    #[inline]
+    fn holds_partial(&self) -> bool {
+        false
+    }
+
+    /// Turns what was just read (`raw`) into the connection's bytes and hands them to `recv`;
+    /// returns what `recv` returned (`false`: stop reading). `raw` keeps what is not consumed.
+    fn received(
+        &self,
+        raw: &mut BytesMut,
+        recv: impl FnOnce(&mut BytesMut) -> bool,
+    ) -> io::Result<bool>;
+
+    /// The bytes to write for a batch the connection gathered.
+    fn seal(&self, batch: BytesMut) -> io::Result<BytesMut>;
+
+    /// The sealed buffer back, written and cleared; returns the buffer the connection fills
+    /// next (`keep`: the driver would keep a buffer for the next turn).
+    fn written(&self, written: BytesMut, keep: bool) -> BytesMut;
+
+    /// Bytes to send once the connection has nothing more to write (a TLS `close_notify`).
+    #[inline]
+    fn closing(&self) -> Option<BytesMut> {
+        None
+    }
+}
+
+/// No transport: the socket's bytes are the connection's bytes.
+pub struct Plain;
+
+impl Transport for Plain {
+    #[inline]
+    fn received(
+        &self,
+        raw: &mut BytesMut,
+        recv: impl FnOnce(&mut BytesMut) -> bool,
+    ) -> io::Result<bool> {
+        Ok(recv(raw))
+    }
+
+    #[inline]
+    fn seal(&self, batch: BytesMut) -> io::Result<BytesMut> {
+        Ok(batch)
+    }
+
+    #[inline]
+    fn written(&self, written: BytesMut, _keep: bool) -> BytesMut {
+        written
+    }
+}
+
+/// A client connection on the plaintext port: [`Plain`], except that a TLS ClientHello where
+/// the HTTP/2 preface belongs (a record of type 22, handshake: first byte `0x16`, then `0x03`
+/// of the version) closes the connection at once and calls `on_tls` (for a metric). The
+/// preface starts with `P`, so one byte tells them apart.
+pub struct PlainRefusingTls<F: Fn()>(pub F);
+
+impl<F: Fn()> Transport for PlainRefusingTls<F> {
+    #[inline]
+    fn first_bytes(&self, bytes: &[u8]) -> Result<(), &'static str> {
+        if bytes.first() == Some(&0x16) {
+            (self.0)();
+            return Err("a TLS ClientHello on the plaintext port");
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn received(
+        &self,
+        raw: &mut BytesMut,
+        recv: impl FnOnce(&mut BytesMut) -> bool,
+    ) -> io::Result<bool> {
+        Ok(recv(raw))
+    }
+
+    #[inline]
+    fn seal(&self, batch: BytesMut) -> io::Result<BytesMut> {
+        Ok(batch)
+    }
+
+    #[inline]
+    fn written(&self, written: BytesMut, _keep: bool) -> BytesMut {
+        written
+    }
+}
+
 /// Splits a socket for [`drive`]. Split before the connection's future is built, so the
 /// 80-byte socket is not kept in the future's state for the connection's whole life.
 pub fn split(stream: TcpStream) -> Halves {
@@ -55,7 +170,8 @@ pub fn split(stream: TcpStream) -> Halves {
 /// The future is kept small (it lives as long as the connection, idle or not): the read loop
 /// holds its one pending read, and the write loop boxes each write while it is under way
 /// (a ~200-byte allocation per write, from the allocator's thread cache).
-pub async fn drive(conn: Conn, (mut reader, writer): Halves) {
+pub async fn drive<T: Transport>(conn: Conn, (mut reader, writer): Halves, transport: T) {
+    let transport = &transport;
     // Armed while a write is under way, pushed back whenever it makes progress. A server
     // connection's owner watches its writes itself ([`Conn::write_started`]) with the timers
     // it keeps anyway, so an idle client holds no deadline for it.
@@ -64,6 +180,10 @@ pub async fn drive(conn: Conn, (mut reader, writer): Halves) {
         .then(|| (Deadline::new(), settings.send_timeout.unwrap_or_default()));
     let read_loop = async {
         let mut buf = BytesMut::new();
+        if !transport.start(|plain| conn.recv(plain)) {
+            return;
+        }
+        let mut first = true;
         loop {
             // A peer that does not read what we owe it is not read either, until it does.
             poll_fn(|cx| conn.poll_read_room(cx)).await;
@@ -72,7 +192,7 @@ pub async fn drive(conn: Conn, (mut reader, writer): Halves) {
                 if spare < MIN_READ {
                     buf.reserve(READ_BUFFER);
                 }
-            } else if buf.is_empty() {
+            } else if buf.is_empty() && !transport.holds_partial() {
                 // Idle: wait with a small buffer, letting a big one go.
                 if buf.capacity() != IDLE_READ {
                     buf = BytesMut::with_capacity(IDLE_READ);
@@ -93,8 +213,20 @@ pub async fn drive(conn: Conn, (mut reader, writer): Halves) {
                     return;
                 }
                 Ok(_) => {
-                    if !conn.recv(&mut buf) {
-                        return;
+                    if first {
+                        first = false;
+                        if let Err(why) = transport.first_bytes(&buf) {
+                            conn.abort(why);
+                            return;
+                        }
+                    }
+                    match transport.received(&mut buf, |plain| conn.recv(plain)) {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(e) => {
+                            conn.read_ended(Some(e));
+                            return;
+                        }
                     }
                 }
                 Err(e) => {
@@ -113,8 +245,19 @@ pub async fn drive(conn: Conn, (mut reader, writer): Halves) {
         let mut slot = None;
         let mut writer = Some(writer);
         loop {
-            let Some(batch) = poll_fn(|cx| conn.poll_output(cx, &mut spare)).await else {
-                return;
+            let (batch, last) = match poll_fn(|cx| conn.poll_output(cx, &mut spare)).await {
+                Some(batch) => match transport.seal(batch) {
+                    Ok(sealed) => (sealed, false),
+                    Err(e) => {
+                        conn.write_failed(e);
+                        return;
+                    }
+                },
+                // Nothing more to write: what the transport says last (TLS close_notify).
+                None => match transport.closing() {
+                    Some(bytes) => (bytes, true),
+                    None => return,
+                },
             };
             let watch = stalled.as_ref().map(|(deadline, limit)| (deadline, *limit));
             let Some(half) = writer.take() else {
@@ -133,12 +276,16 @@ pub async fn drive(conn: Conn, (mut reader, writer): Halves) {
                 conn.write_failed(e);
                 return;
             }
+            if last {
+                return;
+            }
             conn.written();
             batch.clear();
             // Keep the larger buffer (and the write's box) for the next turn; a huge buffer
             // (a big message went out) is let go, and so is everything of a connection that
             // was trimmed, or that never had a stream (what it wrote was its handshake).
             let keep = !conn.trimmed() && conn.had_streams();
+            let batch = transport.written(batch, keep);
             if batch.capacity() <= 1 << 20 && keep {
                 spare = batch;
             }

@@ -35,6 +35,32 @@ pub async fn connect(addr: SocketAddr) -> EchoClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
 
+/// An `EchoClient` over TLS to the gateway's TLS port at `addr`: trusts `ca` (PEM), expects a
+/// certificate for `localhost`, offers ALPN `h2`, presents `identity` when given. The error
+/// is the connect's (a refused handshake).
+pub async fn connect_tls(
+    addr: SocketAddr,
+    ca: &str,
+    identity: Option<&crate::pki::Pem>,
+) -> Result<EchoClient<Channel>, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some(pem) = identity {
+        tls = tls.identity(Identity::from_pem(&pem.cert, &pem.key));
+    }
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .expect("a socket address makes a valid URI")
+        .tls_config(tls)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect()
+        .await?;
+    Ok(EchoClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE))
+}
+
 /// `message` as a request routed by `key` (the `jobid` header set to `key`).
 pub fn routed<T>(message: T, key: &str) -> Request<T> {
     with_jobid(Request::new(message), key)

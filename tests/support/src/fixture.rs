@@ -135,6 +135,21 @@ impl Env {
         self.gateway.addr()
     }
 
+    /// Where TLS clients connect (`--tls-listen`). Panics if ringway has no TLS listener.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.gateway.tls_addr()
+    }
+
+    /// A tonic client on a new TLS connection to the gateway's TLS port, trusting `ca` (PEM)
+    /// for `localhost`, presenting `identity` when given.
+    pub async fn tls_client(
+        &self,
+        ca: &str,
+        identity: Option<&crate::pki::Pem>,
+    ) -> Result<EchoClient<Channel>, tonic::transport::Error> {
+        crate::client::connect_tls(self.tls_addr(), ca, identity).await
+    }
+
     pub fn admin_addr(&self) -> SocketAddr {
         self.gateway.admin_addr()
     }
@@ -275,7 +290,7 @@ impl EnvBuilder {
                 upstreams.iter().all(|u| u.name() != name),
                 "two upstreams named {name:?}"
             );
-            upstreams.push(Upstream::start_with(name, *options).await);
+            upstreams.push(Upstream::start_with(name, options.clone()).await);
         }
         let config = self.config.as_deref().map(ConfigFile::new);
         let shards = self.shards.to_string();
@@ -317,8 +332,7 @@ fn targets(upstreams: &[Upstream], names: &str) -> String {
                     let started: Vec<&str> = upstreams.iter().map(Upstream::name).collect();
                     panic!("no upstream named {name:?}; the test started {started:?}")
                 })
-                .addr()
-                .to_string()
+                .target()
         })
         .collect::<Vec<_>>()
         .join(",")

@@ -32,6 +32,8 @@ pub struct Gateway {
     log: Arc<Mutex<String>>,
     /// The admin port ringway printed (`admin on http://<addr>/`), if it has one.
     admin: Option<SocketAddr>,
+    /// The TLS port ringway printed (`TLS on <addr>`), if it has one.
+    tls: Option<SocketAddr>,
 }
 
 impl Gateway {
@@ -139,18 +141,25 @@ impl Gateway {
         };
         // The admin line comes before `listening on`.
         let admin = admin_addr(&log.lock().unwrap());
+        let tls = tls_addr(&log.lock().unwrap());
         Gateway {
             child: Some(child),
             pid,
             addr,
             log,
             admin,
+            tls,
         }
     }
 
     /// The admin port's address. Panics if ringway runs without one.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.expect("ringway printed no admin address")
+    }
+
+    /// The TLS port's address. Panics if ringway runs without one.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls.expect("ringway printed no `TLS on <addr>`")
     }
 
     /// `GET path` on the admin port: (HTTP status, body).
@@ -315,6 +324,14 @@ fn admin_addr(log: &str) -> Option<SocketAddr> {
     log.lines().find_map(|line| {
         let start = line.find(ADMIN)? + ADMIN.len();
         line[start..].split('/').next()?.parse().ok()
+    })
+}
+
+fn tls_addr(log: &str) -> Option<SocketAddr> {
+    const TLS: &str = "TLS on ";
+    log.lines().find_map(|line| {
+        let start = line.find(TLS)? + TLS.len();
+        line[start..].split_whitespace().next()?.parse().ok()
     })
 }
 

@@ -33,6 +33,8 @@
 //!   target that ignores flow control) and the bystander client that must keep working.
 //! - [`mixed`]: a load of calls meant for every outcome (routed, no header, unknown key,
 //!   failed upstream, closed target), for tests that check what ringway counts and logs.
+//! - [`pki`]: throwaway certificates made with `rcgen` (a CA, server and client
+//!   certificates, expired, wrong-name and mismatched ones) and their PEM files.
 //! - [`wait`]: bounded waiting, and [`run`], a fresh runtime per test with a
 //!   time limit, so every test can fail instead of hang.
 //!
@@ -66,6 +68,7 @@ pub mod fixture;
 pub mod gateway;
 pub mod h2server;
 pub mod mixed;
+pub mod pki;
 pub mod raw;
 pub mod rawh2;
 pub mod redis;
@@ -74,14 +77,15 @@ pub mod stamp;
 pub mod upstream;
 pub mod wait;
 
-pub use client::{connect, routed, with_jobid, MAX_MESSAGE_SIZE, ROUTE_HEADER};
+pub use client::{connect, connect_tls, routed, with_jobid, MAX_MESSAGE_SIZE, ROUTE_HEADER};
 pub use echo::pattern;
 pub use echo::pb::{echo_client::EchoClient, EchoReply, EchoRequest, Failure};
 pub use fixture::{closed_addr, Env, EnvBuilder};
 pub use gateway::{ConfigFile, Gateway, TempPath};
+pub use pki::{Pem, Pki};
 pub use raw::{grpc_call_on, raw_grpc_call, RawResponse};
 pub use redis::{RedisOptions, RedisServer};
-pub use upstream::{Upstream, UpstreamOptions};
+pub use upstream::{Upstream, UpstreamOptions, UpstreamTls};
 pub use wait::{eventually, run, tokio_sleep, within};
 
 // Re-exported so ringway's tests need no dependencies of their own beyond this crate.
@@ -90,6 +94,8 @@ pub use futures_util;
 pub use h2;
 pub use http;
 pub use prost;
+pub use rustls;
 pub use tokio;
+pub use tokio_rustls;
 pub use tokio_stream;
 pub use tonic;

@@ -29,12 +29,34 @@ const REBIND_FOR: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Server settings of an upstream beyond the defaults; kept across restarts.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct UpstreamOptions {
+    /// Serve TLS with this certificate (routes then name it `https://`); `None`: plaintext.
+    pub tls: Option<UpstreamTls>,
     /// The server's HTTP/2 PING interval (tonic `http2_keepalive_interval`); `None`: no pings.
     pub http2_keepalive_interval: Option<Duration>,
     /// How long an unanswered PING may wait before the server closes the connection.
     pub http2_keepalive_timeout: Option<Duration>,
+}
+
+/// A TLS upstream's certificate, and the CA its clients' certificates must chain to (mTLS).
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub identity: crate::pki::Pem,
+    pub client_ca: Option<String>,
+}
+
+impl UpstreamOptions {
+    /// A TLS upstream serving `identity`.
+    pub fn tls(identity: crate::pki::Pem) -> UpstreamOptions {
+        UpstreamOptions {
+            tls: Some(UpstreamTls {
+                identity,
+                client_ca: None,
+            }),
+            ..UpstreamOptions::default()
+        }
+    }
 }
 
 /// A running (or stopped) gRPC upstream. Stopped when dropped.
@@ -100,6 +122,20 @@ impl Upstream {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether it serves TLS.
+    pub fn is_tls(&self) -> bool {
+        self.options.tls.is_some()
+    }
+
+    /// How a route names it: `https://127.0.0.1:port` for TLS, else `127.0.0.1:port`.
+    pub fn target(&self) -> String {
+        if self.is_tls() {
+            format!("https://{}", self.addr)
+        } else {
+            self.addr.to_string()
+        }
     }
 
     /// TCP connections accepted since the first start.
@@ -193,6 +229,15 @@ impl Upstream {
         }
         if let Some(timeout) = self.options.http2_keepalive_timeout {
             builder = builder.http2_keepalive_timeout(Some(timeout));
+        }
+        if let Some(tls) = &self.options.tls {
+            use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+            let mut config = ServerTlsConfig::new()
+                .identity(Identity::from_pem(&tls.identity.cert, &tls.identity.key));
+            if let Some(ca) = &tls.client_ca {
+                config = config.client_ca_root(Certificate::from_pem(ca));
+            }
+            builder = builder.tls_config(config).expect("a TLS upstream config");
         }
         let router = builder
             .layer(StampLayer::new(&self.name))
