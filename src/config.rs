@@ -179,8 +179,9 @@ pub struct RouteConfig {
 /// # Address, credentials and database
 ///
 /// `addr` is `host:port` or a URL, `redis://[user[:password]@]host[:port][/db]` (port 6379
-/// when left out; user and password percent-decoded; `rediss://` is reserved for TLS). Each of
-/// user, password and database may be given once, in the URL *or* in its own field below;
+/// when left out; user and password percent-decoded; `rediss://` for TLS, see
+/// [`RedisTlsConfig`]). Each of user, password and database may be given once, in the URL
+/// *or* in its own field below;
 /// giving one in both is an error naming the field, and so is more than one password source
 /// (URL, `password`, `password_file`, `password_env`). A user needs a password; a password
 /// without a user logs in as the `default` user (what `requirepass` sets). The resolved target
@@ -220,6 +221,27 @@ pub struct RedisConfig {
     /// often; one connection per shard cannot make a storm, and a wrong password costs Redis
     /// one refused login per shard per second.
     pub reconnect_backoff_max_ms: u64,
+    /// TLS to Redis, used when `addr` is `rediss://`.
+    pub tls: RedisTlsConfig,
+}
+
+/// TLS to Redis (`[redis.tls]`), used when `redis.addr` is `rediss://` and ignored
+/// otherwise. The server name checked is the URL's host: a DNS name is sent as SNI and checked
+/// against the certificate's DNS SANs; an IP address sends no SNI and is checked against its
+/// IP SANs. The files are read at start (a bad one fails it, naming the field) and again at
+/// every (re)connect, so a renewed certificate is used by the next connection; SIGHUP and
+/// `POST /reload` do not touch them. Per shard, TLS sessions are kept across reconnects
+/// (resumption).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisTlsConfig {
+    /// CA certificates (PEM) Redis's certificate must chain to (`--redis-ca`); empty (the
+    /// default): the Mozilla roots compiled in (webpki-roots).
+    pub ca: String,
+    /// Client certificate chain (PEM) for a Redis with `tls-auth-clients yes`; empty: none.
+    pub cert: String,
+    /// Its private key (PEM); set together with `cert`.
+    pub key: String,
 }
 
 /// A value that must not be shown: Debug, Display and Serialize print `<redacted>`.
@@ -522,6 +544,7 @@ impl Default for RedisConfig {
             connect_timeout_ms: 1000,
             reconnect_backoff_initial_ms: 50,
             reconnect_backoff_max_ms: 1000,
+            tls: RedisTlsConfig::default(),
         }
     }
 }
@@ -750,6 +773,8 @@ impl Config {
         // Parses the address, combines it with the credential fields and reads the password
         // from its source: a bad URL, two sources or an unreadable file fail here, by field.
         crate::redis::RedisTarget::from_config(&self.redis)?;
+        // The `[redis.tls]` files, read once here so a bad one fails the start, by field.
+        crate::redis::tls::check(&self.redis)?;
         for (field, value) in [
             ("redis.lookup_timeout_ms", self.redis.lookup_timeout_ms),
             ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),

@@ -47,11 +47,16 @@ struct Cli {
     #[arg(long, value_name = "CA.pem")]
     upstream_ca: Option<String>,
 
-    /// Redis server: host:port or redis://[user[:password]@]host[:port][/db] (prefer
+    /// Redis server: host:port or redis[s]://[user[:password]@]host[:port][/db] (prefer
     /// redis.password_file or redis.password_env to a password here: a command line is
     /// readable by every local user) [default: 127.0.0.1:6379]
     #[arg(long, value_name = "ADDR|URL")]
     redis: Option<RedisAddr>,
+
+    /// CA certificates that a rediss:// Redis's certificate must chain to (redis.tls.ca)
+    /// [default: the Mozilla roots built in (webpki-roots)]
+    #[arg(long, value_name = "CA.pem")]
+    redis_ca: Option<String>,
 
     /// Number of shards (threads pinned to cores); 0 = one per available core [default: 0]
     #[arg(long, value_name = "N")]
@@ -216,6 +221,9 @@ fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
     }
     if let Some(redis) = &cli.redis {
         config.redis.addr = redis.clone();
+    }
+    if let Some(ca) = &cli.redis_ca {
+        config.redis.tls.ca = ca.clone();
     }
     if let Some(shards) = cli.shards {
         config.shards = shards;

@@ -6,7 +6,7 @@
 //! The connection speaks RESP2 unless it asked for RESP3 (`HELLO 3`, for client tracking);
 //! then out-of-band push frames can arrive between replies.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::types::BytesFrame;
 use redis_protocol::resp3::decode::complete::decode_bytes_mut as decode3;
@@ -37,13 +37,13 @@ pub enum Message {
 }
 
 /// Appends a command of bulk strings to `out`.
-pub fn encode_command(out: &mut Vec<u8>, parts: &[&[u8]]) {
+pub fn encode_command(out: &mut BytesMut, parts: &[&[u8]]) {
     let mut digits = itoa::Buffer::new();
-    out.push(b'*');
+    out.put_u8(b'*');
     out.extend_from_slice(digits.format(parts.len()).as_bytes());
     out.extend_from_slice(b"\r\n");
     for part in parts {
-        out.push(b'$');
+        out.put_u8(b'$');
         out.extend_from_slice(digits.format(part.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(part);
@@ -52,7 +52,7 @@ pub fn encode_command(out: &mut Vec<u8>, parts: &[&[u8]]) {
 }
 
 /// Appends `GET <prefix><key>` to `out`.
-pub fn encode_get(out: &mut Vec<u8>, prefix: &[u8], key: &[u8]) {
+pub fn encode_get(out: &mut BytesMut, prefix: &[u8], key: &[u8]) {
     out.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$");
     let mut digits = itoa::Buffer::new();
     out.extend_from_slice(digits.format(prefix.len() + key.len()).as_bytes());

@@ -4,6 +4,8 @@ use std::fmt;
 use std::io;
 use std::rc::Rc;
 
+use crate::tls::HandshakeError;
+
 /// Why a lookup got no reply from Redis. Its text ends up in the client's `grpc-message`
 /// (inside [`GatewayError::RedisUnavailable`](crate::status::GatewayError::RedisUnavailable)).
 ///
@@ -27,8 +29,14 @@ pub enum Unavailable {
     /// The target or its password could not be had at connect time (the password file became
     /// unreadable, say): the config error's text, which names the field and never the password.
     Credentials(String),
-    /// `rediss://`, and the transport has no TLS yet.
-    TlsUnsupported,
+    /// `rediss://`: the TLS handshake with Redis failed (its certificate did not verify, it
+    /// wanted a client certificate, it is not a TLS port, it took longer than
+    /// `connect_timeout_ms`). `source()` is the rustls error when TLS refused.
+    Tls {
+        /// Redis's `host:port`.
+        addr: String,
+        error: HandshakeError,
+    },
     /// Redis refused the login (`WRONGPASS`, `NOAUTH`, an error to `AUTH`): the server's error
     /// text, with the password cut out should the server ever echo it. Redialed with backoff
     /// like any failed attempt; `/readyz` names it.
@@ -74,8 +82,12 @@ impl fmt::Display for Unavailable {
             Unavailable::Connect(e) => write!(f, "{e}"),
             Unavailable::ConnectTimeout { ms } => write!(f, "connect timed out after {ms} ms"),
             Unavailable::Credentials(why) => write!(f, "no credentials for Redis: {why}"),
-            Unavailable::TlsUnsupported => {
-                f.write_str("rediss:// needs TLS, which is not built into ringway yet")
+            Unavailable::Tls { addr, error } => {
+                write!(f, "TLS to redis {addr}: {error}")?;
+                if let Some(hint) = plaintext_hint(error) {
+                    write!(f, " ({hint})")?;
+                }
+                Ok(())
             }
             Unavailable::AuthFailed(message) => {
                 write!(f, "Redis refused authentication: {message}")
@@ -105,6 +117,11 @@ impl std::error::Error for Unavailable {
             | Unavailable::Connect(e)
             | Unavailable::Write(e)
             | Unavailable::Read(e) => Some(e.as_ref()),
+            Unavailable::Tls {
+                error: HandshakeError::Tls(e),
+                ..
+            } => Some(e),
+            Unavailable::Tls { error, .. } => Some(error),
             _ => None,
         }
     }
@@ -118,6 +135,19 @@ impl Unavailable {
 
     pub(super) fn io(wrap: fn(Rc<io::Error>) -> Unavailable, e: io::Error) -> Unavailable {
         wrap(Rc::new(e))
+    }
+}
+
+/// What a failed handshake says when the port is likely not a TLS port at all: a plaintext
+/// Redis answers a ClientHello with an error line (`-ERR ...`, not a TLS record) or, when the
+/// hello held no newline, waits for the rest of the "command" until the timeout.
+fn plaintext_hint(error: &HandshakeError) -> Option<&'static str> {
+    match error {
+        HandshakeError::Tls(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ))
+        | HandshakeError::Timeout(_) => Some("is this Redis's TLS port? rediss:// needs one"),
+        _ => None,
     }
 }
 

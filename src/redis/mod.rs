@@ -45,6 +45,7 @@
 pub mod codec;
 mod error;
 pub mod target;
+pub mod tls;
 pub mod transport;
 
 use std::cell::RefCell;
@@ -57,6 +58,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
 
 use codec::Message;
 pub use codec::Reply;
@@ -67,6 +69,7 @@ use crate::backoff::Backoff;
 use crate::config::{RedisAddr, RedisConfig, Secret};
 use crate::metrics::ShardMetrics;
 use crate::rng::Rng;
+use crate::wire::io::{Plain, Transport};
 
 pub use error::Unavailable;
 pub use target::RedisTarget;
@@ -97,7 +100,7 @@ pub struct RedisClient {
 /// borrowed only between awaits.
 struct Shared {
     /// Encoded commands not yet handed to a write.
-    outbox: Vec<u8>,
+    outbox: BytesMut,
     /// How many commands the outbox holds.
     queued: usize,
     /// One reply slot per command written or in the outbox, in command order.
@@ -210,7 +213,7 @@ impl RedisClient {
         pushes: Option<PushHandler>,
     ) -> RedisClient {
         let shared = Rc::new(RefCell::new(Shared {
-            outbox: Vec::with_capacity(4096),
+            outbox: BytesMut::with_capacity(4096),
             queued: 0,
             waiting: VecDeque::with_capacity(256),
             slots: Vec::with_capacity(256),
@@ -291,9 +294,11 @@ async fn maintain(
     let stall_period = Duration::from_millis(config.lookup_timeout_ms);
     // Log a failure streak once, not once per attempt (again when its reason changes kind).
     let mut failing: Option<std::mem::Discriminant<Unavailable>> = None;
+    // Kept across reconnects, so a redial over TLS resumes the last session.
+    let resumption = tls::resumption();
     loop {
-        match connect(&config, pushes.is_some()).await {
-            Ok((stream, tracking)) => {
+        match connect(&config, pushes.is_some(), &resumption).await {
+            Ok((stream, tracking, read)) => {
                 if failing.is_some() {
                     eprintln!("ringway: redis {} reconnected", config.addr);
                 }
@@ -313,8 +318,15 @@ async fn maintain(
                 metrics.redis_auth_refused.set(0);
                 metrics.redis_connects.inc();
                 metrics.redis_connected.set(1);
-                let reason =
-                    run_connection(stream, &shared, stall_period, &metrics, pushes.as_ref()).await;
+                let reason = run_connection(
+                    stream,
+                    read,
+                    &shared,
+                    stall_period,
+                    &metrics,
+                    pushes.as_ref(),
+                )
+                .await;
                 metrics.redis_connected.set(0);
                 metrics.redis_disconnects.inc();
                 eprintln!("ringway: redis {} connection lost: {reason}", config.addr);
@@ -343,15 +355,78 @@ async fn maintain(
     }
 }
 
-/// One connection attempt: the target (credentials read afresh), the transport, the
-/// handshake. `Ok` carries whether client tracking is on.
-async fn connect(config: &RedisConfig, want_tracking: bool) -> Result<(Stream, bool), Unavailable> {
+/// One connection attempt: the target (credentials and `[redis.tls]` files read afresh), the
+/// transport (TCP, and TLS for `rediss://`), the handshake. `Ok` carries whether client
+/// tracking is on and what was read past the last setup reply (for the read loop).
+async fn connect(
+    config: &RedisConfig,
+    want_tracking: bool,
+    resumption: &tls::Resumption,
+) -> Result<(Stream, bool, BytesMut), Unavailable> {
     let target =
         RedisTarget::from_config(config).map_err(|e| Unavailable::Credentials(e.to_string()))?;
+    let tls = match target.tls {
+        true => Some(
+            tls::client_config(&config.tls, resumption)
+                .map_err(|e| Unavailable::Credentials(e.to_string()))?,
+        ),
+        false => None,
+    };
     let timeout = Duration::from_millis(config.connect_timeout_ms);
-    let mut stream = transport::open(&target, timeout).await?;
-    let tracking = handshake(&mut stream, &target, want_tracking, timeout, &config.addr).await?;
-    Ok((stream, tracking))
+    let mut stream = transport::open(&target, tls, timeout).await?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let tracking = match &mut stream {
+        Stream::Plain(socket) => {
+            let mut link = Link {
+                socket,
+                transport: &Plain,
+                buf: &mut buf,
+            };
+            handshake(&mut link, &target, want_tracking, timeout, &config.addr).await
+        }
+        Stream::Tls(socket, transport) => {
+            let mut link = Link {
+                socket,
+                transport: &*transport,
+                buf: &mut buf,
+            };
+            handshake(&mut link, &target, want_tracking, timeout, &config.addr).await
+        }
+    }
+    .map_err(|e| refused_after_handshake(e, &target))?;
+    Ok((stream, tracking, buf))
+}
+
+/// A TLS 1.3 client finishes its handshake before the server has checked the client's
+/// certificate, so a Redis that wants one (`tls-auth-clients yes`) and did not get it, or
+/// refused it, says so with an alert read by the first setup command: that is a TLS
+/// failure, [`Unavailable::Tls`], not a failed read.
+fn refused_after_handshake(e: Unavailable, target: &RedisTarget) -> Unavailable {
+    let alert = match &e {
+        Unavailable::Read(io) | Unavailable::Write(io) => io
+            .get_ref()
+            .and_then(|inner| inner.source())
+            .and_then(|source| source.downcast_ref::<rustls::Error>())
+            .cloned(),
+        _ => None,
+    };
+    match alert {
+        Some(alert) => Unavailable::Tls {
+            addr: target.to_string(),
+            error: crate::tls::HandshakeError::Tls(alert),
+        },
+        None => e,
+    }
+}
+
+/// A connection before it pipelines: its socket, what sits between the socket and RESP
+/// ([`Plain`], or TLS), and what was read and not yet decoded.
+struct Link<'a, T> {
+    socket: &'a mut TcpStream,
+    transport: &'a T,
+    /// Plaintext: bytes read and not yet decoded. TLS: empty between reads (the transport
+    /// keeps the decrypted bytes not yet decoded).
+    buf: &'a mut BytesMut,
 }
 
 /// Readies a new connection before it pipelines; returns whether client tracking is on.
@@ -370,14 +445,13 @@ async fn connect(config: &RedisConfig, want_tracking: bool) -> Result<(Stream, b
 /// 4. `CLIENT TRACKING ON` when tracking is wanted and RESP3 is on. Tracking remembers key
 ///    names, not databases: a write to the same name in another database invalidates too,
 ///    which costs a GET, never a stale route.
-async fn handshake(
-    stream: &mut Stream,
+async fn handshake<T: Transport>(
+    link: &mut Link<'_, T>,
     target: &RedisTarget,
     want_tracking: bool,
     timeout: Duration,
     addr: &RedisAddr,
 ) -> Result<bool, Unavailable> {
-    let mut buf = BytesMut::with_capacity(4096);
     let password = target.password.as_ref();
     let mut resp3 = false;
     if want_tracking || password.is_some() {
@@ -386,7 +460,7 @@ async fn handshake(
         if let Some(password) = password {
             hello.extend([&b"AUTH"[..], user.as_bytes(), password.expose().as_bytes()]);
         }
-        match command(stream, &mut buf, &hello, timeout).await? {
+        match command(link, &hello, timeout).await? {
             Reply::Error(e) if is_refused_login(&e) => {
                 return Err(Unavailable::AuthFailed(scrub(e, password)))
             }
@@ -404,7 +478,7 @@ async fn handshake(
                         auth.push(user.as_bytes());
                     }
                     auth.push(password.expose().as_bytes());
-                    if let Reply::Error(e) = command(stream, &mut buf, &auth, timeout).await? {
+                    if let Reply::Error(e) = command(link, &auth, timeout).await? {
                         return Err(Unavailable::AuthFailed(scrub(e, Some(password))));
                     }
                 }
@@ -412,7 +486,7 @@ async fn handshake(
             _ => resp3 = want_tracking,
         }
     } else if target.db == 0 {
-        if let Reply::Error(e) = command(stream, &mut buf, &[b"PING"], timeout).await? {
+        if let Reply::Error(e) = command(link, &[b"PING"], timeout).await? {
             if is_refused_login(&e) {
                 return Err(Unavailable::AuthFailed(format!(
                     "{e} (no password is configured: redis.password, password_file or the URL)"
@@ -423,7 +497,7 @@ async fn handshake(
     if target.db != 0 {
         let mut digits = itoa::Buffer::new();
         let db = digits.format(target.db).as_bytes();
-        if let Reply::Error(message) = command(stream, &mut buf, &[b"SELECT", db], timeout).await? {
+        if let Reply::Error(message) = command(link, &[b"SELECT", db], timeout).await? {
             return Err(Unavailable::Select {
                 db: target.db,
                 message,
@@ -433,7 +507,7 @@ async fn handshake(
     if !resp3 {
         return Ok(false);
     }
-    match command(stream, &mut buf, &[b"CLIENT", b"TRACKING", b"ON"], timeout).await? {
+    match command(link, &[b"CLIENT", b"TRACKING", b"ON"], timeout).await? {
         Reply::Error(e) => {
             eprintln!(
                 "ringway: redis {addr}: CLIENT TRACKING refused ({e}); route cache falls back to TTL only"
@@ -467,26 +541,46 @@ fn scrub(message: String, password: Option<&Secret>) -> String {
 
 /// Sends one command and reads its reply (RESP3 decoding also reads RESP2 errors), before the
 /// connection starts pipelining.
-async fn command(
-    stream: &mut Stream,
-    buf: &mut BytesMut,
+async fn command<T: Transport>(
+    link: &mut Link<'_, T>,
     parts: &[&[u8]],
     timeout: Duration,
 ) -> Result<Reply, Unavailable> {
-    let mut out = Vec::new();
+    let mut out = BytesMut::new();
     codec::encode_command(&mut out, parts);
     let exchange = async {
-        let (result, _) = stream.write_all(out).await;
+        let sealed = link
+            .transport
+            .seal(out)
+            .map_err(|e| Unavailable::io(Unavailable::Write, e))?;
+        let (result, _) = link.socket.write_all(sealed).await;
         result.map_err(|e| Unavailable::io(Unavailable::Write, e))?;
         loop {
-            match codec::decode_message(buf, true).map_err(Unavailable::Protocol)? {
-                Some(Message::Reply(reply)) => return Ok(reply),
-                Some(_) => continue,
-                None => {}
+            // Decodes what is already here first: TLS may hold plaintext from the last read.
+            let mut reply = None;
+            link.transport
+                .received(link.buf, |plain| {
+                    reply = loop {
+                        match codec::decode_message(plain, true) {
+                            Ok(Some(Message::Reply(reply))) => break Some(Ok(reply)),
+                            Ok(Some(_)) => continue,
+                            Ok(None) => break None,
+                            Err(e) => break Some(Err(Unavailable::Protocol(e))),
+                        }
+                    };
+                    true
+                })
+                .map_err(|e| Unavailable::io(Unavailable::Read, e))?;
+            if let Some(reply) = reply {
+                return reply;
             }
+            let buf = &mut *link.buf;
             buf.reserve(4096);
             let (len, cap) = (buf.len(), buf.capacity());
-            let (result, slice) = stream.read(std::mem::take(buf).slice_mut(len..cap)).await;
+            let (result, slice) = link
+                .socket
+                .read(std::mem::take(buf).slice_mut(len..cap))
+                .await;
             *buf = slice.into_inner();
             match result {
                 Ok(0) => return Err(Unavailable::Closed),
@@ -500,6 +594,42 @@ async fn command(
         .map_err(|_| Unavailable::NoAnswer {
             ms: timeout.as_millis() as u64,
         })?
+}
+
+/// Hands every whole message in `buf` to its lookup (replies, in order) or to the push
+/// handler (invalidations); leaves a partial one in `buf`.
+fn dispatch(
+    buf: &mut BytesMut,
+    resp3: bool,
+    shared: &Rc<RefCell<Shared>>,
+    pushes: Option<&PushHandler>,
+) -> Result<(), Unavailable> {
+    loop {
+        match codec::decode_message(buf, resp3).map_err(Unavailable::Protocol)? {
+            Some(Message::Reply(reply)) => {
+                let mut s = shared.borrow_mut();
+                s.received += 1;
+                match s.waiting.pop_front() {
+                    Some(slot) => s.deliver(slot, Ok(reply)),
+                    None => {
+                        return Err(Unavailable::Protocol(
+                            "reply with no command waiting for it".into(),
+                        ))
+                    }
+                }
+            }
+            Some(Message::Invalidate(keys)) => {
+                if let Some(push) = pushes {
+                    push(match keys {
+                        Some(keys) => Push::Invalidate(keys),
+                        None => Push::InvalidateAll,
+                    });
+                }
+            }
+            Some(Message::OtherPush) => {}
+            None => return Ok(()),
+        }
+    }
 }
 
 /// Marks the connection down and fails every lookup that was waiting on it.
@@ -516,20 +646,45 @@ fn fail_all(shared: &Rc<RefCell<Shared>>, reason: Unavailable) {
     }
 }
 
-/// Runs one connection until it fails; returns why.
+/// Runs one connection until it fails; returns why. `read`: what the handshake read past its
+/// last reply.
 async fn run_connection(
     stream: Stream,
+    read: BytesMut,
+    shared: &Rc<RefCell<Shared>>,
+    stall_period: Duration,
+    metrics: &ShardMetrics,
+    pushes: Option<&PushHandler>,
+) -> Unavailable {
+    // Matched once per connection: each arm is its own copy of the loops, so plaintext pays
+    // nothing for TLS being possible.
+    match stream {
+        Stream::Plain(socket) => {
+            serve(socket, &Plain, read, shared, stall_period, metrics, pushes).await
+        }
+        Stream::Tls(socket, tls) => {
+            serve(socket, &tls, read, shared, stall_period, metrics, pushes).await
+        }
+    }
+}
+
+/// The connection's loops: writer, reader, stall watch, over `transport` ([`Plain`]: the
+/// socket's bytes are RESP; TLS: decrypted after each read, encrypted before each write).
+async fn serve<T: Transport>(
+    socket: TcpStream,
+    transport: &T,
+    read: BytesMut,
     shared: &Rc<RefCell<Shared>>,
     stall_period: Duration,
     metrics: &ShardMetrics,
     pushes: Option<&PushHandler>,
 ) -> Unavailable {
     let resp3 = shared.borrow().tracking;
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = socket.into_split();
 
     let write_loop = async {
         // Two buffers swap roles: the outbox fills while the other is being written.
-        let mut spare: Vec<u8> = Vec::with_capacity(4096);
+        let mut spare = BytesMut::with_capacity(4096);
         loop {
             let batch = poll_fn(|cx| {
                 let mut s = shared.borrow_mut();
@@ -544,44 +699,34 @@ async fn run_connection(
                 Poll::Ready(std::mem::replace(&mut s.outbox, std::mem::take(&mut spare)))
             })
             .await;
-            let (result, mut written) = writer.write_all(batch).await;
+            let sealed = match transport.seal(batch) {
+                Ok(sealed) => sealed,
+                Err(e) => return Unavailable::io(Unavailable::Write, e),
+            };
+            let (result, mut written) = writer.write_all(sealed).await;
             if let Err(e) = result {
                 return Unavailable::io(Unavailable::Write, e);
             }
             written.clear();
-            spare = written;
+            // Plain: the buffer just written; TLS: the batch buffer `seal` took.
+            spare = transport.written(written, true);
         }
     };
 
     let read_loop = async {
-        let mut buf = BytesMut::with_capacity(64 << 10);
+        let mut buf = read;
+        buf.reserve(64 << 10);
         loop {
-            loop {
-                match codec::decode_message(&mut buf, resp3) {
-                    Ok(Some(Message::Reply(reply))) => {
-                        let mut s = shared.borrow_mut();
-                        s.received += 1;
-                        match s.waiting.pop_front() {
-                            Some(slot) => s.deliver(slot, Ok(reply)),
-                            None => {
-                                return Unavailable::Protocol(
-                                    "reply with no command waiting for it".into(),
-                                )
-                            }
-                        }
-                    }
-                    Ok(Some(Message::Invalidate(keys))) => {
-                        if let Some(push) = pushes {
-                            push(match keys {
-                                Some(keys) => Push::Invalidate(keys),
-                                None => Push::InvalidateAll,
-                            });
-                        }
-                    }
-                    Ok(Some(Message::OtherPush)) => {}
-                    Ok(None) => break,
-                    Err(e) => return Unavailable::Protocol(e),
-                }
+            let mut failed = None;
+            let decoded = transport.received(&mut buf, |plain| {
+                failed = dispatch(plain, resp3, shared, pushes).err();
+                failed.is_none()
+            });
+            if let Err(e) = decoded {
+                return Unavailable::io(Unavailable::Read, e);
+            }
+            if let Some(reason) = failed {
+                return reason;
             }
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 << 10);

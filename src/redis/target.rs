@@ -31,7 +31,7 @@ pub struct RedisTarget {
     /// A name or an IP address (IPv6 without brackets).
     pub host: String,
     pub port: u16,
-    /// `rediss://`: the transport must be TLS ([`super::transport::open`]).
+    /// `rediss://`: the transport is TLS ([`super::transport::open`], `[redis.tls]`).
     pub tls: bool,
     /// ACL user; `None` logs in as `default` when there is a password.
     pub user: Option<String>,
@@ -68,17 +68,6 @@ impl RedisTarget {
     /// Called when the config is validated and again before every connection attempt.
     pub fn from_config(config: &RedisConfig) -> Result<RedisTarget, ConfigError> {
         let url = parse_addr(&config.addr).map_err(|problem| bad("redis.addr", problem))?;
-        if url.tls {
-            // TLS: the transport is one function (super::transport::open); when it can speak
-            // TLS, this refusal goes.
-            return Err(bad(
-                "redis.addr",
-                format!(
-                    "`{}`: rediss:// (TLS) is not built into ringway yet; use redis://",
-                    config.addr.redacted()
-                ),
-            ));
-        }
         let user = match (url.user, &config.user) {
             (Some(_), Some(_)) => {
                 return Err(bad(
@@ -436,9 +425,8 @@ mod tests {
         let e = RedisTarget::from_config(&c).unwrap_err();
         assert!(e.problem.contains("cannot read"), "{e}");
 
-        let c = config("rediss://h:1");
-        let e = RedisTarget::from_config(&c).unwrap_err();
-        assert_eq!(e.field, "redis.addr");
-        assert!(e.problem.contains("TLS"), "{e}");
+        let t = RedisTarget::from_config(&config("rediss://u:pw@h:1/2")).unwrap();
+        assert!(t.tls);
+        assert_eq!((t.user.as_deref(), t.db), (Some("u"), 2));
     }
 }

@@ -260,6 +260,18 @@ impl EnvBuilder {
         self
     }
 
+    /// Redis listens for TLS too (see [`RedisOptions::tls`]); `{tls_addr}` in
+    /// [`EnvBuilder::redis_url`] stands for that port's `ip:port`.
+    pub fn redis_tls(
+        mut self,
+        server: &crate::pki::Pem,
+        client_ca: &str,
+        auth_clients: bool,
+    ) -> Self {
+        self.redis = self.redis.tls(server, client_ca, auth_clients);
+        self
+    }
+
     /// The database the routes (and [`Env::route`], [`RedisServer::set`]) are written to.
     /// ringway is not told: give it the database in its config or URL.
     pub fn redis_db(mut self, db: u32) -> Self {
@@ -268,7 +280,8 @@ impl EnvBuilder {
     }
 
     /// What ringway gets as `--redis`, with `{addr}` standing for the server's `ip:port`
-    /// (default `"{addr}"`): e.g. `"redis://ringway:secret@{addr}/2"`.
+    /// (default `"{addr}"`): e.g. `"redis://ringway:secret@{addr}/2"`. With
+    /// [`EnvBuilder::redis_tls`], `{tls_addr}` stands for its TLS port: `"rediss://{tls_addr}"`.
     pub fn redis_url(mut self, template: &str) -> Self {
         self.redis_url = template.to_owned();
         self
@@ -306,7 +319,10 @@ impl EnvBuilder {
             };
             redis.set(key, &value);
         }
-        let redis_url = self.redis_url.replace("{addr}", &redis.addr().to_string());
+        let mut redis_url = self.redis_url.replace("{addr}", &redis.addr().to_string());
+        if redis_url.contains("{tls_addr}") {
+            redis_url = redis_url.replace("{tls_addr}", &redis.tls_addr().to_string());
+        }
         let gateway =
             Gateway::start_with_env(&self.bin, "127.0.0.1:0", redis_url, &args, &self.env);
         Env {

@@ -9,13 +9,19 @@
 //! A server can demand a login ([`RedisOptions::requirepass`] for the `default` user,
 //! [`RedisOptions::acl_user`] for named ACL users); the test's own commands then log in too,
 //! and go to the database [`RedisOptions::db`] names.
+//!
+//! A server can also listen for TLS on a second port ([`RedisOptions::tls`],
+//! [`RedisServer::tls_addr`]); the test's own commands keep using the plaintext port.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::gateway::TempPath;
+use crate::pki::{Pem, PemFiles, Pki};
 use crate::resp::{self, Reply};
 
 /// The binary to run; `REDIS_SERVER` overrides it.
@@ -50,6 +56,20 @@ pub struct RedisOptions {
     /// (name, password), each allowed everything.
     users: Vec<(String, String)>,
     db: u32,
+    /// A TLS port besides the plaintext one.
+    tls: Option<RedisTls>,
+}
+
+/// What a TLS port is started with (`--tls-port` and the files).
+#[derive(Debug, Clone)]
+struct RedisTls {
+    /// The server's certificate and key, and the CA client certificates are checked against;
+    /// deleted when the last clone of the options goes.
+    files: Arc<(PemFiles, TempPath)>,
+    /// `--tls-auth-clients yes`: a client without a certificate from the CA is refused.
+    auth_clients: bool,
+    /// Chosen at the first start; 0 before.
+    port: u16,
 }
 
 impl RedisOptions {
@@ -80,8 +100,40 @@ impl RedisOptions {
         self
     }
 
+    /// A TLS port too (`--tls-port`, the port chosen at start), presenting `server`; client
+    /// certificates are checked against `client_ca` (PEM), and demanded when `auth_clients`
+    /// (`--tls-auth-clients yes`). The plaintext port stays, for the test's own commands.
+    pub fn tls(mut self, server: &Pem, client_ca: &str, auth_clients: bool) -> Self {
+        let files = Pki::write(server, "redis-tls");
+        let ca = crate::pki::written("redis-tls-client-ca.pem", client_ca);
+        self.tls = Some(RedisTls {
+            files: Arc::new((files, ca)),
+            auth_clients,
+            port: 0,
+        });
+        self
+    }
+
     fn server_args(&self) -> Vec<String> {
         let mut args = Vec::new();
+        if let Some(tls) = &self.tls {
+            let (files, ca) = &*tls.files;
+            args.extend(["--tls-port".to_owned(), tls.port.to_string()]);
+            args.extend(
+                [
+                    "--tls-cert-file",
+                    files.cert(),
+                    "--tls-key-file",
+                    files.key(),
+                ]
+                .map(String::from),
+            );
+            args.extend(["--tls-ca-cert-file".to_owned(), ca.as_str().to_owned()]);
+            args.extend([
+                "--tls-auth-clients".to_owned(),
+                if tls.auth_clients { "yes" } else { "no" }.to_owned(),
+            ]);
+        }
         if let Some(password) = &self.requirepass {
             args.extend(["--requirepass".to_owned(), password.clone()]);
         } else if !self.users.is_empty() {
@@ -138,6 +190,14 @@ impl RedisServer {
                 continue;
             }
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut options = options.clone();
+            if let Some(tls) = &mut options.tls {
+                let tls_port = random_port();
+                if tls_port == port || TcpListener::bind(("127.0.0.1", tls_port)).is_err() {
+                    continue;
+                }
+                tls.port = tls_port;
+            }
             match spawn(addr, &options) {
                 Ok(child) => {
                     return RedisServer {
@@ -154,6 +214,17 @@ impl RedisServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS port's address. Panics if the server was not started with
+    /// [`RedisOptions::tls`].
+    pub fn tls_addr(&self) -> SocketAddr {
+        let tls = self
+            .options
+            .tls
+            .as_ref()
+            .expect("redis-server started without RedisOptions::tls");
+        SocketAddr::from(([127, 0, 0, 1], tls.port))
     }
 
     /// `SET key value` in the test's database; panics if Redis does not answer OK.
