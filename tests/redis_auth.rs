@@ -441,7 +441,15 @@ fn check_config_and_doctor_name_the_bad_redis_field() {
             "[redis]\naddr = \"redis://:hunter2@h:1\"\npassword = \"hunter2\"\n",
             "redis.password",
         ),
-        ("[redis]\naddr = \"rediss://h:1\"\n", "redis.addr"),
+        // rediss:// is TLS now (tests/redis_tls.rs); its files are checked by field.
+        (
+            "[redis]\naddr = \"rediss://h:1\"\n[redis.tls]\ncert = \"c.pem\"\n",
+            "redis.tls.key",
+        ),
+        (
+            "[redis]\naddr = \"rediss://u:hunter2@h:1\"\n[redis.tls]\nca = \"/nonexistent/ca.pem\"\n",
+            "redis.tls.ca",
+        ),
     ] {
         let file = TempPath::new("bad-redis.toml");
         std::fs::write(file.path(), toml).unwrap();

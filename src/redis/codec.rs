@@ -139,9 +139,9 @@ mod tests {
 
     #[test]
     fn encodes_get_with_prefix() {
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         encode_get(&mut out, b"route:", b"job-7");
-        assert_eq!(out, b"*2\r\n$3\r\nGET\r\n$11\r\nroute:job-7\r\n");
+        assert_eq!(&out[..], b"*2\r\n$3\r\nGET\r\n$11\r\nroute:job-7\r\n");
     }
 
     #[test]
@@ -190,9 +190,12 @@ mod tests {
 
     #[test]
     fn encodes_commands() {
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         encode_command(&mut out, &[b"CLIENT", b"TRACKING", b"ON"]);
-        assert_eq!(out, b"*3\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n");
+        assert_eq!(
+            &out[..],
+            b"*3\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n"
+        );
     }
 
     #[test]

@@ -387,7 +387,7 @@ async fn connect(
         Stream::Tls(socket, transport) => {
             let mut link = Link {
                 socket,
-                transport: &*transport,
+                transport: &**transport,
                 buf: &mut buf,
             };
             handshake(&mut link, &target, want_tracking, timeout, &config.addr).await
@@ -663,7 +663,7 @@ async fn run_connection(
             serve(socket, &Plain, read, shared, stall_period, metrics, pushes).await
         }
         Stream::Tls(socket, tls) => {
-            serve(socket, &tls, read, shared, stall_period, metrics, pushes).await
+            serve(socket, &*tls, read, shared, stall_period, metrics, pushes).await
         }
     }
 }

@@ -30,10 +30,11 @@ use super::{RedisTarget, Unavailable};
 use crate::tls::{HandshakeError, TlsTransport};
 
 /// What the connection reads and writes: the socket, and for TLS the transport that decrypts
-/// what is read from it and encrypts what is written.
+/// what is read from it and encrypts what is written (boxed: rustls's state is over 1 KiB,
+/// allocated once per connection).
 pub enum Stream {
     Plain(TcpStream),
-    Tls(TcpStream, TlsTransport),
+    Tls(TcpStream, Box<TlsTransport>),
 }
 
 /// Resolves and connects to `target` within `timeout`; with `tls` (a `rediss://` target),
@@ -93,7 +94,7 @@ pub async fn open(
     )
     .await
     {
-        Ok(Ok(transport)) => Ok(Stream::Tls(stream, transport)),
+        Ok(Ok(transport)) => Ok(Stream::Tls(stream, Box::new(transport))),
         Ok(Err(e)) => Err(failed(e)),
         Err(_) => Err(failed(HandshakeError::Timeout(timeout))),
     }
