@@ -228,10 +228,10 @@ pub struct RedisConfig {
 /// TLS to Redis (`[redis.tls]`), used when `redis.addr` is `rediss://` and ignored
 /// otherwise. The server name checked is the URL's host: a DNS name is sent as SNI and checked
 /// against the certificate's DNS SANs; an IP address sends no SNI and is checked against its
-/// IP SANs. The files are read at start (a bad one fails it, naming the field) and again at
-/// every (re)connect, so a renewed certificate is used by the next connection; SIGHUP and
-/// `POST /reload` do not touch them. Per shard, TLS sessions are kept across reconnects
-/// (resumption).
+/// IP SANs. The files are read at start (a bad one fails it, naming the field), and before
+/// every reconnect they are read again if their modification time or length changed, so a
+/// renewed certificate is used by the next connection; SIGHUP and `POST /reload` do not touch
+/// them. Per shard, TLS sessions are kept across reconnects (resumption).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisTlsConfig {

@@ -39,6 +39,16 @@
 //! `HELLO` with an error; the connection then stays RESP2 and [`RedisClient::tracking`] is
 //! false.
 //!
+//! # TLS
+//!
+//! `rediss://` runs the same loops over TLS: [`transport::open`] makes the handshake and
+//! returns a [`Stream`] that is plaintext or TLS; the connection matches it once and runs its
+//! setup and its loops generic over [`Transport`] — [`Plain`] (inlined identities, the
+//! plaintext path unchanged) or [`TlsTransport`](crate::tls::TlsTransport), the rustls
+//! wrapper the upstream side uses, shared by the read and write loops of the one task: the
+//! reader decrypts after each read, the writer encrypts each batch before its write.
+//! Certificates are looked at before every attempt and read again when changed ([`tls`]).
+//!
 //! This module uses monoio's completion I/O (owned buffers) rather than the poll-io bridge the
 //! HTTP/2 side needs: nothing here wants tokio's traits.
 
@@ -295,9 +305,9 @@ async fn maintain(
     // Log a failure streak once, not once per attempt (again when its reason changes kind).
     let mut failing: Option<std::mem::Discriminant<Unavailable>> = None;
     // Kept across reconnects, so a redial over TLS resumes the last session.
-    let resumption = tls::resumption();
+    let mut tls_configs = tls::Configs::default();
     loop {
-        match connect(&config, pushes.is_some(), &resumption).await {
+        match connect(&config, pushes.is_some(), &mut tls_configs).await {
             Ok((stream, tracking, read)) => {
                 if failing.is_some() {
                     eprintln!("ringway: redis {} reconnected", config.addr);
@@ -361,13 +371,14 @@ async fn maintain(
 async fn connect(
     config: &RedisConfig,
     want_tracking: bool,
-    resumption: &tls::Resumption,
+    tls_configs: &mut tls::Configs,
 ) -> Result<(Stream, bool, BytesMut), Unavailable> {
     let target =
         RedisTarget::from_config(config).map_err(|e| Unavailable::Credentials(e.to_string()))?;
     let tls = match target.tls {
         true => Some(
-            tls::client_config(&config.tls, resumption)
+            tls_configs
+                .get(&config.tls)
                 .map_err(|e| Unavailable::Credentials(e.to_string()))?,
         ),
         false => None,

@@ -16,11 +16,14 @@
 //!
 //! # Resumption
 //!
-//! Each shard keeps one rustls session store for its Redis connection across reconnects
-//! ([`Resumption`]), so a redial after a dropped connection resumes (TLS 1.3 tickets) instead
-//! of a full handshake.
+//! Each shard keeps one rustls session store for its Redis connection across reconnects, so a
+//! redial after a dropped connection resumes (TLS 1.3 tickets) instead of a full handshake.
+//! rustls resumes a session only under the config that made it (the same verifier), so the
+//! shard keeps its config too ([`Configs`]) and rebuilds it only when a file's modification
+//! time or length changed: every attempt looks at the files, and a renewed one is read.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::ClientConfig;
 
@@ -36,6 +39,53 @@ pub type Resumption = rustls::client::Resumption;
 /// A new session store for one shard's Redis connection.
 pub fn resumption() -> Resumption {
     Resumption::in_memory_sessions(SESSIONS)
+}
+
+/// A shard's Redis TLS config and session store, kept across reconnects.
+pub struct Configs {
+    resumption: Resumption,
+    /// The config last built and what its files looked like then.
+    current: Option<(Vec<Stamp>, Arc<ClientConfig>)>,
+}
+
+/// A file's modification time and length: changed when a certificate is renewed.
+type Stamp = (SystemTime, u64);
+
+impl Default for Configs {
+    fn default() -> Configs {
+        Configs {
+            resumption: resumption(),
+            current: None,
+        }
+    }
+}
+
+impl Configs {
+    /// The config for the next connection attempt: the last one while no file changed (so the
+    /// session store's tickets still resume), else rebuilt from the files.
+    pub fn get(&mut self, t: &RedisTlsConfig) -> Result<Arc<ClientConfig>, ConfigError> {
+        let stamps = stamps(t);
+        if let (Some(now), Some((then, config))) = (&stamps, &self.current) {
+            if now == then {
+                return Ok(config.clone());
+            }
+        }
+        let config = client_config(t, &self.resumption)?;
+        self.current = stamps.map(|s| (s, config.clone()));
+        Ok(config)
+    }
+}
+
+/// The stamps of the files `t` names; `None` if one cannot be had (the rebuild then says why).
+fn stamps(t: &RedisTlsConfig) -> Option<Vec<Stamp>> {
+    [&t.ca, &t.cert, &t.key]
+        .into_iter()
+        .filter(|path| !path.is_empty())
+        .map(|path| {
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        })
+        .collect()
 }
 
 /// Reads the `[redis.tls]` files now and builds the config. The error names the field.

@@ -1,7 +1,8 @@
 //! The byte stream under the shard's Redis connection, and the one function that opens it.
 //!
-//! Owns: name resolution, the TCP connect and its timeout, socket options. Knows nothing of
-//! RESP or of logging in ([`super`] does both over whatever [`open`] returns).
+//! Owns: name resolution, the TCP connect and its timeout, socket options, the TLS handshake
+//! for `rediss://`. Knows nothing of RESP or of logging in ([`super`] does both over whatever
+//! [`open`] returns).
 //!
 //! # TLS
 //!
