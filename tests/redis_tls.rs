@@ -2,8 +2,8 @@
 //! plaintext one (the test writes its routes through the plaintext port): routing with an ACL
 //! user, a password and database 2 in the URL; the route cache kept coherent by client
 //! tracking over TLS; a reconnect; mTLS (`tls-auth-clients yes`) with `[redis.tls] cert/key`
-//! and without; a Redis whose certificate is from another CA; and `rediss://` pointed at the
-//! plaintext port. A failure is never a hang: `/readyz` is 503 and calls are UNAVAILABLE,
+//! and without, and a client certificate renewed in place; a Redis whose certificate is from
+//! another CA; and `rediss://` pointed at the plaintext port. A failure is never a hang: `/readyz` is 503 and calls are UNAVAILABLE,
 //! saying it was TLS and why.
 
 use std::time::Duration;
@@ -260,5 +260,44 @@ fn rediss_to_a_plaintext_port_fails_clearly() {
             .start()
             .await;
         assert_tls_failure(&env, env.redis().addr(), "TLS port?").await;
+    });
+}
+
+/// The `[redis.tls]` files are looked at before every attempt: a client certificate Redis
+/// refuses, replaced in place by one it accepts, is used by the next attempt, without a
+/// restart or a reload.
+#[test]
+fn a_renewed_client_certificate_is_used_at_the_next_attempt() {
+    run(LIMIT, async {
+        let pki = Pki::new("redis-ca");
+        let stranger = Pki::new("stranger-ca");
+        let ca = ca_file(&pki);
+        let client = Pki::write(&stranger.client("ringway"), "redis-client");
+        let env = Env::builder(RINGWAY)
+            .redis_tls(&pki.server(), &pki.ca, true)
+            .upstream("a")
+            .route("job", "a")
+            .redis_url("rediss://{tls_addr}")
+            .config(&format!(
+                "[redis.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                ca.as_str(),
+                client.cert(),
+                client.key()
+            ))
+            .start()
+            .await;
+        assert_tls_failure(&env, env.redis().tls_addr(), "alert").await;
+
+        let renewed = pki.client("ringway");
+        ringway_testkit::pki::overwrite(client.cert.path(), &renewed.cert);
+        ringway_testkit::pki::overwrite(client.key.path(), &renewed.key);
+        eventually(
+            Duration::from_secs(10),
+            "routing with the renewed certificate",
+            || async { call(&env, "job").await },
+        )
+        .await;
+        let (code, body) = env.gateway().admin_get("/readyz");
+        assert_eq!(code, 200, "{body}");
     });
 }

@@ -171,4 +171,27 @@ mod tests {
         );
         assert!(Unavailable::Closed.source().is_none());
     }
+
+    #[test]
+    fn tls_failures_name_redis_and_keep_the_rustls_error() {
+        let e = Unavailable::Tls {
+            addr: "127.0.0.1:6390".into(),
+            error: HandshakeError::Tls(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        };
+        assert_eq!(
+            e.to_string(),
+            "TLS to redis 127.0.0.1:6390: invalid peer certificate: UnknownIssuer"
+        );
+        assert!(matches!(
+            e.source().and_then(|s| s.downcast_ref::<rustls::Error>()),
+            Some(rustls::Error::InvalidCertificate(_))
+        ));
+        let e = Unavailable::Tls {
+            addr: "h:1".into(),
+            error: HandshakeError::Timeout(std::time::Duration::from_millis(1000)),
+        };
+        assert!(e.to_string().contains("TLS port?"), "{e}");
+    }
 }
