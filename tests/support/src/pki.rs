@@ -4,6 +4,7 @@
 //! any of them in PEM files for ringway's flags; [`Pem`] hands them to tonic and rustls.
 
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -11,6 +12,8 @@ use rcgen::{
 };
 
 use crate::gateway::TempPath;
+
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// A certificate (chain: the leaf only) and its key, PEM.
 #[derive(Debug, Clone)]
@@ -79,6 +82,24 @@ impl Pki {
         self.leaf("localhost", &["localhost", "127.0.0.1"], true, true)
     }
 
+    /// A server certificate for localhost, valid from a day ago until `days` days from now.
+    pub fn server_expiring_in(&self, days: u64) -> Pem {
+        let now = SystemTime::now();
+        let mut params = self.leaf_params("localhost", &["localhost", "127.0.0.1"], true);
+        params.not_before = (now - DAY).into();
+        params.not_after = (now + DAY * days as u32).into();
+        self.sign(params)
+    }
+
+    /// A server certificate for localhost that only becomes valid `days` days from now.
+    pub fn server_not_yet_valid(&self, days: u64) -> Pem {
+        let now = SystemTime::now();
+        let mut params = self.leaf_params("localhost", &["localhost", "127.0.0.1"], true);
+        params.not_before = (now + DAY * days as u32).into();
+        params.not_after = (now + DAY * (days as u32 + 365)).into();
+        self.sign(params)
+    }
+
     /// A client certificate whose subject CN is `cn`.
     pub fn client(&self, cn: &str) -> Pem {
         self.leaf(cn, &[], false, false)
@@ -108,7 +129,15 @@ impl Pki {
     }
 
     fn leaf(&self, cn: &str, names: &[&str], server: bool, expired: bool) -> Pem {
-        let key = KeyPair::generate().expect("a leaf key");
+        let mut params = self.leaf_params(cn, names, server);
+        if expired {
+            params.not_before = date_time_ymd(2019, 1, 1);
+            params.not_after = date_time_ymd(2020, 1, 1);
+        }
+        self.sign(params)
+    }
+
+    fn leaf_params(&self, cn: &str, names: &[&str], server: bool) -> CertificateParams {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, cn);
@@ -117,10 +146,12 @@ impl Pki {
         } else {
             ExtendedKeyUsagePurpose::ClientAuth
         }];
-        if expired {
-            params.not_before = date_time_ymd(2019, 1, 1);
-            params.not_after = date_time_ymd(2020, 1, 1);
-        }
+        params
+    }
+
+    /// Signs `params` with a fresh key.
+    fn sign(&self, params: CertificateParams) -> Pem {
+        let key = KeyPair::generate().expect("a leaf key");
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("a CA-signed leaf");
