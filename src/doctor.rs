@@ -2,8 +2,8 @@
 //! fix what falls short.
 //!
 //! It owns the checks and their verdicts; it reads the machine only through [`Facts::gather`]
-//! (which uses [`crate::procfs`], [`crate::net`] and monoio's io_uring probe) and changes
-//! nothing. Every check is a pure function of the [`Config`], the [`Facts`] and, with
+//! (which uses [`crate::procfs`], [`crate::net`] and monoio's io_uring probe) and the TLS files
+//! the config names, and changes nothing. Every check is a pure function of the [`Config`], the [`Facts`] and, with
 //! `--profile`, a sysctl [`Profile`], so tests build a machine as a struct.
 //!
 //! What is checked, and why:
@@ -18,6 +18,10 @@
 //! 4. `net.core.somaxconn` silently caps `downstream.listen_backlog`.
 //! 5. More shards than cores make pinned shards share cores.
 //! 6. With a profile: each of its sysctls against the live value.
+//! 7. TLS files ([`check_tls_files`]): every certificate, key and CA file the config names is
+//!    readable and PEM, each key matches its certificate, none has expired or is not yet valid
+//!    (ringway would refuse to start) or expires within 14 days, and the names a server
+//!    certificate covers are shown. These read files, so they run after the pure [`check`].
 //!
 //! The profiles in `tuning/` are compiled in, so the binary checks a machine without the source
 //! tree beside it.
@@ -95,7 +99,12 @@ impl Finding {
 pub fn run(config: &Config, profile: Option<&str>) -> Result<Vec<Finding>, String> {
     let profile = profile.map(Profile::named).transpose()?;
     let facts = Facts::gather(profile.as_ref());
-    Ok(check(config, &facts, profile.as_ref()))
+    let mut findings = check(config, &facts, profile.as_ref());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    findings.extend(check_tls_files(config, now));
+    Ok(findings)
 }
 
 /// The findings as text: one line per finding, `SEVERITY  check: detail`, and below it an
@@ -731,6 +740,505 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((major, minor.parse().ok()?))
 }
 
+/// Warn this long before a certificate expires: two weeks leaves room for a renewal that waits
+/// on a person (a ticket, a CA's queue) without anyone renewing in a hurry.
+const EXPIRY_WARN_DAYS: i64 = 14;
+
+const DAY: i64 = 86_400;
+
+/// What a certificate is presented as, which decides what is said about its names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    /// To clients, who check that it names the address they dialled.
+    Server,
+    /// To targets that ask for a client certificate; they read an identity from it.
+    Client,
+}
+
+/// The config fields of one certificate/key pair, for the findings' check names.
+struct Pair {
+    cert_field: &'static str,
+    key_field: &'static str,
+    role: Role,
+}
+
+/// Checks every certificate, key and CA file the config names (`[downstream.tls]`,
+/// `[upstream.tls]`, `[redis.tls]`), as of `now` (Unix seconds):
+/// each file is readable and holds the PEM it should; each key matches its certificate; no
+/// certificate has expired, is not yet valid, or expires within [`EXPIRY_WARN_DAYS`]; the
+/// names a server certificate covers. A section whose files pass is then built by
+/// [`crate::tls::load`], as ringway's start would, so whatever else it refuses is named too.
+///
+/// Reads files, so it is not part of the pure [`check`]; `now` is an argument so a test can
+/// move the clock.
+pub fn check_tls_files(config: &Config, now: i64) -> Vec<Finding> {
+    let down = &config.downstream.tls;
+    let up = &config.upstream.tls;
+    let mut findings = Vec::new();
+
+    let mut down_ok = true;
+    if !down.cert.is_empty() || !down.key.is_empty() {
+        let pair = Pair {
+            cert_field: "downstream.tls.cert",
+            key_field: "downstream.tls.key",
+            role: Role::Server,
+        };
+        down_ok &= check_pair(&pair, &down.cert, &down.key, now, &mut findings);
+    }
+    if !down.client_ca.is_empty() {
+        down_ok &= check_ca(
+            "downstream.tls.client_ca",
+            &down.client_ca,
+            now,
+            &mut findings,
+        );
+    }
+    if down_ok && !down.cert.is_empty() && !down.key.is_empty() {
+        let built = crate::tls::load::ServerResumption::new()
+            .and_then(|resumption| crate::tls::load::server_config(down, &resumption));
+        if let Err(e) = built {
+            findings.push(refused("downstream.tls", e));
+        }
+    }
+
+    let mut up_ok = true;
+    if !up.ca.is_empty() {
+        up_ok &= check_ca("upstream.tls.ca", &up.ca, now, &mut findings);
+    }
+    if !up.cert.is_empty() || !up.key.is_empty() {
+        let pair = Pair {
+            cert_field: "upstream.tls.cert",
+            key_field: "upstream.tls.key",
+            role: Role::Client,
+        };
+        up_ok &= check_pair(&pair, &up.cert, &up.key, now, &mut findings);
+    }
+    if up_ok && !(up.ca.is_empty() && up.cert.is_empty()) {
+        let resumption = rustls::client::Resumption::default();
+        if let Err(e) = crate::tls::load::client_config(up, &resumption) {
+            findings.push(refused("upstream.tls", e));
+        }
+    }
+
+    // `[redis.tls]`: ringway's config check has already built it for a `rediss://` address (a
+    // bad file stops `ringway doctor` there, naming the field); what is left to say is expiry,
+    // names, and whether the files are used at all.
+    let redis = &config.redis.tls;
+    if !(redis.ca.is_empty() && redis.cert.is_empty() && redis.key.is_empty()) {
+        if !crate::redis::target::parse_addr(&config.redis.addr).is_ok_and(|a| a.tls) {
+            findings.push(Finding::ok(
+                "redis.tls",
+                format!(
+                    "files are named but redis.addr ({}) is not rediss://: they are not used",
+                    config.redis.addr.redacted()
+                ),
+            ));
+        }
+        if !redis.ca.is_empty() {
+            check_ca("redis.tls.ca", &redis.ca, now, &mut findings);
+        }
+        if !redis.cert.is_empty() || !redis.key.is_empty() {
+            let pair = Pair {
+                cert_field: "redis.tls.cert",
+                key_field: "redis.tls.key",
+                role: Role::Client,
+            };
+            check_pair(&pair, &redis.cert, &redis.key, now, &mut findings);
+        }
+    }
+
+    if findings.is_empty() {
+        findings.push(Finding::ok(
+            "tls files",
+            "none configured ([downstream.tls], [upstream.tls] and [redis.tls] name no files)"
+                .into(),
+        ));
+    }
+    findings
+}
+
+/// A section whose files each passed but that ringway's loader still refuses.
+fn refused(section: &'static str, e: crate::tls::FileError) -> Finding {
+    Finding::fail(
+        section,
+        format!("ringway would refuse to start with it: {e}"),
+        format!("fix what the message names in [{section}]"),
+    )
+}
+
+/// A certificate file and its key. True when nothing failed.
+fn check_pair(pair: &Pair, cert: &str, key: &str, now: i64, out: &mut Vec<Finding>) -> bool {
+    let before = out.len();
+    let certs = if cert.is_empty() {
+        out.push(Finding::fail(
+            pair.cert_field,
+            format!("is empty, but {} is {key}", pair.key_field),
+            format!(
+                "set {} to the certificate issued for {key}",
+                pair.cert_field
+            ),
+        ));
+        None
+    } else {
+        read_certificates(pair.cert_field, cert, out)
+    };
+    let signing = if key.is_empty() {
+        out.push(Finding::fail(
+            pair.key_field,
+            format!("is empty, but {} is {cert}", pair.cert_field),
+            format!("set {} to the private key of {cert}", pair.key_field),
+        ));
+        None
+    } else {
+        read_key(pair.key_field, key, out)
+    };
+
+    if let Some(certs) = &certs {
+        for (i, der) in certs.iter().enumerate() {
+            let Some(parsed) = parse_certificate(pair.cert_field, cert, i, der, out) else {
+                continue;
+            };
+            let what = if i == 0 {
+                cert.to_string()
+            } else {
+                format!("{cert} (chain certificate {} of {})", i + 1, certs.len())
+            };
+            match check_validity(pair.cert_field, &what, &parsed, now) {
+                Some(finding) => out.push(finding),
+                None if i == 0 => out.push(Finding::ok(
+                    pair.cert_field,
+                    format!(
+                        "{cert}: {}, valid until {} ({} days left)",
+                        subject(&parsed),
+                        date(parsed.validity().not_after.timestamp()),
+                        (parsed.validity().not_after.timestamp() - now) / DAY
+                    ),
+                )),
+                None => {}
+            }
+            if i == 0 {
+                out.push(match pair.role {
+                    Role::Server => check_names(pair.cert_field, cert, &parsed),
+                    Role::Client => Finding::ok(
+                        pair.cert_field,
+                        format!(
+                            "{cert} presents the identity {} to servers that ask for one",
+                            crate::tls::load::identity(der).unwrap_or_else(|| "(none)".into())
+                        ),
+                    ),
+                });
+            }
+        }
+    }
+
+    if let (Some(certs), Some(signing)) = (certs, signing) {
+        use rustls::sign::CertifiedKey;
+        use rustls::{Error, InconsistentKeys};
+        out.push(match CertifiedKey::new(certs, signing).keys_match() {
+            Ok(()) => Finding::ok(pair.key_field, format!("{key} matches {cert}")),
+            Err(Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => Finding::fail(
+                pair.key_field,
+                format!("{key} does not match the certificate in {cert}: ringway refuses to start"),
+                format!(
+                    "put the key {cert} was issued for in {key}, or reissue {cert} for {key} \
+                     (`openssl x509 -noout -pubkey -in {cert}` and `openssl pkey -pubout -in \
+                     {key}` must print the same)"
+                ),
+            ),
+            Err(e) => Finding::warn(
+                pair.key_field,
+                format!("cannot tell whether {key} matches {cert}: {e}"),
+                None,
+            ),
+        });
+    }
+    !out[before..].iter().any(|f| f.severity == Severity::Fail)
+}
+
+/// A CA file: every certificate in it readable, parsed and within its validity. True when
+/// nothing failed.
+fn check_ca(field: &'static str, path: &str, now: i64, out: &mut Vec<Finding>) -> bool {
+    let before = out.len();
+    let Some(certs) = read_certificates(field, path, out) else {
+        return false;
+    };
+    let mut names = Vec::new();
+    let mut earliest: Option<i64> = None;
+    for (i, der) in certs.iter().enumerate() {
+        let Some(parsed) = parse_certificate(field, path, i, der, out) else {
+            continue;
+        };
+        let what = if certs.len() == 1 {
+            path.to_string()
+        } else {
+            format!(
+                "{path} (CA certificate {} of {}, {})",
+                i + 1,
+                certs.len(),
+                subject(&parsed)
+            )
+        };
+        if let Some(finding) = check_validity(field, &what, &parsed, now) {
+            out.push(finding);
+        }
+        names.push(subject(&parsed));
+        let not_after = parsed.validity().not_after.timestamp();
+        earliest = Some(earliest.map_or(not_after, |e| e.min(not_after)));
+    }
+    if out.len() == before {
+        let until = earliest.map_or_else(String::new, |t| {
+            format!(
+                ", the first to expire valid until {} ({} days left)",
+                date(t),
+                (t - now) / DAY
+            )
+        });
+        out.push(Finding::ok(
+            field,
+            format!(
+                "{path}: {} CA certificate(s): {}{until}",
+                names.len(),
+                names.join("; ")
+            ),
+        ));
+    }
+    !out[before..].iter().any(|f| f.severity == Severity::Fail)
+}
+
+/// The CERTIFICATE blocks of a PEM file, or a Fail finding naming it.
+fn read_certificates(
+    field: &'static str,
+    path: &str,
+    out: &mut Vec<Finding>,
+) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|blocks| blocks.collect::<Result<Vec<_>, _>>());
+    match certs {
+        Ok(certs) if !certs.is_empty() => Some(certs),
+        Ok(_) => {
+            out.push(unusable(field, path, "no CERTIFICATE block in it".into()));
+            None
+        }
+        Err(e) => {
+            out.push(unusable(field, path, pem_problem(e)));
+            None
+        }
+    }
+}
+
+/// The private key of a PEM file, loaded by ringway's crypto provider, or a Fail finding.
+fn read_key(
+    field: &'static str,
+    path: &str,
+    out: &mut Vec<Finding>,
+) -> Option<std::sync::Arc<dyn rustls::sign::SigningKey>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    let key = match PrivateKeyDer::from_pem_file(path) {
+        Ok(key) => key,
+        Err(e) => {
+            out.push(unusable(field, path, pem_problem(e)));
+            return None;
+        }
+    };
+    match crate::tls::load::provider()
+        .key_provider
+        .load_private_key(key)
+    {
+        Ok(signing) => Some(signing),
+        Err(e) => {
+            out.push(unusable(field, path, format!("unusable private key: {e}")));
+            None
+        }
+    }
+}
+
+fn unusable(field: &'static str, path: &str, problem: String) -> Finding {
+    let fix = if problem.starts_with("cannot read") {
+        format!(
+            "make {path} readable by the user ringway runs as, or point {field} at the right file"
+        )
+    } else {
+        format!("put the PEM file {field} should hold at {path}")
+    };
+    Finding::fail(field, format!("{path}: {problem}"), fix)
+}
+
+fn pem_problem(e: rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(e) => format!("cannot read: {e}"),
+        rustls::pki_types::pem::Error::NoItemsFound => "no PEM block of the right kind".into(),
+        e => format!("not valid PEM: {e:?}"),
+    }
+}
+
+fn parse_certificate<'a>(
+    field: &'static str,
+    path: &str,
+    index: usize,
+    der: &'a [u8],
+    out: &mut Vec<Finding>,
+) -> Option<x509_parser::certificate::X509Certificate<'a>> {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, parsed)) => Some(parsed),
+        Err(e) => {
+            out.push(unusable(
+                field,
+                path,
+                format!("certificate {} is not valid X.509: {e}", index + 1),
+            ));
+            None
+        }
+    }
+}
+
+/// A finding when `cert` is outside its validity or expires within [`EXPIRY_WARN_DAYS`];
+/// `None` when it is fine.
+fn check_validity(
+    field: &'static str,
+    what: &str,
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    now: i64,
+) -> Option<Finding> {
+    let not_before = cert.validity().not_before.timestamp();
+    let not_after = cert.validity().not_after.timestamp();
+    let renew = |when: &str| {
+        format!(
+            "renew {what}: it {when}; ringway re-reads it on SIGHUP or POST /reload, no restart"
+        )
+    };
+    if not_after < now {
+        let when = format!(
+            "expired on {}, {} ago",
+            date(not_after),
+            days(now - not_after)
+        );
+        return Some(Finding::fail(
+            field,
+            format!("{what} {when}: ringway refuses to start with it, and peers refuse it"),
+            renew(&when),
+        ));
+    }
+    if not_before > now {
+        return Some(Finding::fail(
+            field,
+            format!(
+                "{what} is not valid before {}, in {}: ringway refuses to start with it",
+                date(not_before),
+                days(not_before - now)
+            ),
+            "check this machine's clock (timedatectl), or reissue the certificate with an \
+             earlier notBefore"
+                .into(),
+        ));
+    }
+    if not_after - now < EXPIRY_WARN_DAYS * DAY {
+        let when = format!(
+            "expires on {}, in {}",
+            date(not_after),
+            days(not_after - now)
+        );
+        return Some(Finding::warn(
+            field,
+            format!("{what} {when}"),
+            Some(renew(&when)),
+        ));
+    }
+    None
+}
+
+/// The names a server certificate is valid for: its subjectAltName DNS names and IP addresses
+/// (rustls, like browsers and Go, ignores the subject CN).
+fn check_names(
+    field: &'static str,
+    path: &str,
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+) -> Finding {
+    use x509_parser::extensions::GeneralName;
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::DNSName(dns) => Some(format!("DNS:{dns}")),
+                    GeneralName::IPAddress(ip) => ip_text(ip).map(|ip| format!("IP:{ip}")),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        return Finding::warn(
+            field,
+            format!(
+                "{path} names no DNS name or IP address (no subjectAltName; {}): clients \
+                 refuse it, whatever its CN",
+                subject(cert)
+            ),
+            Some(format!(
+                "reissue {path} with a subjectAltName for each name and address clients dial"
+            )),
+        );
+    }
+    Finding::ok(
+        field,
+        format!(
+            "{path} covers {}: clients must dial one of these",
+            names.join(", ")
+        ),
+    )
+}
+
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    match bytes.len() {
+        4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?).to_string()),
+        16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?).to_string()),
+        _ => None,
+    }
+}
+
+/// `CN=localhost`, or the whole subject when it has no CN.
+fn subject(cert: &x509_parser::certificate::X509Certificate<'_>) -> String {
+    match cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+    {
+        Some(cn) => format!("CN={cn}"),
+        None => cert.subject().to_string(),
+    }
+}
+
+/// `9 days`, `1 day`, or `less than a day`.
+fn days(seconds: i64) -> String {
+    match seconds / DAY {
+        0 => "less than a day".into(),
+        1 => "1 day".into(),
+        n => format!("{n} days"),
+    }
+}
+
+/// A Unix time as its UTC date, `2027-01-01` (Howard Hinnant's `civil_from_days`).
+fn date(unix: i64) -> String {
+    let z = unix.div_euclid(DAY) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1096,6 +1604,17 @@ mod tests {
             findings[0],
             Finding::ok("profile", "gateway-lan has 5 of 5 settings in force".into())
         );
+    }
+
+    #[test]
+    fn dates_and_days() {
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(951_782_400), "2000-02-29");
+        assert_eq!(date(1_798_761_600 - 1), "2026-12-31");
+        assert_eq!(date(1_798_761_600), "2027-01-01");
+        assert_eq!(days(DAY - 1), "less than a day");
+        assert_eq!(days(DAY), "1 day");
+        assert_eq!(days(9 * DAY + 5), "9 days");
     }
 
     #[test]
