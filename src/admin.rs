@@ -158,6 +158,14 @@ fn not_ready(state: &AdminState) -> Option<String> {
             refused.join(",")
         ));
     }
+    let tls = shards(|m| m.redis_connected.get() != 1 && m.redis_tls_failing.get() == 1);
+    if !tls.is_empty() {
+        return Some(format!(
+            "TLS to Redis failed on shard(s) {} (check redis.tls.ca and the certificates; the \
+             calls' UNAVAILABLE message and the log carry the reason)",
+            tls.join(",")
+        ));
+    }
     let without = shards(|m| m.redis_connected.get() != 1);
     (!without.is_empty()).then(|| format!("no Redis connection on shard(s) {}", without.join(",")))
 }

@@ -199,6 +199,8 @@ pub struct ShardMetrics {
     pub redis_auth_refused: Gauge,
     /// Connection attempts Redis refused authentication to.
     pub redis_auth_failures: Counter,
+    /// 1 while the shard's last connection attempt failed its TLS handshake.
+    pub redis_tls_failing: Gauge,
     /// Writes to Redis and the commands they carried: commands / writes = mean pipeline depth.
     pub redis_writes: Counter,
     pub redis_commands: Counter,
@@ -451,6 +453,11 @@ impl Exposition<'_, '_> {
             "ringway_redis_auth_refused",
             "1 while the shard's last Redis connection attempt was refused authentication.",
             |m, out| out.only(&m.redis_auth_refused),
+        )?;
+        self.per_shard::<Gauge>(
+            "ringway_redis_tls_failing",
+            "1 while the shard's last Redis connection attempt failed its TLS handshake.",
+            |m, out| out.only(&m.redis_tls_failing),
         )?;
         self.per_shard::<Counter>(
             "ringway_redis_auth_failures_total",

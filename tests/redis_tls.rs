@@ -73,7 +73,7 @@ async fn assert_tls_failure(env: &Env, addr: std::net::SocketAddr, why: &str) {
     assert!(status.message().contains(why), "{status:?}");
     let (code, body) = env.gateway().admin_get("/readyz");
     assert_eq!(code, 503, "{body}");
-    assert!(body.contains("no Redis connection"), "{body}");
+    assert!(body.contains("TLS to Redis failed"), "{body}");
     let log = env.gateway().stderr();
     assert!(log.contains(&expected) && log.contains(why), "{log}");
 }

@@ -133,6 +133,11 @@ impl Unavailable {
         matches!(self, Unavailable::AuthFailed(_))
     }
 
+    /// Whether the TLS handshake with Redis failed (for readiness and the metric).
+    pub fn is_tls_failure(&self) -> bool {
+        matches!(self, Unavailable::Tls { .. })
+    }
+
     pub(super) fn io(wrap: fn(Rc<io::Error>) -> Unavailable, e: io::Error) -> Unavailable {
         wrap(Rc::new(e))
     }

@@ -326,6 +326,7 @@ async fn maintain(
                     push(Push::Reset);
                 }
                 metrics.redis_auth_refused.set(0);
+                metrics.redis_tls_failing.set(0);
                 metrics.redis_connects.inc();
                 metrics.redis_connected.set(1);
                 let reason = run_connection(
@@ -351,6 +352,9 @@ async fn maintain(
                     metrics.redis_auth_failures.inc();
                 }
                 metrics.redis_auth_refused.set(i64::from(refused));
+                metrics
+                    .redis_tls_failing
+                    .set(i64::from(reason.is_tls_failure()));
                 let kind = std::mem::discriminant(&reason);
                 if failing != Some(kind) {
                     eprintln!("ringway: redis {} not connected: {reason}", config.addr);
