@@ -1011,21 +1011,9 @@ fn read_certificates(
     path: &str,
     out: &mut Vec<Finding>,
 ) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|blocks| blocks.collect::<Result<Vec<_>, _>>());
-    match certs {
-        Ok(certs) if !certs.is_empty() => Some(certs),
-        Ok(_) => {
-            out.push(unusable(field, path, "no CERTIFICATE block in it".into()));
-            None
-        }
-        Err(e) => {
-            out.push(unusable(field, path, pem_problem(e)));
-            None
-        }
-    }
+    crate::tls::load::certificates(path)
+        .map_err(|e| out.push(unusable(field, path, e.problem)))
+        .ok()
 }
 
 /// The private key of a PEM file, loaded by ringway's crypto provider, or a Fail finding.
@@ -1034,25 +1022,9 @@ fn read_key(
     path: &str,
     out: &mut Vec<Finding>,
 ) -> Option<std::sync::Arc<dyn rustls::sign::SigningKey>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::PrivateKeyDer;
-    let key = match PrivateKeyDer::from_pem_file(path) {
-        Ok(key) => key,
-        Err(e) => {
-            out.push(unusable(field, path, pem_problem(e)));
-            return None;
-        }
-    };
-    match crate::tls::load::provider()
-        .key_provider
-        .load_private_key(key)
-    {
-        Ok(signing) => Some(signing),
-        Err(e) => {
-            out.push(unusable(field, path, format!("unusable private key: {e}")));
-            None
-        }
-    }
+    crate::tls::load::signing_key(path, &crate::tls::load::provider())
+        .map_err(|e| out.push(unusable(field, path, e.problem)))
+        .ok()
 }
 
 fn unusable(field: &'static str, path: &str, problem: String) -> Finding {
@@ -1064,14 +1036,6 @@ fn unusable(field: &'static str, path: &str, problem: String) -> Finding {
         format!("put the PEM file {field} should hold at {path}")
     };
     Finding::fail(field, format!("{path}: {problem}"), fix)
-}
-
-fn pem_problem(e: rustls::pki_types::pem::Error) -> String {
-    match e {
-        rustls::pki_types::pem::Error::Io(e) => format!("cannot read: {e}"),
-        rustls::pki_types::pem::Error::NoItemsFound => "no PEM block of the right kind".into(),
-        e => format!("not valid PEM: {e:?}"),
-    }
 }
 
 fn parse_certificate<'a>(

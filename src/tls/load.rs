@@ -142,11 +142,7 @@ fn certified_key(
 ) -> Result<CertifiedKey, FileError> {
     let certs = certificates(cert_path)?;
     check_validity(cert_path, &certs[0])?;
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| error(key_path, pem_error(e)))?;
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| error(key_path, format!("unusable private key: {e}")))?;
+    let signing = signing_key(key_path, provider)?;
     let certified = CertifiedKey::new(certs, signing);
     certified.keys_match().map_err(|e| {
         error(
@@ -157,7 +153,20 @@ fn certified_key(
     Ok(certified)
 }
 
-fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, FileError> {
+/// The private key of a PEM file, loaded by `provider`.
+pub(crate) fn signing_key(
+    path: &str,
+    provider: &CryptoProvider,
+) -> Result<Arc<dyn rustls::sign::SigningKey>, FileError> {
+    let key = PrivateKeyDer::from_pem_file(path).map_err(|e| error(path, pem_error(e)))?;
+    provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| error(path, format!("unusable private key: {e}")))
+}
+
+/// Every certificate of a PEM file (at least one).
+pub(crate) fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, FileError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| error(path, pem_error(e)))?
         .collect::<Result<Vec<_>, _>>()
