@@ -268,6 +268,16 @@ fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
     }
     config.validate()?;
     config.validate_listeners()?;
+    let redis_tls = &config.redis.tls;
+    let tls_files = [&redis_tls.ca, &redis_tls.cert, &redis_tls.key];
+    if tls_files.iter().any(|f| !f.is_empty())
+        && !config.redis.addr.as_str().starts_with("rediss://")
+    {
+        eprintln!(
+            "ringway: warning: [redis.tls] is set but redis.addr is not a rediss:// URL; \
+             Redis is reached without TLS and those files are not used"
+        );
+    }
     Ok(config)
 }
 

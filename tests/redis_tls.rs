@@ -301,3 +301,25 @@ fn a_renewed_client_certificate_is_used_at_the_next_attempt() {
         assert_eq!(code, 200, "{body}");
     });
 }
+
+/// `[redis.tls]` beside a plain `redis://` address is not silently dropped: ringway says the
+/// files are unused (and routes over plaintext, as the URL asks).
+#[test]
+fn redis_tls_files_with_a_plaintext_url_are_reported() {
+    run(LIMIT, async {
+        let pki = Pki::new("redis-ca");
+        let ca = ca_file(&pki);
+        let env = Env::builder(RINGWAY)
+            .upstream("a")
+            .route("job", "a")
+            .config(&format!("[redis.tls]\nca = \"{}\"\n", ca.as_str()))
+            .start()
+            .await;
+        assert_eq!(call(&env, "job").await.unwrap(), "a");
+        let log = env.gateway().stderr();
+        assert!(
+            log.contains("[redis.tls] is set but redis.addr is not a rediss:// URL"),
+            "{log}"
+        );
+    });
+}
