@@ -1,12 +1,12 @@
 //! Route values (`ringway::route::Route::parse`): what a Redis key holds, one or more
-//! `host:port` targets separated by commas, spaces around each allowed.
+//! `[http://|https://]host:port` targets separated by commas, spaces around each allowed.
 //!
 //! Input: the value's bytes.
 //!
 //! Checks: parsing never panics; a rejected value comes with a reason. An accepted value is
 //! UTF-8 and names 1..=MAX_TARGETS targets, one per comma-separated part; `len`, `targets` and
 //! `target(i)` agree (and `target(len)` is empty); every target is trimmed, has no comma, and
-//! is `host:port` where the port is a number in 1..=65535 and the host is non-empty, either
+//! is `host:port`, after an optional `http://` or `https://`, where the port is a number in 1..=65535 and the host is non-empty, either
 //! `[...]` or without a colon, of letters, digits and `.-_:` only; and the targets joined with
 //! commas parse again to the same targets.
 #![no_main]
@@ -20,7 +20,11 @@ fn check_target(t: &str) {
     assert!(!t.is_empty(), "empty target");
     assert_eq!(t.trim(), t, "target not trimmed");
     assert!(!t.contains(','), "target with a comma: {t:?}");
-    let (host, port) = t.rsplit_once(':').expect("a target has a colon");
+    let authority = t
+        .strip_prefix("https://")
+        .or_else(|| t.strip_prefix("http://"))
+        .unwrap_or(t);
+    let (host, port) = authority.rsplit_once(':').expect("a target has a colon");
     let port: u16 = port
         .parse()
         .unwrap_or_else(|e| panic!("port of {t:?}: {e}"));

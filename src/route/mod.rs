@@ -3,8 +3,9 @@
 //! Owns: the lookup (`GET <prefix><value>` on the shard's Redis connection, with a timeout),
 //! the optional route [`cache`], and the meaning of the value (`host:port`, or several
 //! separated by commas; each may be written `https://host:port` for TLS to that target, or
-//! `http://host:port`, the same as bare `host:port`). Knows nothing of HTTP/2 or of connections; the proxy hands it a header
-//! value and gets back a [`Route`] or the [`GatewayError`] to answer with.
+//! `http://host:port`, the same as bare `host:port`). Knows nothing of HTTP/2 or of
+//! connections; the proxy hands it a header value and gets back a [`Route`] or the
+//! [`GatewayError`] to answer with.
 
 pub mod cache;
 
@@ -192,8 +193,8 @@ pub fn split_scheme(target: &str) -> (bool, &str) {
 }
 
 /// A validated route value: one or more targets separated by commas (spaces around each are
-/// allowed), each `host:port`, `http://host:port` or `https://host:port`. Keeps the bytes Redis sent; targets are slices of them, so holding and
-/// walking a route allocates nothing.
+/// allowed), each `host:port`, `http://host:port` or `https://host:port`. Keeps the bytes
+/// Redis sent; targets are slices of them, so holding and walking a route allocates nothing.
 #[derive(Debug, Clone)]
 pub struct Route {
     value: Bytes,

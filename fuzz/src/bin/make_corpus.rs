@@ -645,6 +645,12 @@ fn route_seeds(seeds: &mut Vec<Seed>) {
         ("not_utf8", b"\xff:1"),
         ("unclosed_bracket", b"[::1:80"),
         ("spaces", b" \th:1 ,\xc2\xa0g:2"),
+        (
+            "schemes",
+            b"https://backend-1.example.internal:50051, http://[::1]:2,c:3",
+        ),
+        ("bad_scheme", b"ftp://a:1"),
+        ("scheme_without_port", b"https://a"),
     ];
     for &(name, value) in values {
         seed(seeds, T, name, value.to_vec());
