@@ -145,17 +145,17 @@ impl<F: Fn()> Transport for PlainRefusingTls<F> {
         raw: &mut BytesMut,
         recv: impl FnOnce(&mut BytesMut) -> bool,
     ) -> io::Result<bool> {
-        Ok(recv(raw))
+        Plain.received(raw, recv)
     }
 
     #[inline]
     fn seal(&self, batch: BytesMut) -> io::Result<BytesMut> {
-        Ok(batch)
+        Plain.seal(batch)
     }
 
     #[inline]
-    fn written(&self, written: BytesMut, _keep: bool) -> BytesMut {
-        written
+    fn written(&self, written: BytesMut, keep: bool) -> BytesMut {
+        Plain.written(written, keep)
     }
 }
 

@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn finds_ringways_admin_address() {
-        let log = "ringway: shard 0 on core 1\nringway: admin on http://127.0.0.1:40001/\n";
-        assert_eq!(admin_addr(log), Some("127.0.0.1:40001".parse().unwrap()));
+        let log = "ringway: shard 0 on core 1\nringway: admin on http://127.0.0.1:20001/\n";
+        assert_eq!(admin_addr(log), Some("127.0.0.1:20001".parse().unwrap()));
     }
 }

@@ -202,21 +202,11 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
 
     let (commit, dirty) = output::commit(&workspace_dir());
     let date = output::today();
-    let out_dir = match &args.out {
-        Some(d) => d.clone(),
-        None => {
-            let base = bench_dir()
-                .join("results")
-                .join(format!("{date}-{commit}-hostile"));
-            let mut d = base.clone();
-            let mut n = 2;
-            while d.exists() {
-                d = PathBuf::from(format!("{}-{n}", base.display()));
-                n += 1;
-            }
-            d
-        }
-    };
+    let out_dir = output::results_dir(
+        args.out.as_ref(),
+        &bench_dir().join("results"),
+        &format!("{date}-{commit}-hostile"),
+    );
     std::fs::create_dir_all(out_dir.join("configs"))
         .map_err(|e| format!("create {}: {e}", out_dir.display()))?;
     let tmp = std::env::temp_dir().join(format!("ringway-hostile-{}", std::process::id()));

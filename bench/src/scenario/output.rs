@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Serialize;
@@ -118,6 +118,21 @@ pub fn commit(repo: &Path) -> (String, bool) {
         .map(|s| !s.is_empty())
         .unwrap_or(true);
     (hash, dirty)
+}
+
+/// `given` if set, else `<results>/<name>`, or `<name>-2`, `-3` … if that exists already.
+pub fn results_dir(given: Option<&PathBuf>, results: &Path, name: &str) -> PathBuf {
+    if let Some(d) = given {
+        return d.clone();
+    }
+    let base = results.join(name);
+    let mut d = base.clone();
+    let mut n = 2;
+    while d.exists() {
+        d = PathBuf::from(format!("{}-{n}", base.display()));
+        n += 1;
+    }
+    d
 }
 
 pub fn today() -> String {
