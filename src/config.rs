@@ -498,6 +498,11 @@ pub struct DownstreamConfig {
     /// Allow client PINGs while no call is open (`PermitWithoutStream`). Default false: such
     /// pings are then allowed only every 2 hours.
     pub permit_keepalive_without_calls: bool,
+    /// How new client connections are spread across shards: `"connections"` (default): a
+    /// shard that accepts one while another shard has fewer open hands it over, once, before
+    /// reading from it; `"kernel"`: each shard keeps what the kernel's `SO_REUSEPORT` hash
+    /// gives it (uneven with few long-lived clients).
+    pub balance: crate::balance::Balance,
     /// The TLS listener, its certificate, client certificates (mTLS).
     pub tls: DownstreamTlsConfig,
 }
@@ -602,6 +607,7 @@ impl Default for DownstreamConfig {
             max_connection_age_grace_ms: 0,
             permit_keepalive_time_ms: 300_000,
             permit_keepalive_without_calls: false,
+            balance: crate::balance::Balance::default(),
             tls: DownstreamTlsConfig::default(),
         }
     }

@@ -53,11 +53,14 @@
 //! once, DATA frames and trailers, with flow control end to end, until both have ended or one
 //! side resets. Anything ringway itself refuses becomes a gRPC status ([`status`]).
 
-#![forbid(unsafe_code)]
+// No unsafe code, but for one function that moves an accepted socket between shards
+// (`balance::into_std`; monoio offers no safe way out of its stream type).
+#![deny(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;
 pub mod backoff;
+pub mod balance;
 pub mod config;
 pub mod deadline;
 pub mod doctor;
@@ -121,6 +124,8 @@ pub fn start(config: Config, drain: Arc<Drain>, tls: Arc<tls::Material>) -> io::
     let (tls_addr, secure) = bind(config.downstream.tls.listen)?;
     let access_log = access_log::start(&config.access_log)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let (balancer, inboxes) = balance::Balancer::new(count)?;
+    let balanced = count > 1 && config.downstream.balance == balance::Balance::Connections;
     let config = Arc::new(config);
     let context = shard::ShardContext {
         config: config.clone(),
@@ -128,12 +133,17 @@ pub fn start(config: Config, drain: Arc<Drain>, tls: Arc<tls::Material>) -> io::
         access_log: access_log.clone(),
         connection_cap: connection_cap.div_ceil(count),
         tls: tls.clone(),
+        balancer: balanced.then_some(balancer),
     };
     let (started_tx, started_rx) = crossbeam_channel::unbounded();
     let mut shards = Vec::with_capacity(count);
     let mut metrics = Vec::with_capacity(count);
-    for (id, (plain, tls)) in plain.into_iter().zip(secure).enumerate() {
-        let listener = shard::Listeners { plain, tls };
+    for (id, ((plain, tls), inbox)) in plain.into_iter().zip(secure).zip(inboxes).enumerate() {
+        let listener = shard::Listeners {
+            plain,
+            tls,
+            inbox: balanced.then_some(inbox),
+        };
         let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let shard_metrics = Arc::new(ShardMetrics::default());
         metrics.push(shard_metrics.clone());

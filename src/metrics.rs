@@ -231,6 +231,8 @@ pub struct ShardMetrics {
     pub downstream_accepted: Counter,
     pub downstream_open: Gauge,
     pub downstream_refused: Counter,
+    /// Accepted connections handed to a shard with fewer open (`downstream.balance`).
+    pub downstream_handed_off: Counter,
     pub downstream_goaways_sent: Counter,
     pub downstream_keepalive_timeouts: Counter,
     pub downstream_too_many_pings: Counter,
@@ -564,6 +566,12 @@ impl Exposition<'_, '_> {
             "ringway_downstream_connections_refused_total",
             "Client connections closed at once because the connection cap was reached.",
             |m, out| out.only(&m.downstream_refused),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_downstream_connections_handed_off_total",
+            "Client connections this shard accepted and handed to a shard with fewer open \
+             (downstream.balance = \"connections\"); the receiving shard counts them as accepted.",
+            |m, out| out.only(&m.downstream_handed_off),
         )?;
         self.per_shard::<Counter>(
             "ringway_downstream_goaways_sent_total",

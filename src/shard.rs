@@ -29,6 +29,7 @@ use http::HeaderName;
 use monoio::{FusionDriver, RuntimeBuilder};
 
 use crate::access_log::{self, ShardLog};
+use crate::balance::{Balancer, Handoff, Inbox};
 use crate::config::Config;
 use crate::downstream;
 use crate::metrics::{Latency, ShardMetrics, PUBLISH_INTERVAL};
@@ -55,6 +56,8 @@ pub struct Shard {
     pub metrics: Arc<ShardMetrics>,
     /// Most client connections this shard keeps open (its share of the process cap).
     pub connection_cap: usize,
+    /// Spreads new connections across shards (`downstream.balance`); none: one shard, or off.
+    pub balancer: Option<Arc<Balancer>>,
 }
 
 /// What a shard needs from the process besides its listener.
@@ -67,12 +70,16 @@ pub struct ShardContext {
     pub connection_cap: usize,
     /// Certificates and keys for both hops; reloads swap them.
     pub tls: Arc<crate::tls::Material>,
+    /// Shared by all shards when connections are balanced across them.
+    pub balancer: Option<Arc<Balancer>>,
 }
 
 /// A shard's listening sockets: plaintext and TLS, either of which may be off.
 pub struct Listeners {
     pub plain: Option<TcpListener>,
     pub tls: Option<TcpListener>,
+    /// Connections other shards hand over (when balanced).
+    pub inbox: Option<Inbox>,
 }
 
 /// What a shard reports once it is accepting.
@@ -215,12 +222,13 @@ async fn run(
         proxy,
         metrics,
         connection_cap: context.connection_cap,
+        balancer: context.balancer,
     });
     monoio::spawn(control(shard.clone(), context.drain));
     monoio::spawn(upstreams.maintain_forever());
     let _ = started.send(Ok(Started { id, driver, core }));
 
-    accept_until_drain(&shard, plain, tls).await;
+    accept_until_drain(&shard, plain, tls, listeners.inbox).await;
 
     // Draining: the listener is closed; wait for client connections to finish.
     let deadline = Instant::now() + Duration::from_millis(config.downstream.drain_timeout_ms);
@@ -244,11 +252,13 @@ async fn accept_until_drain(
     shard: &Rc<Shard>,
     plain: Option<monoio::net::TcpListener>,
     tls: Option<monoio::net::TcpListener>,
+    inbox: Option<Inbox>,
 ) {
     let mut drain = shard.server.drain.subscribe();
-    let both = futures_util::future::join(
+    let both = futures_util::future::join3(
         accept_loop(shard, plain.as_ref(), false),
         accept_loop(shard, tls.as_ref(), true),
+        inbox_loop(shard, inbox),
     );
     monoio::select! {
         _ = both => {},
@@ -273,21 +283,16 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, _peer)) => {
                 failing = false;
-                let m = &shard.metrics;
-                if m.downstream_open.get() as usize >= shard.connection_cap {
-                    // Over the cap: close at once, before any HTTP/2, and count it.
-                    m.downstream_refused.inc();
-                    drop(stream);
-                    continue;
-                }
-                m.downstream_accepted.inc();
-                if over_tls {
-                    monoio::spawn(downstream::serve_tls_connection(
-                        shard.server.clone(),
-                        stream,
-                    ));
-                } else {
-                    monoio::spawn(downstream::serve_connection(shard.server.clone(), stream));
+                match &shard.balancer {
+                    Some(balancer) => {
+                        let to = balancer.assign(shard.id);
+                        if to == shard.id {
+                            serve(shard, stream, over_tls);
+                        } else {
+                            hand_off(shard, balancer, to, stream, over_tls);
+                        }
+                    }
+                    None => serve(shard, stream, over_tls),
                 }
             }
             Err(e) => {
@@ -296,6 +301,98 @@ async fn accept_loop(
                 }
                 failing = true;
                 monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Serves a client connection on this shard: closed at once (and counted) over the shard's
+/// cap, else HTTP/2 (after TLS when `over_tls`) until it closes.
+fn serve(shard: &Rc<Shard>, stream: monoio::net::TcpStream, over_tls: bool) {
+    let open = Opened(shard.balancer.clone(), shard.id);
+    let m = &shard.metrics;
+    if m.downstream_open.get() as usize >= shard.connection_cap {
+        // Over the cap: close at once, before any HTTP/2, and count it.
+        m.downstream_refused.inc();
+        return;
+    }
+    m.downstream_accepted.inc();
+    let server = shard.server.clone();
+    if over_tls {
+        monoio::spawn(async move {
+            let _open = open;
+            downstream::serve_tls_connection(server, stream).await
+        });
+    } else {
+        monoio::spawn(async move {
+            let _open = open;
+            downstream::serve_connection(server, stream).await
+        });
+    }
+}
+
+/// A connection the balancer counts on a shard: uncounted when it ends, however it ends.
+struct Opened(Option<Arc<Balancer>>, usize);
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if let Some(balancer) = &self.0 {
+            balancer.closed(self.1);
+        }
+    }
+}
+
+/// Hands a connection just accepted to shard `to`; served here if it cannot be delivered.
+fn hand_off(
+    shard: &Rc<Shard>,
+    balancer: &Balancer,
+    to: usize,
+    stream: monoio::net::TcpStream,
+    over_tls: bool,
+) {
+    let stream = crate::balance::into_std(stream);
+    match balancer.send(shard.id, to, Handoff { stream, over_tls }) {
+        Ok(()) => shard.metrics.downstream_handed_off.inc(),
+        Err(back) => match monoio::net::TcpStream::from_std(back.stream) {
+            Ok(stream) => serve(shard, stream, back.over_tls),
+            Err(_) => balancer.closed(shard.id),
+        },
+    }
+}
+
+/// Serves the connections other shards hand to this one (none: never returns).
+async fn inbox_loop(shard: &Rc<Shard>, inbox: Option<Inbox>) {
+    use monoio::io::AsyncReadRent;
+    let Some(inbox) = inbox else {
+        return std::future::pending().await;
+    };
+    let bell = inbox
+        .bell
+        .set_nonblocking(true)
+        .and_then(|()| monoio::net::UnixStream::from_std(inbox.bell));
+    let mut bell = match bell {
+        Ok(bell) => bell,
+        Err(e) => {
+            eprintln!("ringway: shard {}: no connection inbox: {e}", shard.id);
+            return std::future::pending().await;
+        }
+    };
+    let mut buf = vec![0u8; 64];
+    loop {
+        let (read, b) = bell.read(buf).await;
+        buf = b;
+        if !matches!(read, Ok(n) if n > 0) {
+            // The balancer is gone (the process is ending): nothing more will come.
+            return std::future::pending().await;
+        }
+        while let Ok(Handoff { stream, over_tls }) = inbox.connections.try_recv() {
+            match monoio::net::TcpStream::from_std(stream) {
+                Ok(stream) => serve(shard, stream, over_tls),
+                Err(_) => {
+                    if let Some(balancer) = &shard.balancer {
+                        balancer.closed(shard.id);
+                    }
+                }
             }
         }
     }
