@@ -356,6 +356,7 @@ pub fn markdown(r: &Results) -> String {
     if !errors.is_empty() {
         let _ = writeln!(o, "\nFailed calls by status:\n\n{}", errors.join("\n"));
     }
+    whole_system(&mut o, r);
     if let Some(t) = &r.tls {
         tls_section(&mut o, r, t);
     }
@@ -548,6 +549,71 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     o
+}
+
+/// CPU per call of every process a call passes through, summed: what a gateway costs the
+/// machine is its sum minus the sum without it (`direct`, or `direct-tls` for a TLS system).
+fn whole_system(o: &mut String, r: &Results) {
+    let sum = |name: &str| -> Option<(f64, Option<f64>, f64, f64, f64)> {
+        let s = r.systems.iter().find(|s| s.system == name)?;
+        let m = s.main.as_ref()?;
+        let g = m.loadgen.as_ref()?;
+        let gateway = m.cpu.gateway_us_per_call;
+        let total = gateway.unwrap_or(0.0)
+            + m.cpu.upstream_us_per_call
+            + m.cpu.redis_us_per_call
+            + g.loadgen_cpu_us_per_call;
+        Some((
+            total,
+            gateway,
+            m.cpu.upstream_us_per_call,
+            m.cpu.redis_us_per_call,
+            g.loadgen_cpu_us_per_call,
+        ))
+    };
+    let rows: Vec<String> = r
+        .systems
+        .iter()
+        .filter_map(|s| {
+            let (total, gateway, upstream, redis, loadgen) = sum(&s.system)?;
+            let base = if s.system.ends_with("-tls") {
+                "direct-tls"
+            } else {
+                "direct"
+            };
+            let cost = match (s.system.starts_with("direct"), sum(base)) {
+                (true, _) => "—".to_string(),
+                (false, Some((b, ..))) => format!("{} (vs {base})", f1(total - b)),
+                (false, None) => format!("— ({base} not run)"),
+            };
+            Some(format!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                s.system,
+                gateway.map(f1).unwrap_or_else(|| "—".into()),
+                f1(upstream),
+                f1(redis),
+                f1(loadgen),
+                f1(total),
+                cost
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "\n## Whole-system CPU per call\n");
+    let _ = writeln!(
+        o,
+        "Every process a call passes through, µs of CPU per call: the gateway, the echo target, Redis and the load generator, and their sum. A gateway's cost to the machine is its sum minus the sum of the same load sent straight to the target (`direct`; `direct-tls` for the TLS systems) — it includes what the gateway makes the others spend (e.g. header blocks the target must decode).\n"
+    );
+    let _ = writeln!(
+        o,
+        "| system | gateway | target | Redis | loadgen | sum | cost to the machine |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let _ = writeln!(o, "{row}");
+    }
 }
 
 /// A handshake run's figures: new connections/s, gateway and loadgen CPU µs per new
