@@ -119,10 +119,12 @@ pub enum Outcome {
     UpstreamReset,
     /// The client cancelled (reset its stream) before the call ended.
     ClientCancel,
+    /// Answered by ringway itself: the gRPC health service.
+    Health,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Routed,
         Outcome::NoHeader,
         Outcome::NotFound,
@@ -131,6 +133,7 @@ impl Outcome {
         Outcome::DialError,
         Outcome::UpstreamReset,
         Outcome::ClientCancel,
+        Outcome::Health,
     ];
 
     pub fn label(self) -> &'static str {
@@ -143,6 +146,7 @@ impl Outcome {
             Outcome::DialError => "dial_error",
             Outcome::UpstreamReset => "upstream_reset",
             Outcome::ClientCancel => "client_cancel",
+            Outcome::Health => "health",
         }
     }
 }
@@ -182,7 +186,7 @@ pub struct ShardMetrics {
     /// Calls whose response carried a gRPC status, by status code (0..=16).
     pub calls_by_status: [Counter; 17],
     /// Calls by outcome, indexed like [`Outcome::ALL`].
-    pub calls_by_outcome: [Counter; 8],
+    pub calls_by_outcome: [Counter; Outcome::ALL.len()],
     pub calls_in_flight: Gauge,
     /// DATA bytes received from clients and forwarded to targets, and the reverse.
     pub request_bytes: Counter,

@@ -207,6 +207,7 @@ async fn run(
         replays: ReplayPool::default(),
         identity_header: (!config.downstream.tls.identity_header.is_empty())
             .then(|| Bytes::copy_from_slice(config.downstream.tls.identity_header.as_bytes())),
+        drain: context.drain.clone(),
     });
     let mut server = downstream::Server::new(
         downstream::Settings::new(&config.downstream),

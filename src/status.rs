@@ -55,9 +55,12 @@ pub fn code_name(code: usize) -> &'static str {
 /// The gRPC status codes ringway produces (a subset of the spec's 17).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
+    Ok = 0,
+    Cancelled = 1,
     InvalidArgument = 3,
     NotFound = 5,
     ResourceExhausted = 8,
+    Unimplemented = 12,
     Internal = 13,
     Unavailable = 14,
 }
@@ -66,6 +69,9 @@ impl Code {
     /// The HTTP status for this code, as Google's API design guide maps them.
     pub fn http_status(self) -> &'static [u8] {
         match self {
+            Code::Ok => b"200",
+            Code::Cancelled => b"499",
+            Code::Unimplemented => b"501",
             Code::InvalidArgument => b"400",
             Code::NotFound => b"404",
             Code::ResourceExhausted => b"429",
@@ -76,6 +82,9 @@ impl Code {
 
     fn header_value(self) -> Bytes {
         Bytes::from_static(match self {
+            Code::Ok => b"0",
+            Code::Cancelled => b"1",
+            Code::Unimplemented => b"12",
             Code::InvalidArgument => b"3",
             Code::NotFound => b"5",
             Code::ResourceExhausted => b"8",

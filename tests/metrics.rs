@@ -177,6 +177,7 @@ fn call_outcomes_count_each_call_under_its_outcome() {
         ("malformed_route", 0.0),
         ("upstream_reset", 0.0),
         ("client_cancel", 0.0),
+        ("health", 0.0),
     ];
     for (outcome, want) in by_outcome {
         assert_eq!(

@@ -26,6 +26,7 @@
 //! Knows the route, the upstream pools, the metrics and the access log — handed to it as a
 //! [`Proxy`] — and nothing of client connections, timers or the shard.
 
+mod health;
 mod relay;
 mod replay;
 mod stats;
@@ -70,6 +71,8 @@ pub struct Proxy {
     pub replays: ReplayPool,
     /// `downstream.tls.identity_header`, lowercase; `None`: not configured.
     pub identity_header: Option<Bytes>,
+    /// The process's drain: the health service reports NOT_SERVING once it starts.
+    pub drain: Arc<crate::shutdown::Drain>,
 }
 
 impl Handler for Proxy {
@@ -127,6 +130,12 @@ impl Proxy {
         );
     }
 
+    /// Whether this shard serves calls: it has its Redis connection and the process is not
+    /// draining (the health service's SERVING; `/readyz` asks the same of every shard).
+    pub fn serving(&self) -> bool {
+        !self.drain.is_draining() && self.metrics.redis_connected.get() > 0
+    }
+
     /// Copies the shard-local latency histograms to the shared slot the admin thread reads.
     pub fn publish(&self) {
         if let Some(log) = &self.access_log {
@@ -156,6 +165,10 @@ impl Proxy {
             None => head,
         };
         stats.grpc.set(is_grpc(&head));
+        if let Some(method) = health::Method::of(&head, &self.route_header) {
+            health::serve(self, method, body, end, respond, stats).await;
+            return None;
+        }
         let mut lease = match self.lease_for(&head).await {
             // The client went away while the route was looked up: the target is not bothered
             // with a call nobody waits for. (A client that opens hundreds of calls and closes
