@@ -208,6 +208,7 @@ async fn run(
         identity_header: (!config.downstream.tls.identity_header.is_empty())
             .then(|| Bytes::copy_from_slice(config.downstream.tls.identity_header.as_bytes())),
         drain: context.drain.clone(),
+        health_watches: Default::default(),
     });
     let mut server = downstream::Server::new(
         downstream::Settings::new(&config.downstream),

@@ -115,3 +115,68 @@ fn watch_sends_the_status_then_not_serving_and_ends_when_the_drain_starts() {
         assert_eq!(trailers.get("grpc-status").unwrap(), "14");
     });
 }
+
+/// Opens a `Watch` on `client`; returns its response future and request stream.
+fn open_watch(
+    client: &mut ringway_testkit::h2::client::SendRequest<Bytes>,
+    addr: std::net::SocketAddr,
+) -> ringway_testkit::h2::client::ResponseFuture {
+    let req = ringway_testkit::http::Request::post(format!("http://{addr}{WATCH}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (pending, mut send) = client.send_request(req, false).unwrap();
+    send.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    pending
+}
+
+/// Watches are bounded per shard: past 1024 open, the next is refused with RESOURCE_EXHAUSTED;
+/// the ones open keep their streams.
+#[test]
+fn watches_past_the_cap_are_refused() {
+    run(LIMIT, async {
+        let env = Env::builder(RINGWAY)
+            .shards(1)
+            .upstream("up")
+            .route("job", "up")
+            .start()
+            .await;
+        let mut open = Vec::new();
+        // 41 connections × 25 streams = 1025 watches (few per connection: h2's client counts
+        // the small DATA frames it holds unread against a budget per connection).
+        let mut clients = Vec::new();
+        for _ in 0..41 {
+            let tcp = tokio::net::TcpStream::connect(env.addr()).await.unwrap();
+            let (client, connection) = ringway_testkit::h2::client::handshake(tcp).await.unwrap();
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            clients.push(client);
+        }
+        for i in 0..1025 {
+            let client = &mut clients[i % 41];
+            *client = client.clone().ready().await.unwrap();
+            open.push(open_watch(client, env.addr()));
+        }
+        let mut refused = 0;
+        let mut bodies = Vec::new();
+        for pending in open {
+            let response = pending.await.unwrap();
+            if response.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(b"8") {
+                refused += 1;
+            } else {
+                bodies.push(response.into_body());
+            }
+        }
+        assert_eq!(refused, 1, "exactly the 1025th watch is refused");
+        assert_eq!(bodies.len(), 1024);
+        let first = bodies[0].data().await.unwrap().unwrap();
+        assert_eq!(
+            first.as_ref(),
+            response(1),
+            "open watches still get their status"
+        );
+    });
+}

@@ -55,6 +55,11 @@ enum Status {
 /// The largest request accepted: a service name is a few dozen bytes.
 const MAX_REQUEST: usize = 4096;
 
+/// Open `Watch` calls per shard at most. Each re-checks the status every [`POLL_INTERVAL`]: a
+/// balancer needs a handful, and clients opening thousands cannot make the shard spend its
+/// time waking them (past the cap: RESOURCE_EXHAUSTED).
+pub(super) const MAX_WATCHES: usize = 1024;
+
 /// Answers one health call to its end.
 pub(super) async fn serve(
     proxy: &Proxy,
@@ -92,6 +97,19 @@ pub(super) async fn serve(
             Status::NotServing
         }
     };
+    let _watching = match method {
+        Method::Watch => match Watching::start(proxy) {
+            Some(watching) => Some(watching),
+            None => {
+                stats.status.set(Some(Code::ResourceExhausted as u8));
+                let message = format!("more than {MAX_WATCHES} health watches on this shard");
+                let _ =
+                    respond.send_response(&trailers_only(Code::ResourceExhausted, &message), true);
+                return;
+            }
+        },
+        Method::Check => None,
+    };
     let Ok(mut send) = respond.send_response(&response_head(), false) else {
         return;
     };
@@ -104,6 +122,7 @@ pub(super) async fn serve(
         let _ = send.send_trailers(&status_trailers(Code::Ok, ""));
         return;
     }
+    // `_watching` counts this call until it returns.
     loop {
         let reset = poll_fn(|cx| match send.poll_reset(cx) {
             Poll::Ready(_) => Poll::Ready(()),
@@ -129,6 +148,25 @@ pub(super) async fn serve(
             let _ = send.send_trailers(&trailers);
             return;
         }
+    }
+}
+
+/// One open `Watch`, counted against [`MAX_WATCHES`] until it ends.
+struct Watching<'a>(&'a std::cell::Cell<usize>);
+
+impl<'a> Watching<'a> {
+    fn start(proxy: &'a Proxy) -> Option<Watching<'a>> {
+        let open = &proxy.health_watches;
+        (open.get() < MAX_WATCHES).then(|| {
+            open.set(open.get() + 1);
+            Watching(open)
+        })
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 

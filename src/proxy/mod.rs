@@ -73,6 +73,8 @@ pub struct Proxy {
     pub identity_header: Option<Bytes>,
     /// The process's drain: the health service reports NOT_SERVING once it starts.
     pub drain: Arc<crate::shutdown::Drain>,
+    /// Open health `Watch` calls on this shard.
+    pub health_watches: std::cell::Cell<usize>,
 }
 
 impl Handler for Proxy {
