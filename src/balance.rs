@@ -128,19 +128,6 @@ impl Balancer {
     }
 }
 
-/// monoio's stream as a std stream, to cross to another shard's runtime.
-///
-/// The one `unsafe` in ringway: monoio implements `IntoRawFd` but neither `AsFd` nor
-/// `Into<OwnedFd>`, so the socket can leave it only as a raw descriptor.
-#[allow(unsafe_code)]
-pub fn into_std(stream: monoio::net::TcpStream) -> std::net::TcpStream {
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    // SAFETY: `into_raw_fd` ends monoio's ownership of the descriptor (it deregisters it and
-    // skips the close; an accepted stream has no other handle), so the std stream made from it
-    // is its only owner.
-    unsafe { std::net::TcpStream::from_raw_fd(stream.into_raw_fd()) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,10 @@ pub struct Config {
     /// Admin address (metrics, health, drain), served by its own thread, never by a shard.
     /// Default `127.0.0.1:9901`: loopback only, below the ephemeral range. Empty disables it.
     pub admin: String,
+    /// A Unix socket path where ringway waits for its successor in a binary upgrade
+    /// (`ringway --upgrade-from PATH`): it hands over its listening sockets, then drains.
+    /// Empty (default): no upgrades.
+    pub upgrade_socket: String,
     pub route: RouteConfig,
     pub redis: RedisConfig,
     pub upstream: UpstreamConfig,
@@ -514,6 +518,7 @@ impl Default for Config {
             listen: Listen(Some(SocketAddr::from(([0, 0, 0, 0], 7070)))),
             shards: 0,
             admin: "127.0.0.1:9901".into(),
+            upgrade_socket: String::new(),
             route: RouteConfig::default(),
             redis: RedisConfig::default(),
             upstream: UpstreamConfig::default(),

@@ -53,9 +53,7 @@
 //! once, DATA frames and trailers, with flow control end to end, until both have ended or one
 //! side resets. Anything ringway itself refuses becomes a gRPC status ([`status`]).
 
-// No unsafe code, but for one function that moves an accepted socket between shards
-// (`balance::into_std`; monoio offers no safe way out of its stream type).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;
@@ -76,6 +74,7 @@ pub mod shard;
 pub mod shutdown;
 pub mod status;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 pub mod wire;
 
@@ -98,30 +97,72 @@ pub struct Gateway {
     pub admin_addr: Option<SocketAddr>,
     pub shards: Vec<JoinHandle<()>>,
     pub metrics: Vec<Arc<ShardMetrics>>,
+    /// Duplicates of the listening sockets, to hand to a successor ([`upgrade`]).
+    pub sockets: upgrade::Sockets,
 }
 
 /// Binds the listeners, starts every shard and waits until each one accepts, then starts the
 /// admin port. Errors (a port in use, a runtime that cannot start) are returned before
 /// anything serves. `drain` is how the caller (signals, admin) asks the shards to drain;
 /// `tls` is the material loaded from the config's files ([`tls::Material::load`]).
-pub fn start(config: Config, drain: Arc<Drain>, tls: Arc<tls::Material>) -> io::Result<Gateway> {
+/// `inherited`: the listening sockets of the process this one upgrades from, served instead of
+/// binding new ones.
+pub fn start(
+    config: Config,
+    drain: Arc<Drain>,
+    tls: Arc<tls::Material>,
+    inherited: Option<upgrade::Sockets>,
+) -> io::Result<Gateway> {
     let count = config.shard_count();
     let connection_cap = connection_cap(&config);
     let backlog = config.downstream.listen_backlog;
-    let bind = |listen: config::Listen| -> io::Result<(Option<SocketAddr>, Vec<Option<_>>)> {
+    let bind = |listen: config::Listen| -> io::Result<Vec<std::net::TcpListener>> {
         match listen.addr() {
             Some(addr) => {
                 if let Some(warning) = net::listen_port_warning(addr.port()) {
                     eprintln!("ringway: warning: {warning}");
                 }
-                let (bound, listeners) = net::bind_shard_listeners(addr, count, backlog)?;
-                Ok((Some(bound), listeners.into_iter().map(Some).collect()))
+                Ok(net::bind_shard_listeners(addr, count, backlog)?.1)
             }
-            None => Ok((None, (0..count).map(|_| None).collect())),
+            None => Ok(Vec::new()),
         }
     };
-    let (local_addr, plain) = bind(config.listen)?;
-    let (tls_addr, secure) = bind(config.downstream.tls.listen)?;
+    // Taken over from the process this one upgrades from: its sockets, for each listener it
+    // had; one it did not have is bound here. One this config turns off is an error (the old
+    // process goes on serving).
+    let take = |taken: Vec<std::net::TcpListener>, listen: config::Listen, name: &str| {
+        match (taken.is_empty(), listen.addr()) {
+            (true, _) => bind(listen),
+            (false, Some(_)) => Ok(taken),
+            (false, None) => Err(io::Error::other(format!(
+                "the process upgraded from serves {name} on {}, which this config turns off",
+                taken[0]
+                    .local_addr()
+                    .map_or_else(|e| e.to_string(), |a| a.to_string())
+            ))),
+        }
+    };
+    let (plain, secure) = match inherited {
+        Some(sockets) => (
+            take(sockets.plain, config.listen, "plaintext (listen)")?,
+            take(sockets.tls, config.downstream.tls.listen, "TLS (downstream.tls.listen)")?,
+        ),
+        None => (bind(config.listen)?, bind(config.downstream.tls.listen)?),
+    };
+    let local_addr = plain.first().map(|l| l.local_addr()).transpose()?;
+    let tls_addr = secure.first().map(|l| l.local_addr()).transpose()?;
+    let sockets = upgrade::Sockets {
+        plain: plain
+            .iter()
+            .map(|l| l.try_clone())
+            .collect::<io::Result<_>>()?,
+        tls: secure
+            .iter()
+            .map(|l| l.try_clone())
+            .collect::<io::Result<_>>()?,
+    };
+    let plain = net::spread(plain, count, backlog)?;
+    let secure = net::spread(secure, count, backlog)?;
     let access_log = access_log::start(&config.access_log)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (balancer, inboxes) = balance::Balancer::new(count)?;
@@ -193,6 +234,7 @@ pub fn start(config: Config, drain: Arc<Drain>, tls: Arc<tls::Material>) -> io::
         admin_addr,
         shards,
         metrics,
+        sockets,
     })
 }
 

@@ -87,6 +87,16 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
 
+    /// Wait for a successor on this Unix socket (binary upgrade): it gets the listening
+    /// sockets, then this process drains [default: off]
+    #[arg(long, value_name = "PATH")]
+    upgrade_socket: Option<String>,
+
+    /// Binary upgrade: take the listening sockets of the ringway waiting at PATH
+    /// (its --upgrade-socket), serve on them, then tell it to drain
+    #[arg(long, value_name = "PATH")]
+    upgrade_from: Option<PathBuf>,
+
     /// Access log: "-" for stdout, or a file (JSON lines, one per call) [default: off]
     #[arg(long, value_name = "PATH")]
     access_log: Option<String>,
@@ -180,13 +190,38 @@ fn main() -> ExitCode {
         eprintln!("ringway: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
-    let gateway = match ringway::start(config, drain, tls) {
+    // A binary upgrade: the running process's listening sockets, instead of binding.
+    let (inherited, predecessor) = match &cli.upgrade_from {
+        Some(path) => match ringway::upgrade::take_from(path) {
+            Ok((sockets, predecessor)) => (Some(sockets), Some(predecessor)),
+            Err(e) => {
+                eprintln!("ringway: cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => (None, None),
+    };
+    let upgrade_socket = config.upgrade_socket.clone();
+    let gateway = match ringway::start(config, drain.clone(), tls, inherited) {
         Ok(gateway) => gateway,
         Err(e) => {
             eprintln!("ringway: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(predecessor) = predecessor {
+        match predecessor.ready() {
+            Ok(()) => eprintln!("ringway: upgrade: serving; the previous process drains"),
+            Err(e) => eprintln!("ringway: upgrade: the previous process did not confirm: {e}"),
+        }
+    }
+    if upgrade_socket.is_empty() {
+        // Nobody to hand the sockets to: the shards' own are the only ones, so a drain closes
+        // the listeners.
+        drop(gateway.sockets);
+    } else if let Err(e) = ringway::upgrade::serve(upgrade_socket.into(), gateway.sockets, drain) {
+        eprintln!("ringway: warning: no binary upgrades: {e}");
+    }
     if let Some(admin) = gateway.admin_addr {
         eprintln!("ringway: admin on http://{admin}/ (metrics, healthz, readyz, config, drain)");
     }
@@ -245,6 +280,9 @@ fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
     }
     if let Some(admin) = &cli.admin {
         config.admin = admin.clone();
+    }
+    if let Some(path) = &cli.upgrade_socket {
+        config.upgrade_socket = path.clone();
     }
     if let Some(path) = &cli.access_log {
         config.access_log.path = path.clone();

@@ -25,6 +25,29 @@ pub fn bind_shard_listeners(
     Ok((bound, listeners))
 }
 
+/// `listeners` (bound here, or taken over from an upgraded process) spread over `count`
+/// shards: shard `i` gets those at `i`, `i + count`, …; when there are fewer than shards, the
+/// rest bind more sockets to the same address (`SO_REUSEPORT`). None at all: the listener is
+/// off, and every shard gets none.
+pub fn spread(
+    listeners: Vec<TcpListener>,
+    count: usize,
+    backlog: i32,
+) -> io::Result<Vec<Vec<TcpListener>>> {
+    let mut shards: Vec<Vec<TcpListener>> = (0..count).map(|_| Vec::new()).collect();
+    let Some(addr) = listeners.first().map(|l| l.local_addr()).transpose()? else {
+        return Ok(shards);
+    };
+    let have = listeners.len();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        shards[i % count].push(listener);
+    }
+    for shard in shards.iter_mut().skip(have) {
+        shard.push(bind(addr, backlog)?);
+    }
+    Ok(shards)
+}
+
 fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;

@@ -76,8 +76,10 @@ pub struct ShardContext {
 
 /// A shard's listening sockets: plaintext and TLS, either of which may be off.
 pub struct Listeners {
-    pub plain: Option<TcpListener>,
-    pub tls: Option<TcpListener>,
+    /// Usually one each (or none, when off); more after an upgrade from a process that ran
+    /// more shards than this one.
+    pub plain: Vec<TcpListener>,
+    pub tls: Vec<TcpListener>,
     /// Connections other shards hand over (when balanced).
     pub inbox: Option<Inbox>,
 }
@@ -108,15 +110,6 @@ pub fn spawn(
                 .filter(|&c| core_affinity::set_for_current(c))
                 .map(|c| c.id);
             let uring = monoio::utils::detect_uring();
-            if !uring {
-                // The legacy (epoll) driver needs non-blocking sockets; io_uring does not.
-                for listener in listeners.plain.iter().chain(&listeners.tls) {
-                    if let Err(e) = listener.set_nonblocking(true) {
-                        let _ = started.send(Err(e));
-                        return;
-                    }
-                }
-            }
             // Cooperative task running (no interrupt per completion; they are run when the
             // shard enters the kernel anyway) and a single submitter: ~10% less CPU per call
             // (bench: 5.1 → 4.5 µs at 64 in flight, 20.5 → 18.4 µs at 25k calls/s open
@@ -157,8 +150,8 @@ async fn run(
     driver: &'static str,
     core: Option<usize>,
 ) {
-    let adopt = |listener: Option<TcpListener>| {
-        listener.map(monoio::net::TcpListener::from_std).transpose()
+    let adopt = |listeners: Vec<TcpListener>| -> io::Result<Vec<Accepting>> {
+        listeners.into_iter().map(Accepting::new).collect()
     };
     let (plain, tls) = match (adopt(listeners.plain), adopt(listeners.tls)) {
         (Ok(plain), Ok(tls)) => (plain, tls),
@@ -244,57 +237,86 @@ async fn run(
     shard.proxy.publish();
 }
 
-/// Accepts client connections on both listeners until the drain starts; then drops them.
+/// A listening socket as a shard accepts on it: polled for readiness through the runtime,
+/// accepted from with a non-blocking `accept(2)`.
 ///
-/// Each listener has its own loop with its own accept always in flight: an io_uring accept
-/// that is dropped may already have taken a connection from the kernel, which would then be
-/// lost. A `select!` over both accepts per turn dropped the loser's each time and lost
-/// connections that way; only the drain cancels these.
+/// Why not an io_uring accept: one in flight when the drain (or an upgrade) stops the loop is
+/// cancelled, and if it had already taken a connection, monoio drops the result — the
+/// descriptor is never closed and the client waits until the process exits, then is reset.
+/// A readiness poll holds nothing: cancelled, it loses no connection, and a connection still
+/// queued goes to the next process that accepts on the socket (an upgrade's successor).
+/// The cost is one syscall more per new connection, never per call.
+struct Accepting {
+    polled: monoio::net::TcpListener,
+    socket: TcpListener,
+}
+
+impl Accepting {
+    fn new(socket: TcpListener) -> io::Result<Accepting> {
+        socket.set_nonblocking(true)?;
+        let polled = monoio::net::TcpListener::from_std(socket.try_clone()?)?;
+        Ok(Accepting { polled, socket })
+    }
+
+    /// The next connection waiting on the socket.
+    async fn accept(&self) -> io::Result<std::net::TcpStream> {
+        loop {
+            match self.socket.accept() {
+                Ok((stream, _)) => return Ok(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.polled.readable(false).await?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Accepts client connections on every listener until the drain starts; then drops them.
+///
+/// Each listener has its own loop, and a loop waits on readiness only (see [`Accepting`]), so
+/// the drain cancels nothing that holds a connection.
 async fn accept_until_drain(
     shard: &Rc<Shard>,
-    plain: Option<monoio::net::TcpListener>,
-    tls: Option<monoio::net::TcpListener>,
+    plain: Vec<Accepting>,
+    tls: Vec<Accepting>,
     inbox: Option<Inbox>,
 ) {
     let mut drain = shard.server.drain.subscribe();
-    let both = futures_util::future::join3(
-        accept_loop(shard, plain.as_ref(), false),
-        accept_loop(shard, tls.as_ref(), true),
+    let loops = plain
+        .iter()
+        .map(|l| accept_loop(shard, l, false))
+        .chain(tls.iter().map(|l| accept_loop(shard, l, true)));
+    let all = futures_util::future::join(
+        futures_util::future::join_all(loops),
         inbox_loop(shard, inbox),
     );
     monoio::select! {
-        _ = both => {},
+        _ = all => {},
         _ = &mut drain => {},
     }
 }
 
-/// Accepts on `listener` (none: never) for as long as it is polled; `over_tls`: its
-/// connections start with a TLS handshake.
-async fn accept_loop(
-    shard: &Rc<Shard>,
-    listener: Option<&monoio::net::TcpListener>,
-    over_tls: bool,
-) {
-    let Some(listener) = listener else {
-        return std::future::pending().await;
-    };
+/// Accepts on `listener` for as long as it is polled; `over_tls`: its connections start with a
+/// TLS handshake.
+async fn accept_loop(shard: &Rc<Shard>, listener: &Accepting, over_tls: bool) {
     // Accept errors such as EMFILE are transient: log the first of a streak, back off briefly
     // so the loop does not spin, and keep serving.
     let mut failing = false;
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => {
+            Ok(stream) => {
                 failing = false;
                 match &shard.balancer {
                     Some(balancer) => {
                         let to = balancer.assign(shard.id);
                         if to == shard.id {
-                            serve(shard, stream, over_tls);
+                            adopt(shard, stream, over_tls);
                         } else {
                             hand_off(shard, balancer, to, stream, over_tls);
                         }
                     }
-                    None => serve(shard, stream, over_tls),
+                    None => adopt(shard, stream, over_tls),
                 }
             }
             Err(e) => {
@@ -303,6 +325,23 @@ async fn accept_loop(
                 }
                 failing = true;
                 monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Serves a connection accepted (or handed over) as a std socket on this shard.
+fn adopt(shard: &Rc<Shard>, stream: std::net::TcpStream, over_tls: bool) {
+    // The legacy (epoll) driver needs non-blocking sockets; io_uring does not.
+    let ready = match monoio::utils::detect_uring() {
+        true => Ok(()),
+        false => stream.set_nonblocking(true),
+    };
+    match ready.and_then(|()| monoio::net::TcpStream::from_std(stream)) {
+        Ok(stream) => serve(shard, stream, over_tls),
+        Err(_) => {
+            if let Some(balancer) = &shard.balancer {
+                balancer.closed(shard.id);
             }
         }
     }
@@ -349,16 +388,12 @@ fn hand_off(
     shard: &Rc<Shard>,
     balancer: &Balancer,
     to: usize,
-    stream: monoio::net::TcpStream,
+    stream: std::net::TcpStream,
     over_tls: bool,
 ) {
-    let stream = crate::balance::into_std(stream);
     match balancer.send(shard.id, to, Handoff { stream, over_tls }) {
         Ok(()) => shard.metrics.downstream_handed_off.inc(),
-        Err(back) => match monoio::net::TcpStream::from_std(back.stream) {
-            Ok(stream) => serve(shard, stream, back.over_tls),
-            Err(_) => balancer.closed(shard.id),
-        },
+        Err(back) => adopt(shard, back.stream, back.over_tls),
     }
 }
 
@@ -388,14 +423,7 @@ async fn inbox_loop(shard: &Rc<Shard>, inbox: Option<Inbox>) {
             return std::future::pending().await;
         }
         while let Ok(Handoff { stream, over_tls }) = inbox.connections.try_recv() {
-            match monoio::net::TcpStream::from_std(stream) {
-                Ok(stream) => serve(shard, stream, over_tls),
-                Err(_) => {
-                    if let Some(balancer) = &shard.balancer {
-                        balancer.closed(shard.id);
-                    }
-                }
-            }
+            adopt(shard, stream, over_tls);
         }
     }
 }
