@@ -16,7 +16,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,31 +45,74 @@ pub struct AdminState {
 }
 
 /// Binds the admin address and serves it on a new thread. Returns the bound address.
-pub fn start(addr: SocketAddr, state: Arc<AdminState>) -> io::Result<SocketAddr> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(64)?;
-    let listener: TcpListener = socket.into();
+pub fn start(
+    addr: SocketAddr,
+    inherited: Option<TcpListener>,
+    state: Arc<AdminState>,
+) -> io::Result<(SocketAddr, Stopper, TcpListener)> {
+    let listener = match inherited {
+        Some(listener) => listener,
+        None => {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(64)?;
+            socket.into()
+        }
+    };
     let bound = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let handed = listener.try_clone()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stopped_tx, stopped) = crossbeam_channel::bounded(1);
+    let stopping = stop.clone();
     std::thread::Builder::new()
         .name("ringway-admin".into())
         .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(stream) => {
+            // Waits in poll(2), so that a binary upgrade can stop it between two requests
+            // (the successor answers on the same socket; see `upgrade`).
+            use rustix::event::{poll, PollFd, PollFlags, Timespec};
+            let wait = Timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            };
+            while !stopping.load(Ordering::SeqCst) {
+                let mut fds = [PollFd::new(&listener, PollFlags::IN)];
+                if poll(&mut fds, Some(&wait)).is_err() {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
                         let _ = answer(stream, &state);
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     // EMFILE and friends: do not spin.
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
+            let _ = stopped_tx.send(());
         })?;
-    Ok(bound)
+    Ok((bound, Stopper { stop, stopped }, handed))
+}
+
+/// Stops the admin thread from accepting (a binary upgrade's successor answers from now on).
+pub struct Stopper {
+    stop: Arc<AtomicBool>,
+    stopped: crossbeam_channel::Receiver<()>,
+}
+
+impl Stopper {
+    /// Stops accepting; returns once the request being answered, if any, is done.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.stopped.recv_timeout(Duration::from_secs(5));
+    }
 }
 
 fn answer(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {

@@ -479,6 +479,13 @@ pub struct DownstreamConfig {
     /// On SIGTERM/SIGINT or `POST /drain`: how long calls in flight may take to finish after
     /// the GOAWAY before the process exits anyway. Default 30000 ms.
     pub drain_timeout_ms: u64,
+    /// On a drain (not an upgrade): how long ringway keeps serving as before — accepting,
+    /// no GOAWAY — while `/readyz` answers 503 and the gRPC health service NOT_SERVING, so a
+    /// load balancer's health check takes the host out first; only then are the listeners
+    /// closed and GOAWAY sent. Closing a listener resets the connections still in its accept
+    /// queue: behind a balancer, set this above its check interval × failures to mark down.
+    /// Default 0 (no delay).
+    pub drain_delay_ms: u64,
     /// A connection that has not completed the HTTP/2 preface after this long is closed.
     /// Default 10000 ms.
     pub handshake_timeout_ms: u64,
@@ -604,6 +611,7 @@ impl Default for DownstreamConfig {
             max_connections: 10_000,
             fd_reserve: 256,
             drain_timeout_ms: 30_000,
+            drain_delay_ms: 0,
             handshake_timeout_ms: 10_000,
             keepalive_time_ms: 7_200_000,
             keepalive_timeout_ms: 20_000,

@@ -99,6 +99,8 @@ pub struct Gateway {
     pub metrics: Vec<Arc<ShardMetrics>>,
     /// Duplicates of the listening sockets, to hand to a successor ([`upgrade`]).
     pub sockets: upgrade::Sockets,
+    /// Stops the admin port's thread (its successor answers on the same socket).
+    pub admin: Option<admin::Stopper>,
 }
 
 /// Binds the listeners, starts every shard and waits until each one accepts, then starts the
@@ -130,28 +132,38 @@ pub fn start(
     // Taken over from the process this one upgrades from: its sockets, for each listener it
     // had; one it did not have is bound here. One this config turns off is an error (the old
     // process goes on serving).
-    let take = |taken: Vec<std::net::TcpListener>, listen: config::Listen, name: &str| {
-        match (taken.is_empty(), listen.addr()) {
-            (true, _) => bind(listen),
-            (false, Some(_)) => Ok(taken),
-            (false, None) => Err(io::Error::other(format!(
-                "the process upgraded from serves {name} on {}, which this config turns off",
-                taken[0]
-                    .local_addr()
-                    .map_or_else(|e| e.to_string(), |a| a.to_string())
-            ))),
-        }
+    let take = |taken: Vec<std::net::TcpListener>, listen: config::Listen, name: &str| match (
+        taken.is_empty(),
+        listen.addr(),
+    ) {
+        (true, _) => bind(listen),
+        (false, Some(_)) => Ok(taken),
+        (false, None) => Err(io::Error::other(format!(
+            "the process upgraded from serves {name} on {}, which this config turns off",
+            taken[0]
+                .local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string())
+        ))),
     };
-    let (plain, secure) = match inherited {
+    let (plain, secure, inherited_admin) = match inherited {
         Some(sockets) => (
             take(sockets.plain, config.listen, "plaintext (listen)")?,
-            take(sockets.tls, config.downstream.tls.listen, "TLS (downstream.tls.listen)")?,
+            take(
+                sockets.tls,
+                config.downstream.tls.listen,
+                "TLS (downstream.tls.listen)",
+            )?,
+            sockets.admin,
         ),
-        None => (bind(config.listen)?, bind(config.downstream.tls.listen)?),
+        None => (
+            bind(config.listen)?,
+            bind(config.downstream.tls.listen)?,
+            None,
+        ),
     };
     let local_addr = plain.first().map(|l| l.local_addr()).transpose()?;
     let tls_addr = secure.first().map(|l| l.local_addr()).transpose()?;
-    let sockets = upgrade::Sockets {
+    let mut sockets = upgrade::Sockets {
         plain: plain
             .iter()
             .map(|l| l.try_clone())
@@ -160,6 +172,7 @@ pub fn start(
             .iter()
             .map(|l| l.try_clone())
             .collect::<io::Result<_>>()?,
+        admin: None,
     };
     let plain = net::spread(plain, count, backlog)?;
     let secure = net::spread(secure, count, backlog)?;
@@ -209,6 +222,7 @@ pub fn start(
             started.id, started.driver
         );
     }
+    let mut admin_stopper = None;
     let admin_addr = match config.admin_addr() {
         Some(addr) => {
             let state = Arc::new(admin::AdminState {
@@ -224,7 +238,10 @@ pub fn start(
                 access_log_dropped: access_log.map(|sink| sink.dropped),
                 tls: tls.clone(),
             });
-            Some(admin::start(addr, state)?)
+            let (bound, stopper, handed) = admin::start(addr, inherited_admin, state)?;
+            sockets.admin = Some(handed);
+            admin_stopper = Some(stopper);
+            Some(bound)
         }
         None => None,
     };
@@ -235,6 +252,7 @@ pub fn start(
         shards,
         metrics,
         sockets,
+        admin: admin_stopper,
     })
 }
 

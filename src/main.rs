@@ -219,7 +219,9 @@ fn main() -> ExitCode {
         // Nobody to hand the sockets to: the shards' own are the only ones, so a drain closes
         // the listeners.
         drop(gateway.sockets);
-    } else if let Err(e) = ringway::upgrade::serve(upgrade_socket.into(), gateway.sockets, drain) {
+    } else if let Err(e) =
+        ringway::upgrade::serve(upgrade_socket.into(), gateway.sockets, gateway.admin, drain)
+    {
         eprintln!("ringway: warning: no binary upgrades: {e}");
     }
     if let Some(admin) = gateway.admin_addr {

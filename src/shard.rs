@@ -58,6 +58,8 @@ pub struct Shard {
     pub connection_cap: usize,
     /// Spreads new connections across shards (`downstream.balance`); none: one shard, or off.
     pub balancer: Option<Arc<Balancer>>,
+    /// `downstream.drain_delay_ms`: a drain says so this long before connections get GOAWAY.
+    pub drain_delay: Duration,
 }
 
 /// What a shard needs from the process besides its listener.
@@ -218,6 +220,7 @@ async fn run(
         metrics,
         connection_cap: context.connection_cap,
         balancer: context.balancer,
+        drain_delay: Duration::from_millis(config.downstream.drain_delay_ms),
     });
     monoio::spawn(control(shard.clone(), context.drain));
     monoio::spawn(upstreams.maintain_forever());
@@ -436,7 +439,7 @@ async fn control(shard: Rc<Shard>, drain: Arc<Drain>) {
     loop {
         monoio::time::sleep(POLL_INTERVAL).await;
         tick += 1;
-        if drain.is_draining() && !shard.server.drain.has_fired() {
+        if drain.stops_serving(shard.drain_delay) && !shard.server.drain.has_fired() {
             shard.server.drain.fire();
         }
         if let Some(log) = &shard.proxy.access_log {

@@ -25,19 +25,56 @@ use std::time::Duration;
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The process-wide drain request. Set once; never cleared.
+///
+/// A drain first only says so (`/readyz` 503, the gRPC health service NOT_SERVING) while
+/// everything is served as before, for `downstream.drain_delay_ms`: long enough for a load
+/// balancer's health check to take this host out. Only then do the shards close their
+/// listeners and send GOAWAY — so no connection the balancer still sends lands in a closing
+/// accept queue and is reset. A binary upgrade skips the delay (its successor accepts on the
+/// same sockets).
 #[derive(Debug, Default)]
 pub struct Drain {
     requested: AtomicBool,
+    /// When it was requested, as milliseconds since [`Drain::since`]; skip the delay when 0.
+    at_ms: std::sync::atomic::AtomicU64,
+    since: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl Drain {
     /// Starts the drain; returns `false` when it had already started.
     pub fn start(&self) -> bool {
+        if !self.is_draining() {
+            let base = *self.since.get_or_init(std::time::Instant::now);
+            let at = base.elapsed().as_millis() as u64 + 1;
+            self.at_ms.store(at, Ordering::SeqCst);
+        }
         !self.requested.swap(true, Ordering::SeqCst)
     }
 
+    /// Starts the drain with no delay (or ends the delay of one under way).
+    pub fn start_now(&self) -> bool {
+        self.at_ms.store(0, Ordering::SeqCst);
+        !self.requested.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether a drain was asked for: readiness and health say so from then on.
     pub fn is_draining(&self) -> bool {
         self.requested.load(Ordering::Relaxed)
+    }
+
+    /// Whether the shards should stop serving: drained, and `delay` has passed since (or the
+    /// drain was started with no delay).
+    pub fn stops_serving(&self, delay: Duration) -> bool {
+        if !self.is_draining() {
+            return false;
+        }
+        let at = self.at_ms.load(Ordering::SeqCst);
+        match self.since.get() {
+            Some(base) if at > 0 => {
+                base.elapsed().as_millis() as u64 + 1 >= at + delay.as_millis() as u64
+            }
+            _ => true,
+        }
     }
 }
 

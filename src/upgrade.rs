@@ -4,11 +4,12 @@
 //!
 //! ```text
 //! new → old   "ringway-upgrade 1\n"
-//! old → new   "listeners <plain> <tls>\n" + the sockets (SCM_RIGHTS): plain ones, then TLS
+//! old → new   "listeners <plain> <tls> <admin>\n" + the sockets (SCM_RIGHTS): plain ones,
+//!             TLS ones, the admin port's (0 or 1)
 //! new         starts its shards on them (same sockets: one accept queue, nothing re-bound)
 //! new → old   "ready\n"
-//! old         removes the socket path, starts its drain (stop accepting, GOAWAY, finish
-//!             calls, exit 0)
+//! old         removes the socket path, stops answering the admin port (handed over too),
+//!             starts its drain (stop accepting, GOAWAY, finish calls, exit 0)
 //! old → new   "draining\n"
 //! new         listens on the path itself, for the next upgrade
 //! ```
@@ -42,10 +43,12 @@ const READY_WITHIN: Duration = Duration::from_secs(60);
 /// At most this many sockets in one hand-over (shards × 2 listeners).
 const MAX_SOCKETS: usize = 1024;
 
-/// The listening sockets a process serves on: one per shard and listener, as bound.
+/// The listening sockets a process serves on: one per shard and listener, as bound, and the
+/// admin port's.
 pub struct Sockets {
     pub plain: Vec<TcpListener>,
     pub tls: Vec<TcpListener>,
+    pub admin: Option<TcpListener>,
 }
 
 /// The line from a successor back to the process it took the sockets from.
@@ -82,22 +85,23 @@ pub fn take_from(path: &Path) -> io::Result<(Sockets, Predecessor)> {
         .and_then(|t| t.strip_suffix('\n'))
         .map(|t| t.split(' ').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_default();
-    let [plain, tls] = counts[..] else {
+    let [plain, tls, admin] = counts[..] else {
         return Err(at(io::Error::other(format!(
             "unexpected answer {text:?} (is the process there a ringway with --upgrade-socket?)"
         ))));
     };
-    if plain + tls != fds.len() {
+    if plain + tls + admin != fds.len() || admin > 1 {
         return Err(at(io::Error::other(format!(
             "announced {} sockets, received {}",
-            plain + tls,
+            plain + tls + admin,
             fds.len()
         ))));
     }
     let mut listeners = fds.into_iter().map(TcpListener::from);
     let sockets = Sockets {
         plain: listeners.by_ref().take(plain).collect(),
-        tls: listeners.collect(),
+        tls: listeners.by_ref().take(tls).collect(),
+        admin: listeners.next(),
     };
     Ok((sockets, Predecessor { line }))
 }
@@ -122,7 +126,12 @@ impl Predecessor {
 /// Serves successors at `path` from a thread of its own: hands them duplicates of `sockets`,
 /// and drains this process once one is ready. Gives the sockets and the path up when this
 /// process drains for any reason (so a plain drain still closes the listeners).
-pub fn serve(path: PathBuf, sockets: Sockets, drain: Arc<Drain>) -> io::Result<()> {
+pub fn serve(
+    path: PathBuf,
+    sockets: Sockets,
+    admin: Option<crate::admin::Stopper>,
+    drain: Arc<Drain>,
+) -> io::Result<()> {
     let listener = bind(&path)?;
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
@@ -133,7 +142,7 @@ pub fn serve(path: PathBuf, sockets: Sockets, drain: Arc<Drain>) -> io::Result<(
                 return;
             }
             match listener.accept() {
-                Ok((line, _)) => match hand_over(line, &sockets, &path, &drain) {
+                Ok((line, _)) => match hand_over(line, &sockets, &path, admin.as_ref(), &drain) {
                     Ok(true) => {
                         eprintln!("ringway: upgrade: the successor serves; draining");
                         return;
@@ -178,7 +187,13 @@ fn bind(path: &Path) -> io::Result<UnixListener> {
 
 /// One successor: sends it the sockets and waits for it to serve. `Ok(true)`: it serves and
 /// this process has started its drain.
-fn hand_over(line: UnixStream, sockets: &Sockets, path: &Path, drain: &Drain) -> io::Result<bool> {
+fn hand_over(
+    line: UnixStream,
+    sockets: &Sockets,
+    path: &Path,
+    admin: Option<&crate::admin::Stopper>,
+    drain: &Drain,
+) -> io::Result<bool> {
     line.set_nonblocking(false)?;
     line.set_read_timeout(Some(READY_WITHIN))?;
     let mut reader = BufReader::new(&line);
@@ -191,9 +206,15 @@ fn hand_over(line: UnixStream, sockets: &Sockets, path: &Path, drain: &Drain) ->
         .plain
         .iter()
         .chain(&sockets.tls)
+        .chain(&sockets.admin)
         .map(|l| l.as_fd())
         .collect();
-    let header = format!("listeners {} {}\n", sockets.plain.len(), sockets.tls.len());
+    let header = format!(
+        "listeners {} {} {}\n",
+        sockets.plain.len(),
+        sockets.tls.len(),
+        sockets.admin.iter().count()
+    );
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
@@ -214,7 +235,13 @@ fn hand_over(line: UnixStream, sockets: &Sockets, path: &Path, drain: &Drain) ->
         )));
     }
     let _ = std::fs::remove_file(path);
-    drain.start();
+    // The successor answers the admin port from now on: this process's /readyz would say
+    // "draining" to a balancer's health check about a host that serves.
+    if let Some(admin) = admin {
+        admin.stop();
+    }
+    // No delay: the successor accepts on these same sockets.
+    drain.start_now();
     (&line).write_all(b"draining\n")?;
     Ok(true)
 }

@@ -4,20 +4,16 @@
 //! fails, every call ran exactly once at the target, every long stream completes, and the last
 //! process holds no more descriptors than the first.
 //!
-//! One client-side retry is allowed, and only for a call the client never sent: hyper (under
-//! tonic) queues a request for a connection, and when that connection closes after the
-//! server's GOAWAY the queued request is cancelled with "connection closed" before a byte of
-//! it left. gRPC's own clients retry exactly these ("transparent retry", gRPC A6); tonic does
-//! not, so the test does. That no retried call ran twice is checked at the target.
+//! The load ([`ringway_testkit::steady`]) sends a call again only when the client never sent
+//! it (see there); that no call ran twice is checked at the target.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ringway_testkit::steady::{long_stream, worker, Tally};
 use ringway_testkit::tokio;
-use ringway_testkit::tokio_stream::StreamExt;
-use ringway_testkit::tonic::Request;
-use ringway_testkit::{connect, routed, run, with_jobid, EchoRequest, Env, Gateway, TempPath};
+use ringway_testkit::{connect, routed, run, EchoRequest, Env, Gateway, TempPath};
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
 const LIMIT: Duration = Duration::from_secs(180);
@@ -27,139 +23,6 @@ fn open_descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-#[derive(Default)]
-struct Tally {
-    ok: u64,
-    failed: Vec<String>,
-    /// Calls the client queued on a closed connection and sent again.
-    unsent: u64,
-}
-
-/// Whether a call failed before it left the client: hyper cancelled it in its queue for a
-/// connection that closed.
-fn never_sent(status: &ringway_testkit::tonic::Status) -> bool {
-    status.code() == ringway_testkit::tonic::Code::Cancelled
-        && format!("{:?}", std::error::Error::source(status)).contains("Canceled")
-}
-
-/// One client connection making calls of every kind in turn until `stop`.
-async fn worker(
-    addr: std::net::SocketAddr,
-    id: usize,
-    stop: Arc<AtomicBool>,
-    tally: Arc<Mutex<Tally>>,
-) {
-    let mut client = connect(addr).await;
-    let mut n = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        n += 1;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let result = attempt(&mut client, n % 4).await;
-            let mut t = tally.lock().unwrap();
-            match result {
-                Ok(()) => t.ok += 1,
-                Err((_, Some(status))) if never_sent(&status) && tries < 3 => {
-                    t.unsent += 1;
-                    continue;
-                }
-                Err((e, _)) => t.failed.push(format!("worker {id}: {e}")),
-            }
-            break;
-        }
-    }
-}
-
-type Client = ringway_testkit::EchoClient<ringway_testkit::tonic::transport::Channel>;
-
-/// One call of kind `kind` (0 unary, 1 server stream, 2 client stream, 3 bidi), checked to
-/// its end; the error names the call and keeps the status.
-async fn attempt(
-    client: &mut Client,
-    kind: usize,
-) -> Result<(), (String, Option<ringway_testkit::tonic::Status>)> {
-    let fail = |what: &str, s: ringway_testkit::tonic::Status| (format!("{what}: {s:?}"), Some(s));
-    let short =
-        |what: &str, got: usize, want: usize| (format!("{what}: {got} of {want} replies"), None);
-    match kind {
-        0 => client
-            .unary(routed(EchoRequest::default(), "job"))
-            .await
-            .map(|_| ())
-            .map_err(|s| fail("unary", s)),
-        1 => {
-            let req = EchoRequest {
-                reply_count: 5,
-                delay_ms: 5,
-                ..Default::default()
-            };
-            let mut replies = client
-                .server_stream(routed(req, "job"))
-                .await
-                .map_err(|s| fail("server stream", s))?
-                .into_inner();
-            let mut got = 0;
-            while let Some(m) = replies.next().await {
-                m.map_err(|s| fail("server stream", s))?;
-                got += 1;
-            }
-            if got == 5 {
-                Ok(())
-            } else {
-                Err(short("server stream", got, 5))
-            }
-        }
-        2 => {
-            let msgs = ringway_testkit::tokio_stream::iter(vec![EchoRequest::default(); 4]);
-            client
-                .client_stream(with_jobid(Request::new(msgs), "job"))
-                .await
-                .map(|_| ())
-                .map_err(|s| fail("client stream", s))
-        }
-        _ => {
-            let msgs = ringway_testkit::tokio_stream::iter(vec![EchoRequest::default(); 4]);
-            let mut replies = client
-                .bidi_stream(with_jobid(Request::new(msgs), "job"))
-                .await
-                .map_err(|s| fail("bidi", s))?
-                .into_inner();
-            let mut got = 0;
-            while let Some(m) = replies.next().await {
-                m.map_err(|s| fail("bidi", s))?;
-                got += 1;
-            }
-            if got == 4 {
-                Ok(())
-            } else {
-                Err(short("bidi", got, 4))
-            }
-        }
-    }
-}
-
-/// A server stream of `count` replies `delay_ms` apart: it spans upgrades.
-async fn long_stream(addr: std::net::SocketAddr, count: u32, delay_ms: u32) -> Result<u32, String> {
-    let mut client = connect(addr).await;
-    let req = EchoRequest {
-        reply_count: count,
-        delay_ms,
-        ..Default::default()
-    };
-    let mut replies = client
-        .server_stream(routed(req, "job"))
-        .await
-        .map_err(|s| format!("{s:?}"))?
-        .into_inner();
-    let mut got = 0;
-    while let Some(m) = replies.next().await {
-        m.map_err(|s| format!("after {got} replies: {s:?}"))?;
-        got += 1;
-    }
-    Ok(got)
 }
 
 #[test]

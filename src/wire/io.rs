@@ -48,6 +48,13 @@ const MIN_READ: usize = 8 << 10;
 const IDLE_READ: usize = 32;
 /// Room for more while an idle connection's buffer holds part of a frame.
 const IDLE_PARTIAL: usize = 1024;
+/// After a graceful close (GOAWAY, streams done, the last bytes written): how long the socket
+/// stays open, reading (and dropping) what the peer still sends, for the peer to close first.
+/// Closing at once — or even sending our FIN — while a stream it opened before our GOAWAY
+/// reached it is still on its way makes the peer see a reset or an end of stream where it
+/// should see the GOAWAY that says that stream was not processed (so it may be retried);
+/// an HTTP/2 client closes by itself once it has read the GOAWAY and has nothing open.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// The two halves of a connection's socket.
 pub type Halves = (OwnedReadHalf<TcpStream>, OwnedWriteHalf<TcpStream>);
@@ -250,18 +257,18 @@ pub async fn drive<T: Transport>(conn: Conn, (mut reader, writer): Halves, trans
                     Ok(sealed) => (sealed, false),
                     Err(e) => {
                         conn.write_failed(e);
-                        return;
+                        return false;
                     }
                 },
                 // Nothing more to write: what the transport says last (TLS close_notify).
                 None => match transport.closing() {
                     Some(bytes) => (bytes, true),
-                    None => return,
+                    None => return true,
                 },
             };
             let watch = stalled.as_ref().map(|(deadline, limit)| (deadline, *limit));
             let Some(half) = writer.take() else {
-                return;
+                return false;
             };
             let write = slot.get_or_insert_with(|| Box::pin(None));
             write.set(Some(write_all(half, batch, watch)));
@@ -274,10 +281,10 @@ pub async fn drive<T: Transport>(conn: Conn, (mut reader, writer): Halves, trans
             writer = Some(half);
             if let Err(e) = result {
                 conn.write_failed(e);
-                return;
+                return false;
             }
             if last {
-                return;
+                return true;
             }
             conn.written();
             batch.clear();
@@ -309,8 +316,15 @@ pub async fn drive<T: Transport>(conn: Conn, (mut reader, writer): Halves, trans
         match select(read_loop, write_loop).await {
             // Reading ended (peer closed, error, or a GOAWAY of ours is queued): write what is
             // left.
-            Either::Left(((), write_loop)) => write_loop.await,
-            Either::Right(((), _)) => {}
+            Either::Left(((), write_loop)) => {
+                write_loop.await;
+            }
+            // Closed gracefully: read (and drop) what the peer still sends until it closes, for
+            // at most `LINGER`.
+            Either::Right((true, read_loop)) => {
+                let _ = select(read_loop, pin!(monoio::time::sleep(LINGER))).await;
+            }
+            Either::Right((false, _)) => {}
         }
     };
     // An abort drops both loops: their operations are cancelled and the socket closes.

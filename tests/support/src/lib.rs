@@ -74,6 +74,7 @@ pub mod rawh2;
 pub mod redis;
 pub mod resp;
 pub mod stamp;
+pub mod steady;
 pub mod upstream;
 pub mod wait;
 

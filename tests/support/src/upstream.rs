@@ -37,6 +37,8 @@ pub struct UpstreamOptions {
     pub http2_keepalive_interval: Option<Duration>,
     /// How long an unanswered PING may wait before the server closes the connection.
     pub http2_keepalive_timeout: Option<Duration>,
+    /// The address to listen on (port chosen by the kernel); `None`: 127.0.0.1.
+    pub bind: Option<std::net::IpAddr>,
 }
 
 /// A TLS upstream's certificate, and the CA its clients' certificates must chain to (mTLS).
@@ -100,9 +102,10 @@ impl Upstream {
 
     /// As [`Upstream::start`], with server settings.
     pub async fn start_with(name: &str, options: UpstreamOptions) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let ip = options.bind.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        let listener = TcpListener::bind((ip, 0))
             .await
-            .expect("bind an upstream on 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind an upstream on {ip}:0: {e}"));
         let addr = listener.local_addr().expect("upstream local address");
         let mut upstream = Upstream {
             name: name.to_owned(),
