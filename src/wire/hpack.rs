@@ -552,20 +552,18 @@ enum Indexing {
     Never,
 }
 
-/// The indexing policy for an outgoing (not sensitive) field.
+/// The indexing policy for an outgoing field that is not sensitive and whose name and value
+/// are at most [`MAX_INDEXED_LEN`] long (others are never indexed):
 ///
 /// - Pseudo-headers and the names of fields that are the same on every call of a
 ///   connection or take few values (`content-type`, `te`, `user-agent`, `grpc-encoding`,
 ///   `grpc-accept-encoding`, `grpc-status`, ...): [`Indexing::Always`].
-/// - Credentials (`authorization`, `proxy-authorization`, `cookie`, `set-cookie`), and any
-///   name or value longer than [`MAX_INDEXED_LEN`]: [`Indexing::Never`].
+/// - Credentials (`authorization`, `proxy-authorization`, `cookie`, `set-cookie`):
+///   [`Indexing::Never`].
 /// - Any other field: [`Indexing::OnRepeat`]. Among them the routing header, whose values
 ///   repeat per job but are unbounded in number, and `grpc-timeout`, `grpc-message` and
 ///   per-call ids, which usually differ from call to call.
-fn indexing(name: &[u8], value: &[u8]) -> Indexing {
-    if name.len() > MAX_INDEXED_LEN || value.len() > MAX_INDEXED_LEN {
-        return Indexing::Never;
-    }
+fn indexing(name: &[u8]) -> Indexing {
     match name {
         [b':', ..] => Indexing::Always,
         b"content-type"
@@ -582,23 +580,65 @@ fn indexing(name: &[u8], value: &[u8]) -> Indexing {
     }
 }
 
-/// An FxHash-style hash of `bytes`, continuing from `seed`: a multiply per 8 bytes.
+/// The 8 bytes of `s` at `i`, which the caller has checked are there.
 #[inline]
+fn word64(s: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(s[i..i + 8].try_into().unwrap())
+}
+
+/// The 4 bytes of `s` at `i`, which the caller has checked are there.
+#[inline]
+fn word32(s: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(s[i..i + 4].try_into().unwrap())
+}
+
+/// An FxHash-style hash of `bytes`, continuing from `seed`: the length, then a multiply per
+/// 8 bytes, the last 8 (or 4 + 4) read overlapping the ones before rather than copied out.
+#[inline(always)]
 fn hash_bytes(bytes: &[u8], seed: u64) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mix = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
-    let mut h = seed;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        h = mix(h, u64::from_le_bytes(c.try_into().unwrap()));
+    let n = bytes.len();
+    let mut h = mix(seed, n as u64);
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            h = mix(h, word64(bytes, i));
+            i += 8;
+        }
+        h = mix(h, word64(bytes, n - 8));
+    } else if n >= 4 {
+        h = mix(
+            h,
+            u64::from(word32(bytes, 0)) << 32 | u64::from(word32(bytes, n - 4)),
+        );
+    } else if n > 0 {
+        let b = |i: usize| u64::from(bytes[i]);
+        h = mix(h, b(0) | b(n / 2) << 8 | b(n - 1) << 16);
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        h = mix(h, u64::from_le_bytes(word));
+    h
+}
+
+/// Whether `a` and `b`, of the same length, are equal: word compares inline, for the short
+/// strings of the table, where `==` calls `memcmp`.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    debug_assert_eq!(n, b.len());
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if word64(a, i) != word64(b, i) {
+                return false;
+            }
+            i += 8;
+        }
+        word64(a, n - 8) == word64(b, n - 8)
+    } else if n >= 4 {
+        word32(a, 0) == word32(b, 0) && word32(a, n - 4) == word32(b, n - 4)
+    } else {
+        a.iter().zip(b).all(|(x, y)| x == y)
     }
-    mix(h, bytes.len() as u64)
 }
 
 /// The bucket of a hash: its top bits, the best mixed.
@@ -646,7 +686,12 @@ impl Table {
         let mut n = self.by_field[bucket(hash)];
         for _ in 0..self.entries.len() {
             let e = self.get(n)?;
-            if e.hash == hash as u32 && e.name() == name && e.value() == value {
+            if e.hash == hash as u32
+                && e.name_len == name.len()
+                && e.bytes.len() == name.len() + value.len()
+                && same_bytes(e.name(), name)
+                && same_bytes(e.value(), value)
+            {
                 return Some(self.index_of(n));
             }
             n = e.next;
@@ -660,7 +705,8 @@ impl Table {
         let mut n = self.by_name[bucket(hash)];
         for _ in 0..self.entries.len() {
             let e = self.get(n)?;
-            if e.name_hash == hash as u32 && e.name() == name {
+            if e.name_hash == hash as u32 && e.name_len == name.len() && same_bytes(e.name(), name)
+            {
                 return Some(self.index_of(n));
             }
             n = e.next_name;
@@ -992,12 +1038,9 @@ impl Encoder {
                 StaticMatch::Full(index) | StaticMatch::Name(index) => index as usize,
                 StaticMatch::None => 0,
             };
-            let indexing = if sensitive {
-                Indexing::Never
-            } else {
-                indexing(name, value)
-            };
-            if indexing == Indexing::Never
+            if sensitive
+                || name.len() > MAX_INDEXED_LEN
+                || value.len() > MAX_INDEXED_LEN
                 || name.len() + value.len() + ENTRY_OVERHEAD > self.max_size
             {
                 // §6.2.2 without indexing is 0000xxxx; §6.2.3 never indexed is 0001xxxx.
@@ -1006,12 +1049,18 @@ impl Encoder {
                 continue;
             }
             let table = self.table.get_or_insert_with(|| Box::new(Table::new()));
-            // Any seed but 0, under which the empty name would hash to 0.
+            // Any seed but 0, under which the empty field would hash to 0.
             let name_hash = hash_bytes(name, 0x9e37_79b9_7f4a_7c15);
             let hash = hash_bytes(value, name_hash);
+            // Only fields that may be indexed are in the table: a hit needs no policy.
             if let Some(index) = table.find(hash, name, value) {
                 // §6.1 Indexed Header Field.
                 encode_int(dst, index, 7, 0x80);
+                continue;
+            }
+            let indexing = indexing(name);
+            if indexing == Indexing::Never {
+                encode_literal(dst, static_index, name, value, 4, 0);
                 continue;
             }
             let name_index = match static_index {

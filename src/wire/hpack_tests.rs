@@ -1127,3 +1127,25 @@ fn bytes_per_call() {
     assert_eq!(before, [[100, 21, 15], [99, 20, 15], [99, 20, 15]]);
     assert_eq!(after, [[97, 19, 15], [20, 2, 1], [8, 2, 1]]);
 }
+
+#[test]
+fn same_bytes_and_hash_see_every_byte() {
+    for n in 0..70 {
+        let a: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(7)).collect();
+        assert!(same_bytes(&a, &a.clone()));
+        for at in 0..n {
+            let mut b = a.clone();
+            b[at] ^= 0x20;
+            assert!(!same_bytes(&a, &b), "length {n}, differing at {at}");
+        }
+        if n > 0 {
+            // The hash reads the first, middle and last bytes at least.
+            for at in [0, n / 2, n - 1] {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert_ne!(hash_bytes(&a, 1), hash_bytes(&b, 1), "length {n}, at {at}");
+            }
+        }
+        assert_ne!(hash_bytes(&a, 1), hash_bytes(&[&a[..], &[0]].concat(), 1));
+    }
+}
