@@ -458,13 +458,18 @@ const BUCKETS: usize = 64;
 
 /// HPACK encoder: one per connection, fed every header block we send, in order.
 ///
-/// It keeps the same dynamic table the peer's decoder will (§2.3.2), inserting a field the
-/// first time it is sent ([`indexing`] says which fields) and sending its index afterwards.
-/// The table's size is the peer's SETTINGS_HEADER_TABLE_SIZE capped at
+/// It keeps the same dynamic table the peer's decoder will (§2.3.2), inserting a field
+/// when [`indexing`] says so (most the first time they are sent) and sending its index
+/// afterwards. The table's size is the peer's SETTINGS_HEADER_TABLE_SIZE capped at
 /// [`ENCODER_TABLE_CAP`]; a change of the setting is announced at the start of the next
 /// block ([`set_peer_table_size`](Self::set_peer_table_size)).
+///
+/// Memory: the entries' names and values, at most the table size less 32 bytes an entry;
+/// their bookkeeping (48 bytes an entry); a 768-byte index; and up to [`SPARE_BUFFERS`]
+/// evicted buffers of at most 128 bytes. An encoder whose peer allows no table allocates
+/// none of it.
 pub struct Encoder {
-    /// The dynamic table; allocated with its first entry.
+    /// The dynamic table; allocated with the first field that may be indexed.
     table: Option<Box<Table>>,
     /// The table's maximum size, as the peer's decoder knows it (§4.2): 4096, the
     /// protocol's default, until we announce another.

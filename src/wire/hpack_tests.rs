@@ -1013,6 +1013,9 @@ fn encoder_evicts_as_the_decoder_does() {
         round_trip_marked(&mut dec, &mut enc, &fields);
         assert!(enc.table.as_ref().unwrap().spare.len() <= SPARE_BUFFERS);
     }
+    // What the Encoder docs say an entry's bookkeeping costs.
+    #[cfg(target_pointer_width = "64")]
+    assert_eq!(std::mem::size_of::<Entry>(), 48);
     // Many entries in a full-size table: every one is found (hash buckets hold several).
     let mut enc = Encoder::new();
     let mut dec = Decoder::new(4096);
