@@ -15,8 +15,12 @@
 //! the usual gRPC names at once, other fields once they repeat, never credentials or long
 //! values. The table is the size the peer's SETTINGS_HEADER_TABLE_SIZE allows, at most
 //! [`ENCODER_TABLE_CAP`]; each change is announced at the start of the next block (§4.2).
-//! Looking a field up is a hash of its name and value and, at steady state, one comparison;
-//! it allocates nothing once the table holds the connection's fields. Strings are sent raw,
+//! Looking a field up is, when the block is like the previous one of its kind, one
+//! comparison with the entry sent at the same position last time, else a hash of its name
+//! and value into a small index; it allocates nothing once the table holds the
+//! connection's fields. Through the gateway this costs about 2% more instructions per call
+//! than writing literals did (`bench/profile --cache`: 14,882 before, 15,198 after), while
+//! each peer decodes 11 header bytes a call instead of 134. Strings are sent raw,
 //! not Huffman-coded: the indexed ones are sent once, and the rest are mostly short.
 //!
 //! A typical unary call (8 request fields with the routing header, `:status` and
@@ -456,6 +460,10 @@ const MAX_INDEXED_LEN: usize = 64;
 /// Buckets of the encoder table's hash index; a 4096-byte table holds at most 128 entries.
 const BUCKETS: usize = 64;
 
+/// Slots of the encoder table's hints (the entry last sent at a position of a block): enough
+/// for a request, a response and trailers to keep theirs apart.
+const HINTS: usize = 32;
+
 /// HPACK encoder: one per connection, fed every header block we send, in order.
 ///
 /// It keeps the same dynamic table the peer's decoder will (§2.3.2), inserting a field
@@ -535,6 +543,10 @@ struct Table {
     /// Fields sent once without indexing ([`Indexing::OnRepeat`]), by hash: the second
     /// time, they are indexed.
     seen: [u32; BUCKETS],
+    /// The entry last sent for a field at a given position in its block with a name of a
+    /// given length ([`hint_slot`](Self::hint_slot)): a block like the previous one finds
+    /// its entries here without hashing.
+    hints: [u32; HINTS],
     /// Buffers of evicted entries, reused by the next insertions so a table that turns
     /// over does not allocate for each entry.
     spare: Vec<Vec<u8>>,
@@ -662,6 +674,7 @@ impl Table {
             by_field: [u32::MAX; BUCKETS],
             by_name: [u32::MAX; BUCKETS],
             seen: [0; BUCKETS],
+            hints: [u32::MAX; HINTS],
             spare: Vec::new(),
         }
     }
@@ -685,23 +698,36 @@ impl Table {
         STATIC_LEN + 1 + self.inserted.wrapping_sub(1).wrapping_sub(n) as usize
     }
 
-    /// The HPACK index of the field `name: value` (with hash `hash`), if it is in the table.
+    /// Whether the entry numbered `n` is the field `name: value`.
+    #[inline(always)]
+    fn holds(&self, n: u32, name: &[u8], value: &[u8]) -> Option<&Entry> {
+        let e = self.get(n)?;
+        let same = e.name_len == name.len()
+            && e.bytes.len() == name.len() + value.len()
+            && same_bytes(e.name(), name)
+            && same_bytes(e.value(), value);
+        same.then_some(e)
+    }
+
+    /// The number of the entry that holds the field `name: value` (with hash `hash`), if
+    /// one does.
     #[inline]
-    fn find(&self, hash: u64, name: &[u8], value: &[u8]) -> Option<usize> {
+    fn find(&self, hash: u64, name: &[u8], value: &[u8]) -> Option<u32> {
         let mut n = self.by_field[bucket(hash)];
         for _ in 0..self.entries.len() {
             let e = self.get(n)?;
-            if e.hash == hash as u32
-                && e.name_len == name.len()
-                && e.bytes.len() == name.len() + value.len()
-                && same_bytes(e.name(), name)
-                && same_bytes(e.value(), value)
-            {
-                return Some(self.index_of(n));
+            if e.hash == hash as u32 && self.holds(n, name, value).is_some() {
+                return Some(n);
             }
             n = e.next;
         }
         None
+    }
+
+    /// The slot of [`hints`](Self::hints) for the field at `position` in its block.
+    #[inline]
+    fn hint_slot(position: usize, name: &[u8]) -> usize {
+        (position * 8 + name.len()) % HINTS
     }
 
     /// The HPACK index of an entry named `name` (with hash `hash`), if there is one.
@@ -1031,7 +1057,7 @@ impl Encoder {
         if self.pending.is_some() {
             self.announce_table_size(dst);
         }
-        for (name, value, sensitive) in fields {
+        for (position, (name, value, sensitive)) in fields.into_iter().enumerate() {
             // Room for the whole field (prefixes are at most 1 + 10 bytes
             // per string), so the appends below never reallocate.
             dst.reserve(name.len() + value.len() + 22);
@@ -1054,13 +1080,19 @@ impl Encoder {
                 continue;
             }
             let table = self.table.get_or_insert_with(|| Box::new(Table::new()));
+            // Only fields that may be indexed are in the table: a hit needs no policy.
+            // §6.1 Indexed Header Field.
+            let slot = Table::hint_slot(position, name);
+            if table.holds(table.hints[slot], name, value).is_some() {
+                encode_int(dst, table.index_of(table.hints[slot]), 7, 0x80);
+                continue;
+            }
             // Any seed but 0, under which the empty field would hash to 0.
             let name_hash = hash_bytes(name, 0x9e37_79b9_7f4a_7c15);
             let hash = hash_bytes(value, name_hash);
-            // Only fields that may be indexed are in the table: a hit needs no policy.
-            if let Some(index) = table.find(hash, name, value) {
-                // §6.1 Indexed Header Field.
-                encode_int(dst, index, 7, 0x80);
+            if let Some(n) = table.find(hash, name, value) {
+                table.hints[slot] = n;
+                encode_int(dst, table.index_of(n), 7, 0x80);
                 continue;
             }
             let indexing = indexing(name);
@@ -1076,6 +1108,7 @@ impl Encoder {
                 // §6.2.1 Literal Header Field with Incremental Indexing: 01xxxxxx.
                 encode_literal(dst, name_index, name, value, 6, 0x40);
                 table.insert(name, value, (name_hash, hash), self.max_size);
+                table.hints[slot] = table.inserted.wrapping_sub(1);
             } else {
                 encode_literal(dst, name_index, name, value, 4, 0);
             }
