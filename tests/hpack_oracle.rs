@@ -4,8 +4,10 @@
 //! - the `httlib-hpack` crate, both ways, on random header lists (proptest): ringway's
 //!   [`Encoder`] into the crate's decoder, and the crate's encoder (Huffman on and off, its
 //!   dynamic table, never-indexed literals, table size updates, one encoder/decoder pair over a
-//!   sequence of blocks so table state carries across them) into ringway's [`Decoder`]; and
-//!   ringway's encoder into ringway's decoder;
+//!   sequence of blocks so table state carries across them) into ringway's [`Decoder`];
+//!   ringway's encoder (its dynamic table, and size updates as the peer's
+//!   SETTINGS_HEADER_TABLE_SIZE changes) into both decoders; and ringway's encoder into
+//!   ringway's decoder;
 //! - hpack-test-case (`../shared/hpack-test-case`, see its README.md): 16,803 header blocks
 //!   that nghttp2, Go, python-hpack and swift-nio encoded, decoded by ringway; and the plain
 //!   header sets of `raw-data/` encoded by ringway and decoded by both decoders.
@@ -397,6 +399,40 @@ proptest! {
             let got = oracle_decode(&mut dec, &wire).map_err(|e| TestCaseError::fail(
                 format!("{e}: block {i} of the sequence, wire {}", hex(&wire))))?;
             prop_assert_eq!(&got, list, "block {} of the sequence, wire {}", i, hex(&wire));
+        }
+    }
+
+    /// ringway's encoder → httlib-hpack's decoder and ringway's, with the peer's
+    /// SETTINGS_HEADER_TABLE_SIZE changing between blocks (none, once or twice, from 0 to
+    /// past our cap): the encoder's size updates and evictions keep both decoders' tables in
+    /// step with its own.
+    #[test]
+    fn ringway_encoder_with_peer_table_sizes(
+        lists in plain_lists(),
+        settings in prop::collection::vec(prop::collection::vec(
+            prop_oneof![
+                1 => prop::sample::select(&[0u32, 1, 32, 64, 256, 4096, 65536][..]),
+                2 => 0u32..600,
+                1 => 0u32..70_000,
+            ], 0..=2), 8),
+    ) {
+        let mut enc = Encoder::new();
+        let mut oracle = OracleDecoder::with_dynamic_size(4096);
+        let mut dec = Decoder::new(4096);
+        for (i, list) in lists.iter().enumerate() {
+            for size in &settings[i] {
+                enc.set_peer_table_size(*size as usize);
+            }
+            let wire = ringway_encode(&mut enc, list);
+            for (who, got) in [
+                ("the oracle", oracle_decode(&mut oracle, &wire)),
+                ("ringway", ringway_decode(&mut dec, &wire)),
+            ] {
+                let got = got.map_err(|e| TestCaseError::fail(format!(
+                    "{who}: {e}: block {i} of the sequence, wire {}", hex(&wire))))?;
+                prop_assert_eq!(&got, list, "{}: block {} of the sequence, wire {}", who, i,
+                    hex(&wire));
+            }
         }
     }
 

@@ -111,7 +111,7 @@ pub struct State {
     /// The HPACK contexts: the peer's header blocks are decoded with one, ours encoded with
     /// the other.
     pub(super) decoder: Decoder,
-    encoder: Encoder,
+    pub(super) encoder: Encoder,
     /// Frames queued for the writer.
     pub(super) out: BytesMut,
     driver: Driver,

@@ -8,10 +8,24 @@
 //! allocation per [`ARENA_SIZE`] bytes of decoded text at most, none while
 //! the previous arena's slices have all been dropped).
 //!
-//! [`Encoder`] never inserts into its dynamic table. It uses the static table
-//! for exact and name matches and otherwise writes raw (non-Huffman) literals
-//! "without indexing", so it needs no state beyond whether it has already
-//! announced its empty table to the peer.
+//! [`Encoder`] keeps a dynamic table, as the peer's decoder will, for the fields that
+//! repeat from call to call on a connection: the first time such a field is sent it goes
+//! out as a literal with incremental indexing (§6.2.1), afterwards as its index (§6.1), one
+//! or two bytes. Which fields are indexed is a policy ([`indexing`]): pseudo-headers and
+//! the usual gRPC names at once, other fields once they repeat, never credentials or long
+//! values. The table is the size the peer's SETTINGS_HEADER_TABLE_SIZE allows, at most
+//! [`ENCODER_TABLE_CAP`]; each change is announced at the start of the next block (§4.2).
+//! Looking a field up is, when the block is like the previous one of its kind, one
+//! comparison with the entry sent at the same position last time, else a hash of its name
+//! and value into a small index; it allocates nothing once the table holds the
+//! connection's fields. Through the gateway this costs about 2% more instructions per call
+//! than writing literals did (`bench/profile --cache`: 14,882 before, 15,198 after), while
+//! each peer decodes 11 header bytes a call instead of 134. Strings are sent raw,
+//! not Huffman-coded: the indexed ones are sent once, and the rest are mostly short.
+//!
+//! A typical unary call (8 request fields with the routing header, `:status` and
+//! `content-type`, `grpc-status`) takes 99 + 20 + 15 header block bytes without the table
+//! and 8 + 2 + 1 from the third call on (`bytes_per_call` in the tests).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -72,6 +86,9 @@ impl std::error::Error for HpackError {}
 
 /// Per-entry overhead in the dynamic table size (§4.1).
 const ENTRY_OVERHEAD: usize = 32;
+
+/// SETTINGS_HEADER_TABLE_SIZE until a peer's SETTINGS say otherwise (RFC 9113 §6.5.2).
+const DEFAULT_TABLE_SIZE: usize = 4096;
 
 /// RFC 7541 Appendix A. Index `i` of the spec is `STATIC_TABLE[i - 1]`.
 static STATIC_TABLE: [(&[u8], &[u8]); 61] = [
@@ -430,15 +447,353 @@ impl Decoder {
     }
 }
 
-/// HPACK encoder: one per connection. Never uses the dynamic table.
+/// The largest dynamic table our encoder keeps, whatever the peer allows: 4096 is the
+/// protocol's default SETTINGS_HEADER_TABLE_SIZE and holds a gRPC connection's repeating
+/// fields many times over (a typical request, response and trailers need under 600 bytes).
+const ENCODER_TABLE_CAP: usize = 4096;
+
+/// The longest value (and name) the encoder inserts into its table: the fields worth
+/// indexing (paths, authorities, content types, user agents, job names) are short, and a long
+/// value would take the room of several of them.
+const MAX_INDEXED_LEN: usize = 64;
+
+/// Buckets of the encoder table's hash index; a 4096-byte table holds at most 128 entries.
+const BUCKETS: usize = 64;
+
+/// Slots of the encoder table's hints (the entry last sent at a position of a block): enough
+/// for a request, a response and trailers to keep theirs apart.
+const HINTS: usize = 32;
+
+/// HPACK encoder: one per connection, fed every header block we send, in order.
+///
+/// It keeps the same dynamic table the peer's decoder will (§2.3.2), inserting a field
+/// when [`indexing`] says so (most the first time they are sent) and sending its index
+/// afterwards. The table's size is the peer's SETTINGS_HEADER_TABLE_SIZE capped at
+/// [`ENCODER_TABLE_CAP`]; a change of the setting is announced at the start of the next
+/// block ([`set_peer_table_size`](Self::set_peer_table_size)).
+///
+/// Memory: the entries' names and values, at most the table size less 32 bytes an entry;
+/// their bookkeeping (48 bytes an entry); a 768-byte index; and up to [`SPARE_BUFFERS`]
+/// evicted buffers of at most 128 bytes. An encoder whose peer allows no table allocates
+/// none of it.
 pub struct Encoder {
-    /// Whether the first block (with its table size update to 0) was written.
-    started: bool,
+    /// The dynamic table; allocated with the first field that may be indexed.
+    table: Option<Box<Table>>,
+    /// The table's maximum size, as the peer's decoder knows it (§4.2): 4096, the
+    /// protocol's default, until we announce another.
+    max_size: usize,
+    /// The smallest and the latest table size the peer's SETTINGS asked for since the last
+    /// block: both are announced at the start of the next one (§4.2).
+    pending: Option<(usize, usize)>,
 }
 
 impl Default for Encoder {
     fn default() -> Self {
         Encoder::new()
+    }
+}
+
+/// One entry of the encoder's dynamic table.
+struct Entry {
+    /// The name, then the value.
+    bytes: Vec<u8>,
+    name_len: usize,
+    /// The low bits of the field's and of the name's hash, to skip most byte comparisons.
+    hash: u32,
+    name_hash: u32,
+    /// The next older entry in the same field (name) bucket, by insertion number.
+    next: u32,
+    next_name: u32,
+}
+
+impl Entry {
+    fn name(&self) -> &[u8] {
+        &self.bytes[..self.name_len]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.bytes[self.name_len..]
+    }
+
+    /// Its size for the table (§4.1).
+    fn size(&self) -> usize {
+        self.bytes.len() + ENTRY_OVERHEAD
+    }
+}
+
+/// The encoder's dynamic table, with a hash index of its fields and of their names.
+///
+/// Entries are numbered by insertion (wrapping at 2^32); the entry numbered `n` is
+/// `entries[n - oldest]` and has HPACK index `62 + (inserted - 1 - n)`. Each bucket holds
+/// the number of its newest entry and each entry the number of the next older one in its
+/// bucket, so eviction (dropping the oldest entries) leaves the index as it is: a walk
+/// stops at the first number that is no longer in the table. A number of an entry evicted
+/// 2^32 insertions ago can look current again; every candidate is compared in full and a
+/// walk takes at most as many steps as there are entries, so that costs a miss at worst.
+struct Table {
+    /// Oldest first.
+    entries: VecDeque<Entry>,
+    /// Entries ever inserted: the next entry's number.
+    inserted: u32,
+    /// Sum of the entry sizes (§4.1).
+    size: usize,
+    /// The newest entry in each bucket, by field hash and by name hash.
+    by_field: [u32; BUCKETS],
+    by_name: [u32; BUCKETS],
+    /// Fields sent once without indexing ([`Indexing::OnRepeat`]), by hash: the second
+    /// time, they are indexed.
+    seen: [u32; BUCKETS],
+    /// The entry last sent for a field at a given position in its block with a name of a
+    /// given length ([`hint_slot`](Self::hint_slot)): a block like the previous one finds
+    /// its entries here without hashing.
+    hints: [u32; HINTS],
+    /// Buffers of evicted entries, reused by the next insertions so a table that turns
+    /// over does not allocate for each entry.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Evicted entry buffers kept for reuse (at most [`MAX_INDEXED_LEN`] * 2 bytes each).
+const SPARE_BUFFERS: usize = 4;
+
+/// Whether a field goes into the encoder's dynamic table.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Indexing {
+    /// The first time it is sent: the field is likely to repeat on the connection.
+    Always,
+    /// The second time it is sent: it might repeat (the routing header's job names, custom
+    /// metadata) or might not (a per-call id, a timeout counting down, an error message).
+    /// Indexing every value of a field that changes with each call would evict the useful
+    /// entries; a field seen twice is likely to be seen again.
+    OnRepeat,
+    /// Never: credentials (§7.1.3) and values too long to be worth the room.
+    Never,
+}
+
+/// The indexing policy for an outgoing field that is not sensitive and whose name and value
+/// are at most [`MAX_INDEXED_LEN`] long (others are never indexed):
+///
+/// - Pseudo-headers and the names of fields that are the same on every call of a
+///   connection or take few values (`content-type`, `te`, `user-agent`, `grpc-encoding`,
+///   `grpc-accept-encoding`, `grpc-status`, ...): [`Indexing::Always`].
+/// - Credentials (`authorization`, `proxy-authorization`, `cookie`, `set-cookie`):
+///   [`Indexing::Never`].
+/// - Any other field: [`Indexing::OnRepeat`]. Among them the routing header, whose values
+///   repeat per job but are unbounded in number, and `grpc-timeout`, `grpc-message` and
+///   per-call ids, which usually differ from call to call.
+fn indexing(name: &[u8]) -> Indexing {
+    match name {
+        [b':', ..] => Indexing::Always,
+        b"content-type"
+        | b"te"
+        | b"user-agent"
+        | b"grpc-encoding"
+        | b"grpc-accept-encoding"
+        | b"grpc-status"
+        | b"accept-encoding"
+        | b"content-encoding"
+        | b"server" => Indexing::Always,
+        b"authorization" | b"proxy-authorization" | b"cookie" | b"set-cookie" => Indexing::Never,
+        _ => Indexing::OnRepeat,
+    }
+}
+
+/// The 8 bytes of `s` at `i`, which the caller has checked are there.
+#[inline]
+fn word64(s: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(s[i..i + 8].try_into().unwrap())
+}
+
+/// The 4 bytes of `s` at `i`, which the caller has checked are there.
+#[inline]
+fn word32(s: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(s[i..i + 4].try_into().unwrap())
+}
+
+/// An FxHash-style hash of `bytes`, continuing from `seed`: the length, then a multiply per
+/// 8 bytes, the last 8 (or 4 + 4) read overlapping the ones before rather than copied out.
+#[inline(always)]
+fn hash_bytes(bytes: &[u8], seed: u64) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mix = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
+    let n = bytes.len();
+    let mut h = mix(seed, n as u64);
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            h = mix(h, word64(bytes, i));
+            i += 8;
+        }
+        h = mix(h, word64(bytes, n - 8));
+    } else if n >= 4 {
+        h = mix(
+            h,
+            u64::from(word32(bytes, 0)) << 32 | u64::from(word32(bytes, n - 4)),
+        );
+    } else if n > 0 {
+        let b = |i: usize| u64::from(bytes[i]);
+        h = mix(h, b(0) | b(n / 2) << 8 | b(n - 1) << 16);
+    }
+    h
+}
+
+/// Whether `a` and `b`, of the same length, are equal: word compares inline, for the short
+/// strings of the table, where `==` calls `memcmp`.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    debug_assert_eq!(n, b.len());
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if word64(a, i) != word64(b, i) {
+                return false;
+            }
+            i += 8;
+        }
+        word64(a, n - 8) == word64(b, n - 8)
+    } else if n >= 4 {
+        word32(a, 0) == word32(b, 0) && word32(a, n - 4) == word32(b, n - 4)
+    } else {
+        a.iter().zip(b).all(|(x, y)| x == y)
+    }
+}
+
+/// The bucket of a hash: its top bits, the best mixed.
+#[inline]
+fn bucket(hash: u64) -> usize {
+    (hash >> 58) as usize
+}
+
+impl Table {
+    fn new() -> Table {
+        Table {
+            entries: VecDeque::new(),
+            inserted: 0,
+            size: 0,
+            // A number no entry has (until 2^32 insertions): the buckets are empty.
+            by_field: [u32::MAX; BUCKETS],
+            by_name: [u32::MAX; BUCKETS],
+            seen: [0; BUCKETS],
+            hints: [u32::MAX; HINTS],
+            spare: Vec::new(),
+        }
+    }
+
+    /// The entry numbered `n`, if it is still in the table.
+    #[inline]
+    fn get(&self, n: u32) -> Option<&Entry> {
+        // Entries newer than `n`: the newest is numbered `inserted - 1`.
+        let newer = self.inserted.wrapping_sub(1).wrapping_sub(n) as usize;
+        let len = self.entries.len();
+        if newer < len {
+            Some(&self.entries[len - 1 - newer])
+        } else {
+            None
+        }
+    }
+
+    /// The HPACK index of the entry numbered `n`.
+    #[inline]
+    fn index_of(&self, n: u32) -> usize {
+        STATIC_LEN + 1 + self.inserted.wrapping_sub(1).wrapping_sub(n) as usize
+    }
+
+    /// Whether the entry numbered `n` is the field `name: value`.
+    #[inline(always)]
+    fn holds(&self, n: u32, name: &[u8], value: &[u8]) -> Option<&Entry> {
+        let e = self.get(n)?;
+        let same = e.name_len == name.len()
+            && e.bytes.len() == name.len() + value.len()
+            && same_bytes(e.name(), name)
+            && same_bytes(e.value(), value);
+        same.then_some(e)
+    }
+
+    /// The number of the entry that holds the field `name: value` (with hash `hash`), if
+    /// one does.
+    #[inline]
+    fn find(&self, hash: u64, name: &[u8], value: &[u8]) -> Option<u32> {
+        let mut n = self.by_field[bucket(hash)];
+        for _ in 0..self.entries.len() {
+            let e = self.get(n)?;
+            if e.hash == hash as u32 && self.holds(n, name, value).is_some() {
+                return Some(n);
+            }
+            n = e.next;
+        }
+        None
+    }
+
+    /// The slot of [`hints`](Self::hints) for the field at `position` in its block.
+    #[inline]
+    fn hint_slot(position: usize, name: &[u8]) -> usize {
+        (position * 8 + name.len()) % HINTS
+    }
+
+    /// The HPACK index of an entry named `name` (with hash `hash`), if there is one.
+    #[inline]
+    fn find_name(&self, hash: u64, name: &[u8]) -> Option<usize> {
+        let mut n = self.by_name[bucket(hash)];
+        for _ in 0..self.entries.len() {
+            let e = self.get(n)?;
+            if e.name_hash == hash as u32 && e.name_len == name.len() && same_bytes(e.name(), name)
+            {
+                return Some(self.index_of(n));
+            }
+            n = e.next_name;
+        }
+        None
+    }
+
+    /// Whether the field with hash `hash` was sent before without indexing; records it.
+    #[inline]
+    fn seen_before(&mut self, hash: u64) -> bool {
+        // Other bits than the bucket's, so fields in the same bucket rarely share a slot.
+        let slot = &mut self.seen[(hash >> 52) as usize % BUCKETS];
+        let seen = *slot == hash as u32;
+        *slot = hash as u32;
+        seen
+    }
+
+    /// Adds a field (§4.4), evicting the oldest entries so the table stays within
+    /// `max_size`; the caller has checked that the entry alone fits.
+    fn insert(&mut self, name: &[u8], value: &[u8], hashes: (u64, u64), max_size: usize) {
+        let (name_hash, hash) = hashes;
+        let size = name.len() + value.len() + ENTRY_OVERHEAD;
+        debug_assert!(size <= max_size);
+        self.evict_to(max_size - size);
+        let mut bytes = self.spare.pop().unwrap_or_default();
+        bytes.clear();
+        bytes.extend_from_slice(name);
+        bytes.extend_from_slice(value);
+        let n = self.inserted;
+        let field_bucket = &mut self.by_field[bucket(hash)];
+        let next = std::mem::replace(field_bucket, n);
+        let name_bucket = &mut self.by_name[bucket(name_hash)];
+        let next_name = std::mem::replace(name_bucket, n);
+        self.entries.push_back(Entry {
+            bytes,
+            name_len: name.len(),
+            hash: hash as u32,
+            name_hash: name_hash as u32,
+            next,
+            next_name,
+        });
+        self.inserted = n.wrapping_add(1);
+        self.size += size;
+    }
+
+    /// Evicts the oldest entries until the table size is at most `limit` (§4.3, §4.4).
+    fn evict_to(&mut self, limit: usize) {
+        while self.size > limit {
+            let Some(e) = self.entries.pop_front() else {
+                break;
+            };
+            self.size -= e.size();
+            if self.spare.len() < SPARE_BUFFERS && e.bytes.capacity() <= 2 * MAX_INDEXED_LEN {
+                self.spare.push(e.bytes);
+            }
+        }
     }
 }
 
@@ -640,9 +995,47 @@ fn encode_str(dst: &mut BytesMut, s: &[u8]) {
 }
 
 impl Encoder {
-    /// A new encoder; its first block will announce an empty dynamic table.
+    /// A new encoder, for a peer whose SETTINGS have not arrived: its table is the
+    /// protocol's default 4096 bytes.
     pub fn new() -> Encoder {
-        Encoder { started: false }
+        Encoder {
+            table: None,
+            max_size: ENCODER_TABLE_CAP.min(DEFAULT_TABLE_SIZE),
+            pending: None,
+        }
+    }
+
+    /// The peer's SETTINGS_HEADER_TABLE_SIZE (each time its SETTINGS carry it): the table
+    /// becomes that size, at most [`ENCODER_TABLE_CAP`], from the next block on.
+    pub fn set_peer_table_size(&mut self, value: usize) {
+        let size = value.min(ENCODER_TABLE_CAP);
+        let smallest = self
+            .pending
+            .map_or(size, |(smallest, _)| smallest.min(size));
+        self.pending = Some((smallest, size));
+    }
+
+    /// The dynamic table size updates due at the start of a block (§4.2, §6.3): the
+    /// smallest size asked for since the last block, then the latest if it is larger.
+    fn announce_table_size(&mut self, dst: &mut BytesMut) {
+        let Some((smallest, latest)) = self.pending.take() else {
+            return;
+        };
+        if smallest == latest && latest == self.max_size {
+            return;
+        }
+        if smallest < latest {
+            self.resize(smallest, dst);
+        }
+        self.resize(latest, dst);
+    }
+
+    fn resize(&mut self, size: usize, dst: &mut BytesMut) {
+        encode_int(dst, size, 5, 0x20);
+        self.max_size = size;
+        if let Some(t) = self.table.as_mut() {
+            t.evict_to(size);
+        }
     }
 
     /// Appends one header block encoding `fields` to `dst`.
@@ -661,43 +1054,110 @@ impl Encoder {
         fields: impl IntoIterator<Item = (&'a [u8], &'a [u8], bool)>,
         dst: &mut BytesMut,
     ) {
-        if !self.started {
-            // Dynamic table size update to 0 (§6.3): our table stays empty.
-            dst.extend_from_slice(&[0x20]);
-            self.started = true;
+        if self.pending.is_some() {
+            self.announce_table_size(dst);
         }
-        for (name, value, sensitive) in fields {
+        for (position, (name, value, sensitive)) in fields.into_iter().enumerate() {
             // Room for the whole field (prefixes are at most 1 + 10 bytes
             // per string), so the appends below never reallocate.
             dst.reserve(name.len() + value.len() + 22);
-            // §6.2.2 without indexing is 0000xxxx; §6.2.3 never indexed is 0001xxxx.
-            let flag = if sensitive { 0x10 } else { 0 };
-            match static_match(name, value) {
-                StaticMatch::Full(index) if !sensitive => dst.extend_from_slice(&[0x80 | index]),
-                StaticMatch::Full(index) | StaticMatch::Name(index) => {
-                    // Literal with an indexed name.
-                    if index < 15 && value.len() < 127 {
-                        dst.extend_from_slice(&[flag | index, value.len() as u8]);
-                    } else {
-                        encode_int(dst, index as usize, 4, flag);
-                        encode_int(dst, value.len(), 7, 0);
-                    }
-                    dst.extend_from_slice(value);
+            let static_index = match static_match(name, value) {
+                StaticMatch::Full(index) if !sensitive => {
+                    dst.extend_from_slice(&[0x80 | index]);
+                    continue;
                 }
-                StaticMatch::None => {
-                    // Literal with a new name.
-                    if name.len() < 127 {
-                        dst.extend_from_slice(&[flag, name.len() as u8]);
-                        dst.extend_from_slice(name);
-                    } else {
-                        dst.extend_from_slice(&[flag]);
-                        encode_str(dst, name);
-                    }
-                    encode_str(dst, value);
-                }
+                StaticMatch::Full(index) | StaticMatch::Name(index) => index as usize,
+                StaticMatch::None => 0,
+            };
+            if sensitive
+                || name.len() > MAX_INDEXED_LEN
+                || value.len() > MAX_INDEXED_LEN
+                || name.len() + value.len() + ENTRY_OVERHEAD > self.max_size
+            {
+                // §6.2.2 without indexing is 0000xxxx; §6.2.3 never indexed is 0001xxxx.
+                let flag = if sensitive { 0x10 } else { 0 };
+                encode_literal(dst, static_index, name, value, 4, flag);
+                continue;
+            }
+            let table = self.table.get_or_insert_with(|| Box::new(Table::new()));
+            // Only fields that may be indexed are in the table: a hit needs no policy.
+            // §6.1 Indexed Header Field.
+            let slot = Table::hint_slot(position, name);
+            if table.holds(table.hints[slot], name, value).is_some() {
+                encode_int(dst, table.index_of(table.hints[slot]), 7, 0x80);
+                continue;
+            }
+            // Any seed but 0, under which the empty field would hash to 0.
+            let name_hash = hash_bytes(name, 0x9e37_79b9_7f4a_7c15);
+            let hash = hash_bytes(value, name_hash);
+            if let Some(n) = table.find(hash, name, value) {
+                table.hints[slot] = n;
+                encode_int(dst, table.index_of(n), 7, 0x80);
+                continue;
+            }
+            let indexing = indexing(name);
+            if indexing == Indexing::Never {
+                encode_literal(dst, static_index, name, value, 4, 0);
+                continue;
+            }
+            let name_index = match static_index {
+                0 => table.find_name(name_hash, name).unwrap_or(0),
+                index => index,
+            };
+            if indexing == Indexing::Always || table.seen_before(hash) {
+                // §6.2.1 Literal Header Field with Incremental Indexing: 01xxxxxx.
+                encode_literal(dst, name_index, name, value, 6, 0x40);
+                table.insert(name, value, (name_hash, hash), self.max_size);
+                table.hints[slot] = table.inserted.wrapping_sub(1);
+            } else {
+                encode_literal(dst, name_index, name, value, 4, 0);
             }
         }
     }
+
+    /// The table's entries, newest first, for tests.
+    #[cfg(test)]
+    fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.table.as_ref().map_or_else(Vec::new, |t| {
+            t.entries
+                .iter()
+                .rev()
+                .map(|e| (e.name().to_vec(), e.value().to_vec()))
+                .collect()
+        })
+    }
+
+    /// The table's size (§4.1), for tests.
+    #[cfg(test)]
+    fn table_size(&self) -> usize {
+        self.table.as_ref().map_or(0, |t| t.size)
+    }
+}
+
+/// Appends a literal field representation (§6.2): the name as `name_index` (0: a literal
+/// name follows) with a `prefix_bits`-bit prefix under `flags`, then the raw value.
+#[inline]
+fn encode_literal(
+    dst: &mut BytesMut,
+    name_index: usize,
+    name: &[u8],
+    value: &[u8],
+    prefix_bits: u8,
+    flags: u8,
+) {
+    let mask = (1usize << prefix_bits) - 1;
+    if name_index == 0 {
+        dst.extend_from_slice(&[flags]);
+        encode_str(dst, name);
+    } else if name_index < mask && value.len() < 127 {
+        // The common case in two bytes.
+        dst.extend_from_slice(&[flags | name_index as u8, value.len() as u8]);
+        dst.extend_from_slice(value);
+        return;
+    } else {
+        encode_int(dst, name_index, prefix_bits, flags);
+    }
+    encode_str(dst, value);
 }
 
 #[cfg(test)]

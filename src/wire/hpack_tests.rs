@@ -41,6 +41,14 @@ fn table(dec: &Decoder) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The dynamic table as bytes, newest first: what [`Encoder::entries`] returns.
+fn table_bytes(dec: &Decoder) -> Vec<(Vec<u8>, Vec<u8>)> {
+    dec.table
+        .iter()
+        .map(|f| (f.name.to_vec(), f.value.to_vec()))
+        .collect()
+}
+
 fn huff(s: &str) -> Vec<u8> {
     let mut b = BytesMut::new();
     huffman::encode(s.as_bytes(), &mut b);
@@ -386,8 +394,17 @@ fn never_indexed_fields_stay_never_indexed() {
     );
     assert_eq!(
         &out[..],
-        &[0x20, 0x10 | 15, 8, 6, b's', b'e', b'c', b'r', b'e', b't'][..]
+        &[0x10 | 15, 8, 6, b's', b'e', b'c', b'r', b'e', b't'][..]
     );
+    // Sent again: still a never-indexed literal, and nothing went into the table.
+    let mut again = BytesMut::new();
+    enc.encode_marked(
+        got.iter()
+            .map(|f| (f.name.as_ref(), f.value.as_ref(), f.sensitive)),
+        &mut again,
+    );
+    assert_eq!(again, out);
+    assert_eq!(enc.table_size(), 0);
     // A sensitive field that matches a static entry in full is not sent as an index.
     let mut out = BytesMut::new();
     enc.encode_marked([(&b":method"[..], &b"GET"[..], true)], &mut out);
@@ -404,31 +421,66 @@ fn encoder_round_trip_grpc() {
     let mut enc = Encoder::default();
     let mut dec = Decoder::new(4096);
     let first = round_trip(&mut dec, &mut enc, REQUEST);
-    assert_eq!(first[0], 0x20, "first block starts with a size update to 0");
-    assert_eq!(first[1], 0x83, ":method POST is static index 3");
-    assert_eq!(first[2], 0x86, ":scheme http is static index 6");
-    // :path with a literal value: without indexing, name index 4.
-    assert_eq!(&first[3..5], &[0x04, 15]);
-    assert_eq!(&first[5..20], b"/pkg.Svc/Method");
+    assert_eq!(
+        first[0], 0x83,
+        ":method POST is static index 3, no size update first"
+    );
+    assert_eq!(first[1], 0x86, ":scheme http is static index 6");
+    // :path with a literal value: with incremental indexing (01), name index 4.
+    assert_eq!(&first[2..4], &[0x44, 15]);
+    assert_eq!(&first[4..19], b"/pkg.Svc/Method");
+    // :authority, name index 1; content-type, name index 31 fits the 6-bit prefix.
+    assert_eq!(&first[19..21], &[0x41, 14]);
+    assert_eq!(&first[35..37], &[0x40 | 31, 16]);
+    // te: a literal name, indexed.
+    assert_eq!(&first[53..57], &[0x40, 2, b't', b'e']);
+    // grpc-timeout and jobid: not indexed the first time they are seen (0000).
+    assert_eq!(&first[66..68], &[0x00, 12]);
+    assert_eq!(
+        table(&dec),
+        pairs(&[
+            ("user-agent", "grpc-go/1.60"),
+            ("te", "trailers"),
+            ("content-type", "application/grpc"),
+            (":authority", "127.0.0.1:7000"),
+            (":path", "/pkg.Svc/Method"),
+        ])
+    );
+    assert_eq!(enc.entries(), table_bytes(&dec));
+
+    // The second time: the indexed fields are one byte each, and the fields seen twice
+    // are indexed now, with a dynamic name where there is one.
+    let second = round_trip(&mut dec, &mut enc, REQUEST);
+    assert_eq!(&second[..6], &[0x83, 0x86, 0xc2, 0xc1, 0xc0, 0xbf]);
+    assert_eq!(&second[6..8], &[0x40, 12]);
+    assert_eq!(
+        second[second.len() - 1],
+        0xc0,
+        "user-agent, two entries later"
+    );
+    assert_eq!(enc.entries(), table_bytes(&dec));
+    // The third time: nine fields, nine bytes.
+    let third = round_trip(&mut dec, &mut enc, REQUEST);
+    assert_eq!(third.len(), REQUEST.len());
+    assert!(third.iter().all(|b| b & 0x80 != 0));
 
     let response: &[(&[u8], &[u8])] =
         &[(b":status", b"200"), (b"content-type", b"application/grpc")];
-    let second = round_trip(&mut dec, &mut enc, response);
-    assert_eq!(second[0], 0x88, "later blocks have no size update");
-    // content-type: name index 31 needs a two-byte integer (15 + 16).
-    assert_eq!(&second[1..3], &[0x0f, 16]);
+    let block = round_trip(&mut dec, &mut enc, response);
+    assert_eq!(&block[..], &[0x88, 0x80 | (62 + 4)]);
 
     let trailers: &[(&[u8], &[u8])] = &[
         (b"grpc-status", b"0"),
         (b"grpc-message", b"deadline exceeded: 1S elapsed"),
     ];
-    let third = round_trip(&mut dec, &mut enc, trailers);
-    assert_eq!(third[0], 0x00);
-    assert_eq!(
-        &third[1..13],
-        &[11, b'g', b'r', b'p', b'c', b'-', b's', b't', b'a', b't', b'u', b's']
-    );
-    assert_eq!(dec.table_size(), 0, "the encoder never indexes");
+    let block = round_trip(&mut dec, &mut enc, trailers);
+    assert_eq!(&block[..2], &[0x40, 11]);
+    assert_eq!(&block[2..13], b"grpc-status");
+    assert_eq!(block[15], 0x00, "grpc-message: not indexed the first time");
+    let block = round_trip(&mut dec, &mut enc, trailers);
+    assert_eq!(block[0], 0xbe, "grpc-status 0 is the newest entry");
+    assert_eq!(enc.entries(), table_bytes(&dec));
+    assert_eq!(enc.table_size(), dec.table_size());
 
     // Exact static matches are one byte each.
     let mut dst = BytesMut::new();
@@ -452,11 +504,17 @@ fn encoder_long_strings_and_empty_block() {
     let big = vec![b'x'; 70_000];
     let block = round_trip(&mut dec, &mut enc, &[(b"x-big", &big[..]), (b"", b"")]);
     // 70000 - 127 = 69873 = 0x110f1: f1 | 80, (0x110f1 >> 7) & 7f | 80, 0x04.
-    assert_eq!(
-        &block[..9],
-        &[0x20, 0x00, 5, b'x', b'-', b'b', b'i', b'g', 0x7f]
-    );
-    assert_eq!(&block[9..12], &[0xf1, 0xa1, 0x04]);
+    // Too long to index: without indexing, a literal name.
+    assert_eq!(&block[..8], &[0x00, 5, b'x', b'-', b'b', b'i', b'g', 0x7f]);
+    assert_eq!(&block[8..11], &[0xf1, 0xa1, 0x04]);
+    // The empty field, seen twice, is indexed; the big one stays a literal.
+    let fields: &[(&[u8], &[u8])] = &[(b"x-big", &big[..]), (b"", b"")];
+    let again = round_trip(&mut dec, &mut enc, fields);
+    assert_eq!(&again[again.len() - 3..], &[0x40, 0, 0]);
+    assert_eq!(enc.table_size(), 32);
+    let third = round_trip(&mut dec, &mut enc, fields);
+    assert_eq!(third.len(), block.len() - 2);
+    assert_eq!(third[third.len() - 1], 0xbe);
     let empty = round_trip(&mut dec, &mut enc, &[]);
     assert!(empty.is_empty());
 }
@@ -820,4 +878,277 @@ fn huffman_arena() {
         "table entry is a copy"
     );
     assert_ne!(again[0].value.as_ptr(), emitted[0].value.as_ptr());
+}
+
+/// Encodes `fields` (with sensitivity) with `enc`, decodes with `dec`, checks the fields
+/// came through as sent and both sides hold the same table; returns the block.
+fn round_trip_marked(
+    dec: &mut Decoder,
+    enc: &mut Encoder,
+    fields: &[(Vec<u8>, Vec<u8>, bool)],
+) -> Bytes {
+    let mut dst = BytesMut::new();
+    enc.encode_marked(
+        fields.iter().map(|(n, v, s)| (&n[..], &v[..], *s)),
+        &mut dst,
+    );
+    let block = dst.freeze();
+    let mut got = Vec::new();
+    dec.decode(&block, |f| {
+        got.push((f.name.to_vec(), f.value.to_vec(), f.sensitive))
+    })
+    .unwrap();
+    assert_eq!(&got[..], fields);
+    assert_eq!(enc.entries(), table_bytes(dec));
+    assert_eq!(enc.table_size(), dec.table_size());
+    assert_eq!(enc.max_size, dec.max_size);
+    assert!(enc.table_size() <= enc.max_size);
+    if let Some(t) = &enc.table {
+        let bytes: usize = t.entries.iter().map(|e| e.bytes.len()).sum();
+        assert_eq!(bytes + 32 * t.entries.len(), t.size);
+    }
+    block
+}
+
+fn owned(fields: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>, bool)> {
+    fields
+        .iter()
+        .map(|&(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec(), false))
+        .collect()
+}
+
+#[test]
+fn encoder_table_size_updates() {
+    let mut enc = Encoder::new();
+    let mut dec = Decoder::new(4096);
+    let fields = owned(&[(":path", "/a.B/C"), ("te", "trailers")]);
+    round_trip_marked(&mut dec, &mut enc, &fields);
+    assert_eq!(enc.entries().len(), 2);
+
+    // The same size again, or more than our cap: nothing to announce.
+    enc.set_peer_table_size(4096);
+    enc.set_peer_table_size(1 << 20);
+    let block = round_trip_marked(&mut dec, &mut enc, &fields);
+    assert_eq!(&block[..], &[0xbf, 0xbe]);
+
+    // Several changes between two blocks: the smallest, then the latest (100 = 31 + 69,
+    // 4096 = 31 + 97 + 31 * 128). The table was emptied by the 0 in between.
+    enc.set_peer_table_size(300);
+    enc.set_peer_table_size(0);
+    enc.set_peer_table_size(4096);
+    let block = round_trip_marked(&mut dec, &mut enc, &[]);
+    assert_eq!(&block[..], &[0x20, 0x3f, 0xe1, 0x1f]);
+    assert_eq!(enc.table_size(), 0);
+
+    // Shrinking to 100: one of the two entries (41 and 42 bytes) fits.
+    round_trip_marked(&mut dec, &mut enc, &fields);
+    enc.set_peer_table_size(100);
+    enc.set_peer_table_size(120);
+    let block = round_trip_marked(&mut dec, &mut enc, &fields);
+    assert_eq!(&block[..4], &[0x3f, 0x45, 0x3f, 0x59]);
+    assert_eq!(enc.entries().len(), 2, "re-inserted after the squeeze");
+
+    // 0: nothing is indexed, nothing allocated for it.
+    enc.set_peer_table_size(0);
+    let block = round_trip_marked(&mut dec, &mut enc, &fields);
+    assert_eq!(block[0], 0x20);
+    assert_eq!(enc.table_size(), 0);
+    let block = round_trip_marked(&mut dec, &mut enc, &fields);
+    assert_eq!(&block[..2], &[0x04, 6], ":path without indexing");
+    let mut fresh = Encoder::new();
+    fresh.set_peer_table_size(0);
+    round_trip_marked(&mut Decoder::new(4096), &mut fresh, &fields);
+    assert!(fresh.table.is_none());
+
+    // Back up: announced, and used again.
+    enc.set_peer_table_size(64);
+    round_trip_marked(&mut dec, &mut enc, &fields);
+    assert_eq!(
+        enc.entries().len(),
+        1,
+        "only te: trailers (42 bytes) fits in 64"
+    );
+    enc.set_peer_table_size(65536);
+    let block = round_trip_marked(&mut dec, &mut enc, &fields);
+    assert_eq!(&block[..3], &[0x3f, 0xe1, 0x1f]);
+    let block = round_trip_marked(&mut dec, &mut enc, &fields);
+    assert_eq!(block.len(), 2);
+}
+
+#[test]
+fn encoder_never_indexes_credentials_or_long_values() {
+    let mut enc = Encoder::new();
+    let mut dec = Decoder::new(4096);
+    let long = "x".repeat(MAX_INDEXED_LEN + 1);
+    let mut fields = owned(&[
+        ("authorization", "Bearer abc"),
+        ("cookie", "a=b"),
+        ("set-cookie", "a=b"),
+        ("proxy-authorization", "Basic abc"),
+        (":path", &long),
+        ("x-custom", &long),
+        ("x-secret", "s3cret"),
+    ]);
+    fields[6].2 = true;
+    for _ in 0..3 {
+        round_trip_marked(&mut dec, &mut enc, &fields);
+    }
+    assert_eq!(enc.table_size(), 0);
+    // Exactly MAX_INDEXED_LEN is indexed.
+    let max = "y".repeat(MAX_INDEXED_LEN);
+    round_trip_marked(&mut dec, &mut enc, &owned(&[(":path", &max)]));
+    assert_eq!(enc.entries().len(), 1);
+}
+
+#[test]
+fn encoder_evicts_as_the_decoder_does() {
+    // A small table that turns over: every insertion evicts.
+    let mut enc = Encoder::new();
+    let mut dec = Decoder::new(4096);
+    enc.set_peer_table_size(200);
+    for i in 0..500 {
+        let path = format!("/svc.S/M{}", i % 7);
+        let agent = format!("agent/{}", i % 3);
+        let fields = owned(&[(":path", &path), ("user-agent", &agent), ("te", "trailers")]);
+        round_trip_marked(&mut dec, &mut enc, &fields);
+        assert!(enc.table.as_ref().unwrap().spare.len() <= SPARE_BUFFERS);
+    }
+    // What the Encoder docs say an entry's bookkeeping costs.
+    #[cfg(target_pointer_width = "64")]
+    assert_eq!(std::mem::size_of::<Entry>(), 48);
+    // Many entries in a full-size table: every one is found (hash buckets hold several).
+    let mut enc = Encoder::new();
+    let mut dec = Decoder::new(4096);
+    let fields: Vec<_> = (0..90)
+        .map(|i| (b":path".to_vec(), format!("/{i}").into_bytes(), false))
+        .collect();
+    round_trip_marked(&mut dec, &mut enc, &fields);
+    let block = round_trip_marked(&mut dec, &mut enc, &fields);
+    // 90 entries of 32 + 5 + 2..3 bytes (3590): all fit; indices 62..151, two bytes from 127.
+    assert_eq!(enc.entries().len(), 90);
+    assert_eq!(block.len(), 65 + 25 * 2);
+}
+
+#[test]
+fn encoder_round_trip_random() {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let names: &[&str] = &[
+        ":path",
+        ":authority",
+        ":status",
+        "content-type",
+        "te",
+        "user-agent",
+        "grpc-status",
+        "grpc-message",
+        "grpc-timeout",
+        "jobid",
+        "x-request-id",
+        "authorization",
+        "",
+        "a-rather-long-custom-metadata-name-that-is-still-under-the-cap",
+    ];
+    let sizes = [0usize, 1, 31, 32, 40, 64, 100, 256, 1000, 4096, 5000];
+    for _ in 0..20 {
+        let mut enc = Encoder::new();
+        let mut dec = Decoder::new(4096);
+        for _ in 0..500 {
+            // Now and then the peer's SETTINGS change the table size, once or a few times.
+            if rng.next().is_multiple_of(8) {
+                for _ in 0..1 + rng.next() % 3 {
+                    enc.set_peer_table_size(sizes[(rng.next() % sizes.len() as u64) as usize]);
+                }
+            }
+            let n = (rng.next() % 10) as usize;
+            let fields: Vec<_> = (0..n)
+                .map(|_| {
+                    let name = names[(rng.next() % names.len() as u64) as usize];
+                    // Mostly a few repeating values, sometimes a fresh one or a long one.
+                    let value = match rng.next() % 10 {
+                        0 => format!("fresh-{}", rng.next()),
+                        1 => "v".repeat((rng.next() % 200) as usize),
+                        k => format!("value-{}", k % 4),
+                    };
+                    let sensitive = rng.next().is_multiple_of(16);
+                    (name.as_bytes().to_vec(), value.into_bytes(), sensitive)
+                })
+                .collect();
+            round_trip_marked(&mut dec, &mut enc, &fields);
+        }
+    }
+}
+
+/// The header blocks of three consecutive unary calls (request, response, trailers), as
+/// the old encoder (never indexing: a table of size 0) and as ours sends them. Run with
+/// `--nocapture` to see the numbers.
+#[test]
+fn bytes_per_call() {
+    let request: &[(&[u8], &[u8])] = &[
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":path", b"/bench.Echo/Unary"),
+        (b":authority", b"127.0.0.1:50051"),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+        (b"user-agent", b"grpc-rust/0.1"),
+        (b"jobid", b"bench"),
+    ];
+    let response: &[(&[u8], &[u8])] =
+        &[(b":status", b"200"), (b"content-type", b"application/grpc")];
+    let trailers: &[(&[u8], &[u8])] = &[(b"grpc-status", b"0")];
+    let sizes = |table_size: usize| -> Vec<[usize; 3]> {
+        // One encoder per direction, as on a connection to a target and one to a client.
+        let (mut to_target, mut to_client) = (Encoder::new(), Encoder::new());
+        let (mut target, mut client) = (Decoder::new(4096), Decoder::new(4096));
+        to_target.set_peer_table_size(table_size);
+        to_client.set_peer_table_size(table_size);
+        (0..3)
+            .map(|_| {
+                [
+                    round_trip(&mut target, &mut to_target, request).len(),
+                    round_trip(&mut client, &mut to_client, response).len(),
+                    round_trip(&mut client, &mut to_client, trailers).len(),
+                ]
+            })
+            .collect()
+    };
+    let before = sizes(0);
+    let after = sizes(4096);
+    for (call, (b, a)) in before.iter().zip(&after).enumerate() {
+        println!(
+            "call {}: request {} -> {} bytes, response {} -> {}, trailers {} -> {}",
+            call + 1,
+            b[0],
+            a[0],
+            b[1],
+            a[1],
+            b[2],
+            a[2]
+        );
+    }
+    // Before: a size update to 0 in each direction's first block, then the same literals.
+    assert_eq!(before, [[100, 21, 15], [99, 20, 15], [99, 20, 15]]);
+    assert_eq!(after, [[97, 19, 15], [20, 2, 1], [8, 2, 1]]);
+}
+
+#[test]
+fn same_bytes_and_hash_see_every_byte() {
+    for n in 0..70 {
+        let a: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(7)).collect();
+        assert!(same_bytes(&a, &a.clone()));
+        for at in 0..n {
+            let mut b = a.clone();
+            b[at] ^= 0x20;
+            assert!(!same_bytes(&a, &b), "length {n}, differing at {at}");
+        }
+        if n > 0 {
+            // The hash reads the first, middle and last bytes at least.
+            for at in [0, n / 2, n - 1] {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert_ne!(hash_bytes(&a, 1), hash_bytes(&b, 1), "length {n}, at {at}");
+            }
+        }
+        assert_ne!(hash_bytes(&a, 1), hash_bytes(&[&a[..], &[0]].concat(), 1));
+    }
 }

@@ -183,6 +183,10 @@ impl State {
                 frame::SETTINGS_ENABLE_PUSH if value > 1 => {
                     return Err(ConnError(Reason::PROTOCOL_ERROR, "ENABLE_PUSH not 0 or 1"))
                 }
+                frame::SETTINGS_HEADER_TABLE_SIZE => {
+                    // Our encoder's table follows it from the next header block we send.
+                    self.encoder.set_peer_table_size(value as usize);
+                }
                 frame::SETTINGS_MAX_CONCURRENT_STREAMS => {
                     self.peer.max_streams = value;
                     self.wake_ready();

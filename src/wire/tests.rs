@@ -1474,3 +1474,44 @@ fn observer_hears_frames_and_goaway() {
         assert!(log.iter().any(|l| l == line), "{line} missing from {log:?}");
     }
 }
+
+#[test]
+fn peer_header_table_size_reaches_the_encoder() {
+    let (client, server) = default_pair();
+    // Sends a request from the client; returns its HEADERS payload after the server took it.
+    let send = |head: &Fields| -> Vec<u8> {
+        let (_fut, _send) = client.send_request(head, true).unwrap();
+        let mut out = take_output(&client);
+        let sent = frames(&out);
+        assert!(server.recv(&mut out));
+        let incoming = accept(&server).expect("the server decoded the request");
+        assert_eq!(list(&incoming.head), list(head));
+        take_output(&server);
+        let headers: Vec<_> = sent
+            .into_iter()
+            .filter(|(h, _)| h.kind == frame::HEADERS)
+            .collect();
+        assert_eq!(headers.len(), 1);
+        headers.into_iter().next().unwrap().1
+    };
+    let first = send(&request());
+    let second = send(&request());
+    assert!(first.len() > 40);
+    assert_eq!(second.len(), REQUEST.len(), "one index per field");
+    // The peer's SETTINGS say 0: the next block says so first, and indexes nothing.
+    let mut b = BytesMut::new();
+    frame::put_settings(&mut b, &[(frame::SETTINGS_HEADER_TABLE_SIZE, 0)]);
+    assert!(client.recv(&mut b));
+    let third = send(&request());
+    assert_eq!(third[0], 0x20);
+    // The size update, and content-type's name index (31) takes two bytes with a 4-bit prefix.
+    assert_eq!(third.len(), first.len() + 2, "literals, as the first time");
+    let fourth = send(&request());
+    assert_eq!(fourth.len(), third.len() - 1);
+    // Back to 4096: announced, and indexing again.
+    frame::put_settings(&mut b, &[(frame::SETTINGS_HEADER_TABLE_SIZE, 4096)]);
+    assert!(client.recv(&mut b));
+    let fifth = send(&request());
+    assert_eq!(&fifth[..3], &[0x3f, 0xe1, 0x1f]);
+    assert_eq!(send(&request()).len(), REQUEST.len());
+}
