@@ -316,7 +316,7 @@ impl Drop for RedisServer {
 }
 
 /// A port from [`PORTS`], different on each call and in each process.
-fn random_port() -> u16 {
+pub(crate) fn random_port() -> u16 {
     // RandomState is seeded randomly per process and per instance.
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
