@@ -4,7 +4,8 @@
 //! the primary is killed (SIGKILL). Every call either reaches the right upstream or fails
 //! with UNAVAILABLE naming Redis — no other code, no hang — and calls succeed again once the
 //! replica is promoted. The outage (first failure to first success after it) is printed.
-//! `ringway doctor` reports the topology it finds.
+//! A manual failover (`SENTINEL FAILOVER`, the old primary stays up) is followed through the
+//! `+switch-master` subscription. `ringway doctor` reports the topology it finds.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -255,4 +256,47 @@ fn doctor_reports_the_sentinel_topology() {
         "names the primary: {line}"
     );
     assert!(line.contains("ROLE master"), "{line}");
+}
+
+#[test]
+fn a_manual_failover_is_followed_through_switch_master() {
+    run(LIMIT, async {
+        let upstream = Upstream::start("a").await;
+        let topology = Topology::start("job", &upstream.target());
+        let gateway = Gateway::start(RINGWAY, topology.url(), &["--shards", "1"]);
+        let mut client = connect(gateway.addr()).await;
+        eventually(Duration::from_secs(10), "calls through the primary", || {
+            let mut client = client.clone();
+            async move { call(&mut client).await }
+        })
+        .await;
+        // The old primary stays up and becomes a replica: only +switch-master (or ROLE on a
+        // redial) tells ringway to move.
+        let reply = ringway_testkit::resp::command(
+            topology.sentinels[0].addr(),
+            &[b"SENTINEL", b"failover", SERVICE.as_bytes()],
+        )
+        .expect("SENTINEL FAILOVER");
+        assert_eq!(reply, ringway_testkit::resp::Reply::Status("OK".into()));
+        let promoted = topology.replica.addr().to_string();
+        eventually(
+            Duration::from_secs(20),
+            "ringway on the promoted replica",
+            || {
+                let shown = gateway.metric("ringway_redis_primary", &[("addr", &promoted)]);
+                async move { (shown == 1.0).then_some(()).ok_or(shown) }
+            },
+        )
+        .await;
+        let (status, ready) = gateway.admin_get("/readyz");
+        assert_eq!(status, 200, "{ready}");
+        assert_eq!(call(&mut client).await.unwrap(), "a");
+        assert!(
+            gateway
+                .stderr()
+                .contains("failover: the sentinels moved the primary"),
+            "the switch came by the subscription:\n{}",
+            gateway.stderr()
+        );
+    });
 }
