@@ -210,14 +210,29 @@ fn not_ready(state: &AdminState) -> Option<String> {
         ));
     }
     let without = shards(|m| m.redis_connected.get() != 1);
-    (!without.is_empty()).then(|| format!("no Redis connection on shard(s) {}", without.join(",")))
+    if without.is_empty() {
+        return None;
+    }
+    let redis = &state.config.redis;
+    Some(match redis.is_sentinel() {
+        // The calls' UNAVAILABLE message and the log say what the sentinels answered.
+        true => format!(
+            "no Redis primary on shard(s) {} (sentinel mode, service `{}`: no sentinel named \
+             a reachable primary yet, or a failover is in progress)",
+            without.join(","),
+            redis.service()
+        ),
+        false => format!("no Redis connection on shard(s) {}", without.join(",")),
+    })
 }
 
 fn render_metrics(state: &AdminState) -> String {
     let fds = procfs::fd_usage().ok();
     // The address only: parsing needs no password, resolving the full target would read it.
+    // Sentinel mode: the primary changes, so its connections are not told apart.
     let redis_peer = crate::redis::target::parse_addr(&state.config.redis.addr)
         .ok()
+        .filter(|_| !state.config.redis.is_sentinel())
         .and_then(|p| Some(SocketAddr::new(p.host.parse().ok()?, p.port)));
     let tcp = procfs::process_tcp_states(&state.service_ports, redis_peer.as_slice()).ok();
     let reloads = match state.tls.status.lock() {

@@ -193,11 +193,38 @@ pub struct RouteConfig {
 ///
 /// The password is never shown: [`Secret`] and [`RedisAddr`] print `<redacted>` in Debug,
 /// Display and the TOML of `/config`.
+///
+/// # Sentinel
+///
+/// With Redis Sentinel the primary is asked of the sentinels at every connect
+/// ([`crate::redis::sentinel`]). Say so with a URL in `addr`,
+/// `redis+sentinel://[user[:password]@]host:port[,host:port...]/SERVICE[/db]` (sentinel port
+/// 26379 when left out; `rediss+sentinel://` for TLS to the sentinels and the data nodes), or
+/// with the fields: `mode = "sentinel"`, `sentinels` and `service_name` (plaintext; `addr`
+/// must then be left out). The user, password and database, from the URL or the fields, are
+/// the data nodes'; a sentinel that wants a login of its own gets `sentinel_user` and
+/// `sentinel_password`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `host:port` or `redis://[user[:password]@]host[:port][/db]`. Default `127.0.0.1:6379`.
+    /// `host:port`, `redis://[user[:password]@]host[:port][/db]` or
+    /// `redis+sentinel://[user[:password]@]host:port[,host:port...]/SERVICE[/db]`. Default
+    /// `127.0.0.1:6379`.
     pub addr: RedisAddr,
+    /// `single` (the default): `addr` is the one Redis. `sentinel`: the primary of
+    /// `service_name` is asked of `sentinels` (implied by a `redis+sentinel://` addr).
+    pub mode: RedisMode,
+    /// Sentinels (`host:port`) asked in turn for the primary, in `mode = "sentinel"`; the one
+    /// that answers moves to the front, per shard. Default none.
+    pub sentinels: Vec<String>,
+    /// The name the sentinels monitor the primary under (`sentinel monitor <name> ...`), in
+    /// `mode = "sentinel"`. Default none.
+    pub service_name: String,
+    /// ACL user to log in to the sentinels as; needs `sentinel_password`. Default none.
+    pub sentinel_user: Option<String>,
+    /// Password of the sentinels (`requirepass` in sentinel.conf), when they want one; the data
+    /// nodes' password is `password` (or the URL's). Default none: no login to sentinels.
+    pub sentinel_password: Option<Secret>,
     /// ACL user to log in as (Redis 6+). Default none: the `default` user.
     pub user: Option<String>,
     /// The password, inline. Prefer `password_file` or `password_env`: a config file is often
@@ -227,6 +254,15 @@ pub struct RedisConfig {
     pub reconnect_backoff_max_ms: u64,
     /// TLS to Redis, used when `addr` is `rediss://`.
     pub tls: RedisTlsConfig,
+}
+
+/// How the shard finds its Redis: one server, or the primary Redis Sentinel names.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    #[default]
+    Single,
+    Sentinel,
 }
 
 /// TLS to Redis (`[redis.tls]`), used when `redis.addr` is `rediss://` and ignored
@@ -548,10 +584,51 @@ impl Default for RouteConfig {
     }
 }
 
+/// `redis.addr` when not given.
+pub const DEFAULT_REDIS_ADDR: &str = "127.0.0.1:6379";
+
+impl RedisConfig {
+    /// Whether the primary is asked of sentinels (`mode = "sentinel"` or a
+    /// `redis+sentinel://` addr).
+    pub fn is_sentinel(&self) -> bool {
+        self.mode == RedisMode::Sentinel
+            || crate::redis::target::parse_addr(&self.addr).is_ok_and(|a| a.sentinel.is_some())
+    }
+
+    /// The service the sentinels are asked about; empty in single mode.
+    pub fn service(&self) -> String {
+        match crate::redis::target::parse_addr(&self.addr) {
+            Ok(parsed) => match parsed.sentinel {
+                Some(url) => url.service,
+                None => self.service_name.clone(),
+            },
+            Err(_) => self.service_name.clone(),
+        }
+    }
+
+    /// Where Redis is, fit for logs and clients' messages (no password): `addr` redacted, or
+    /// in sentinel mode from the fields, `redis+sentinel://<sentinels>/<service>`.
+    pub fn shown(&self) -> String {
+        if self.mode == RedisMode::Sentinel && !self.addr.as_str().contains("+sentinel://") {
+            return format!(
+                "redis+sentinel://{}/{}",
+                self.sentinels.join(","),
+                self.service_name
+            );
+        }
+        self.addr.redacted()
+    }
+}
+
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
-            addr: RedisAddr::new("127.0.0.1:6379"),
+            addr: RedisAddr::new(DEFAULT_REDIS_ADDR),
+            mode: RedisMode::Single,
+            sentinels: Vec::new(),
+            service_name: String::new(),
+            sentinel_user: None,
+            sentinel_password: None,
             user: None,
             password: None,
             password_file: None,

@@ -22,6 +22,10 @@
 //!    readable and PEM, each key matches its certificate, none has expired or is not yet valid
 //!    (ringway would refuse to start) or expires within 14 days, and the names a server
 //!    certificate covers are shown. These read files, so they run after the pure [`check`].
+//! 8. Sentinel mode ([`check_sentinel`]): asks the sentinels for the primary as a shard does
+//!    (in order, the first that answers), then `ROLE` of the primary it names, and reports the
+//!    topology found: which sentinel answered, the primary, its role. This talks to the
+//!    network (plaintext only; over `rediss+sentinel://` it says it did not look).
 //!
 //! The profiles in `tuning/` are compiled in, so the binary checks a machine without the source
 //! tree beside it.
@@ -104,7 +108,183 @@ pub fn run(config: &Config, profile: Option<&str>) -> Result<Vec<Finding>, Strin
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     findings.extend(check_tls_files(config, now));
+    findings.extend(check_sentinel(config));
     Ok(findings)
+}
+
+/// Sentinel mode's topology, asked over the network as a shard asks it; nothing in single
+/// mode.
+pub fn check_sentinel(config: &Config) -> Vec<Finding> {
+    use crate::redis::sentinel::host_port;
+    const CHECK: &str = "redis sentinel";
+    let target = match crate::redis::RedisTarget::from_config(&config.redis) {
+        Ok(target) => target,
+        Err(_) => return Vec::new(),
+    };
+    let Some(sentinels) = &target.sentinel else {
+        return Vec::new();
+    };
+    if target.tls {
+        return vec![Finding::warn(
+            CHECK,
+            "not checked: doctor asks sentinels over plaintext only, and this is \
+             rediss+sentinel://"
+                .into(),
+            None,
+        )];
+    }
+    let timeout = std::time::Duration::from_millis(config.redis.connect_timeout_ms);
+    let mut refused = Vec::new();
+    for (host, port) in &sentinels.addrs {
+        let shown = host_port(host, *port);
+        let login = target.sentinel_at(host, *port);
+        let asked = blocking::login(&login, timeout).and_then(|mut conn| {
+            conn.ask(&[
+                b"SENTINEL",
+                b"get-master-addr-by-name",
+                sentinels.service.as_bytes(),
+            ])
+        });
+        let primary = match asked {
+            Ok(crate::redis::codec::Strings::List(items)) if items.len() == 2 => {
+                let host = String::from_utf8_lossy(&items[0]).into_owned();
+                match std::str::from_utf8(&items[1])
+                    .ok()
+                    .and_then(|p| p.parse().ok())
+                {
+                    Some(port) => (host, port),
+                    None => {
+                        refused.push(format!("{shown}: a port that is no port"));
+                        continue;
+                    }
+                }
+            }
+            Ok(crate::redis::codec::Strings::Nil) => {
+                refused.push(format!("{shown}: does not monitor `{}`", sentinels.service));
+                continue;
+            }
+            Ok(other) => {
+                refused.push(format!("{shown}: answered {other:?}"));
+                continue;
+            }
+            Err(e) => {
+                refused.push(format!("{shown}: {e}"));
+                continue;
+            }
+        };
+        let primary_shown = host_port(&primary.0, primary.1);
+        let role = blocking::login(&target.at(&primary.0, primary.1), timeout)
+            .and_then(|mut conn| conn.ask(&[b"ROLE"]));
+        let mut findings = Vec::new();
+        if !refused.is_empty() {
+            findings.push(Finding::warn(
+                CHECK,
+                format!("sentinels that did not answer: {}", refused.join("; ")),
+                Some("a shard asks them first to last; fix or drop them".into()),
+            ));
+        }
+        let found = format!(
+            "sentinel {shown} answered: the primary of `{}` is {primary_shown}",
+            sentinels.service
+        );
+        findings.push(match role {
+            Ok(crate::redis::codec::Strings::List(items))
+                if items.first().is_some_and(|r| &r[..] == b"master") =>
+            {
+                Finding::ok(CHECK, format!("{found}, ROLE master"))
+            }
+            Ok(other) => Finding::fail(
+                CHECK,
+                format!("{found}, but it is not a master: ROLE answered {other:?}"),
+                "a failover may be in progress; run doctor again, then check the sentinels' \
+                 view (SENTINEL master <service>)"
+                    .into(),
+            ),
+            Err(e) => Finding::fail(
+                CHECK,
+                format!("{found}, but it cannot be asked ROLE: {e}"),
+                "check that ringway can reach the primary and the redis.* login".into(),
+            ),
+        });
+        return findings;
+    }
+    vec![Finding::fail(
+        CHECK,
+        format!(
+            "no sentinel named a primary for `{}`: {}",
+            sentinels.service,
+            refused.join("; ")
+        ),
+        "check redis.sentinels (or the redis+sentinel:// URL), the service name and \
+         redis.sentinel_password"
+            .into(),
+    )]
+}
+
+/// A blocking RESP2 connection for the doctor's few questions.
+mod blocking {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+
+    use crate::redis::codec::{decode_strings, encode_command, Strings};
+    use crate::redis::RedisTarget;
+
+    pub struct Conn {
+        socket: TcpStream,
+        buf: BytesMut,
+    }
+
+    /// Connects to `target` and logs in as it says (`AUTH [user] password`), then `SELECT`s
+    /// nothing: ROLE and SENTINEL need no database.
+    pub fn login(target: &RedisTarget, timeout: Duration) -> Result<Conn, String> {
+        let addr = (target.host.as_str(), target.port)
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("resolves to no address")?;
+        let socket = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+        socket
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| socket.set_write_timeout(Some(timeout)))
+            .map_err(|e| e.to_string())?;
+        let mut conn = Conn {
+            socket,
+            buf: BytesMut::with_capacity(1024),
+        };
+        if let Some(password) = &target.password {
+            let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(user) = &target.user {
+                auth.push(user.as_bytes());
+            }
+            auth.push(password.expose().as_bytes());
+            if let Strings::Error(e) = conn.ask(&auth)? {
+                return Err(format!("refused the login: {e}"));
+            }
+        }
+        Ok(conn)
+    }
+
+    impl Conn {
+        pub fn ask(&mut self, parts: &[&[u8]]) -> Result<Strings, String> {
+            let mut out = BytesMut::new();
+            encode_command(&mut out, parts);
+            self.socket.write_all(&out).map_err(|e| e.to_string())?;
+            let mut chunk = [0u8; 4096];
+            loop {
+                if let Some(reply) = decode_strings(&mut self.buf, false)? {
+                    return Ok(reply);
+                }
+                match self.socket.read(&mut chunk) {
+                    Ok(0) => return Err("closed the connection".into()),
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+    }
 }
 
 /// The findings as text: one line per finding, `SEVERITY  check: detail`, and below it an

@@ -47,7 +47,8 @@ struct Cli {
     #[arg(long, value_name = "CA.pem")]
     upstream_ca: Option<String>,
 
-    /// Redis server: host:port or redis[s]://[user[:password]@]host[:port][/db] (prefer
+    /// Redis server: host:port or redis[s]://[user[:password]@]host[:port][/db], or Redis
+    /// Sentinel: redis[s]+sentinel://[user[:password]@]host:port[,host:port...]/SERVICE[/db] (prefer
     /// redis.password_file or redis.password_env to a password here: a command line is
     /// readable by every local user) [default: 127.0.0.1:6379]
     #[arg(long, value_name = "ADDR|URL")]
@@ -312,6 +313,7 @@ fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
     let tls_files = [&redis_tls.ca, &redis_tls.cert, &redis_tls.key];
     if tls_files.iter().any(|f| !f.is_empty())
         && !config.redis.addr.as_str().starts_with("rediss://")
+        && !config.redis.addr.as_str().starts_with("rediss+sentinel://")
     {
         eprintln!(
             "ringway: warning: [redis.tls] is set but redis.addr is not a rediss:// URL; \

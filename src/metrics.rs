@@ -209,6 +209,11 @@ pub struct ShardMetrics {
     pub redis_writes: Counter,
     pub redis_commands: Counter,
     pub redis_max_pipeline_depth: Gauge,
+    /// Sentinel mode: connections made to a primary other than the one before (failovers).
+    pub redis_primary_switches: Counter,
+    /// Sentinel mode: the primary's `host:port` while connected to it, else empty. Written on
+    /// connect and disconnect only (never on a call's path), read when scraped.
+    pub redis_primary: Mutex<String>,
 
     // Route cache.
     pub route_cache_hits: Counter,
@@ -266,6 +271,16 @@ pub struct ShardMetrics {
 }
 
 impl ShardMetrics {
+    /// Sets the primary shown by `ringway_redis_primary` (empty: none).
+    pub fn set_redis_primary(&self, addr: &str) {
+        let mut primary = match self.redis_primary.lock() {
+            Ok(primary) => primary,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        primary.clear();
+        primary.push_str(addr);
+    }
+
     pub fn outcome(&self, outcome: Outcome) -> &Counter {
         &self.calls_by_outcome[outcome as usize]
     }
@@ -484,6 +499,27 @@ impl Exposition<'_, '_> {
             "ringway_redis_pipeline_depth_max",
             "Most commands one write to Redis has carried.",
             |m, out| out.only(&m.redis_max_pipeline_depth),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_redis_primary_switches_total",
+            "Sentinel mode: connections made to a primary other than the one before.",
+            |m, out| out.only(&m.redis_primary_switches),
+        )?;
+        self.per_shard::<Gauge>(
+            "ringway_redis_primary",
+            "Sentinel mode: 1, labelled with the primary's address, while connected to it.",
+            |m, out| {
+                let primary = match m.redis_primary.lock() {
+                    Ok(primary) => primary.clone(),
+                    Err(poisoned) => poisoned.into_inner().clone(),
+                };
+                // A gauge that is always 1 where it is present: the address is the value.
+                static ONE: Gauge = Gauge(AtomicI64::new(1));
+                if primary.is_empty() {
+                    return Ok(());
+                }
+                out.series(&[("addr", primary.as_str())], &ONE)
+            },
         )?;
 
         self.per_shard::<Counter>(

@@ -171,9 +171,95 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Reply>, String> {
     }))
 }
 
+/// A reply read for its contents, before the connection pipelines (`ROLE`,
+/// `SENTINEL get-master-addr-by-name`, a pub/sub message): the strings at its top level.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strings {
+    /// A string (one item) or an array's strings and integers, in order; nested arrays and
+    /// nulls inside are skipped.
+    List(Vec<Bytes>),
+    /// A null reply.
+    Nil,
+    Error(String),
+}
+
+/// Takes the first complete reply off `buf` as [`Strings`], skipping RESP3 pushes: `Ok(None)`
+/// when more bytes are needed.
+pub fn decode_strings(buf: &mut BytesMut, resp3: bool) -> Result<Option<Strings>, String> {
+    if !resp3 {
+        let frame = match decode_bytes_mut(buf) {
+            Ok(Some((frame, _, _))) => frame,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(format!("bad RESP from Redis: {e:?}")),
+        };
+        let item = |frame: BytesFrame| match frame {
+            BytesFrame::BulkString(data) | BytesFrame::SimpleString(data) => Some(data),
+            BytesFrame::Integer(i) => Some(Bytes::from(i.to_string())),
+            _ => None,
+        };
+        return Ok(Some(match frame {
+            BytesFrame::Null => Strings::Nil,
+            BytesFrame::Error(message) => Strings::Error(message.to_string()),
+            BytesFrame::Array(items) => Strings::List(items.into_iter().filter_map(item).collect()),
+            other => Strings::List(item(other).into_iter().collect()),
+        }));
+    }
+    loop {
+        let frame = match decode3(buf) {
+            Ok(Some((frame, _, _))) => frame,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(format!("bad RESP3 from Redis: {e:?}")),
+        };
+        let item = |frame: Frame3| match frame {
+            Frame3::BlobString { data, .. }
+            | Frame3::SimpleString { data, .. }
+            | Frame3::VerbatimString { data, .. } => Some(data),
+            Frame3::Number { data, .. } => Some(Bytes::from(data.to_string())),
+            _ => None,
+        };
+        return Ok(Some(match frame {
+            Frame3::Push { .. } => continue,
+            Frame3::Null => Strings::Nil,
+            Frame3::SimpleError { data, .. } => Strings::Error(data.to_string()),
+            Frame3::BlobError { data, .. } => {
+                Strings::Error(String::from_utf8_lossy(&data).into_owned())
+            }
+            Frame3::Array { data, .. } => {
+                Strings::List(data.into_iter().filter_map(item).collect())
+            }
+            other => Strings::List(item(other).into_iter().collect()),
+        }));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_of_role_and_sentinel_replies() {
+        let list = |items: &[&str]| {
+            Strings::List(items.iter().map(|i| Bytes::from(i.to_string())).collect())
+        };
+        let role = b"*3\r\n$6\r\nmaster\r\n:42\r\n*1\r\n*3\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n$2\r\n42\r\n";
+        for resp3 in [false, true] {
+            let mut buf = BytesMut::from(&role[..]);
+            assert_eq!(
+                decode_strings(&mut buf, resp3).unwrap(),
+                Some(list(&["master", "42"]))
+            );
+            assert!(buf.is_empty());
+        }
+        let mut buf = BytesMut::from(&b"*-1\r\n-ERR no\r\n*2\r\n$1\r\nh\r\n$1\r\n1"[..]);
+        assert_eq!(decode_strings(&mut buf, false).unwrap(), Some(Strings::Nil));
+        assert_eq!(
+            decode_strings(&mut buf, false).unwrap(),
+            Some(Strings::Error("ERR no".into()))
+        );
+        assert_eq!(decode_strings(&mut buf, false).unwrap(), None);
+        let mut buf = BytesMut::from(&b">2\r\n$10\r\ninvalidate\r\n_\r\n+OK\r\n"[..]);
+        assert_eq!(decode_strings(&mut buf, true).unwrap(), Some(list(&["OK"])));
+    }
 
     #[test]
     fn encodes_get_with_prefix() {

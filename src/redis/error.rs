@@ -64,6 +64,23 @@ pub enum Unavailable {
     },
     /// The lookup this call waited on was dropped before it answered.
     Abandoned,
+    /// Sentinel mode: no sentinel named a primary for the service; why, sentinel by sentinel.
+    NoPrimary {
+        service: String,
+        why: String,
+    },
+    /// Sentinel mode: the server the sentinels named (or the one connected) is not a primary:
+    /// `ROLE` said otherwise, or a `READONLY` error came. The sentinels are asked again.
+    NotPrimary {
+        addr: String,
+        role: String,
+    },
+    /// Sentinel mode: the sentinels announced a new primary (`+switch-master`); the
+    /// connection to the old one is closed and the new one dialed.
+    Switched {
+        service: String,
+        to: String,
+    },
 }
 
 impl fmt::Display for Unavailable {
@@ -104,6 +121,21 @@ impl fmt::Display for Unavailable {
                 write!(f, "no reply for {ms} ms with lookups outstanding")
             }
             Unavailable::Abandoned => f.write_str("lookup abandoned"),
+            Unavailable::NoPrimary { service, why } => {
+                write!(f, "no sentinel named a primary for `{service}`: {why}")
+            }
+            Unavailable::NotPrimary { addr, role } => {
+                write!(
+                    f,
+                    "{addr} is not the primary ({role}); asking the sentinels again"
+                )
+            }
+            Unavailable::Switched { service, to } => {
+                write!(
+                    f,
+                    "failover: the sentinels moved the primary of `{service}` to {to}"
+                )
+            }
         }
     }
 }

@@ -54,6 +54,7 @@
 
 pub mod codec;
 mod error;
+pub mod sentinel;
 pub mod target;
 pub mod tls;
 pub mod transport;
@@ -306,11 +307,38 @@ async fn maintain(
     let mut failing: Option<std::mem::Discriminant<Unavailable>> = None;
     // Kept across reconnects, so a redial over TLS resumes the last session.
     let mut tls_configs = tls::Configs::default();
+    // Sentinel mode: this shard's sentinels, the one that answered last first.
+    let mut order = Vec::new();
+    // Sentinel mode: the primary of the last connection, to count switches.
+    let mut last_primary: Option<String> = None;
+    let shown = config.shown();
     loop {
-        match connect(&config, pushes.is_some(), &mut tls_configs).await {
-            Ok((stream, tracking, read)) => {
+        match connect(&config, pushes.is_some(), &mut tls_configs, &mut order).await {
+            Ok(Connected {
+                stream,
+                tracking,
+                read,
+                target,
+                primary,
+            }) => {
                 if failing.is_some() {
-                    eprintln!("ringway: redis {} reconnected", config.addr);
+                    eprintln!("ringway: redis {shown} reconnected");
+                }
+                if let Some(primary) = &primary {
+                    let addr = primary.addr();
+                    if last_primary.as_ref().is_some_and(|last| *last != addr) {
+                        metrics.redis_primary_switches.inc();
+                    }
+                    if last_primary.as_ref() != Some(&addr) {
+                        eprintln!(
+                            "ringway: redis primary of `{}` is {addr} (sentinel {} named it, \
+                             ROLE master)",
+                            config.service(),
+                            primary.sentinel
+                        );
+                    }
+                    metrics.set_redis_primary(&addr);
+                    last_primary = Some(addr);
                 }
                 failing = None;
                 backoff.reset();
@@ -329,18 +357,39 @@ async fn maintain(
                 metrics.redis_tls_failing.set(0);
                 metrics.redis_connects.inc();
                 metrics.redis_connected.set(1);
-                let reason = run_connection(
+                let connection = run_connection(
                     stream,
                     read,
                     &shared,
                     stall_period,
                     &metrics,
                     pushes.as_ref(),
-                )
-                .await;
+                );
+                let reason = match &primary {
+                    None => connection.await,
+                    Some(primary) => {
+                        let tls = target
+                            .tls
+                            .then(|| tls_configs.get(&config.tls).ok())
+                            .flatten();
+                        let watch = sentinel::watch(
+                            &target,
+                            &order,
+                            primary,
+                            tls,
+                            Duration::from_millis(config.connect_timeout_ms),
+                            Duration::from_millis(config.reconnect_backoff_max_ms),
+                        );
+                        monoio::select! {
+                            reason = connection => reason,
+                            reason = watch => reason,
+                        }
+                    }
+                };
                 metrics.redis_connected.set(0);
                 metrics.redis_disconnects.inc();
-                eprintln!("ringway: redis {} connection lost: {reason}", config.addr);
+                metrics.set_redis_primary("");
+                eprintln!("ringway: redis {shown} connection lost: {reason}");
                 fail_all(&shared, reason);
                 if let Some(push) = &pushes {
                     push(Push::Reset);
@@ -357,7 +406,7 @@ async fn maintain(
                     .set(i64::from(reason.is_tls_failure()));
                 let kind = std::mem::discriminant(&reason);
                 if failing != Some(kind) {
-                    eprintln!("ringway: redis {} not connected: {reason}", config.addr);
+                    eprintln!("ringway: redis {shown} not connected: {reason}");
                 }
                 failing = Some(kind);
                 let mut s = shared.borrow_mut();
@@ -369,14 +418,29 @@ async fn maintain(
     }
 }
 
-/// One connection attempt: the target (credentials and `[redis.tls]` files read afresh), the
-/// transport (TCP, and TLS for `rediss://`), the handshake. `Ok` carries whether client
-/// tracking is on and what was read past the last setup reply (for the read loop).
+/// A connection ready to pipeline.
+struct Connected {
+    stream: Stream,
+    /// Client tracking is on.
+    tracking: bool,
+    /// What was read past the last setup reply (for the read loop).
+    read: BytesMut,
+    /// The target it is to, credentials and all.
+    target: RedisTarget,
+    /// Sentinel mode: the primary and the sentinel that named it.
+    primary: Option<sentinel::Primary>,
+}
+
+/// One connection attempt: the target (credentials and `[redis.tls]` files read afresh), in
+/// sentinel mode the primary asked of the sentinels (`order`: this shard's list of them, the
+/// one that answered last at the front), the transport (TCP, and TLS for `rediss://`), the
+/// handshake, and in sentinel mode `ROLE` ([`sentinel`]).
 async fn connect(
     config: &RedisConfig,
     want_tracking: bool,
     tls_configs: &mut tls::Configs,
-) -> Result<(Stream, bool, BytesMut), Unavailable> {
+    order: &mut Vec<(String, u16)>,
+) -> Result<Connected, Unavailable> {
     let target =
         RedisTarget::from_config(config).map_err(|e| Unavailable::Credentials(e.to_string()))?;
     let tls = match target.tls {
@@ -388,6 +452,16 @@ async fn connect(
         false => None,
     };
     let timeout = Duration::from_millis(config.connect_timeout_ms);
+    let (target, primary) = match &target.sentinel {
+        Some(sentinels) => {
+            if order.is_empty() {
+                order.clone_from(&sentinels.addrs);
+            }
+            let primary = sentinel::discover(&target, order, tls.clone(), timeout).await?;
+            (target.at(&primary.host, primary.port), Some(primary))
+        }
+        None => (target, None),
+    };
     let mut stream = transport::open(&target, tls, timeout).await?;
     let mut buf = BytesMut::with_capacity(4096);
     let tracking = match &mut stream {
@@ -409,7 +483,16 @@ async fn connect(
         }
     }
     .map_err(|e| refused_after_handshake(e, &target))?;
-    Ok((stream, tracking, buf))
+    if primary.is_some() {
+        sentinel::check_role(&mut stream, &mut buf, &target, timeout).await?;
+    }
+    Ok(Connected {
+        stream,
+        tracking,
+        read: buf,
+        target,
+        primary,
+    })
 }
 
 /// A TLS 1.3 client finishes its handshake before the server has checked the client's
@@ -561,27 +644,44 @@ async fn command<T: Transport>(
     parts: &[&[u8]],
     timeout: Duration,
 ) -> Result<Reply, Unavailable> {
-    let mut out = BytesMut::new();
-    codec::encode_command(&mut out, parts);
+    exchange(link, Some(parts), Some(timeout), |buf| loop {
+        match codec::decode_message(buf, true)? {
+            Some(Message::Reply(reply)) => break Ok(Some(reply)),
+            Some(_) => continue,
+            None => break Ok(None),
+        }
+    })
+    .await
+}
+
+/// Sends `parts` when given, then reads until `decode` takes a whole reply off what was read
+/// (`Ok(None)`: more bytes needed), within `timeout` when given ([`Unavailable::NoAnswer`]).
+async fn exchange<T: Transport, R>(
+    link: &mut Link<'_, T>,
+    parts: Option<&[&[u8]]>,
+    timeout: Option<Duration>,
+    mut decode: impl FnMut(&mut BytesMut) -> Result<Option<R>, String>,
+) -> Result<R, Unavailable> {
     let exchange = async {
-        let sealed = link
-            .transport
-            .seal(out)
-            .map_err(|e| Unavailable::io(Unavailable::Write, e))?;
-        let (result, _) = link.socket.write_all(sealed).await;
-        result.map_err(|e| Unavailable::io(Unavailable::Write, e))?;
+        if let Some(parts) = parts {
+            let mut out = BytesMut::new();
+            codec::encode_command(&mut out, parts);
+            let sealed = link
+                .transport
+                .seal(out)
+                .map_err(|e| Unavailable::io(Unavailable::Write, e))?;
+            let (result, _) = link.socket.write_all(sealed).await;
+            result.map_err(|e| Unavailable::io(Unavailable::Write, e))?;
+        }
         loop {
             // Decodes what is already here first: TLS may hold plaintext from the last read.
             let mut reply = None;
             link.transport
                 .received(link.buf, |plain| {
-                    reply = loop {
-                        match codec::decode_message(plain, true) {
-                            Ok(Some(Message::Reply(reply))) => break Some(Ok(reply)),
-                            Ok(Some(_)) => continue,
-                            Ok(None) => break None,
-                            Err(e) => break Some(Err(Unavailable::Protocol(e))),
-                        }
+                    reply = match decode(plain) {
+                        Ok(Some(reply)) => Some(Ok(reply)),
+                        Ok(None) => None,
+                        Err(e) => Some(Err(Unavailable::Protocol(e))),
                     };
                     true
                 })
@@ -604,11 +704,43 @@ async fn command<T: Transport>(
             }
         }
     };
+    let Some(timeout) = timeout else {
+        return exchange.await;
+    };
     monoio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| Unavailable::NoAnswer {
             ms: timeout.as_millis() as u64,
         })?
+}
+
+/// [`exchange`] on a [`Stream`] not yet pipelining, whichever its transport (for the sentinel
+/// and `ROLE` steps, which run on the stream [`transport::open`] returned).
+async fn exchange_on<R>(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    parts: Option<&[&[u8]]>,
+    timeout: Option<Duration>,
+    decode: impl FnMut(&mut BytesMut) -> Result<Option<R>, String>,
+) -> Result<R, Unavailable> {
+    match stream {
+        Stream::Plain(socket) => {
+            let mut link = Link {
+                socket,
+                transport: &Plain,
+                buf,
+            };
+            exchange(&mut link, parts, timeout, decode).await
+        }
+        Stream::Tls(socket, transport) => {
+            let mut link = Link {
+                socket,
+                transport: &**transport,
+                buf,
+            };
+            exchange(&mut link, parts, timeout, decode).await
+        }
+    }
 }
 
 /// Hands every whole message in `buf` to its lookup (replies, in order) or to the push
@@ -621,6 +753,21 @@ fn dispatch(
 ) -> Result<(), Unavailable> {
     loop {
         match codec::decode_message(buf, resp3).map_err(Unavailable::Protocol)? {
+            // Only a replica says READONLY: the primary this connection was made to is one no
+            // more (a failover the sentinels did not announce to us). The lookup fails like the
+            // rest, UNAVAILABLE, and the redial asks the sentinels again.
+            Some(Message::Reply(Reply::Error(e))) if e.starts_with("READONLY") => {
+                let reason = Unavailable::NotPrimary {
+                    addr: "the connected server".into(),
+                    role: e,
+                };
+                let mut s = shared.borrow_mut();
+                s.received += 1;
+                if let Some(slot) = s.waiting.pop_front() {
+                    s.deliver(slot, Err(reason.clone()));
+                }
+                return Err(reason);
+            }
             Some(Message::Reply(reply)) => {
                 let mut s = shared.borrow_mut();
                 s.received += 1;

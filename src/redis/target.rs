@@ -19,18 +19,26 @@
 
 use std::fmt;
 
-use crate::config::{bad, split_host_port, ConfigError, RedisAddr, RedisConfig, Secret};
+use crate::config::{
+    bad, split_host_port, ConfigError, RedisAddr, RedisConfig, RedisMode, Secret,
+    DEFAULT_REDIS_ADDR,
+};
 
 /// Redis's port when a URL leaves it out.
 pub const DEFAULT_PORT: u16 = 6379;
+/// A sentinel's port when a `redis+sentinel://` URL leaves it out.
+pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
 
 /// Where the shard's Redis connection goes and how it logs in. Debug shows no password
 /// ([`Secret`]); Display is `host:port`, for messages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisTarget {
-    /// A name or an IP address (IPv6 without brackets).
+    /// A name or an IP address (IPv6 without brackets). Sentinel mode: empty until the
+    /// sentinels name the primary ([`RedisTarget::at`]).
     pub host: String,
     pub port: u16,
+    /// Sentinel mode: whom to ask for the primary, and how to log in to them.
+    pub sentinel: Option<Sentinels>,
     /// `rediss://`: the transport is TLS ([`super::transport::open`], `[redis.tls]`).
     pub tls: bool,
     /// ACL user; `None` logs in as `default` when there is a password.
@@ -51,11 +59,32 @@ impl fmt::Display for RedisTarget {
     }
 }
 
+/// Sentinel mode's half of a target: the sentinels, in the order to ask them, the service
+/// whose primary they are asked for, and the sentinels' own login. TLS is the target's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sentinels {
+    /// `(host, port)`; IPv6 without brackets.
+    pub addrs: Vec<(String, u16)>,
+    pub service: String,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// What a `redis+sentinel://` URL names besides credentials and database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentinelUrl {
+    pub addrs: Vec<(String, u16)>,
+    pub service: String,
+}
+
 /// What `redis.addr` says by itself, before the fields are combined with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedAddr {
+    /// Single mode: the server. Sentinel URL: the first sentinel.
     pub host: String,
     pub port: u16,
+    /// `redis+sentinel://`: the sentinels and the service.
+    pub sentinel: Option<SentinelUrl>,
     pub tls: bool,
     pub user: Option<String>,
     pub password: Option<Secret>,
@@ -68,11 +97,13 @@ impl RedisTarget {
     /// Called when the config is validated and again before every connection attempt.
     pub fn from_config(config: &RedisConfig) -> Result<RedisTarget, ConfigError> {
         let url = parse_addr(&config.addr).map_err(|problem| bad("redis.addr", problem))?;
+        let sentinel = sentinels(config, url.sentinel.clone())?;
         let user = match (url.user, &config.user) {
             (Some(_), Some(_)) => {
                 return Err(bad(
                     "redis.user",
-                    "the URL in redis.addr names a user too; give it in one place",
+                    "the URL in redis.addr names a user too; give it \
+                     in one place",
                 ))
             }
             (from_url, field) => from_url.or_else(|| field.clone()),
@@ -81,7 +112,8 @@ impl RedisTarget {
             (Some(_), Some(_)) => {
                 return Err(bad(
                     "redis.db",
-                    "the URL in redis.addr names a database too; give it in one place",
+                    "the URL in redis.addr names a database too; give it \
+                     in one place",
                 ))
             }
             (from_url, field) => from_url.or(field).unwrap_or(0),
@@ -94,15 +126,145 @@ impl RedisTarget {
                  redis.password_env)",
             ));
         }
+        let (host, port) = match sentinel {
+            Some(_) => (String::new(), 0),
+            None => (url.host, url.port),
+        };
         Ok(RedisTarget {
-            host: url.host,
-            port: url.port,
+            host,
+            port,
+            sentinel,
             tls: url.tls,
             user,
             password,
             db,
         })
     }
+}
+
+impl RedisTarget {
+    /// This target at `host:port`: the primary the sentinels named.
+    pub fn at(&self, host: &str, port: u16) -> RedisTarget {
+        RedisTarget {
+            host: host.to_string(),
+            port,
+            ..self.clone()
+        }
+    }
+
+    /// A sentinel as a target: same TLS, the sentinels' login, no database.
+    pub fn sentinel_at(&self, host: &str, port: u16) -> RedisTarget {
+        let login = self.sentinel.as_ref();
+        RedisTarget {
+            host: host.to_string(),
+            port,
+            sentinel: None,
+            tls: self.tls,
+            user: login.and_then(|s| s.user.clone()),
+            password: login.and_then(|s| s.password.clone()),
+            db: 0,
+        }
+    }
+}
+
+/// Sentinel mode's settings from a `redis+sentinel://` URL or from the fields (never both),
+/// `None` in single mode. Each error names its field.
+fn sentinels(
+    config: &RedisConfig,
+    from_url: Option<SentinelUrl>,
+) -> Result<Option<Sentinels>, ConfigError> {
+    let url_is_default = config.addr.as_str() == DEFAULT_REDIS_ADDR;
+    let (addrs, service) = match (from_url, config.mode) {
+        (Some(url), _) => {
+            if !config.sentinels.is_empty() {
+                return Err(bad(
+                    "redis.sentinels",
+                    "redis.addr is a redis+sentinel:// URL naming the sentinels already; give \
+                     them in one place",
+                ));
+            }
+            if !config.service_name.is_empty() {
+                return Err(bad(
+                    "redis.service_name",
+                    "redis.addr is a redis+sentinel:// URL naming the service already; give it \
+                     in one place",
+                ));
+            }
+            (url.addrs, url.service)
+        }
+        (None, RedisMode::Sentinel) => {
+            if !url_is_default {
+                return Err(bad(
+                    "redis.addr",
+                    format!(
+                        "is unused in mode = \"sentinel\" (the sentinels are redis.sentinels); \
+                         leave it out, or make it the redis+sentinel:// URL instead of the \
+                         fields (now `{}`)",
+                        config.addr.redacted()
+                    ),
+                ));
+            }
+            if config.sentinels.is_empty() {
+                return Err(bad(
+                    "redis.sentinels",
+                    "mode = \"sentinel\" needs at least one sentinel, as in \
+                     sentinels = [\"10.0.0.1:26379\"]",
+                ));
+            }
+            let mut addrs = Vec::with_capacity(config.sentinels.len());
+            for sentinel in &config.sentinels {
+                let (host, port) = split_host_port(sentinel).ok_or_else(|| {
+                    bad("redis.sentinels", format!("`{sentinel}` is not host:port"))
+                })?;
+                addrs.push((host.to_string(), port));
+            }
+            if config.service_name.is_empty() {
+                return Err(bad(
+                    "redis.service_name",
+                    "mode = \"sentinel\" needs the name the sentinels monitor the primary under",
+                ));
+            }
+            (addrs, config.service_name.clone())
+        }
+        (None, RedisMode::Single) => {
+            for (field, set) in [
+                ("redis.sentinels", !config.sentinels.is_empty()),
+                ("redis.service_name", !config.service_name.is_empty()),
+                ("redis.sentinel_user", config.sentinel_user.is_some()),
+                (
+                    "redis.sentinel_password",
+                    config.sentinel_password.is_some(),
+                ),
+            ] {
+                if set {
+                    return Err(bad(
+                        field,
+                        "is used only in sentinel mode (mode = \"sentinel\" or a \
+                         redis+sentinel:// addr)",
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+    };
+    if config.sentinel_user.is_some() && config.sentinel_password.is_none() {
+        return Err(bad(
+            "redis.sentinel_user",
+            "a sentinel user needs redis.sentinel_password",
+        ));
+    }
+    let password = config
+        .sentinel_password
+        .clone()
+        .map(|p| non_empty(p, "redis.sentinel_password"))
+        .transpose()?
+        .flatten();
+    Ok(Some(Sentinels {
+        addrs,
+        service,
+        user: config.sentinel_user.clone(),
+        password,
+    }))
 }
 
 /// The password from its one source, read now.
@@ -180,19 +342,24 @@ fn non_empty(secret: Secret, field: &str) -> Result<Option<Secret>, ConfigError>
 pub fn parse_addr(addr: &RedisAddr) -> Result<ParsedAddr, String> {
     let text = addr.as_str();
     let shown = addr.redacted();
-    let (tls, rest) = if let Some(rest) = text.strip_prefix("redis://") {
-        (false, rest)
+    let (tls, sentinel, rest) = if let Some(rest) = text.strip_prefix("redis://") {
+        (false, false, rest)
     } else if let Some(rest) = text.strip_prefix("rediss://") {
-        (true, rest)
+        (true, false, rest)
+    } else if let Some(rest) = text.strip_prefix("redis+sentinel://") {
+        (false, true, rest)
+    } else if let Some(rest) = text.strip_prefix("rediss+sentinel://") {
+        (true, true, rest)
     } else if let Some((scheme, _)) = text.split_once("://") {
         return Err(format!(
-            "unknown scheme `{scheme}://`; use redis://, rediss:// or host:port"
+            "unknown scheme `{scheme}://`; use redis://, rediss://, redis+sentinel://,              rediss+sentinel:// or host:port"
         ));
     } else {
         return match split_host_port(text) {
             Some((host, port)) => Ok(ParsedAddr {
                 host: host.to_string(),
                 port,
+                sentinel: None,
                 tls: false,
                 user: None,
                 password: None,
@@ -218,27 +385,58 @@ pub fn parse_addr(addr: &RedisAddr) -> Result<ParsedAddr, String> {
         Some((hostport, path)) => (hostport, Some(path)),
         None => (location, None),
     };
-    let (host, port) =
-        match split_host_port(hostport) {
-            Some((host, port)) => (host.to_string(), port),
-            // No port: the default, if what is left is a valid host.
-            None => {
-                match split_host_port(&format!("{hostport}:{DEFAULT_PORT}")) {
-                    Some((host, port)) if !hostport.ends_with(':') => (host.to_string(), port),
+    let host_port =
+        |hostport: &str, default: u16| -> Result<(String, u16), String> {
+            match split_host_port(hostport) {
+                Some((host, port)) => Ok((host.to_string(), port)),
+                // No port: the default, if what is left is a valid host.
+                None => match split_host_port(&format!("{hostport}:{default}")) {
+                    Some((host, port)) if !hostport.ends_with(':') => Ok((host.to_string(), port)),
                     _ => {
-                        return Err(format!(
+                        Err(format!(
                     "`{shown}`: `{}` is not host[:port] (percent-encode `@`, `/` and `:` in a \
                      user or password)",
                     if userinfo.is_some() { "<redacted>" } else { hostport }
                 ))
                     }
-                }
+                },
             }
         };
+    let (host, port, sentinel, path) = if sentinel {
+        let addrs = hostport
+            .split(',')
+            .map(|one| host_port(one, DEFAULT_SENTINEL_PORT))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (service, db) = match path {
+            Some(path) => match path.split_once('/') {
+                Some((service, db)) => (service, Some(db)),
+                None => (path, None),
+            },
+            None => ("", None),
+        };
+        if service.is_empty() {
+            return Err(format!(
+                "`{shown}`: the path must name the service the sentinels monitor, as in \
+                 redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster[/db]"
+            ));
+        }
+        let (host, port) = addrs[0].clone();
+        let sentinel = SentinelUrl {
+            addrs,
+            service: service.to_string(),
+        };
+        (host, port, Some(sentinel), db)
+    } else {
+        let (host, port) = host_port(hostport, DEFAULT_PORT)?;
+        (host, port, None, path)
+    };
     let db = match path {
         None | Some("") => None,
         Some(db) => Some(db.parse::<u32>().map_err(|_| {
-            format!("`{shown}`: the path must be a database number, as in redis://host:6379/2")
+            format!(
+                "`{shown}`: the database must be a number, as in redis://host:6379/2 or \
+                 redis+sentinel://host:26379/mymaster/2"
+            )
         })?),
     };
     let (user, password) = match userinfo {
@@ -262,6 +460,7 @@ pub fn parse_addr(addr: &RedisAddr) -> Result<ParsedAddr, String> {
     Ok(ParsedAddr {
         host,
         port,
+        sentinel,
         tls,
         user,
         password,
@@ -345,8 +544,126 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_urls() {
+        let p = parse("redis+sentinel://10.0.0.1:26380,[::1],s3.internal:5000/mymaster").unwrap();
+        let url = p.sentinel.unwrap();
+        assert_eq!(
+            url.addrs,
+            vec![
+                ("10.0.0.1".to_string(), 26380),
+                ("::1".to_string(), DEFAULT_SENTINEL_PORT),
+                ("s3.internal".to_string(), 5000),
+            ]
+        );
+        assert_eq!(
+            (url.service.as_str(), p.tls, p.db),
+            ("mymaster", false, None)
+        );
+        let p = parse("rediss+sentinel://u:p%40w@h:1/svc/3").unwrap();
+        assert_eq!((p.tls, p.db, p.user.as_deref()), (true, Some(3), Some("u")));
+        assert_eq!(p.password.as_ref().map(Secret::expose), Some("p@w"));
+        assert_eq!(p.sentinel.unwrap().service, "svc");
+
+        let t = RedisTarget::from_config(&config("redis+sentinel://:pw@h:1,h:2/svc/2")).unwrap();
+        let s = t.sentinel.as_ref().unwrap();
+        assert_eq!((s.addrs.len(), s.service.as_str(), t.db), (2, "svc", 2));
+        assert_eq!(
+            (t.host.as_str(), t.port),
+            ("", 0),
+            "the primary is not known yet"
+        );
+        assert_eq!(t.password.as_ref().map(Secret::expose), Some("pw"));
+        let primary = t.at("10.0.0.9", 6380);
+        assert_eq!(primary.to_string(), "10.0.0.9:6380");
+        // The sentinels get their own login, never the data nodes'.
+        assert_eq!(t.sentinel_at("h", 1).password, None);
+    }
+
+    #[test]
+    fn bad_sentinel_urls_say_what_is_wrong() {
+        for (bad, says) in [
+            ("redis+sentinel://h:1,h:2", "must name the service"),
+            ("redis+sentinel://h:1/", "must name the service"),
+            ("redis+sentinel://h:1,,h:2/svc", "is not host[:port]"),
+            (
+                "redis+sentinel://u:hunter2@h:1,h:x/svc",
+                "is not host[:port]",
+            ),
+            ("redis+sentinel://h:1/svc/x", "database must be a number"),
+            ("redis+sentinels://h:1/svc", "unknown scheme"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("hunter2"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn sentinel_fields_combine_once_each() {
+        let sentinel_fields = || RedisConfig {
+            mode: RedisMode::Sentinel,
+            sentinels: vec!["10.0.0.1:26379".into(), "10.0.0.2:26379".into()],
+            service_name: "mymaster".into(),
+            ..RedisConfig::default()
+        };
+        let t = RedisTarget::from_config(&sentinel_fields()).unwrap();
+        assert_eq!(t.sentinel.as_ref().unwrap().service, "mymaster");
+        assert!(sentinel_fields().is_sentinel());
+        assert_eq!(
+            sentinel_fields().shown(),
+            "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster"
+        );
+
+        let field = |c: RedisConfig| RedisTarget::from_config(&c).unwrap_err().field;
+        let mut c = sentinel_fields();
+        c.sentinels.clear();
+        assert_eq!(field(c), "redis.sentinels");
+        let mut c = sentinel_fields();
+        c.sentinels.push("nope".into());
+        assert_eq!(field(c), "redis.sentinels");
+        let mut c = sentinel_fields();
+        c.service_name.clear();
+        assert_eq!(field(c), "redis.service_name");
+        let mut c = sentinel_fields();
+        c.addr = RedisAddr::new("redis://h:1");
+        assert_eq!(field(c), "redis.addr");
+        let mut c = sentinel_fields();
+        c.sentinel_user = Some("s".into());
+        assert_eq!(field(c), "redis.sentinel_user");
+        let mut c = sentinel_fields();
+        c.sentinel_password = Some(Secret::new(""));
+        assert_eq!(field(c), "redis.sentinel_password");
+        let mut c = sentinel_fields();
+        c.sentinel_user = Some("s".into());
+        c.sentinel_password = Some(Secret::new("spw"));
+        let t = RedisTarget::from_config(&c).unwrap();
+        let login = t.sentinel_at("h", 1);
+        assert_eq!(login.user.as_deref(), Some("s"));
+        assert_eq!(login.password.as_ref().map(Secret::expose), Some("spw"));
+
+        // The URL and the fields: one place each.
+        let mut c = config("redis+sentinel://h:1/svc");
+        c.sentinels = vec!["h:2".into()];
+        assert_eq!(field(c), "redis.sentinels");
+        let mut c = config("redis+sentinel://h:1/svc");
+        c.service_name = "svc".into();
+        assert_eq!(field(c), "redis.service_name");
+        // Sentinel fields in single mode are a mistake, not ignored.
+        let mut c = config("h:1");
+        c.service_name = "svc".into();
+        assert_eq!(field(c), "redis.service_name");
+        let mut c = config("h:1");
+        c.sentinel_password = Some(Secret::new("x"));
+        assert_eq!(field(c), "redis.sentinel_password");
+    }
+
+    #[test]
     fn redacted_addresses_hide_the_password() {
         let shown = |s: &str| RedisAddr::new(s).to_string();
+        assert_eq!(
+            shown("redis+sentinel://u:pw@h:1,h:2/svc/2"),
+            "redis+sentinel://u:<redacted>@h:1,h:2/svc/2"
+        );
         assert_eq!(shown("redis://u:pw@h:1/2"), "redis://u:<redacted>@h:1/2");
         assert_eq!(shown("redis://:pw@h:1"), "redis://:<redacted>@h:1");
         assert_eq!(shown("redis://u@h:1"), "redis://u@h:1");

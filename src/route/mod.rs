@@ -38,7 +38,7 @@ struct Inner {
     metrics: Arc<ShardMetrics>,
     prefix: Bytes,
     lookup_timeout: Duration,
-    /// `redis.addr` with any password redacted.
+    /// Where Redis is, password redacted ([`crate::config::RedisConfig::shown`]).
     redis_addr: String,
     cache: Option<Rc<RouteCache>>,
     valid: ValidValues,
@@ -144,7 +144,7 @@ impl Router {
                 prefix: Bytes::from(config.route.key_prefix.clone().into_bytes()),
                 lookup_timeout: config.lookup_timeout(),
                 // Redacted: this goes into clients' grpc-message.
-                redis_addr: config.redis.addr.to_string(),
+                redis_addr: config.redis.shown(),
                 cache,
                 valid: ValidValues::new(),
             }),

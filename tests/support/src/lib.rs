@@ -13,7 +13,8 @@
 //! - [`upstream`]: one tonic server on `127.0.0.1`: start, stop, restart on the
 //!   same port, and the connection count.
 //! - [`redis`]: a `redis-server` child process on a free port, optionally behind a password
-//!   or ACL users; [`resp`] is the tiny blocking RESP client it uses.
+//!   or ACL users; [`resp`] is the tiny blocking RESP client it uses; [`sentinel`]: a
+//!   `redis-sentinel` process watching one of them.
 //! - [`gateway`]: the `ringway` child process and the address it reports; its admin port's
 //!   answers and metrics.
 //! - [`fixture`]: [`Env`], the usual setup in one call — Redis, named upstreams, routes to
@@ -73,6 +74,7 @@ pub mod raw;
 pub mod rawh2;
 pub mod redis;
 pub mod resp;
+pub mod sentinel;
 pub mod stamp;
 pub mod steady;
 pub mod upstream;
@@ -86,6 +88,7 @@ pub use gateway::{ConfigFile, Gateway, TempPath};
 pub use pki::{Pem, Pki};
 pub use raw::{grpc_call_on, raw_grpc_call, RawResponse};
 pub use redis::{RedisOptions, RedisServer};
+pub use sentinel::{Sentinel, SentinelOptions};
 pub use upstream::{Upstream, UpstreamOptions, UpstreamTls};
 pub use wait::{eventually, run, tokio_sleep, within};
 

@@ -316,7 +316,7 @@ impl Drop for RedisServer {
 }
 
 /// A port from [`PORTS`], different on each call and in each process.
-fn random_port() -> u16 {
+pub(crate) fn random_port() -> u16 {
     // RandomState is seeded randomly per process and per instance.
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
@@ -333,6 +333,10 @@ fn spawn(addr: SocketAddr, options: &RedisOptions) -> Result<Child, String> {
         .args(["--bind", &addr.ip().to_string()])
         .args(["--save", ""])
         .args(["--appendonly", "no"])
+        // A replica writes the RDB it syncs from its primary (and a primary may write one for a
+        // replica): into the temp dir, one file per server, never into the repository.
+        .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+        .args(["--dbfilename", &format!("ringway-test-{}.rdb", addr.port())])
         .args(["--loglevel", "warning"])
         .args(options.server_args())
         .stdin(Stdio::null())
