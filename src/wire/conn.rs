@@ -416,6 +416,8 @@ impl Conn {
         if s.table.as_ref().is_some_and(|t| t.is_empty()) {
             s.table = None;
         }
+        // Up to 4 KiB of header fields and their index, kept for calls that may not come.
+        s.encoder.forget();
         frame::put_ping(&mut s.out, false, TRIM_PING);
         s.wake_writer();
     }

@@ -1015,6 +1015,15 @@ impl Encoder {
         self.pending = Some((smallest, size));
     }
 
+    /// Lets the dynamic table go (an idle connection's trim): the next block first empties the
+    /// peer's copy with a size update to 0, then restores the size, and indexing starts over.
+    pub fn forget(&mut self) {
+        if self.table.take().is_some() {
+            let latest = self.pending.map_or(self.max_size, |(_, latest)| latest);
+            self.pending = Some((0, latest));
+        }
+    }
+
     /// The dynamic table size updates due at the start of a block (§4.2, §6.3): the
     /// smallest size asked for since the last block, then the latest if it is larger.
     fn announce_table_size(&mut self, dst: &mut BytesMut) {

@@ -1152,3 +1152,30 @@ fn same_bytes_and_hash_see_every_byte() {
         assert_ne!(hash_bytes(&a, 1), hash_bytes(&[&a[..], &[0]].concat(), 1));
     }
 }
+
+/// A trimmed connection lets its encoder table go: the next block empties the peer's copy
+/// (size 0), restores the size, and indexing starts over, both tables equal throughout.
+#[test]
+fn encoder_forgets_its_table_and_the_peer_follows() {
+    let mut enc = Encoder::new();
+    let mut dec = Decoder::new(4096);
+    let fields = owned(&[(":path", "/a.B/C"), ("te", "trailers")]);
+    round_trip_marked(&mut dec, &mut enc, &fields);
+    assert_eq!(enc.entries().len(), 2);
+    enc.forget();
+    assert!(enc.table.is_none(), "nothing held");
+    let block = round_trip_marked(&mut dec, &mut enc, &fields);
+    assert_eq!(
+        &block[..4],
+        &[0x20, 0x3f, 0xe1, 0x1f],
+        "size 0, then 4096 again"
+    );
+    assert_eq!(enc.entries().len(), 2, "indexed again");
+    let block = round_trip_marked(&mut dec, &mut enc, &fields);
+    assert_eq!(&block[..], &[0xbf, 0xbe]);
+    // Forgetting an encoder that holds nothing announces nothing.
+    let mut fresh = Encoder::new();
+    fresh.forget();
+    let block = round_trip_marked(&mut Decoder::new(4096), &mut fresh, &[]);
+    assert!(block.is_empty());
+}
