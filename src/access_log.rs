@@ -77,26 +77,30 @@ pub fn start(config: &AccessLogConfig) -> io::Result<Option<Sink>> {
 }
 
 /// A shard's side: its buffer and its sampling state.
+/// One call in how many is logged at `sample`.
+fn every(config: &AccessLogConfig) -> u64 {
+    if config.sample >= 1.0 {
+        1
+    } else {
+        (1.0 / config.sample.max(1e-6)).round() as u64
+    }
+}
+
 pub struct ShardLog {
     sink: Sink,
     buffer: RefCell<Vec<u8>>,
-    /// Log one call in `every`; 1 logs all.
-    every: u64,
+    /// Log one call in `every`; 1 logs all. A reload may change it.
+    every: Cell<u64>,
     seen: Cell<u64>,
     lines: Cell<u64>,
 }
 
 impl ShardLog {
     pub fn new(sink: Sink, config: &AccessLogConfig) -> ShardLog {
-        let every = if config.sample >= 1.0 {
-            1
-        } else {
-            (1.0 / config.sample.max(1e-6)).round() as u64
-        };
         ShardLog {
             sink,
             buffer: RefCell::new(Vec::with_capacity(16 << 10)),
-            every,
+            every: Cell::new(every(config)),
             seen: Cell::new(0),
             lines: Cell::new(0),
         }
@@ -106,7 +110,12 @@ impl ShardLog {
     pub fn sample(&self) -> bool {
         let n = self.seen.get();
         self.seen.set(n + 1);
-        n.is_multiple_of(self.every)
+        n.is_multiple_of(self.every.get())
+    }
+
+    /// A reload's sampling rate (the file stays the one opened at start).
+    pub fn reconfigure(&self, config: &AccessLogConfig) {
+        self.every.set(every(config));
     }
 
     pub fn record(&self, e: &Entry<'_>) {

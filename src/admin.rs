@@ -12,7 +12,7 @@
 //! | `GET /readyz` | 200 when every shard has Redis and nothing drains, else 503 and why |
 //! | `POST /drain` | 202; starts a graceful drain, as SIGTERM does |
 //! | `GET /config` | the effective configuration, TOML |
-//! | `POST /reload` | re-reads TLS certificates and keys, as SIGHUP does: 200, or 500 and why (the old ones stay) |
+//! | `POST /reload` | reloads the configuration file (and the TLS files it names), as SIGHUP does: 200 (naming what a running process cannot change and kept), or 500 and why (nothing changed) |
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
 use crate::metrics::{self, ProcessGauges, ShardMetrics};
 use crate::procfs;
 use crate::shutdown::Drain;
@@ -32,7 +31,8 @@ const MAX_REQUEST: usize = 8 << 10;
 
 /// What the admin thread reads. Everything here is either immutable or written by one shard.
 pub struct AdminState {
-    pub config: Arc<Config>,
+    /// The live configuration (`/config`) and what reloads it (`POST /reload`).
+    pub reloader: Arc<crate::reload::Reloader>,
     pub shards: Vec<Arc<ShardMetrics>>,
     pub drain: Arc<Drain>,
     pub started: Instant,
@@ -157,14 +157,29 @@ fn answer(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
             }
             respond(&mut stream, 202, "text/plain", "draining\n")
         }
-        ("GET", "/config") => respond(&mut stream, 200, "text/plain", &state.config.to_toml()),
-        ("POST", "/reload") => match state.tls.reload_logged("POST /reload") {
-            Ok(()) => respond(&mut stream, 200, "text/plain", "reloaded\n"),
+        ("GET", "/config") => respond(
+            &mut stream,
+            200,
+            "text/plain",
+            &state.reloader.live.load().to_toml(),
+        ),
+        ("POST", "/reload") => match state.reloader.reload_logged("POST /reload") {
+            Ok(kept) if kept.is_empty() => respond(&mut stream, 200, "text/plain", "reloaded\n"),
+            Ok(kept) => respond(
+                &mut stream,
+                200,
+                "text/plain",
+                &format!(
+                    "reloaded; kept as they were (a running process cannot change them; \
+                     upgrade with --upgrade-from): {}\n",
+                    kept.join(", ")
+                ),
+            ),
             Err(e) => respond(
                 &mut stream,
                 500,
                 "text/plain",
-                &format!("reload failed, old certificates kept: {e}\n"),
+                &format!("reload failed, nothing changed: {e}\n"),
             ),
         },
         (_, "/metrics" | "/healthz" | "/readyz" | "/drain" | "/config" | "/reload") => {
@@ -213,7 +228,8 @@ fn not_ready(state: &AdminState) -> Option<String> {
     if without.is_empty() {
         return None;
     }
-    let redis = &state.config.redis;
+    let config = state.reloader.live.load();
+    let redis = &config.redis;
     Some(match redis.is_sentinel() {
         // The calls' UNAVAILABLE message and the log say what the sentinels answered.
         true => format!(
@@ -230,16 +246,24 @@ fn render_metrics(state: &AdminState) -> String {
     let fds = procfs::fd_usage().ok();
     // The address only: parsing needs no password, resolving the full target would read it.
     // Sentinel mode: the primary changes, so its connections are not told apart.
-    let redis_peer = crate::redis::target::parse_addr(&state.config.redis.addr)
+    let config = state.reloader.live.load();
+    let redis_peer = crate::redis::target::parse_addr(&config.redis.addr)
         .ok()
-        .filter(|_| !state.config.redis.is_sentinel())
+        .filter(|_| !config.redis.is_sentinel())
         .and_then(|p| Some(SocketAddr::new(p.host.parse().ok()?, p.port)));
     let tcp = procfs::process_tcp_states(&state.service_ports, redis_peer.as_slice()).ok();
     let reloads = match state.tls.status.lock() {
         Ok(status) => status.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
     };
+    let config_reloads = match state.reloader.status.lock() {
+        Ok(status) => status.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
     let process = ProcessGauges {
+        config_reloads_ok: config_reloads.succeeded,
+        config_reloads_failed: config_reloads.failed,
+        config_reload_error: config_reloads.last_error,
         open_fds: fds.as_ref().map(|f| f.open),
         max_fds: fds.as_ref().map(|f| f.soft_limit),
         tcp_established: tcp.as_ref().map(|t| t.established),

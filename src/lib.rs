@@ -63,11 +63,13 @@ pub mod config;
 pub mod deadline;
 pub mod doctor;
 pub mod downstream;
+pub mod live;
 pub mod metrics;
 pub mod net;
 pub mod procfs;
 pub mod proxy;
 pub mod redis;
+pub mod reload;
 pub mod rng;
 pub mod route;
 pub mod shard;
@@ -101,6 +103,8 @@ pub struct Gateway {
     pub sockets: upgrade::Sockets,
     /// Stops the admin port's thread (its successor answers on the same socket).
     pub admin: Option<admin::Stopper>,
+    /// Reloads the configuration (SIGHUP; the admin port's `POST /reload` has it too).
+    pub reloader: Arc<reload::Reloader>,
 }
 
 /// Binds the listeners, starts every shard and waits until each one accepts, then starts the
@@ -114,6 +118,7 @@ pub fn start(
     drain: Arc<Drain>,
     tls: Arc<tls::Material>,
     inherited: Option<upgrade::Sockets>,
+    read: reload::Read,
 ) -> io::Result<Gateway> {
     let count = config.shard_count();
     let connection_cap = connection_cap(&config);
@@ -180,6 +185,7 @@ pub fn start(
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (balancer, inboxes) = balance::Balancer::new(count)?;
     let balanced = count > 1 && config.downstream.balance == balance::Balance::Connections;
+    let reloader = Arc::new(reload::Reloader::new(config.clone(), read, tls.clone()));
     let config = Arc::new(config);
     let context = shard::ShardContext {
         config: config.clone(),
@@ -188,6 +194,7 @@ pub fn start(
         connection_cap: connection_cap.div_ceil(count),
         tls: tls.clone(),
         balancer: balanced.then_some(balancer),
+        live: reloader.live.clone(),
     };
     let (started_tx, started_rx) = crossbeam_channel::unbounded();
     let mut shards = Vec::with_capacity(count);
@@ -226,7 +233,7 @@ pub fn start(
     let admin_addr = match config.admin_addr() {
         Some(addr) => {
             let state = Arc::new(admin::AdminState {
-                config: config.clone(),
+                reloader: reloader.clone(),
                 shards: metrics.clone(),
                 drain,
                 started: Instant::now(),
@@ -253,6 +260,7 @@ pub fn start(
         metrics,
         sockets,
         admin: admin_stopper,
+        reloader,
     })
 }
 

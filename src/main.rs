@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use clap::{Parser, Subcommand};
 use ringway::config::{Config, RedisAddr};
@@ -13,7 +13,7 @@ use ringway::shutdown::{self, Drain};
 /// looked up in Redis (GET <prefix><value> → host:port[,host:port...]).
 ///
 /// Flags override the config file; the file overrides the defaults.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "ringway", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
@@ -115,7 +115,7 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// Check this machine against what ringway needs (limits, sysctls, io_uring); exits 1 on a failure
     Doctor {
@@ -183,9 +183,16 @@ fn main() -> ExitCode {
         }
     };
     let drain = Arc::new(Drain::default());
-    let reload = tls.clone();
-    let on_hup = move || {
-        let _ = reload.reload_logged("SIGHUP");
+    // SIGHUP reloads the configuration (and with it the TLS files) once the shards run.
+    let reloader: Arc<OnceLock<Arc<ringway::reload::Reloader>>> = Arc::default();
+    let on_hup = {
+        let reloader = reloader.clone();
+        move || match reloader.get() {
+            Some(reloader) => {
+                let _ = reloader.reload_logged("SIGHUP");
+            }
+            None => eprintln!("ringway: SIGHUP before the start finished: ignored"),
+        }
     };
     if let Err(e) = shutdown::watch_signals(drain.clone(), on_hup) {
         eprintln!("ringway: cannot install signal handlers: {e}");
@@ -203,13 +210,19 @@ fn main() -> ExitCode {
         None => (None, None),
     };
     let upgrade_socket = config.upgrade_socket.clone();
-    let gateway = match ringway::start(config, drain.clone(), tls, inherited) {
+    // A reload reads the file again and applies the command line's flags on top, as here.
+    let read: ringway::reload::Read = {
+        let cli = cli.clone();
+        Box::new(move || effective_config(&cli))
+    };
+    let gateway = match ringway::start(config, drain.clone(), tls, inherited, read) {
         Ok(gateway) => gateway,
         Err(e) => {
             eprintln!("ringway: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let _ = reloader.set(gateway.reloader.clone());
     if let Some(predecessor) = predecessor {
         match predecessor.ready() {
             Ok(()) => eprintln!("ringway: upgrade: serving; the previous process drains"),

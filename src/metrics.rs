@@ -324,6 +324,11 @@ pub struct ProcessGauges {
     pub tcp_retransmitted_segments: Option<u64>,
     /// Access-log lines dropped because the writer fell behind; `None` without an access log.
     pub access_log_dropped_lines: Option<u64>,
+    /// Configuration reloads (SIGHUP, `POST /reload`) that succeeded and that failed, and why
+    /// the last one failed (cleared by a good one).
+    pub config_reloads_ok: u64,
+    pub config_reloads_failed: u64,
+    pub config_reload_error: Option<String>,
     /// TLS reloads (SIGHUP, `POST /reload`) that succeeded and that failed (old kept).
     pub tls_reloads_ok: u64,
     pub tls_reloads_failed: u64,
@@ -788,6 +793,31 @@ impl Exposition<'_, '_> {
             "Seconds since start.",
             Some(uptime),
         )?;
+        let mut family = descriptor(
+            &mut self.encoder,
+            "ringway_config_reloads_total",
+            "Configuration reloads (SIGHUP, POST /reload), by result; a failed one changes nothing.",
+            MetricType::Counter,
+        )?;
+        for (result, count) in [
+            ("ok", process.config_reloads_ok),
+            ("error", process.config_reloads_failed),
+        ] {
+            family
+                .encode_family(&[("result", result)])?
+                .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+        }
+        let mut family = descriptor(
+            &mut self.encoder,
+            "ringway_config_reload_error",
+            "1, with the reason as its label, while the last configuration reload failed.",
+            MetricType::Gauge,
+        )?;
+        if let Some(message) = &process.config_reload_error {
+            family
+                .encode_family(&[("error", message.as_str())])?
+                .encode_gauge(&1u64)?;
+        }
         let mut family = descriptor(
             &mut self.encoder,
             "ringway_tls_reloads_total",

@@ -23,9 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crossbeam_channel::Sender;
-use http::HeaderName;
 use monoio::{FusionDriver, RuntimeBuilder};
 
 use crate::access_log::{self, ShardLog};
@@ -59,7 +57,29 @@ pub struct Shard {
     /// Spreads new connections across shards (`downstream.balance`); none: one shard, or off.
     pub balancer: Option<Arc<Balancer>>,
     /// `downstream.drain_delay_ms`: a drain says so this long before connections get GOAWAY.
-    pub drain_delay: Duration,
+    pub drain_delay: std::cell::Cell<Duration>,
+    /// The configuration as reloads leave it: looked at every control tick.
+    live: crate::live::Local<Config>,
+    /// Certificates and keys (for the upstream pools a reload rebuilds).
+    tls: Arc<crate::tls::Material>,
+}
+
+impl Shard {
+    /// A reload's configuration, for new connections and calls (see [`crate::reload`]).
+    fn reconfigure(&self, config: &Config) {
+        *self.proxy.calls.borrow_mut() = Rc::new(crate::proxy::CallSettings::new(config));
+        self.proxy.router.reconfigure(config);
+        self.proxy
+            .upstreams
+            .reconfigure(&config.upstream, self.tls.client());
+        if let Some(log) = &self.proxy.access_log {
+            log.reconfigure(&config.access_log);
+        }
+        self.server
+            .set_settings(downstream::Settings::new(&config.downstream));
+        self.drain_delay
+            .set(Duration::from_millis(config.downstream.drain_delay_ms));
+    }
 }
 
 /// What a shard needs from the process besides its listener.
@@ -74,6 +94,8 @@ pub struct ShardContext {
     pub tls: Arc<crate::tls::Material>,
     /// Shared by all shards when connections are balanced across them.
     pub balancer: Option<Arc<Balancer>>,
+    /// The configuration as reloads leave it.
+    pub live: Arc<crate::live::Swap<Config>>,
 }
 
 /// A shard's listening sockets: plaintext and TLS, either of which may be off.
@@ -185,23 +207,15 @@ async fn run(
     let proxy = Rc::new(Proxy {
         shard: id,
         // Validated with the config.
-        route_header: Bytes::copy_from_slice(
-            HeaderName::from_bytes(config.route.header.as_bytes())
-                .expect("route.header was validated")
-                .as_str()
-                .as_bytes(),
-        ),
+        calls: RefCell::new(Rc::new(crate::proxy::CallSettings::new(&config))),
         router: Router::new(&config, redis, metrics.clone(), cache),
         upstreams: upstreams.clone(),
-        retry_buffer_bytes: config.upstream.retry_buffer_bytes,
         metrics: metrics.clone(),
         latency: RefCell::new(Latency::default()),
         access_log: context
             .access_log
             .map(|sink| ShardLog::new(sink, &config.access_log)),
         replays: ReplayPool::default(),
-        identity_header: (!config.downstream.tls.identity_header.is_empty())
-            .then(|| Bytes::copy_from_slice(config.downstream.tls.identity_header.as_bytes())),
         drain: context.drain.clone(),
         health_watches: Default::default(),
     });
@@ -220,7 +234,9 @@ async fn run(
         metrics,
         connection_cap: context.connection_cap,
         balancer: context.balancer,
-        drain_delay: Duration::from_millis(config.downstream.drain_delay_ms),
+        drain_delay: std::cell::Cell::new(Duration::from_millis(config.downstream.drain_delay_ms)),
+        live: crate::live::Local::new(context.live.clone()),
+        tls: context.tls.clone(),
     });
     monoio::spawn(control(shard.clone(), context.drain));
     monoio::spawn(upstreams.maintain_forever());
@@ -439,7 +455,10 @@ async fn control(shard: Rc<Shard>, drain: Arc<Drain>) {
     loop {
         monoio::time::sleep(POLL_INTERVAL).await;
         tick += 1;
-        if drain.stops_serving(shard.drain_delay) && !shard.server.drain.has_fired() {
+        if let Some(config) = shard.live.changed() {
+            shard.reconfigure(&config);
+        }
+        if drain.stops_serving(shard.drain_delay.get()) && !shard.server.drain.has_fired() {
             shard.server.drain.fire();
         }
         if let Some(log) = &shard.proxy.access_log {

@@ -4,8 +4,8 @@
 //! This is the only module that knows about OS signals. The first SIGTERM or SIGINT (or
 //! `POST /drain` on the admin port) starts a graceful drain: shards stop accepting, send every
 //! client the two-phase GOAWAY, let calls in flight finish up to `drain_timeout_ms`, and the
-//! process exits 0. A second signal exits at once. SIGHUP re-reads the TLS certificates and
-//! keys (`on_reload`); it never drains.
+//! process exits 0. A second signal exits at once. SIGHUP reloads the configuration, and
+//! with it the TLS certificates and keys (`on_reload`); it never drains.
 //!
 //! Shards learn of the drain by looking at [`Drain`] from their control task every
 //! [`POLL_INTERVAL`]: a monoio runtime cannot be woken from another thread without its `sync`

@@ -21,6 +21,7 @@ mod activity;
 mod timers;
 mod workers;
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::rc::Rc;
@@ -60,7 +61,8 @@ pub struct Peer {
 /// What client connections on one shard share: their settings, the handler of their streams,
 /// the reusable call tasks, the drain signal, and where they are counted.
 pub struct Server<H: Handler> {
-    pub settings: Settings,
+    /// Read once per connection: a reload's settings apply to connections made after it.
+    settings: RefCell<Rc<Settings>>,
     pub handler: Rc<H>,
     pub metrics: Arc<ShardMetrics>,
     pub rng: Rc<Rng>,
@@ -73,6 +75,16 @@ pub struct Server<H: Handler> {
 }
 
 impl<H: Handler> Server<H> {
+    /// The settings for a new connection.
+    pub fn settings(&self) -> Rc<Settings> {
+        self.settings.borrow().clone()
+    }
+
+    /// A reload's settings, for connections from now on.
+    pub fn set_settings(&self, settings: Settings) {
+        *self.settings.borrow_mut() = Rc::new(settings);
+    }
+
     pub fn new(
         settings: Settings,
         handler: Rc<H>,
@@ -80,7 +92,7 @@ impl<H: Handler> Server<H> {
         rng: Rc<Rng>,
     ) -> Self {
         Server {
-            settings,
+            settings: RefCell::new(Rc::new(settings)),
             handler,
             metrics,
             rng,
@@ -192,7 +204,7 @@ pub async fn serve_tls_connection<H: Handler>(server: Rc<Server<H>>, mut stream:
     let metrics = server.metrics.clone();
     metrics.downstream_open.inc();
     let side = crate::metrics::Side::Downstream;
-    let limit = server.settings.handshake_timeout;
+    let limit = server.settings().handshake_timeout;
     let handshake = async {
         let tls = rustls::ServerConnection::new(config).map_err(crate::tls::HandshakeError::Tls)?;
         match monoio::time::timeout(
@@ -247,7 +259,7 @@ async fn run<H: Handler, T: wire::io::Transport>(
     transport: T,
     peer: Peer,
 ) {
-    let settings = &server.settings;
+    let settings = &*server.settings();
     let conn = Rc::new(ClientActivity::new(
         settings.ping_policy,
         Some(server.metrics.clone()),
@@ -259,7 +271,7 @@ async fn run<H: Handler, T: wire::io::Transport>(
     // (Two tasks cost a second task allocation, ~1.6 KiB with the first's padding, per idle
     // client.)
     let io = pin!(wire::io::drive(h2.clone(), halves, transport));
-    let streams = pin!(serve_streams(server, &h2, &conn, &timer, &peer));
+    let streams = pin!(serve_streams(server, settings, &h2, &conn, &timer, &peer));
     let (ended, io) = match select(io, streams).await {
         // The socket is done: so are the streams.
         Either::Left(((), _)) => return,
@@ -292,12 +304,12 @@ enum Ended {
 /// connection's timers and GOAWAYs.
 async fn serve_streams<H: Handler>(
     server: &Rc<Server<H>>,
+    settings: &Settings,
     h2: &Conn,
     conn: &Rc<ClientActivity>,
     timer: &Deadline,
     peer: &Peer,
 ) -> Ended {
-    let settings = &server.settings;
     timer.set(Instant::now() + settings.handshake_timeout);
     let handshake = poll_fn(|cx| h2.poll_handshake(cx));
     match select(pin!(handshake), pin!(poll_fn(|cx| timer.poll_expired(cx)))).await {

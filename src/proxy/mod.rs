@@ -56,12 +56,10 @@ use stats::CallStats;
 pub struct Proxy {
     /// The shard's id, for the access log.
     pub shard: usize,
-    /// The routing header's name, lowercase as HTTP/2 carries it.
-    pub route_header: Bytes,
+    /// What each call reads of the configuration; a reload replaces it between calls.
+    pub calls: RefCell<Rc<CallSettings>>,
     pub router: Router,
     pub upstreams: Rc<Upstreams>,
-    /// Request bytes kept for the transparent retry; 0 = no retries.
-    pub retry_buffer_bytes: usize,
     /// This shard's counters; written here only, read by the admin thread.
     pub metrics: Arc<ShardMetrics>,
     /// Latency recorded by calls, published to `metrics.latency` every second.
@@ -69,12 +67,38 @@ pub struct Proxy {
     pub access_log: Option<ShardLog>,
     /// Spare retry buffers, reused call after call.
     pub replays: ReplayPool,
-    /// `downstream.tls.identity_header`, lowercase; `None`: not configured.
-    pub identity_header: Option<Bytes>,
     /// The process's drain: the health service reports NOT_SERVING once it starts.
     pub drain: Arc<crate::shutdown::Drain>,
     /// Open health `Watch` calls on this shard.
     pub health_watches: std::cell::Cell<usize>,
+}
+
+/// The configuration a call reads, one snapshot per call (an `Rc` clone).
+pub struct CallSettings {
+    /// The routing header's name, lowercase as HTTP/2 carries it.
+    pub route_header: Bytes,
+    /// Request bytes kept for the transparent retry; 0 = no retries.
+    pub retry_buffer_bytes: usize,
+    /// `downstream.tls.identity_header`, lowercase; `None`: not configured.
+    pub identity_header: Option<Bytes>,
+}
+
+impl CallSettings {
+    pub fn new(config: &crate::config::Config) -> CallSettings {
+        let identity = &config.downstream.tls.identity_header;
+        CallSettings {
+            // Validated with the config.
+            route_header: Bytes::copy_from_slice(
+                http::HeaderName::from_bytes(config.route.header.as_bytes())
+                    .expect("route.header was validated")
+                    .as_str()
+                    .as_bytes(),
+            ),
+            retry_buffer_bytes: config.upstream.retry_buffer_bytes,
+            identity_header: (!identity.is_empty())
+                .then(|| Bytes::copy_from_slice(identity.as_bytes())),
+        }
+    }
 }
 
 impl Handler for Proxy {
@@ -110,18 +134,19 @@ impl Proxy {
         let started = Instant::now();
         self.metrics.calls_in_flight.inc();
         let stats = CallStats::new();
+        let settings = self.calls.borrow().clone();
         // What the access log needs is kept only for calls it will log (refcount clones).
         let logged = self
             .access_log
             .as_ref()
             .filter(|log| log.sample())
             .map(|_| {
-                let key = incoming.head.get(&self.route_header).cloned();
+                let key = incoming.head.get(&settings.route_header).cloned();
                 let path = incoming.head.get(b":path").cloned().unwrap_or_default();
                 (path, key)
             });
         let target = self
-            .forward(incoming, &stats, peer.identity.as_deref())
+            .forward(incoming, &stats, &settings, peer.identity.as_deref())
             .await;
         self.record(
             &stats,
@@ -154,6 +179,7 @@ impl Proxy {
         &self,
         incoming: Incoming,
         stats: &CallStats,
+        settings: &CallSettings,
         identity: Option<&str>,
     ) -> Option<Rc<str>> {
         let Incoming {
@@ -162,16 +188,16 @@ impl Proxy {
             mut body,
             mut respond,
         } = incoming;
-        let head = match &self.identity_header {
+        let head = match &settings.identity_header {
             Some(name) => with_identity(head, name, identity),
             None => head,
         };
         stats.grpc.set(is_grpc(&head));
-        if let Some(method) = health::Method::of(&head, &self.route_header) {
+        if let Some(method) = health::Method::of(&head, &settings.route_header) {
             health::serve(self, method, body, end, respond, stats).await;
             return None;
         }
-        let mut lease = match self.lease_for(&head).await {
+        let mut lease = match self.lease_for(&head, &settings.route_header).await {
             // The client went away while the route was looked up: the target is not bothered
             // with a call nobody waits for. (A client that opens hundreds of calls and closes
             // its connection would otherwise make ringway open and at once reset hundreds of
@@ -189,7 +215,7 @@ impl Proxy {
                 return error.target().map(Rc::from);
             }
         };
-        let limit = self.retry_buffer_bytes;
+        let limit = settings.retry_buffer_bytes;
         let replay = (limit > 0).then(|| self.replays.take(limit));
         let replay = replay.as_ref().map(|r| &r.0);
         let mut retried = false;
@@ -273,12 +299,12 @@ impl Proxy {
     }
 
     /// Steps 1–3: header → route → a leased stream on a connection to one of its targets.
-    async fn lease_for(&self, head: &Fields) -> Result<Lease, GatewayError> {
-        let value =
-            head.get(&self.route_header)
-                .ok_or_else(|| GatewayError::MissingRouteHeader {
-                    header: String::from_utf8_lossy(&self.route_header).into_owned(),
-                })?;
+    async fn lease_for(&self, head: &Fields, route_header: &[u8]) -> Result<Lease, GatewayError> {
+        let value = head
+            .get(route_header)
+            .ok_or_else(|| GatewayError::MissingRouteHeader {
+                header: String::from_utf8_lossy(route_header).into_owned(),
+            })?;
         let asked = Instant::now();
         let route = self.router.resolve(value).await;
         let lookup_us = asked.elapsed().as_micros() as u64;

@@ -41,12 +41,12 @@ pub type Resolved = Result<Rc<Route>, GatewayError>;
 
 pub struct RouteCache {
     /// Stripped from invalidated keys to find the routing value.
-    prefix: Bytes,
+    prefix: RefCell<Bytes>,
     /// Keys are routing values (client input): foldhash, randomly seeded per process.
     slots: RefCell<HashMap<Bytes, Slot, RandomState>>,
-    max_entries: usize,
-    ttl: Duration,
-    negative_ttl: Duration,
+    max_entries: Cell<usize>,
+    ttl: Cell<Duration>,
+    negative_ttl: Cell<Duration>,
     /// Bumped by every flush: a fill that started before it must not land.
     epoch: Cell<u64>,
     metrics: Arc<ShardMetrics>,
@@ -86,11 +86,11 @@ impl RouteCache {
         metrics: Arc<ShardMetrics>,
     ) -> RouteCache {
         RouteCache {
-            prefix,
+            prefix: RefCell::new(prefix),
             slots: RefCell::new(HashMap::with_hasher(RandomState::default())),
-            max_entries,
-            ttl,
-            negative_ttl,
+            max_entries: Cell::new(max_entries),
+            ttl: Cell::new(ttl),
+            negative_ttl: Cell::new(negative_ttl),
             epoch: Cell::new(0),
             metrics,
         }
@@ -114,7 +114,7 @@ impl RouteCache {
             _ => {}
         }
         self.metrics.route_cache_misses.inc();
-        if slots.len() >= self.max_entries && !slots.contains_key(value) {
+        if slots.len() >= self.max_entries.get() && !slots.contains_key(value) {
             Self::make_room(&mut slots, now);
         }
         let (tx, rx) = oneshot::channel();
@@ -143,8 +143,8 @@ impl RouteCache {
             return;
         };
         let ttl = match &resolved {
-            Ok(_) => Some(self.ttl),
-            Err(GatewayError::RouteNotFound { .. }) => Some(self.negative_ttl),
+            Ok(_) => Some(self.ttl.get()),
+            Err(GatewayError::RouteNotFound { .. }) => Some(self.negative_ttl.get()),
             // Errors (Redis down, malformed value) are not cached.
             Err(_) => None,
         };
@@ -168,12 +168,13 @@ impl RouteCache {
 
     /// Applies what Redis pushed.
     pub fn on_push(&self, push: Push) {
+        let prefix = self.prefix.borrow().clone();
         let mut slots = self.slots.borrow_mut();
         match push {
             Push::Invalidate(keys) => {
                 for key in keys {
                     self.metrics.route_cache_invalidations.inc();
-                    let Some(value) = key.strip_prefix(&self.prefix[..]) else {
+                    let Some(value) = key.strip_prefix(&prefix[..]) else {
                         continue;
                     };
                     match slots.get_mut(value) {
@@ -198,6 +199,24 @@ impl RouteCache {
             }
         }
         self.metrics.route_cache_entries.set(slots.len() as i64);
+    }
+
+    /// A reload's new settings: sizes and lifetimes apply to what is cached from now on; a new
+    /// key prefix empties the cache (its entries answered for other keys).
+    pub fn reconfigure(
+        &self,
+        prefix: Bytes,
+        max_entries: usize,
+        ttl: Duration,
+        negative_ttl: Duration,
+    ) {
+        self.max_entries.set(max_entries);
+        self.ttl.set(ttl);
+        self.negative_ttl.set(negative_ttl);
+        if *self.prefix.borrow() != prefix {
+            *self.prefix.borrow_mut() = prefix;
+            self.on_push(Push::InvalidateAll);
+        }
     }
 
     fn make_room(slots: &mut HashMap<Bytes, Slot, RandomState>, now: Instant) {

@@ -9,7 +9,7 @@
 
 pub mod cache;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::Deref;
 use std::rc::Rc;
 use std::time::Duration;
@@ -36,8 +36,8 @@ pub struct Router {
 struct Inner {
     redis: RedisClient,
     metrics: Arc<ShardMetrics>,
-    prefix: Bytes,
-    lookup_timeout: Duration,
+    prefix: RefCell<Bytes>,
+    lookup_timeout: Cell<Duration>,
     /// Where Redis is, password redacted ([`crate::config::RedisConfig::shown`]).
     redis_addr: String,
     cache: Option<Rc<RouteCache>>,
@@ -141,13 +141,30 @@ impl Router {
             inner: Rc::new(Inner {
                 redis,
                 metrics,
-                prefix: Bytes::from(config.route.key_prefix.clone().into_bytes()),
-                lookup_timeout: config.lookup_timeout(),
+                prefix: RefCell::new(Bytes::from(config.route.key_prefix.clone().into_bytes())),
+                lookup_timeout: Cell::new(config.lookup_timeout()),
                 // Redacted: this goes into clients' grpc-message.
                 redis_addr: config.redis.shown(),
                 cache,
                 valid: ValidValues::new(),
             }),
+        }
+    }
+
+    /// A reload's route settings: the key prefix and lookup timeout for lookups from now on,
+    /// and the cache's sizes and lifetimes (whether there is a cache is fixed at start).
+    pub fn reconfigure(&self, config: &Config) {
+        let prefix = Bytes::from(config.route.key_prefix.clone().into_bytes());
+        *self.inner.prefix.borrow_mut() = prefix.clone();
+        self.inner.lookup_timeout.set(config.lookup_timeout());
+        if let Some(cache) = &self.inner.cache {
+            let r = &config.route;
+            cache.reconfigure(
+                prefix,
+                r.cache_max_entries,
+                Duration::from_millis(r.cache_ttl_ms),
+                Duration::from_millis(r.negative_ttl_ms),
+            );
         }
     }
 
@@ -186,8 +203,11 @@ impl Router {
 impl Inner {
     /// Looks the routing value up in Redis and validates what it holds.
     async fn fetch(&self, key: &[u8]) -> Result<Route, GatewayError> {
-        let lookup = self.redis.get(&self.prefix, key);
-        let reply = match monoio::time::timeout(self.lookup_timeout, lookup).await {
+        // A clone, not a borrow held across the await: a reload may replace the prefix.
+        let prefix = self.prefix.borrow().clone();
+        let timeout = self.lookup_timeout.get();
+        let lookup = self.redis.get(&prefix, key);
+        let reply = match monoio::time::timeout(timeout, lookup).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(unavailable)) => {
                 self.metrics.redis_errors.inc();
@@ -200,7 +220,7 @@ impl Inner {
                 self.metrics.redis_timeouts.inc();
                 return Err(GatewayError::LookupTimeout {
                     key: self.key_text(key),
-                    timeout_ms: self.lookup_timeout.as_millis() as u64,
+                    timeout_ms: timeout.as_millis() as u64,
                 });
             }
         };
@@ -236,7 +256,7 @@ impl Inner {
 
     /// The Redis key, printable, for messages.
     fn key_text(&self, value: &[u8]) -> String {
-        let mut key = self.prefix.to_vec();
+        let mut key = self.prefix.borrow().to_vec();
         key.extend_from_slice(value);
         printable(&key)
     }

@@ -24,9 +24,9 @@
 pub mod load;
 pub mod transport;
 
-use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+pub use crate::live::{Local, Swap};
 
 use rustls::{ClientConfig, ServerConfig};
 
@@ -34,67 +34,10 @@ use crate::config::Config;
 pub use load::FileError;
 pub use transport::{HandshakeError, TlsTransport};
 
-/// A value replaced by reloads, read by shards once per handshake.
-pub struct Swap<T> {
-    generation: AtomicU64,
-    current: Mutex<Arc<T>>,
-}
-
-impl<T> Swap<T> {
-    fn new(value: T) -> Swap<T> {
-        Swap {
-            generation: AtomicU64::new(0),
-            current: Mutex::new(Arc::new(value)),
-        }
-    }
-
-    fn store(&self, value: T) {
-        if let Ok(mut current) = self.current.lock() {
-            *current = Arc::new(value);
-        }
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    fn load(&self) -> Arc<T> {
-        match self.current.lock() {
-            Ok(current) => current.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-}
-
-/// A shard's view of a [`Swap`]: the `Arc` it last saw and that value's generation.
-pub struct Local<T> {
-    swap: Arc<Swap<T>>,
-    seen: Cell<u64>,
-    current: RefCell<Arc<T>>,
-}
-
-impl<T> Local<T> {
-    pub fn new(swap: Arc<Swap<T>>) -> Local<T> {
-        let seen = swap.generation.load(Ordering::Acquire);
-        let current = swap.load();
-        Local {
-            swap,
-            seen: Cell::new(seen),
-            current: RefCell::new(current),
-        }
-    }
-
-    /// The current value: one atomic load, and the mutex only after a reload.
-    pub fn get(&self) -> Arc<T> {
-        let generation = self.swap.generation.load(Ordering::Acquire);
-        if generation != self.seen.get() {
-            *self.current.borrow_mut() = self.swap.load();
-            self.seen.set(generation);
-        }
-        self.current.borrow().clone()
-    }
-}
-
 /// The process's TLS material: what the files said at start or at the last good reload.
 pub struct Material {
-    config: Config,
+    /// Where the files are: the config of the start, or of the last good reload.
+    config: Mutex<Config>,
     /// `None` without a TLS listener.
     server: Option<Arc<Swap<ServerConfig>>>,
     client: Arc<Swap<ClientConfig>>,
@@ -119,7 +62,7 @@ impl Material {
         let client_resumption = rustls::client::Resumption::in_memory_sessions(256);
         let (server, client) = build(config, &server_resumption, &client_resumption)?;
         Ok(Material {
-            config: config.clone(),
+            config: Mutex::new(config.clone()),
             server: server.map(|s| Arc::new(Swap::new(s))),
             client: Arc::new(Swap::new(client)),
             server_resumption,
@@ -131,11 +74,17 @@ impl Material {
     /// Reads the files again. All good: new handshakes use them. Any bad: the old material
     /// stays, the error is kept and returned.
     pub fn reload(&self) -> Result<(), FileError> {
-        let built = build(
-            &self.config,
-            &self.server_resumption,
-            &self.client_resumption,
-        );
+        let config = match self.config.lock() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        self.reload_with(&config)
+    }
+
+    /// Reads the files `config` names (a configuration reload may name others). All good:
+    /// new handshakes use them and `config` is where they are read from next time.
+    pub fn reload_with(&self, config: &Config) -> Result<(), FileError> {
+        let built = build(config, &self.server_resumption, &self.client_resumption);
         let mut status = match self.status.lock() {
             Ok(status) => status,
             Err(poisoned) => poisoned.into_inner(),
@@ -146,6 +95,9 @@ impl Material {
                     swap.store(server);
                 }
                 self.client.store(client);
+                if let Ok(mut kept) = self.config.lock() {
+                    *kept = config.clone();
+                }
                 status.succeeded += 1;
                 status.last_error = None;
                 Ok(())

@@ -29,7 +29,7 @@ use crate::route::Route;
 pub struct Upstreams {
     /// Keyed by target (see above; `http://` is dropped); foldhash, randomly seeded per process.
     pools: RefCell<HashMap<Box<str>, Rc<TargetPool>, RandomState>>,
-    settings: Rc<PoolSettings>,
+    settings: RefCell<Rc<PoolSettings>>,
     rng: Rc<Rng>,
     metrics: Arc<ShardMetrics>,
 }
@@ -44,7 +44,7 @@ impl Upstreams {
     ) -> Upstreams {
         Upstreams {
             pools: RefCell::new(HashMap::with_hasher(RandomState::default())),
-            settings: Rc::new(PoolSettings::new(config, tls)),
+            settings: RefCell::new(Rc::new(PoolSettings::new(config, tls))),
             rng,
             metrics,
         }
@@ -89,6 +89,20 @@ impl Upstreams {
         }
     }
 
+    /// A reload's upstream settings: for pools made from now on, and for the dials and leases
+    /// of those already there.
+    pub fn reconfigure(
+        &self,
+        config: &UpstreamConfig,
+        tls: crate::tls::Local<rustls::ClientConfig>,
+    ) {
+        let settings = Rc::new(PoolSettings::new(config, tls));
+        for pool in self.pools.borrow().values() {
+            pool.reconfigure(settings.clone());
+        }
+        *self.settings.borrow_mut() = settings;
+    }
+
     /// The pool for `target` as a route names it, created on first use.
     pub fn pool(&self, target: &str) -> Rc<TargetPool> {
         let (tls, host_port) = crate::route::split_scheme(target);
@@ -100,7 +114,7 @@ impl Upstreams {
             key,
             host_port,
             tls,
-            self.settings.clone(),
+            self.settings.borrow().clone(),
             self.metrics.clone(),
             self.rng.clone(),
         ));

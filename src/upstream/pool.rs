@@ -121,7 +121,8 @@ pub struct TargetPool {
     keepalive_time: Cell<Option<Duration>>,
     /// Last time a call used or finished on this pool (for evicting unused pools).
     last_used: Cell<Instant>,
-    settings: Rc<PoolSettings>,
+    /// Replaced by a reload (for dials and leases from then on).
+    settings: RefCell<Rc<PoolSettings>>,
     metrics: Arc<ShardMetrics>,
     rng: Rc<Rng>,
 }
@@ -216,6 +217,18 @@ enum Choice {
 }
 
 impl TargetPool {
+    /// The settings for what this pool does next.
+    fn settings(&self) -> Rc<PoolSettings> {
+        self.settings.borrow().clone()
+    }
+
+    /// A reload's settings: for leases and dials from now on; the keepalive interval too
+    /// (connections pick it up at their next ping).
+    pub fn reconfigure(&self, settings: Rc<PoolSettings>) {
+        self.keepalive_time.set(settings.keepalive_time);
+        *self.settings.borrow_mut() = settings;
+    }
+
     pub fn new(
         authority: &str,
         host_port: &str,
@@ -245,7 +258,7 @@ impl TargetPool {
             last_error: RefCell::new(None),
             keepalive_time: Cell::new(settings.keepalive_time),
             last_used: Cell::new(Instant::now()),
-            settings,
+            settings: RefCell::new(settings),
             metrics,
             rng,
         }
@@ -267,7 +280,7 @@ impl TargetPool {
     /// Whether passive health has ejected this target: enough consecutive failures, and its
     /// backoff has not ended.
     pub fn is_ejected(&self) -> bool {
-        self.failures.get() >= self.settings.eject_after.max(1)
+        self.failures.get() >= self.settings().eject_after.max(1)
             && self.retry_at.get().is_some_and(|t| t > Instant::now())
     }
 
@@ -277,7 +290,7 @@ impl TargetPool {
         // Each round either leases, or waits for a dial that adds a connection (or fails). A
         // pool fills up one dial at a time, and a connection can die between rounds: allow a
         // round per connection the pool may hold, and a few more; a dial failure ends the loop.
-        for _ in 0..self.settings.max_connections + 4 {
+        for _ in 0..self.settings().max_connections + 4 {
             let conn = match self.choose() {
                 Choice::Use(conn) => conn,
                 Choice::Dial => {
@@ -301,7 +314,7 @@ impl TargetPool {
 
     fn choose(self: &Rc<Self>) -> Choice {
         let conns = self.conns.borrow();
-        let high = self.settings.high_watermark;
+        let high = self.settings().high_watermark;
         let below = |c: &&Rc<Pooled>| c.usable() && c.streams.get() < high.min(c.peer_limit());
         let room = conns.iter().filter(below).count();
         if room > 0 {
@@ -323,7 +336,7 @@ impl TargetPool {
         let usable = conns.iter().filter(|c| c.usable()).count();
         drop(conns);
         let dialing = self.dialing.borrow().is_some();
-        let may_grow = usable < self.settings.max_connections;
+        let may_grow = usable < self.settings().max_connections;
         if may_grow && !dialing && self.in_backoff().is_none() {
             self.start_dial();
         }
@@ -367,7 +380,7 @@ impl TargetPool {
         }
         // Whatever the ping's outcome, the connection is no longer idle-stale.
         conn.idle_since.set(Instant::now());
-        match conn.conn.ping(self.settings.keepalive_timeout).await {
+        match conn.conn.ping(self.settings().keepalive_timeout).await {
             Ok(_) => true,
             Err(reason) => {
                 self.keepalive_failed(conn, reason);
@@ -453,7 +466,7 @@ impl TargetPool {
         };
         let tls = match &self.tls {
             None => None,
-            Some(Ok(name)) => Some((self.settings.tls.get(), name.clone())),
+            Some(Ok(name)) => Some((self.settings().tls.get(), name.clone())),
             Some(Err(why)) => {
                 let reason = DialError::Resolve(why.clone());
                 self.metrics.upstream_dial_failures.inc();
@@ -463,7 +476,7 @@ impl TargetPool {
         };
         match dial(
             addr,
-            &self.settings.dial,
+            &self.settings().dial,
             &self.metrics,
             self.authority.clone(),
             self.host_port.clone(),
@@ -477,7 +490,7 @@ impl TargetPool {
                 self.retry_at.set(None);
                 self.backoff.borrow_mut().reset();
                 let now = Instant::now();
-                let rotate_at = self.settings.max_age.map(|age| {
+                let rotate_at = self.settings().max_age.map(|age| {
                     // ±10% so connections dialed together are not all rotated together.
                     let tenth = age.as_millis() as u64 / 10;
                     let jitter = self.rng.next_u64() % (2 * tenth + 1);
@@ -490,7 +503,7 @@ impl TargetPool {
                     retiring: Cell::new(false),
                     rotate_at,
                 });
-                if self.settings.keepalive_time.is_some() {
+                if self.settings().keepalive_time.is_some() {
                     monoio::spawn(keepalive(Rc::downgrade(self), Rc::downgrade(&pooled)));
                 }
                 self.conns.borrow_mut().push(pooled);
@@ -510,7 +523,7 @@ impl TargetPool {
         self.failures.set(failures);
         let delay = self.backoff.borrow_mut().next_delay(&self.rng);
         self.retry_at.set(Some(Instant::now() + delay));
-        if failures == self.settings.eject_after {
+        if failures == self.settings().eject_after {
             eprintln!(
                 "ringway: upstream {} ejected after {failures} consecutive failures: {reason}",
                 self.authority,
@@ -538,7 +551,7 @@ impl TargetPool {
     /// several addresses are used in turn.
     async fn next_address(&self) -> Result<SocketAddr, DialError> {
         if self.addrs.borrow().is_empty() {
-            let addrs = resolve(&self.host_port, self.settings.dial.timeout).await?;
+            let addrs = resolve(&self.host_port, self.settings().dial.timeout).await?;
             *self.addrs.borrow_mut() = addrs;
             self.resolved_at.set(Some(Instant::now()));
         }
@@ -552,7 +565,7 @@ impl TargetPool {
     /// when the pool is empty and unused, so it can be dropped.
     pub async fn maintain(self: &Rc<Self>) -> bool {
         let now = Instant::now();
-        let s = &self.settings;
+        let s = &*self.settings();
         self.refresh_addresses(now).await;
         {
             let mut conns = self.conns.borrow_mut();
@@ -650,12 +663,12 @@ impl TargetPool {
         let due = self
             .resolved_at
             .get()
-            .is_some_and(|t| now.duration_since(t) >= self.settings.dns_refresh);
+            .is_some_and(|t| now.duration_since(t) >= self.settings().dns_refresh);
         if !due {
             return;
         }
         self.resolved_at.set(Some(now));
-        let Ok(addrs) = resolve(&self.host_port, self.settings.dial.timeout).await else {
+        let Ok(addrs) = resolve(&self.host_port, self.settings().dial.timeout).await else {
             // Keep the old addresses: a resolver hiccup must not drain healthy connections.
             return;
         };
@@ -686,10 +699,10 @@ async fn keepalive(pool: Weak<TargetPool>, conn: Weak<Pooled>) {
         if conn.conn.closed.get() {
             return;
         }
-        if conn.streams.get() == 0 && !pool.settings.keepalive_without_calls {
+        if conn.streams.get() == 0 && !pool.settings().keepalive_without_calls {
             continue;
         }
-        if let Err(reason) = conn.conn.ping(pool.settings.keepalive_timeout).await {
+        if let Err(reason) = conn.conn.ping(pool.settings().keepalive_timeout).await {
             pool.keepalive_failed(&conn, reason);
             return;
         }
