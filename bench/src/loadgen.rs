@@ -527,12 +527,18 @@ async fn timed_call(
     {
         *held = conn.current();
     }
-    let Some((generation, send)) = held.as_mut() else {
+    if held.is_none() {
+        // The connection is gone (closed after a GOAWAY, or broken): this call was not sent
+        // on it. Redial and make it on the new one — a call counts as failed only if it was
+        // made and failed, or no connection could be had for it.
         let g = conn.generation.get();
-        return match conn.redial(g).await {
-            Ok(()) => Outcome::Failed("connection lost".into(), false),
-            Err(_) => Outcome::Failed("connect".into(), false),
-        };
+        if conn.redial(g).await.is_err() {
+            return Outcome::Failed("connect".into(), false);
+        }
+        *held = conn.current();
+    }
+    let Some((generation, send)) = held.as_mut() else {
+        return Outcome::Failed("connection lost".into(), false);
     };
     let generation = *generation;
     let outcome = match tokio::time::timeout(timeout, call(send, t)).await {
