@@ -576,7 +576,7 @@ fn whole_system(o: &mut String, r: &Results) {
         .iter()
         .filter_map(|s| {
             let (total, gateway, upstream, redis, loadgen) = sum(&s.system)?;
-            let base = if s.system.ends_with("-tls") {
+            let base = if s.system.contains("-tls") {
                 "direct-tls"
             } else {
                 "direct"
