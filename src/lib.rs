@@ -59,6 +59,7 @@ pub mod access_log;
 pub mod admin;
 pub mod backoff;
 pub mod balance;
+pub mod clock;
 pub mod config;
 pub mod deadline;
 pub mod doctor;

@@ -454,6 +454,7 @@ async fn control(shard: Rc<Shard>, drain: Arc<Drain>) {
     let mut tick: u64 = 0;
     loop {
         monoio::time::sleep(POLL_INTERVAL).await;
+        crate::clock::tick();
         tick += 1;
         if let Some(config) = shard.live.changed() {
             shard.reconfigure(&config);

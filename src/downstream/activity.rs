@@ -76,7 +76,7 @@ impl ClientActivity {
         let n = self.active_calls.get() - 1;
         self.active_calls.set(n);
         if n == 0 {
-            self.idle_since.set(Instant::now());
+            self.idle_since.set(crate::clock::coarse());
         }
     }
 
@@ -132,8 +132,8 @@ impl ClientActivity {
 
 impl Observer for ClientActivity {
     fn read_bytes(&self, _n: usize) {
-        // One clock read per read(2), not per frame.
-        self.last_read.set(Instant::now());
+        // The coarse clock: keepalive limits are seconds.
+        self.last_read.set(crate::clock::coarse());
     }
 
     fn read(&self, frame: &Frame) {

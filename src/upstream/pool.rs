@@ -163,11 +163,12 @@ impl Drop for Lease {
     fn drop(&mut self) {
         let streams = self.conn.streams.get() - 1;
         self.conn.streams.set(streams);
+        let now = crate::clock::coarse();
         if streams == 0 {
-            self.conn.idle_since.set(Instant::now());
+            self.conn.idle_since.set(now);
         }
         self.pool.in_flight.set(self.pool.in_flight.get() - 1);
-        self.pool.last_used.set(Instant::now());
+        self.pool.last_used.set(now);
         self.pool.metrics.upstream_streams_in_flight.dec();
     }
 }
@@ -286,7 +287,7 @@ impl TargetPool {
 
     /// A connection ready to open one more stream; dials when the policy says so.
     pub async fn acquire(self: &Rc<Self>) -> Result<Lease, DialError> {
-        self.last_used.set(Instant::now());
+        self.last_used.set(crate::clock::coarse());
         // Each round either leases, or waits for a dial that adds a connection (or fails). A
         // pool fills up one dial at a time, and a connection can die between rounds: allow a
         // round per connection the pool may hold, and a few more; a dial failure ends the loop.
