@@ -329,6 +329,20 @@ impl Route {
         self.targets().nth(i).unwrap_or_default()
     }
 
+    /// [`target`](Self::target) as bytes: the call path's form, with no UTF-8 check (the value
+    /// was checked once, when parsed; the check per call was ~400 instructions of it).
+    #[inline]
+    pub fn target_bytes(&self, i: usize) -> &[u8] {
+        if self.count == 1 {
+            return self.value.trim_ascii();
+        }
+        self.value
+            .split(|&b| b == b',')
+            .nth(i)
+            .map(<[u8]>::trim_ascii)
+            .unwrap_or_default()
+    }
+
     pub fn targets(&self) -> impl Iterator<Item = &str> {
         // Validated as UTF-8 in `parse`.
         std::str::from_utf8(&self.value)
@@ -348,6 +362,17 @@ pub struct MalformedValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The call path's bytes are the targets as text.
+    #[test]
+    fn target_bytes_are_the_targets() {
+        for v in ["127.0.0.1:1", " a:1 , https://b:2,c:3 ", "http://x:9"] {
+            let r = Route::parse(Bytes::from(v)).unwrap();
+            for i in 0..r.len() {
+                assert_eq!(r.target_bytes(i), r.target(i).as_bytes(), "{v} #{i}");
+            }
+        }
+    }
 
     /// Kept values answer as a fresh parse does, whatever shares their slot; bad values are
     /// refused every time; long ones are parsed every time.

@@ -28,7 +28,7 @@ use crate::route::Route;
 /// TLS, so a TLS and a plaintext target on the same `host:port` never share a connection.
 pub struct Upstreams {
     /// Keyed by target (see above; `http://` is dropped); foldhash, randomly seeded per process.
-    pools: RefCell<HashMap<Box<str>, Rc<TargetPool>, RandomState>>,
+    pools: RefCell<HashMap<Box<[u8]>, Rc<TargetPool>, RandomState>>,
     settings: RefCell<Rc<PoolSettings>>,
     rng: Rc<Rng>,
     metrics: Arc<ShardMetrics>,
@@ -58,7 +58,7 @@ impl Upstreams {
             let pools: Vec<Rc<TargetPool>> = self.pools.borrow().values().cloned().collect();
             for pool in pools {
                 if !pool.maintain().await {
-                    self.pools.borrow_mut().remove(pool.authority());
+                    self.pools.borrow_mut().remove(pool.authority().as_bytes());
                 }
             }
         }
@@ -72,11 +72,14 @@ impl Upstreams {
     pub fn pick(&self, route: &Route) -> Rc<TargetPool> {
         let n = route.len();
         if n <= 1 {
-            return self.pool(route.target(0));
+            return self.pool_bytes(route.target_bytes(0));
         }
         let a = self.rng.below(n);
         let b = (a + 1 + self.rng.below(n - 1)) % n;
-        let (pa, pb) = (self.pool(route.target(a)), self.pool(route.target(b)));
+        let (pa, pb) = (
+            self.pool_bytes(route.target_bytes(a)),
+            self.pool_bytes(route.target_bytes(b)),
+        );
         match (pa.is_ejected(), pb.is_ejected()) {
             (false, false) if pb.in_flight() < pa.in_flight() => pb,
             (false, _) => pa,
@@ -105,11 +108,25 @@ impl Upstreams {
 
     /// The pool for `target` as a route names it, created on first use.
     pub fn pool(&self, target: &str) -> Rc<TargetPool> {
-        let (tls, host_port) = crate::route::split_scheme(target);
-        let key = if tls { target } else { host_port };
+        self.pool_bytes(target.as_bytes())
+    }
+
+    /// [`pool`](Self::pool) for a target as the route's bytes: looked up without a UTF-8
+    /// check; one is made only to create a pool (the route value was checked when parsed).
+    pub fn pool_bytes(&self, target: &[u8]) -> Rc<TargetPool> {
+        let key = match target.strip_prefix(b"http://") {
+            Some(plain) if !plain.is_empty() => plain,
+            _ => target,
+        };
         if let Some(pool) = self.pools.borrow().get(key) {
             return pool.clone();
         }
+        let Ok(target) = std::str::from_utf8(target) else {
+            // Not from a parsed route: still served, by a pool that cannot dial.
+            return self.pool(&String::from_utf8_lossy(target));
+        };
+        let (tls, host_port) = crate::route::split_scheme(target);
+        let key = if tls { target } else { host_port };
         let pool = Rc::new(TargetPool::new(
             key,
             host_port,
@@ -118,7 +135,9 @@ impl Upstreams {
             self.metrics.clone(),
             self.rng.clone(),
         ));
-        self.pools.borrow_mut().insert(key.into(), pool.clone());
+        self.pools
+            .borrow_mut()
+            .insert(key.as_bytes().into(), pool.clone());
         pool
     }
 
