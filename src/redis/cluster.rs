@@ -28,7 +28,8 @@
 //!
 //! One task per shard ([`upkeep`]) asks for the whole map at start, every [`REFRESH_PERIOD`],
 //! and — at most once per [`REFRESH_MIN_GAP`] — when a lookup saw a redirect or a failed
-//! connection. It asks the primaries it knows, then the seed nodes, until one answers. The
+//! connection, or while the map is not usable (a slot without an owner, an owner's
+//! connection down). It asks the primaries it knows, then the seed nodes, until one answers. The
 //! new map replaces the old; a primary that owns no slot any more has its connection closed;
 //! one new to the map gets a connection at once (so `/readyz` can say whether every owner is
 //! reachable, and the first lookup to it does not wait for a connect).
@@ -165,6 +166,13 @@ impl Cluster {
                 Ok(Reply::Error(e)) => slot::redirect(e).map(|r| (r, e.clone())),
                 _ => None,
             };
+            if let Ok(Reply::Error(e)) = &reply {
+                if is_busy(e) {
+                    node.errors.inc();
+                    self.refresh_wanted.set(true);
+                    return Err(Unavailable::ClusterBusy(e.clone()));
+                }
+            }
             match redirect {
                 None => {
                     if reply.is_err() {
@@ -413,6 +421,14 @@ impl Cluster {
     }
 }
 
+/// Whether an error reply says the cluster cannot serve the key for now (a failover, a
+/// migration, a node loading its data): UNAVAILABLE, like a lost connection, not a bad route.
+fn is_busy(error: &str) -> bool {
+    ["CLUSTERDOWN", "TRYAGAIN", "LOADING", "MASTERDOWN"]
+        .iter()
+        .any(|kind| error.starts_with(kind))
+}
+
 /// `n slots over m primaries: a:1 0-5460, ...` for the log.
 pub fn describe(ranges: &[topology::Range], covered: usize) -> String {
     let mut primaries: Vec<String> = ranges
@@ -450,6 +466,11 @@ async fn upkeep(cluster: Weak<Cluster>) {
         let Some(c) = cluster.upgrade() else {
             return;
         };
+        // A map with slots unowned or an owner unreachable is asked for again at the short
+        // gap even when no lookup ran into it: a failover is then seen by idle shards too.
+        if !c.is_usable() {
+            c.refresh_wanted.set(true);
+        }
         let due = match last {
             None => true,
             Some(at) => {

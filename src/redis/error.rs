@@ -95,6 +95,9 @@ pub enum Unavailable {
     },
     /// Cluster mode: the node left the slot map; its connection was closed.
     LeftCluster,
+    /// Cluster mode: a node answered that it cannot serve the key now (`CLUSTERDOWN` while
+    /// a failover runs, `TRYAGAIN` mid-migration, `LOADING`): the server's error text.
+    ClusterBusy(String),
 }
 
 impl fmt::Display for Unavailable {
@@ -169,6 +172,7 @@ impl fmt::Display for Unavailable {
                 )
             }
             Unavailable::LeftCluster => f.write_str("the node left the cluster's slot map"),
+            Unavailable::ClusterBusy(message) => write!(f, "Redis Cluster: {message}"),
         }
     }
 }
