@@ -45,7 +45,7 @@ async fn call(client: &mut Client, key: &str) -> Outcome {
 
 /// The upstream key `i` routes to.
 fn name_of(i: usize) -> &'static str {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         "a"
     } else {
         "b"
@@ -260,6 +260,57 @@ fn calls_follow_slot_moves_and_a_failover() {
             async move { (status == 200).then_some(()).ok_or(body) }
         })
         .await;
+    });
+}
+
+#[test]
+fn the_route_cache_is_kept_coherent_by_every_node() {
+    run(LIMIT, async {
+        let a = Upstream::start("a").await;
+        let b = Upstream::start("b").await;
+        let cluster = RedisCluster::start(3, 0, 1000);
+        let keys: Vec<String> = (0..30).map(|i| format!("cached-{i}")).collect();
+        for key in &keys {
+            cluster.set(key, &a.target());
+        }
+        let owners: std::collections::HashSet<_> = keys
+            .iter()
+            .map(|k| cluster.owner(cluster.keyslot(k)))
+            .collect();
+        assert_eq!(owners.len(), 3, "the keys are spread over every primary");
+        let gateway = Gateway::start(RINGWAY, cluster.url(), &["--shards", "1", "--route-cache"]);
+        let mut client = connect(gateway.addr()).await;
+        for _ in 0..3 {
+            for key in &keys {
+                assert_eq!(call(&mut client, key).await.as_deref(), Ok("a"), "{key}");
+            }
+        }
+        assert!(
+            gateway.metric("ringway_route_cache_hits_total", &[]) >= 2.0 * keys.len() as f64,
+            "{}",
+            gateway.metrics()
+        );
+        // Each node pushes the invalidation of the keys it holds.
+        for key in &keys {
+            cluster.set(key, &b.target());
+        }
+        for key in &keys {
+            ringway_testkit::eventually(Duration::from_secs(2), "the new route", || {
+                let mut client = client.clone();
+                async move {
+                    match call(&mut client, key).await {
+                        Ok(name) if name == "b" => Ok(()),
+                        other => Err(other),
+                    }
+                }
+            })
+            .await;
+        }
+        assert!(
+            gateway.metric("ringway_route_cache_invalidations_total", &[]) >= keys.len() as f64,
+            "{}",
+            gateway.metrics()
+        );
     });
 }
 
