@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use ringway_testkit::cluster::RedisCluster;
 use ringway_testkit::tonic::Code;
-use ringway_testkit::{connect, routed, run, tokio, tokio_sleep, EchoRequest, Gateway, Upstream};
+use ringway_testkit::{
+    connect, routed, run, tokio, tokio_sleep, ConfigFile, EchoRequest, Gateway, Upstream,
+};
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
 const LIMIT: Duration = Duration::from_secs(150);
@@ -312,6 +314,42 @@ fn the_route_cache_is_kept_coherent_by_every_node() {
             gateway.metrics()
         );
     });
+}
+
+#[test]
+fn doctor_reports_the_cluster_topology() {
+    let cluster = RedisCluster::start(3, 0, 1000);
+    let nodes: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("\"{}\"", n.addr()))
+        .collect();
+    // The field form of cluster mode.
+    let config = ConfigFile::new(&format!(
+        "[redis]\nmode = \"cluster\"\nnodes = [{}]\n",
+        nodes.join(", ")
+    ));
+    let output = std::process::Command::new(RINGWAY)
+        .args(["doctor", "--config", config.path()])
+        .output()
+        .expect("run ringway doctor");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("redis cluster"))
+        .unwrap_or_else(|| panic!("no redis cluster finding:\n{stdout}"));
+    assert!(line.starts_with("OK"), "{line}");
+    assert!(
+        line.contains("16384 of 16384 slots over 3 primaries"),
+        "{line}"
+    );
+    for node in &cluster.nodes {
+        assert!(
+            line.contains(&node.addr().to_string()),
+            "names {}: {line}",
+            node.addr()
+        );
+    }
 }
 
 #[test]

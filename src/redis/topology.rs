@@ -55,7 +55,7 @@ pub async fn fetch(
 }
 
 /// One whole RESP2 frame off `buf` (the connection is RESP2: `open_logged_in` asks no RESP3).
-fn decode(buf: &mut BytesMut) -> Result<Option<BytesFrame>, String> {
+pub fn decode(buf: &mut BytesMut) -> Result<Option<BytesFrame>, String> {
     match decode_bytes_mut(buf) {
         Ok(found) => Ok(found.map(|(frame, _, _)| frame)),
         Err(e) => Err(format!("bad RESP from Redis: {e:?}")),
@@ -94,7 +94,7 @@ fn host_or(reported: &str, asked: &str) -> String {
 /// `CLUSTER SHARDS`: per shard a map (a flat array in RESP2) with `slots`, a flat array of
 /// range bounds, and `nodes`, each a map with `ip`, `endpoint`, `port`, `role` and `health`.
 /// The shard's primary is the node whose role is `master` and whose health is not `fail`.
-fn from_shards(reply: BytesFrame, asked: &str) -> Result<Vec<Range>, String> {
+pub fn from_shards(reply: BytesFrame, asked: &str) -> Result<Vec<Range>, String> {
     let BytesFrame::Array(shards) = reply else {
         return Err("CLUSTER SHARDS did not answer an array".into());
     };
@@ -142,7 +142,7 @@ fn from_shards(reply: BytesFrame, asked: &str) -> Result<Vec<Range>, String> {
 }
 
 /// `CLUSTER SLOTS`: per range `[first, last, [host, port, id, ...] (the primary), replicas...]`.
-fn from_slots(reply: BytesFrame, asked: &str) -> Result<Vec<Range>, String> {
+pub fn from_slots(reply: BytesFrame, asked: &str) -> Result<Vec<Range>, String> {
     let BytesFrame::Array(entries) = reply else {
         return Err("CLUSTER SLOTS did not answer an array".into());
     };
