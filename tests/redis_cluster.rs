@@ -149,10 +149,13 @@ fn calls_follow_slot_moves_and_a_failover() {
         cluster.begin_migration(slot, from, to);
         cluster.migrate_keys(from, to, &["{moving}-0", "{moving}-1"]);
         let mut asked = 0;
+        let mut moving_unavailable = 0u32;
         for _ in 0..20 {
             for key in ["{moving}-0", "{moving}-1", "{moving}-2", "{moving}-3"] {
                 let want = keys.iter().find(|(k, _)| k == key).unwrap().1;
-                check(key, want, &call(&mut client, key).await);
+                if !check(key, want, &call(&mut client, key).await) {
+                    moving_unavailable += 1;
+                }
             }
             asked += 1;
             tokio_sleep(Duration::from_millis(20)).await;
@@ -244,10 +247,12 @@ fn calls_follow_slot_moves_and_a_failover() {
         let (bg_ok, bg_unavailable) = background.await.expect("the background calls");
         eprintln!(
             "cluster failover: outage {:.2} s (first failure to first success after it), \
-             {:.2} s from the kill; {ok} calls ok, {unavailable} UNAVAILABLE; background \
-             calls during the move and the failover: {bg_ok} ok, {bg_unavailable} UNAVAILABLE",
+             {:.2} s from the kill; {ok} calls ok, {unavailable} UNAVAILABLE; calls to the \
+             migrating slot: {moving_unavailable} of {} UNAVAILABLE; background calls during \
+             the move and the failover: {bg_ok} ok, {bg_unavailable} UNAVAILABLE",
             (recovered - first_failure).as_secs_f64(),
             (recovered - killed).as_secs_f64(),
+            asked * 4,
         );
         assert!(cluster.is_primary(replica), "the replica was promoted");
         if let Some(body) = not_ready {

@@ -1,4 +1,4 @@
-//! The shard's one pipelined Redis connection.
+//! The shard's pipelined Redis connection (in cluster mode, one per primary).
 //!
 //! Owns: the TCP connection to Redis, the queue of lookups written and awaiting replies, and
 //! redialing with backoff. Knows nothing of HTTP/2 or of what a route means.
@@ -48,6 +48,13 @@
 //! wrapper the upstream side uses, shared by the read and write loops of the one task: the
 //! reader decrypts after each read, the writer encrypts each batch before its write.
 //! Certificates are looked at before every attempt and read again when changed ([`tls`]).
+//!
+//! # Cluster
+//!
+//! In cluster mode [`RedisClient`] holds a [`cluster::Cluster`] instead of one [`Connection`]:
+//! a connection like this one per primary, each to the node it is given ([`Node`]), stopped
+//! ([`Connection::stop`]) when the node leaves the slot map, plus `ASKING` pipelined before a
+//! GET after `-ASK` ([`Connection::get_asking`]).
 //!
 //! This module uses monoio's completion I/O (owned buffers) rather than the poll-io bridge the
 //! HTTP/2 side needs: nothing here wants tokio's traits.
