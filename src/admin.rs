@@ -230,6 +230,9 @@ fn not_ready(state: &AdminState) -> Option<String> {
     }
     let config = state.reloader.live.load();
     let redis = &config.redis;
+    if redis.is_cluster() {
+        return Some(cluster_not_ready(state, &without));
+    }
     Some(match redis.is_sentinel() {
         // The calls' UNAVAILABLE message and the log say what the sentinels answered.
         true => format!(
@@ -242,6 +245,42 @@ fn not_ready(state: &AdminState) -> Option<String> {
     })
 }
 
+/// Cluster mode's reason, shard by shard: no usable slot map (slots without an owner), or the
+/// owners whose connection is down.
+fn cluster_not_ready(state: &AdminState, shards: &[String]) -> String {
+    let mut why = Vec::new();
+    for shard in shards {
+        let Some(m) = shard
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| state.shards.get(i))
+        else {
+            continue;
+        };
+        let covered = m.redis_cluster_slots.get();
+        if covered < crate::redis::slot::SLOTS as i64 {
+            why.push(format!(
+                "shard {shard}: no usable slot map ({covered} of 16384 slots have an owner)"
+            ));
+            continue;
+        }
+        let down: Vec<String> = m
+            .redis_nodes()
+            .iter()
+            .filter(|n| n.slots.get() > 0 && n.connected.get() != 1)
+            .map(|n| n.node.clone())
+            .collect();
+        why.push(match down.is_empty() {
+            true => format!("shard {shard}: not connected yet"),
+            false => format!("shard {shard}: owner(s) {} unreachable", down.join(",")),
+        });
+    }
+    format!(
+        "Redis Cluster not usable (cluster mode): {}",
+        why.join("; ")
+    )
+}
+
 fn render_metrics(state: &AdminState) -> String {
     let fds = procfs::fd_usage().ok();
     // The address only: parsing needs no password, resolving the full target would read it.
@@ -249,7 +288,7 @@ fn render_metrics(state: &AdminState) -> String {
     let config = state.reloader.live.load();
     let redis_peer = crate::redis::target::parse_addr(&config.redis.addr)
         .ok()
-        .filter(|_| !config.redis.is_sentinel())
+        .filter(|_| !config.redis.is_sentinel() && !config.redis.is_cluster())
         .and_then(|p| Some(SocketAddr::new(p.host.parse().ok()?, p.port)));
     let tcp = procfs::process_tcp_states(&state.service_ports, redis_peer.as_slice()).ok();
     let reloads = match state.tls.status.lock() {

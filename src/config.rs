@@ -204,6 +204,13 @@ pub struct RouteConfig {
 /// must then be left out). The user, password and database, from the URL or the fields, are
 /// the data nodes'; a sentinel that wants a login of its own gets `sentinel_user` and
 /// `sentinel_password`.
+///
+/// # Cluster
+///
+/// With Redis Cluster each lookup goes to the primary owning its key's slot
+/// ([`crate::redis::cluster`]). Say so with `redis+cluster://[user:password@]host:port[,...]`
+/// (`rediss+cluster://` for TLS) or with `mode = "cluster"` and `nodes`. A cluster has only
+/// database 0, so no database may be given.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
@@ -213,7 +220,12 @@ pub struct RedisConfig {
     pub addr: RedisAddr,
     /// `single` (the default): `addr` is the one Redis. `sentinel`: the primary of
     /// `service_name` is asked of `sentinels` (implied by a `redis+sentinel://` addr).
+    /// `cluster`: Redis Cluster, found from `nodes` (implied by a `redis+cluster://` addr).
     pub mode: RedisMode,
+    /// Seed nodes (`host:port`) of a Redis Cluster, in `mode = "cluster"`: each shard asks
+    /// them (and the primaries it knows) for the slot map. Any node will do; a few, so that
+    /// one down does not stop a start. Default none.
+    pub nodes: Vec<String>,
     /// Sentinels (`host:port`) asked in turn for the primary, in `mode = "sentinel"`; the one
     /// that answers moves to the front, per shard. Default none.
     pub sentinels: Vec<String>,
@@ -263,6 +275,7 @@ pub enum RedisMode {
     #[default]
     Single,
     Sentinel,
+    Cluster,
 }
 
 /// TLS to Redis (`[redis.tls]`), used when `redis.addr` is `rediss://` and ignored
@@ -595,6 +608,12 @@ impl RedisConfig {
             || crate::redis::target::parse_addr(&self.addr).is_ok_and(|a| a.sentinel.is_some())
     }
 
+    /// Whether Redis is a Redis Cluster (`mode = "cluster"` or a `redis+cluster://` addr).
+    pub fn is_cluster(&self) -> bool {
+        self.mode == RedisMode::Cluster
+            || crate::redis::target::parse_addr(&self.addr).is_ok_and(|a| a.cluster.is_some())
+    }
+
     /// The service the sentinels are asked about; empty in single mode.
     pub fn service(&self) -> String {
         match crate::redis::target::parse_addr(&self.addr) {
@@ -616,6 +635,9 @@ impl RedisConfig {
                 self.service_name
             );
         }
+        if self.mode == RedisMode::Cluster && !self.addr.as_str().contains("+cluster://") {
+            return format!("redis+cluster://{}", self.nodes.join(","));
+        }
         self.addr.redacted()
     }
 }
@@ -626,6 +648,7 @@ impl Default for RedisConfig {
             addr: RedisAddr::new(DEFAULT_REDIS_ADDR),
             mode: RedisMode::Single,
             sentinels: Vec::new(),
+            nodes: Vec::new(),
             service_name: String::new(),
             sentinel_user: None,
             sentinel_password: None,

@@ -109,6 +109,7 @@ pub fn run(config: &Config, profile: Option<&str>) -> Result<Vec<Finding>, Strin
         .map_or(0, |d| d.as_secs() as i64);
     findings.extend(check_tls_files(config, now));
     findings.extend(check_sentinel(config));
+    findings.extend(check_cluster(config));
     Ok(findings)
 }
 
@@ -221,6 +222,87 @@ pub fn check_sentinel(config: &Config) -> Vec<Finding> {
     )]
 }
 
+/// Cluster mode's topology: the slot map the first seed that answers gives (`CLUSTER SHARDS`,
+/// else `CLUSTER SLOTS`), as a shard asks it; nothing in the other modes.
+pub fn check_cluster(config: &Config) -> Vec<Finding> {
+    use crate::redis::sentinel::host_port;
+    use crate::redis::topology;
+    const CHECK: &str = "redis cluster";
+    let target = match crate::redis::RedisTarget::from_config(&config.redis) {
+        Ok(target) => target,
+        Err(_) => return Vec::new(),
+    };
+    let Some(seeds) = &target.cluster else {
+        return Vec::new();
+    };
+    if target.tls {
+        return vec![Finding::warn(
+            CHECK,
+            "not checked: doctor asks nodes over plaintext only, and this is rediss+cluster://"
+                .into(),
+            None,
+        )];
+    }
+    let timeout = std::time::Duration::from_millis(config.redis.connect_timeout_ms);
+    let mut refused = Vec::new();
+    for (host, port) in seeds {
+        let shown = host_port(host, *port);
+        let asked =
+            blocking::login(&target.at(host, *port), timeout).and_then(|mut conn| {
+                match conn.ask_frame(&[b"CLUSTER", b"SHARDS"])? {
+                    redis_protocol::resp2::types::BytesFrame::Error(e) if e.contains("nknown") => {
+                        topology::from_slots(conn.ask_frame(&[b"CLUSTER", b"SLOTS"])?, host)
+                    }
+                    redis_protocol::resp2::types::BytesFrame::Error(e) => Err(e.to_string()),
+                    reply => topology::from_shards(reply, host),
+                }
+            });
+        match asked {
+            Ok(ranges) => {
+                let covered: usize = ranges
+                    .iter()
+                    .map(|r| usize::from(r.last.saturating_sub(r.first)) + 1)
+                    .sum();
+                let found = format!(
+                    "node {shown} answered: {}",
+                    crate::redis::cluster::describe(&ranges, covered)
+                );
+                let mut findings = Vec::new();
+                if !refused.is_empty() {
+                    findings.push(Finding::warn(
+                        CHECK,
+                        format!("seed nodes that did not answer: {}", refused.join("; ")),
+                        Some(
+                            "a shard asks the seeds when its known primaries fail; fix or \
+                              drop them"
+                                .into(),
+                        ),
+                    ));
+                }
+                findings.push(match covered >= crate::redis::slot::SLOTS {
+                    true => Finding::ok(CHECK, found),
+                    false => Finding::fail(
+                        CHECK,
+                        found,
+                        "slots without a healthy primary: a failover may be in progress, or \
+                         slots are unassigned (redis-cli --cluster check)"
+                            .into(),
+                    ),
+                });
+                return findings;
+            }
+            Err(e) => refused.push(format!("{shown}: {e}")),
+        }
+    }
+    vec![Finding::fail(
+        CHECK,
+        format!("no node gave a slot map: {}", refused.join("; ")),
+        "check redis.nodes (or the redis+cluster:// URL), that they run with cluster-enabled \
+         yes, and the redis.* login"
+            .into(),
+    )]
+}
+
 /// A blocking RESP2 connection for the doctor's few questions.
 mod blocking {
     use std::io::{Read, Write};
@@ -269,12 +351,28 @@ mod blocking {
 
     impl Conn {
         pub fn ask(&mut self, parts: &[&[u8]]) -> Result<Strings, String> {
+            self.exchange(parts, |buf| decode_strings(buf, false))
+        }
+
+        /// The whole reply, nested arrays and all (the cluster's slot map).
+        pub fn ask_frame(
+            &mut self,
+            parts: &[&[u8]],
+        ) -> Result<redis_protocol::resp2::types::BytesFrame, String> {
+            self.exchange(parts, crate::redis::topology::decode)
+        }
+
+        fn exchange<R>(
+            &mut self,
+            parts: &[&[u8]],
+            decode: impl Fn(&mut BytesMut) -> Result<Option<R>, String>,
+        ) -> Result<R, String> {
             let mut out = BytesMut::new();
             encode_command(&mut out, parts);
             self.socket.write_all(&out).map_err(|e| e.to_string())?;
             let mut chunk = [0u8; 4096];
             loop {
-                if let Some(reply) = decode_strings(&mut self.buf, false)? {
+                if let Some(reply) = decode(&mut self.buf)? {
                     return Ok(reply);
                 }
                 match self.socket.read(&mut chunk) {

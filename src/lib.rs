@@ -19,7 +19,10 @@
 //! - [`route`]: routing header → Redis value → validated list of targets.
 //! - [`redis`]: the shard's pipelined RESP connection: its login and database on every
 //!   connect; [`redis::target`] resolves the URL and credentials (the password redacted
-//!   wherever shown) and [`redis::transport`] is the one function that opens the socket.
+//!   wherever shown) and [`redis::transport`] is the one function that opens the socket;
+//!   [`redis::sentinel`] finds the primary Sentinel names; [`redis::cluster`] keeps a Redis
+//!   Cluster's slot map and a connection per primary ([`redis::slot`]: key → slot, redirects;
+//!   [`redis::topology`]: the map as a node tells it).
 //! - [`tls`]: TLS on both hops (rustls, ring): certificates and keys from PEM files, reloaded
 //!   on SIGHUP and `POST /reload`; the handshake and the transport that runs rustls between
 //!   the socket and [`wire`]; mTLS identities.

@@ -327,6 +327,7 @@ fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
     if tls_files.iter().any(|f| !f.is_empty())
         && !config.redis.addr.as_str().starts_with("rediss://")
         && !config.redis.addr.as_str().starts_with("rediss+sentinel://")
+        && !config.redis.addr.as_str().starts_with("rediss+cluster://")
     {
         eprintln!(
             "ringway: warning: [redis.tls] is set but redis.addr is not a rediss:// URL; \

@@ -214,6 +214,12 @@ pub struct ShardMetrics {
     /// Sentinel mode: the primary's `host:port` while connected to it, else empty. Written on
     /// connect and disconnect only (never on a call's path), read when scraped.
     pub redis_primary: Mutex<String>,
+    /// Cluster mode: slots of the 16384 whose owner the shard's slot map knows.
+    pub redis_cluster_slots: Gauge,
+    /// Cluster mode: one entry per node the shard has a connection for. The lock is taken when
+    /// a node is added or dropped (topology changes) and when scraped, never on a lookup: the
+    /// lookup holds the node's `Arc` and bumps its single-writer counters.
+    pub redis_nodes: Mutex<Vec<Arc<NodeMetrics>>>,
 
     // Route cache.
     pub route_cache_hits: Counter,
@@ -270,7 +276,41 @@ pub struct ShardMetrics {
     pub latency: Mutex<Latency>,
 }
 
+/// Cluster mode: what one shard counts for one node (label `node`).
+#[derive(Debug, Default)]
+pub struct NodeMetrics {
+    /// `host:port`.
+    pub node: String,
+    pub lookups: Counter,
+    /// Lookups that failed for want of the node (connection down, lost, stalled).
+    pub errors: Counter,
+    pub moved: Counter,
+    pub ask: Counter,
+    pub reconnects: Counter,
+    /// 1 while the shard's connection to the node is up.
+    pub connected: Gauge,
+    /// Slots the shard's map says the node owns.
+    pub slots: Gauge,
+}
+
+impl NodeMetrics {
+    pub fn new(node: &str) -> NodeMetrics {
+        NodeMetrics {
+            node: node.to_string(),
+            ..NodeMetrics::default()
+        }
+    }
+}
+
 impl ShardMetrics {
+    /// The cluster nodes, for scraping and `/readyz`.
+    pub fn redis_nodes(&self) -> Vec<Arc<NodeMetrics>> {
+        match self.redis_nodes.lock() {
+            Ok(nodes) => nodes.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// Sets the primary shown by `ringway_redis_primary` (empty: none).
     pub fn set_redis_primary(&self, addr: &str) {
         let mut primary = match self.redis_primary.lock() {
@@ -526,6 +566,67 @@ impl Exposition<'_, '_> {
                 out.series(&[("addr", primary.as_str())], &ONE)
             },
         )?;
+
+        self.per_shard::<Gauge>(
+            "ringway_redis_cluster_slots",
+            "Cluster mode: slots (of 16384) whose owner the shard's slot map knows.",
+            |m, out| out.only(&m.redis_cluster_slots),
+        )?;
+        type NodeCounter = fn(&NodeMetrics) -> &Counter;
+        for (name, help, value) in [
+            (
+                "ringway_redis_node_lookups_total",
+                "Cluster mode: lookups sent to the node.",
+                (|n| &n.lookups) as NodeCounter,
+            ),
+            (
+                "ringway_redis_node_errors_total",
+                "Cluster mode: lookups that failed for want of the node's connection.",
+                |n| &n.errors,
+            ),
+            (
+                "ringway_redis_node_moved_total",
+                "Cluster mode: -MOVED redirects the node answered.",
+                |n| &n.moved,
+            ),
+            (
+                "ringway_redis_node_ask_total",
+                "Cluster mode: -ASK redirects the node answered.",
+                |n| &n.ask,
+            ),
+            (
+                "ringway_redis_node_reconnects_total",
+                "Cluster mode: connections made to the node after the first.",
+                |n| &n.reconnects,
+            ),
+        ] {
+            self.per_shard::<Counter>(name, help, |m, out| {
+                for node in m.redis_nodes() {
+                    out.series(&[("node", node.node.as_str())], value(&node))?;
+                }
+                Ok(())
+            })?;
+        }
+        type NodeGauge = fn(&NodeMetrics) -> &Gauge;
+        for (name, help, value) in [
+            (
+                "ringway_redis_node_connected",
+                "Cluster mode: 1 while the shard's connection to the node is up.",
+                (|n| &n.connected) as NodeGauge,
+            ),
+            (
+                "ringway_redis_node_slots",
+                "Cluster mode: slots the shard's slot map says the node owns.",
+                |n| &n.slots,
+            ),
+        ] {
+            self.per_shard::<Gauge>(name, help, |m, out| {
+                for node in m.redis_nodes() {
+                    out.series(&[("node", node.node.as_str())], value(&node))?;
+                }
+                Ok(())
+            })?;
+        }
 
         self.per_shard::<Counter>(
             "ringway_route_cache_hits_total",

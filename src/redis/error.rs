@@ -81,6 +81,23 @@ pub enum Unavailable {
         service: String,
         to: String,
     },
+    /// Cluster mode: the shard's slot map names no owner for the key's slot (no map yet, or
+    /// the slot's primary failed and no replica has been promoted yet); `why`: the last
+    /// refresh's failure, when it failed.
+    NoSlotOwner {
+        slot: u16,
+        why: Option<String>,
+    },
+    /// Cluster mode: more redirects (`-MOVED`, `-ASK`) than a lookup may follow in a row.
+    TooManyRedirects {
+        slot: u16,
+        last: String,
+    },
+    /// Cluster mode: the node left the slot map; its connection was closed.
+    LeftCluster,
+    /// Cluster mode: a node answered that it cannot serve the key now (`CLUSTERDOWN` while
+    /// a failover runs, `TRYAGAIN` mid-migration, `LOADING`): the server's error text.
+    ClusterBusy(String),
 }
 
 impl fmt::Display for Unavailable {
@@ -136,6 +153,26 @@ impl fmt::Display for Unavailable {
                     "failover: the sentinels moved the primary of `{service}` to {to}"
                 )
             }
+            Unavailable::NoSlotOwner { slot, why: None } => {
+                write!(
+                    f,
+                    "no cluster node owns slot {slot} in this shard's slot map"
+                )
+            }
+            Unavailable::NoSlotOwner {
+                slot,
+                why: Some(why),
+            } => {
+                write!(f, "no cluster node owns slot {slot}: no slot map ({why})")
+            }
+            Unavailable::TooManyRedirects { slot, last } => {
+                write!(
+                    f,
+                    "too many cluster redirects for slot {slot} (last: {last})"
+                )
+            }
+            Unavailable::LeftCluster => f.write_str("the node left the cluster's slot map"),
+            Unavailable::ClusterBusy(message) => write!(f, "Redis Cluster: {message}"),
         }
     }
 }

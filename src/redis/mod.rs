@@ -1,4 +1,4 @@
-//! The shard's one pipelined Redis connection.
+//! The shard's pipelined Redis connection (in cluster mode, one per primary).
 //!
 //! Owns: the TCP connection to Redis, the queue of lookups written and awaiting replies, and
 //! redialing with backoff. Knows nothing of HTTP/2 or of what a route means.
@@ -49,14 +49,24 @@
 //! reader decrypts after each read, the writer encrypts each batch before its write.
 //! Certificates are looked at before every attempt and read again when changed ([`tls`]).
 //!
+//! # Cluster
+//!
+//! In cluster mode [`RedisClient`] holds a [`cluster::Cluster`] instead of one [`Connection`]:
+//! a connection like this one per primary, each to the node it is given ([`Node`]), stopped
+//! ([`Connection::stop`]) when the node leaves the slot map, plus `ASKING` pipelined before a
+//! GET after `-ASK` ([`Connection::get_asking`]).
+//!
 //! This module uses monoio's completion I/O (owned buffers) rather than the poll-io bridge the
 //! HTTP/2 side needs: nothing here wants tokio's traits.
 
+pub mod cluster;
 pub mod codec;
 mod error;
 pub mod sentinel;
+pub mod slot;
 pub mod target;
 pub mod tls;
+pub mod topology;
 pub mod transport;
 
 use std::cell::RefCell;
@@ -78,7 +88,7 @@ use std::sync::Arc;
 
 use crate::backoff::Backoff;
 use crate::config::{RedisAddr, RedisConfig, Secret};
-use crate::metrics::ShardMetrics;
+use crate::metrics::{NodeMetrics, ShardMetrics};
 use crate::rng::Rng;
 use crate::wire::io::{Plain, Transport};
 
@@ -100,9 +110,74 @@ pub enum Push {
 /// Receives [`Push`]es on the shard.
 pub type PushHandler = Rc<dyn Fn(Push)>;
 
-/// A handle to the shard's Redis connection. Cheap to clone; all clones share one connection.
+/// A handle to the shard's Redis: one [`Connection`] (single server, Sentinel) or a
+/// [`cluster::Cluster`] of them. Cheap to clone; all clones share the connections.
 #[derive(Clone)]
 pub struct RedisClient {
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    One(Connection),
+    Cluster(Rc<cluster::Cluster>),
+}
+
+impl RedisClient {
+    /// Starts the shard's Redis on the current monoio runtime: in cluster mode the slot map's
+    /// upkeep and a connection per primary, else the one connection. Redials forever.
+    /// With `pushes`, each connection turns client tracking on and invalidations go there.
+    pub fn start(
+        config: &RedisConfig,
+        rng: Rc<Rng>,
+        metrics: Arc<ShardMetrics>,
+        pushes: Option<PushHandler>,
+    ) -> RedisClient {
+        let kind = match config.is_cluster() {
+            true => Kind::Cluster(cluster::Cluster::start(config, rng, metrics, pushes)),
+            false => Kind::One(Connection::start(config, rng, metrics, pushes, None)),
+        };
+        RedisClient { kind }
+    }
+
+    /// Sends `GET <prefix><key>` and waits for its reply (no timeout here: the caller sets it).
+    pub async fn get(&self, prefix: &[u8], key: &[u8]) -> Result<Reply, Unavailable> {
+        match &self.kind {
+            Kind::One(connection) => connection.get(prefix, key).await,
+            Kind::Cluster(cluster) => cluster.get(prefix, key).await,
+        }
+    }
+
+    /// Whether lookups can be answered (for readiness): the connection is up; in cluster
+    /// mode, every slot has an owner and every owner's connection is up.
+    pub fn is_connected(&self) -> bool {
+        match &self.kind {
+            Kind::One(connection) => connection.is_connected(),
+            Kind::Cluster(cluster) => cluster.is_usable(),
+        }
+    }
+
+    /// Whether the first connection attempt has finished, made or failed (in cluster mode:
+    /// the first slot map asked for, and the first attempt to each of its primaries).
+    pub fn first_attempt_done(&self) -> bool {
+        match &self.kind {
+            Kind::One(connection) => connection.first_attempt_done(),
+            Kind::Cluster(cluster) => cluster.first_attempt_done(),
+        }
+    }
+}
+
+/// Cluster mode: which node a [`Connection`] is to, and its metrics.
+pub struct Node {
+    pub host: String,
+    pub port: u16,
+    pub metrics: Arc<NodeMetrics>,
+}
+
+/// One pipelined connection, redialed forever until [`Connection::stop`]. Cheap to clone;
+/// all clones share one connection.
+#[derive(Clone)]
+pub struct Connection {
     shared: Rc<RefCell<Shared>>,
     metrics: Arc<ShardMetrics>,
 }
@@ -132,6 +207,10 @@ struct Shared {
     tracking: bool,
     /// Connection attempts finished (made or failed), for startup.
     attempts: u64,
+    /// Cluster mode: the node left the slot map; the task ends and redials no more.
+    stopped: bool,
+    /// The connection task, parked while connected, woken by [`Connection::stop`].
+    stop_waker: Option<Waker>,
 }
 
 /// Where one lookup's reply lands.
@@ -213,16 +292,19 @@ impl Drop for SlotWait<'_> {
     }
 }
 
-impl RedisClient {
+impl Connection {
     /// Starts the connection task on the current monoio runtime and returns its handle. The
-    /// task lives as long as the runtime; it redials forever.
+    /// task redials forever, or until [`Connection::stop`].
     /// With `pushes`, each connection turns client tracking on and invalidations go there.
+    /// With `node` (cluster mode), it connects to that node and counts in its metrics; the
+    /// shard's `redis_connected` is then the cluster's to set.
     pub fn start(
         config: &RedisConfig,
         rng: Rc<Rng>,
         metrics: Arc<ShardMetrics>,
         pushes: Option<PushHandler>,
-    ) -> RedisClient {
+        node: Option<Node>,
+    ) -> Connection {
         let shared = Rc::new(RefCell::new(Shared {
             outbox: BytesMut::with_capacity(4096),
             queued: 0,
@@ -236,6 +318,8 @@ impl RedisClient {
             received: 0,
             tracking: false,
             attempts: 0,
+            stopped: false,
+            stop_waker: None,
         }));
         monoio::spawn(maintain(
             shared.clone(),
@@ -243,16 +327,52 @@ impl RedisClient {
             rng,
             metrics.clone(),
             pushes,
+            node,
         ));
-        RedisClient { shared, metrics }
+        Connection { shared, metrics }
+    }
+
+    /// Ends the connection task: the connection closes (its waiting lookups fail) and is not
+    /// redialed. Cluster mode, for a node that left the slot map.
+    pub fn stop(&self) {
+        let mut s = self.shared.borrow_mut();
+        s.stopped = true;
+        if let Some(waker) = s.stop_waker.take() {
+            waker.wake();
+        }
     }
 
     /// Sends `GET <prefix><key>` and waits for its reply (no timeout here: the caller sets it).
     pub async fn get(&self, prefix: &[u8], key: &[u8]) -> Result<Reply, Unavailable> {
+        self.send_get(prefix, key, false).await
+    }
+
+    /// Cluster mode, after `-ASK`: `ASKING` then `GET <prefix><key>`, pipelined back to back on
+    /// this connection (the node takes the GET for a slot it is importing only right after
+    /// `ASKING`); the reply to `ASKING` is dropped when it comes.
+    pub async fn get_asking(&self, prefix: &[u8], key: &[u8]) -> Result<Reply, Unavailable> {
+        self.send_get(prefix, key, true).await
+    }
+
+    async fn send_get(
+        &self,
+        prefix: &[u8],
+        key: &[u8],
+        asking: bool,
+    ) -> Result<Reply, Unavailable> {
         let slot = {
             let mut shared = self.shared.borrow_mut();
             if !shared.connected {
                 return Err(shared.last_error.clone());
+            }
+            if asking {
+                codec::encode_command(&mut shared.outbox, &[b"ASKING"]);
+                let ignored = shared.take_slot();
+                // Abandoned from the start: its reply frees it.
+                shared.slots[ignored] = Slot::Abandoned;
+                shared.waiting.push_back(ignored);
+                shared.sent += 1;
+                shared.queued += 1;
             }
             codec::encode_get(&mut shared.outbox, prefix, key);
             let slot = shared.take_slot();
@@ -297,6 +417,7 @@ async fn maintain(
     rng: Rc<Rng>,
     metrics: Arc<ShardMetrics>,
     pushes: Option<PushHandler>,
+    node: Option<Node>,
 ) {
     let mut backoff = Backoff::new(
         Duration::from_millis(config.reconnect_backoff_initial_ms),
@@ -311,9 +432,23 @@ async fn maintain(
     let mut order = Vec::new();
     // Sentinel mode: the primary of the last connection, to count switches.
     let mut last_primary: Option<String> = None;
-    let shown = config.shown();
+    let shown = match &node {
+        Some(node) => format!("{} node {}", config.shown(), node.metrics.node),
+        None => config.shown(),
+    };
+    let at = node.as_ref().map(|n| (n.host.as_str(), n.port));
+    // Cluster mode: the shard's `redis_connected` is the cluster's (every owner up), so a
+    // node's connection sets only its own gauge.
+    let connected_gauge = match &node {
+        Some(node) => &node.metrics.connected,
+        None => &metrics.redis_connected,
+    };
+    let mut made = 0u64;
     loop {
-        match connect(&config, pushes.is_some(), &mut tls_configs, &mut order).await {
+        if shared.borrow().stopped {
+            return;
+        }
+        match connect(&config, pushes.is_some(), &mut tls_configs, &mut order, at).await {
             Ok(Connected {
                 stream,
                 tracking,
@@ -356,7 +491,11 @@ async fn maintain(
                 metrics.redis_auth_refused.set(0);
                 metrics.redis_tls_failing.set(0);
                 metrics.redis_connects.inc();
-                metrics.redis_connected.set(1);
+                connected_gauge.set(1);
+                if let Some(node) = node.as_ref().filter(|_| made > 0) {
+                    node.metrics.reconnects.inc();
+                }
+                made += 1;
                 let connection = run_connection(
                     stream,
                     read,
@@ -365,6 +504,13 @@ async fn maintain(
                     &metrics,
                     pushes.as_ref(),
                 );
+                let stop = stopped(&shared);
+                let connection = async {
+                    monoio::select! {
+                        reason = connection => reason,
+                        reason = stop => reason,
+                    }
+                };
                 let reason = match &primary {
                     None => connection.await,
                     Some(primary) => {
@@ -386,7 +532,7 @@ async fn maintain(
                         }
                     }
                 };
-                metrics.redis_connected.set(0);
+                connected_gauge.set(0);
                 metrics.redis_disconnects.inc();
                 metrics.set_redis_primary("");
                 eprintln!("ringway: redis {shown} connection lost: {reason}");
@@ -418,6 +564,19 @@ async fn maintain(
     }
 }
 
+/// Resolves when [`Connection::stop`] is called, with the reason the connection ends.
+async fn stopped(shared: &Rc<RefCell<Shared>>) -> Unavailable {
+    poll_fn(|cx| {
+        let mut s = shared.borrow_mut();
+        if s.stopped {
+            return Poll::Ready(Unavailable::LeftCluster);
+        }
+        s.stop_waker = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
 /// A connection ready to pipeline.
 struct Connected {
     stream: Stream,
@@ -440,9 +599,13 @@ async fn connect(
     want_tracking: bool,
     tls_configs: &mut tls::Configs,
     order: &mut Vec<(String, u16)>,
+    node: Option<(&str, u16)>,
 ) -> Result<Connected, Unavailable> {
-    let target =
+    let mut target =
         RedisTarget::from_config(config).map_err(|e| Unavailable::Credentials(e.to_string()))?;
+    if let Some((host, port)) = node {
+        target = target.at(host, port);
+    }
     let tls = match target.tls {
         true => Some(
             tls_configs
@@ -493,6 +656,38 @@ async fn connect(
         target,
         primary,
     })
+}
+
+/// A connection to `target` logged in (and its database selected), RESP2 without tracking,
+/// for a command or two before it is closed (cluster mode: the slot map, [`topology`]).
+async fn open_logged_in(
+    target: &RedisTarget,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<(Stream, BytesMut), Unavailable> {
+    let mut stream = transport::open(target, tls, timeout).await?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let addr = RedisAddr::new(target.to_string());
+    match &mut stream {
+        Stream::Plain(socket) => {
+            let mut link = Link {
+                socket,
+                transport: &Plain,
+                buf: &mut buf,
+            };
+            handshake(&mut link, target, false, timeout, &addr).await
+        }
+        Stream::Tls(socket, transport) => {
+            let mut link = Link {
+                socket,
+                transport: &**transport,
+                buf: &mut buf,
+            };
+            handshake(&mut link, target, false, timeout, &addr).await
+        }
+    }
+    .map_err(|e| refused_after_handshake(e, target))?;
+    Ok((stream, buf))
 }
 
 /// A TLS 1.3 client finishes its handshake before the server has checked the client's

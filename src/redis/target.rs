@@ -39,6 +39,9 @@ pub struct RedisTarget {
     pub port: u16,
     /// Sentinel mode: whom to ask for the primary, and how to log in to them.
     pub sentinel: Option<Sentinels>,
+    /// Cluster mode: the seed nodes asked for the slot map, `(host, port)`, IPv6 without
+    /// brackets. `host`/`port` above are the first seed, or the node [`RedisTarget::at`] names.
+    pub cluster: Option<Vec<(String, u16)>>,
     /// `rediss://`: the transport is TLS ([`super::transport::open`], `[redis.tls]`).
     pub tls: bool,
     /// ACL user; `None` logs in as `default` when there is a password.
@@ -85,6 +88,8 @@ pub struct ParsedAddr {
     pub port: u16,
     /// `redis+sentinel://`: the sentinels and the service.
     pub sentinel: Option<SentinelUrl>,
+    /// `redis+cluster://`: the seed nodes.
+    pub cluster: Option<Vec<(String, u16)>>,
     pub tls: bool,
     pub user: Option<String>,
     pub password: Option<Secret>,
@@ -98,6 +103,13 @@ impl RedisTarget {
     pub fn from_config(config: &RedisConfig) -> Result<RedisTarget, ConfigError> {
         let url = parse_addr(&config.addr).map_err(|problem| bad("redis.addr", problem))?;
         let sentinel = sentinels(config, url.sentinel.clone())?;
+        let cluster = cluster_nodes(config, url.cluster.clone())?;
+        if cluster.is_some() && config.db.is_some_and(|db| db != 0) {
+            return Err(bad(
+                "redis.db",
+                "a Redis Cluster has only database 0; leave redis.db out",
+            ));
+        }
         let user = match (url.user, &config.user) {
             (Some(_), Some(_)) => {
                 return Err(bad(
@@ -126,14 +138,16 @@ impl RedisTarget {
                  redis.password_env)",
             ));
         }
-        let (host, port) = match sentinel {
-            Some(_) => (String::new(), 0),
-            None => (url.host, url.port),
+        let (host, port) = match (&sentinel, &cluster) {
+            (Some(_), _) => (String::new(), 0),
+            (None, Some(seeds)) => seeds[0].clone(),
+            (None, None) => (url.host, url.port),
         };
         Ok(RedisTarget {
             host,
             port,
             sentinel,
+            cluster,
             tls: url.tls,
             user,
             password,
@@ -159,6 +173,7 @@ impl RedisTarget {
             host: host.to_string(),
             port,
             sentinel: None,
+            cluster: None,
             tls: self.tls,
             user: login.and_then(|s| s.user.clone()),
             password: login.and_then(|s| s.password.clone()),
@@ -226,7 +241,7 @@ fn sentinels(
             }
             (addrs, config.service_name.clone())
         }
-        (None, RedisMode::Single) => {
+        (None, RedisMode::Single | RedisMode::Cluster) => {
             for (field, set) in [
                 ("redis.sentinels", !config.sentinels.is_empty()),
                 ("redis.service_name", !config.service_name.is_empty()),
@@ -265,6 +280,58 @@ fn sentinels(
         user: config.sentinel_user.clone(),
         password,
     }))
+}
+
+/// Cluster mode's seed nodes from a `redis+cluster://` URL or from `redis.nodes` (never both),
+/// `None` in the other modes. Each error names its field.
+fn cluster_nodes(
+    config: &RedisConfig,
+    from_url: Option<Vec<(String, u16)>>,
+) -> Result<Option<Vec<(String, u16)>>, ConfigError> {
+    match (from_url, config.mode) {
+        (Some(_), _) if !config.nodes.is_empty() => Err(bad(
+            "redis.nodes",
+            "redis.addr is a redis+cluster:// URL naming the nodes already; give them in one \
+             place",
+        )),
+        (Some(_), RedisMode::Sentinel) => Err(bad(
+            "redis.mode",
+            "is \"sentinel\" but redis.addr is a redis+cluster:// URL",
+        )),
+        (Some(seeds), _) => Ok(Some(seeds)),
+        (None, RedisMode::Cluster) => {
+            if config.addr.as_str() != DEFAULT_REDIS_ADDR {
+                return Err(bad(
+                    "redis.addr",
+                    format!(
+                        "is unused in mode = \"cluster\" (the nodes are redis.nodes); leave it \
+                         out, or make it the redis+cluster:// URL instead of the fields (now \
+                         `{}`)",
+                        config.addr.redacted()
+                    ),
+                ));
+            }
+            if config.nodes.is_empty() {
+                return Err(bad(
+                    "redis.nodes",
+                    "mode = \"cluster\" needs at least one node, as in \
+                     nodes = [\"10.0.0.1:6379\"]",
+                ));
+            }
+            let mut seeds = Vec::with_capacity(config.nodes.len());
+            for node in &config.nodes {
+                let (host, port) = split_host_port(node)
+                    .ok_or_else(|| bad("redis.nodes", format!("`{node}` is not host:port")))?;
+                seeds.push((host.to_string(), port));
+            }
+            Ok(Some(seeds))
+        }
+        (None, _) if !config.nodes.is_empty() => Err(bad(
+            "redis.nodes",
+            "is used only in cluster mode (mode = \"cluster\" or a redis+cluster:// addr)",
+        )),
+        (None, _) => Ok(None),
+    }
 }
 
 /// The password from its one source, read now.
@@ -342,17 +409,22 @@ fn non_empty(secret: Secret, field: &str) -> Result<Option<Secret>, ConfigError>
 pub fn parse_addr(addr: &RedisAddr) -> Result<ParsedAddr, String> {
     let text = addr.as_str();
     let shown = addr.redacted();
-    let (tls, sentinel, rest) = if let Some(rest) = text.strip_prefix("redis://") {
-        (false, false, rest)
+    let (tls, sentinel, cluster, rest) = if let Some(rest) = text.strip_prefix("redis://") {
+        (false, false, false, rest)
     } else if let Some(rest) = text.strip_prefix("rediss://") {
-        (true, false, rest)
+        (true, false, false, rest)
     } else if let Some(rest) = text.strip_prefix("redis+sentinel://") {
-        (false, true, rest)
+        (false, true, false, rest)
     } else if let Some(rest) = text.strip_prefix("rediss+sentinel://") {
-        (true, true, rest)
+        (true, true, false, rest)
+    } else if let Some(rest) = text.strip_prefix("redis+cluster://") {
+        (false, false, true, rest)
+    } else if let Some(rest) = text.strip_prefix("rediss+cluster://") {
+        (true, false, true, rest)
     } else if let Some((scheme, _)) = text.split_once("://") {
         return Err(format!(
-            "unknown scheme `{scheme}://`; use redis://, rediss://, redis+sentinel://,              rediss+sentinel:// or host:port"
+            "unknown scheme `{scheme}://`; use redis://, rediss://, redis+sentinel://, \
+             rediss+sentinel://, redis+cluster://, rediss+cluster:// or host:port"
         ));
     } else {
         return match split_host_port(text) {
@@ -360,6 +432,7 @@ pub fn parse_addr(addr: &RedisAddr) -> Result<ParsedAddr, String> {
                 host: host.to_string(),
                 port,
                 sentinel: None,
+                cluster: None,
                 tls: false,
                 user: None,
                 password: None,
@@ -402,7 +475,22 @@ pub fn parse_addr(addr: &RedisAddr) -> Result<ParsedAddr, String> {
                 },
             }
         };
-    let (host, port, sentinel, path) = if sentinel {
+    let mut seeds = None;
+    let (host, port, sentinel, path) = if cluster {
+        let addrs = hostport
+            .split(',')
+            .map(|one| host_port(one, DEFAULT_PORT))
+            .collect::<Result<Vec<_>, _>>()?;
+        if path.is_some_and(|p| !p.is_empty()) {
+            return Err(format!(
+                "`{shown}`: a Redis Cluster has only database 0, so the URL takes no path, as \
+                 in redis+cluster://10.0.0.1:6379,10.0.0.2:6379"
+            ));
+        }
+        let (host, port) = addrs[0].clone();
+        seeds = Some(addrs);
+        (host, port, None, None)
+    } else if sentinel {
         let addrs = hostport
             .split(',')
             .map(|one| host_port(one, DEFAULT_SENTINEL_PORT))
@@ -461,6 +549,7 @@ pub fn parse_addr(addr: &RedisAddr) -> Result<ParsedAddr, String> {
         host,
         port,
         sentinel,
+        cluster: seeds,
         tls,
         user,
         password,
@@ -655,6 +744,95 @@ mod tests {
         let mut c = config("h:1");
         c.sentinel_password = Some(Secret::new("x"));
         assert_eq!(field(c), "redis.sentinel_password");
+    }
+
+    #[test]
+    fn cluster_urls() {
+        let p = parse("redis+cluster://u:p%40w@10.0.0.1:7000,[::1],n3:7002").unwrap();
+        assert_eq!(
+            p.cluster.as_deref(),
+            Some(
+                &[
+                    ("10.0.0.1".to_string(), 7000),
+                    ("::1".to_string(), DEFAULT_PORT),
+                    ("n3".to_string(), 7002),
+                ][..]
+            )
+        );
+        assert_eq!((p.tls, p.db, p.user.as_deref()), (false, None, Some("u")));
+        assert!(parse("rediss+cluster://h:1").unwrap().tls);
+        assert!(parse("redis+cluster://h:1/").unwrap().cluster.is_some());
+        assert!(parse("redis://h:1").unwrap().cluster.is_none());
+
+        let t = RedisTarget::from_config(&config("redis+cluster://:pw@h:1,h:2")).unwrap();
+        assert_eq!(t.cluster.as_ref().map(Vec::len), Some(2));
+        assert_eq!((t.to_string(), t.db), ("h:1".to_string(), 0));
+        assert_eq!(t.password.as_ref().map(Secret::expose), Some("pw"));
+        // A node of the map keeps the login and TLS, and is no longer the seed list.
+        let node = t.at("10.0.0.9", 7005);
+        assert_eq!(node.to_string(), "10.0.0.9:7005");
+        assert_eq!(node.password.as_ref().map(Secret::expose), Some("pw"));
+        assert!(config("redis+cluster://h:1").is_cluster());
+        assert!(!config("redis://h:1").is_cluster());
+        assert_eq!(
+            config("redis+cluster://u:pw@h:1").shown(),
+            "redis+cluster://u:<redacted>@h:1"
+        );
+    }
+
+    #[test]
+    fn bad_cluster_forms_name_the_field() {
+        for (bad, says) in [
+            ("redis+cluster://h:1/0", "only database 0"),
+            ("redis+cluster://u:hunter2@h:1,,h:2", "is not host[:port]"),
+            ("redis+cluster://h:1,h:x", "is not host[:port]"),
+            ("redis+clusters://h:1", "unknown scheme"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("hunter2"), "{bad}: {e}");
+        }
+        let fields = || RedisConfig {
+            mode: RedisMode::Cluster,
+            nodes: vec!["10.0.0.1:7000".into(), "10.0.0.2:7000".into()],
+            ..RedisConfig::default()
+        };
+        let t = RedisTarget::from_config(&fields()).unwrap();
+        assert_eq!(t.cluster.as_ref().map(Vec::len), Some(2));
+        assert_eq!(t.to_string(), "10.0.0.1:7000");
+        assert!(fields().is_cluster());
+        assert_eq!(
+            fields().shown(),
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
+        );
+
+        let field = |c: RedisConfig| RedisTarget::from_config(&c).unwrap_err().field;
+        assert_eq!(field(config("redis+cluster://h:1/2")), "redis.addr");
+        let mut c = fields();
+        c.nodes.clear();
+        assert_eq!(field(c), "redis.nodes");
+        let mut c = fields();
+        c.nodes.push("nope".into());
+        assert_eq!(field(c), "redis.nodes");
+        let mut c = fields();
+        c.addr = RedisAddr::new("redis://h:1");
+        assert_eq!(field(c), "redis.addr");
+        let mut c = fields();
+        c.db = Some(2);
+        assert_eq!(field(c), "redis.db");
+        let mut c = fields();
+        c.service_name = "svc".into();
+        assert_eq!(field(c), "redis.service_name");
+        let mut c = config("redis+cluster://h:1");
+        c.nodes = vec!["h:2".into()];
+        assert_eq!(field(c), "redis.nodes");
+        let mut c = config("redis+cluster://h:1");
+        c.mode = RedisMode::Sentinel;
+        assert_eq!(field(c), "redis.addr");
+        // Nodes in another mode are a mistake, not ignored.
+        let mut c = config("h:1");
+        c.nodes = vec!["h:2".into()];
+        assert_eq!(field(c), "redis.nodes");
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! - [`upstream`]: one tonic server on `127.0.0.1`: start, stop, restart on the
 //!   same port, and the connection count.
 //! - [`redis`]: a `redis-server` child process on a free port, optionally behind a password
-//!   or ACL users; [`resp`] is the tiny blocking RESP client it uses; [`sentinel`]: a
+//!   or ACL users; [`resp`] is the tiny blocking RESP client it uses; [`cluster`]: a Redis
+//!   Cluster of them, with slot moves by hand; [`sentinel`]: a
 //!   `redis-sentinel` process watching one of them.
 //! - [`gateway`]: the `ringway` child process and the address it reports; its admin port's
 //!   answers and metrics.
@@ -63,6 +64,7 @@
 pub mod admin;
 pub mod attack;
 pub mod client;
+pub mod cluster;
 pub mod echo;
 pub mod exposition;
 pub mod fixture;

@@ -28,6 +28,9 @@ use crate::resp::{self, Reply};
 const DEFAULT_BINARY: &str = "redis-server";
 /// Ports tried: below the ephemeral range (32768..) and above common services.
 const PORTS: std::ops::Range<u16> = 20000..32000;
+/// Cluster nodes' ports: their bus ports (+10000) stay in 20000..32000, below the ephemeral
+/// range.
+const CLUSTER_PORTS: std::ops::Range<u16> = 10000..22000;
 /// How many ports [`RedisServer::start`] tries before giving up.
 const ATTEMPTS: usize = 20;
 /// How long a started server has to answer.
@@ -58,6 +61,9 @@ pub struct RedisOptions {
     db: u32,
     /// A TLS port besides the plaintext one.
     tls: Option<RedisTls>,
+    /// A cluster node: its bus listens on the port + 10000, so the port is taken from
+    /// [`CLUSTER_PORTS`] (bus ports below the ephemeral range too) and both must be free.
+    cluster_bus: bool,
 }
 
 /// What a TLS port is started with (`--tls-port` and the files).
@@ -73,6 +79,12 @@ struct RedisTls {
 }
 
 impl RedisOptions {
+    /// A cluster node's port pair (module doc of [`crate::cluster`]).
+    pub fn cluster_bus(mut self) -> Self {
+        self.cluster_bus = true;
+        self
+    }
+
     /// Extra `redis-server` arguments (e.g. `["--rename-command", "HELLO", ""]` for a server
     /// that answers like Redis 5).
     pub fn args(mut self, args: &[&str]) -> Self {
@@ -184,9 +196,15 @@ impl RedisServer {
     pub fn start_with(options: RedisOptions) -> RedisServer {
         let mut last_error = String::new();
         for _ in 0..ATTEMPTS {
-            let port = random_port();
+            let port = match options.cluster_bus {
+                true => random_in(CLUSTER_PORTS),
+                false => random_port(),
+            };
             // A port someone holds now is skipped without starting a process.
             if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            if options.cluster_bus && TcpListener::bind(("127.0.0.1", port + 10000)).is_err() {
                 continue;
             }
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -317,11 +335,15 @@ impl Drop for RedisServer {
 
 /// A port from [`PORTS`], different on each call and in each process.
 pub(crate) fn random_port() -> u16 {
+    random_in(PORTS)
+}
+
+fn random_in(ports: std::ops::Range<u16>) -> u16 {
     // RandomState is seeded randomly per process and per instance.
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
-    let span = u64::from(PORTS.end - PORTS.start);
-    PORTS.start + (hasher.finish() % span) as u16
+    let span = u64::from(ports.end - ports.start);
+    ports.start + (hasher.finish() % span) as u16
 }
 
 /// Spawns `redis-server` on `addr` and waits until it answers; kills it
