@@ -67,11 +67,7 @@ impl<T> Local<T> {
 
     /// The current value: one atomic load, and the mutex only after a reload.
     pub fn get(&self) -> Arc<T> {
-        let generation = self.swap.generation.load(Ordering::Acquire);
-        if generation != self.seen.get() {
-            *self.current.borrow_mut() = self.swap.load();
-            self.seen.set(generation);
-        }
+        self.changed();
         self.current.borrow().clone()
     }
 }

@@ -334,15 +334,7 @@ fn doctor_reports_the_cluster_topology() {
         "[redis]\nmode = \"cluster\"\nnodes = [{}]\n",
         nodes.join(", ")
     ));
-    let output = std::process::Command::new(RINGWAY)
-        .args(["doctor", "--config", config.path()])
-        .output()
-        .expect("run ringway doctor");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("redis cluster"))
-        .unwrap_or_else(|| panic!("no redis cluster finding:\n{stdout}"));
+    let line = ringway_testkit::gateway::doctor_finding(RINGWAY, config.path(), "redis cluster");
     assert!(line.starts_with("OK"), "{line}");
     assert!(
         line.contains("16384 of 16384 slots over 3 primaries"),

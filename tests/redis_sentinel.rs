@@ -237,15 +237,7 @@ fn doctor_reports_the_sentinel_topology() {
         "[redis]\nmode = \"sentinel\"\nsentinels = [{}]\nservice_name = \"{SERVICE}\"\n",
         sentinels.join(", ")
     ));
-    let output = std::process::Command::new(RINGWAY)
-        .args(["doctor", "--config", config.path()])
-        .output()
-        .expect("run ringway doctor");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("redis sentinel"))
-        .unwrap_or_else(|| panic!("no redis sentinel finding:\n{stdout}"));
+    let line = ringway_testkit::gateway::doctor_finding(RINGWAY, config.path(), "redis sentinel");
     assert!(line.starts_with("OK"), "{line}");
     assert!(
         line.contains(&topology.sentinels[0].addr().to_string()),

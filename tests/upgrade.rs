@@ -25,6 +25,21 @@ fn open_descriptors(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// A new process with `shards` shards that upgrades from the one waiting at `socket`, and
+/// waits at `socket` itself for the next upgrade.
+fn successor(redis: &str, socket: &TempPath, shards: &str) -> Gateway {
+    let socket = socket.as_str();
+    let args = [
+        "--shards",
+        shards,
+        "--upgrade-socket",
+        socket,
+        "--upgrade-from",
+        socket,
+    ];
+    Gateway::start_with(RINGWAY, "127.0.0.1:0", redis, &args)
+}
+
 #[test]
 fn five_upgrades_under_load_fail_no_call() {
     run(LIMIT, async {
@@ -53,20 +68,8 @@ fn five_upgrades_under_load_fail_no_call() {
         let redis = env.redis().addr().to_string();
         let mut previous = std::mem::replace(
             env.gateway_mut(),
-            // Placeholder swapped back below; the first gateway is upgraded from.
-            Gateway::start_with(
-                RINGWAY,
-                "127.0.0.1:0",
-                &redis,
-                &[
-                    "--shards",
-                    "2",
-                    "--upgrade-socket",
-                    socket.as_str(),
-                    "--upgrade-from",
-                    socket.as_str(),
-                ],
-            ),
+            // The first gateway is upgraded from.
+            successor(&redis, &socket, "2"),
         );
         for round in 1..=UPGRADES {
             let status = previous
@@ -83,19 +86,7 @@ fn five_upgrades_under_load_fail_no_call() {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
             if round < UPGRADES {
-                let next = Gateway::start_with(
-                    RINGWAY,
-                    "127.0.0.1:0",
-                    &redis,
-                    &[
-                        "--shards",
-                        "2",
-                        "--upgrade-socket",
-                        socket.as_str(),
-                        "--upgrade-from",
-                        socket.as_str(),
-                    ],
-                );
+                let next = successor(&redis, &socket, "2");
                 previous = std::mem::replace(env.gateway_mut(), next);
             }
         }
@@ -164,19 +155,7 @@ fn upgrades_across_shard_counts_fail_no_call() {
         let redis = env.redis().addr().to_string();
         for shards in ["1", "3"] {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let next = Gateway::start_with(
-                RINGWAY,
-                "127.0.0.1:0",
-                &redis,
-                &[
-                    "--shards",
-                    shards,
-                    "--upgrade-socket",
-                    socket.as_str(),
-                    "--upgrade-from",
-                    socket.as_str(),
-                ],
-            );
+            let next = successor(&redis, &socket, shards);
             let mut previous = std::mem::replace(env.gateway_mut(), next);
             let status = previous
                 .wait_exit(Duration::from_secs(30))

@@ -1087,7 +1087,7 @@ fn bytes_per_call() {
         (b":method", b"POST"),
         (b":scheme", b"http"),
         (b":path", b"/bench.Echo/Unary"),
-        (b":authority", b"127.0.0.1:50051"),
+        (b":authority", b"127.0.0.1:20051"),
         (b"content-type", b"application/grpc"),
         (b"te", b"trailers"),
         (b"user-agent", b"grpc-rust/0.1"),

@@ -354,6 +354,21 @@ fn signal(pid: u32, name: &str) {
     }
 }
 
+/// Runs `bin doctor --config config` and returns its first line that mentions `check` (e.g.
+/// "redis cluster"); panics, with the whole output, if there is none.
+pub fn doctor_finding(bin: &str, config: &str, check: &str) -> String {
+    let output = Command::new(bin)
+        .args(["doctor", "--config", config])
+        .output()
+        .unwrap_or_else(|e| panic!("run {bin} doctor: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find(|l| l.contains(check))
+        .unwrap_or_else(|| panic!("no {check} finding:\n{stdout}"))
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::listening_addr;
