@@ -7,7 +7,7 @@ use std::time::Duration;
 use ringway_testkit::prost::Message;
 use ringway_testkit::tonic::{Code, Request, Status};
 use ringway_testkit::{
-    closed_addr, raw_grpc_call, routed, run, within, EchoClient, EchoRequest, Env,
+    closed_addr, eventually, raw_grpc_call, routed, run, within, EchoClient, EchoRequest, Env,
 };
 
 const RINGWAY: &str = env!("CARGO_BIN_EXE_ringway");
@@ -105,11 +105,17 @@ fn redis_stopped_is_unavailable() {
     run(LIMIT, async {
         let mut env = Env::builder(RINGWAY).shards(2).start().await;
         let mut client = env.client().await;
-        // Redis answers first, so the gateway has a live connection to lose.
-        assert_eq!(
-            failing_call(&mut client, "job").await.code(),
-            Code::NotFound
-        );
+        // Redis answers first, so the gateway has a live connection to lose: both shards
+        // connected, and a lookup answered.
+        eventually(ANSWER_WITHIN, "both shards connected to Redis", || async {
+            match env.metric("ringway_redis_connected", &[]) {
+                2.0 => Ok(()),
+                connected => Err(connected),
+            }
+        })
+        .await;
+        let status = failing_call(&mut client, "job").await;
+        assert_eq!(status.code(), Code::NotFound, "before the stop: {status:?}");
 
         env.redis_mut().stop();
         for attempt in 0..3 {
