@@ -208,6 +208,7 @@ fn read_string(
     buf: &[u8],
     pos: &mut usize,
     arena: &mut BytesMut,
+    memo: &mut HuffmanMemo,
 ) -> Result<Str, HpackError> {
     let first = *buf.get(*pos).ok_or(HpackError::Truncated)?;
     let len = decode_int::<7>(buf, pos)?;
@@ -228,20 +229,84 @@ fn read_string(
             borrowed: false,
         })
     } else {
+        let coded = &buf[start..end];
+        if let Some(plain) = memo.get(coded) {
+            return Ok(Str {
+                bytes: plain,
+                borrowed: true,
+            });
+        }
         // `huffman::decode` needs this much spare room to never reallocate.
         let needed = len * 8 / 5 + 1;
+        if arena.capacity() - arena.len() < needed {
+            // The memo must not be what keeps a full arena from being reclaimed.
+            memo.clear();
+        }
         if !arena.try_reclaim(needed) {
             // Either the arena is full while some of its slices are still
             // alive, or the string is larger than an arena: start a new one.
             *arena = BytesMut::with_capacity(needed.max(ARENA_SIZE));
         }
-        huffman::decode(&buf[start..end], arena).map_err(|()| HpackError::BadHuffman)?;
+        huffman::decode(coded, arena).map_err(|()| HpackError::BadHuffman)?;
         // The first split turns the arena into a shared buffer (one small
         // allocation per arena); later splits and freezes are refcounts.
+        let plain = arena.split().freeze();
+        memo.set(coded, &plain);
         Ok(Str {
-            bytes: arena.split().freeze(),
+            bytes: plain,
             borrowed: true,
         })
+    }
+}
+
+/// The last short Huffman-coded string a decoder decoded, coded and plain, so the same string
+/// sent again is not decoded again.
+///
+/// Some encoders never index a field whose value repeats call after call: the `h2` crate (so
+/// tonic, and the bench's load generator) sends `:path` as a Huffman-coded literal on every
+/// request. Decoding it was ~490 instructions per call (callgrind, `bench/profile --cache`);
+/// a hit costs one compare of at most [`MEMO_CODED`] bytes. The plain string is a slice of the
+/// arena it was decoded into: it keeps that arena (which the decoder holds anyway) alive, no
+/// other memory.
+pub(super) struct HuffmanMemo {
+    coded: [u8; MEMO_CODED],
+    /// Length of `coded`; 0: empty (an empty string is never Huffman-decoded).
+    len: u8,
+    plain: Bytes,
+}
+
+/// The longest coded string remembered.
+const MEMO_CODED: usize = 48;
+
+impl Default for HuffmanMemo {
+    fn default() -> HuffmanMemo {
+        HuffmanMemo {
+            coded: [0; MEMO_CODED],
+            len: 0,
+            plain: Bytes::new(),
+        }
+    }
+}
+
+impl HuffmanMemo {
+    #[inline]
+    fn get(&self, coded: &[u8]) -> Option<Bytes> {
+        (coded.len() == self.len as usize && self.coded[..coded.len()] == *coded)
+            .then(|| self.plain.clone())
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.plain = Bytes::new();
+    }
+
+    #[inline]
+    fn set(&mut self, coded: &[u8], plain: &Bytes) {
+        if coded.len() <= MEMO_CODED {
+            self.coded[..coded.len()].copy_from_slice(coded);
+            self.len = coded.len() as u8;
+            self.plain = plain.clone();
+        }
     }
 }
 
@@ -269,6 +334,8 @@ pub struct Decoder {
     /// from (always empty between strings). Emitted fields share it; the
     /// dynamic table never does.
     arena: BytesMut,
+    /// The last short Huffman-coded string decoded.
+    memo: HuffmanMemo,
 }
 
 impl Decoder {
@@ -280,6 +347,7 @@ impl Decoder {
             max_size: max_table_size,
             max_allowed: max_table_size,
             arena: BytesMut::new(),
+            memo: HuffmanMemo::default(),
         }
     }
 
@@ -379,14 +447,14 @@ impl Decoder {
     ) -> Result<(Str, Str), HpackError> {
         let index = decode_int::<N>(buf, pos)?;
         let name = if index == 0 {
-            read_string(block, buf, pos, &mut self.arena)?
+            read_string(block, buf, pos, &mut self.arena, &mut self.memo)?
         } else {
             Str {
                 bytes: self.get_name(index)?,
                 borrowed: false,
             }
         };
-        let value = read_string(block, buf, pos, &mut self.arena)?;
+        let value = read_string(block, buf, pos, &mut self.arena, &mut self.memo)?;
         Ok((name, value))
     }
 

@@ -803,26 +803,37 @@ fn fuzz_no_panic() {
     );
 }
 
-#[test]
-fn huffman_arena() {
-    let value = b"/sample/path";
-    let mut huff = BytesMut::new();
-    huffman::encode(value, &mut huff);
-    // Literal without indexing, name index 4 (:path), Huffman value.
+/// A block of one field: literal without indexing, name index 4 (:path), `huff` as its
+/// Huffman-coded value.
+fn huffman_path_block(huff: &[u8]) -> Bytes {
     let mut block = BytesMut::new();
     block.extend_from_slice(&[0x04, 0x80 | huff.len() as u8]);
-    block.extend_from_slice(&huff);
-    let block = block.freeze();
+    block.extend_from_slice(huff);
+    block.freeze()
+}
+
+#[test]
+fn huffman_arena() {
+    // Two values of the same letters, so the same coded length; sent in turn, so the decoder's
+    // memo of the last string never answers and every one is decoded into the arena.
+    let value = b"/sample/path";
+    let other = b"/elpmas/path";
+    let (mut huff, mut huff_other) = (BytesMut::new(), BytesMut::new());
+    huffman::encode(value, &mut huff);
+    huffman::encode(other, &mut huff_other);
+    assert_eq!(huff.len(), huff_other.len());
+    let blocks = [huffman_path_block(&huff), huffman_path_block(&huff_other)];
     let needed = huff.len() * 8 / 5 + 1;
 
     let mut dec = Decoder::new(4096);
     let mut values = Vec::new();
-    for _ in 0..1000 {
+    for i in 0..1000 {
         let mut fields = Vec::new();
-        dec.decode(&block, |f| fields.push(f)).unwrap();
+        dec.decode(&blocks[i % 2], |f| fields.push(f)).unwrap();
         assert_eq!(fields.len(), 1);
         assert_eq!(&fields[0].name[..], b":path");
-        assert_eq!(&fields[0].value[..], value);
+        let want: &[u8] = if i % 2 == 0 { value } else { other };
+        assert_eq!(&fields[0].value[..], want);
         values.push(fields.pop().unwrap().value);
     }
     // Consecutive values are adjacent in one arena until the room left
@@ -850,9 +861,9 @@ fn huffman_arena() {
     // With the slices dropped, a full arena is reclaimed, not replaced.
     drop(values);
     let (mut lo, mut hi) = (usize::MAX, 0);
-    for _ in 0..2000 {
-        dec.decode(&block, |f| {
-            assert_eq!(&f.value[..], value);
+    for i in 0..2000 {
+        dec.decode(&blocks[i % 2], |f| {
+            assert_eq!(f.value.len(), value.len());
             let p = f.value.as_ptr() as usize;
             lo = lo.min(p);
             hi = hi.max(p + f.value.len());
@@ -878,6 +889,42 @@ fn huffman_arena() {
         "table entry is a copy"
     );
     assert_ne!(again[0].value.as_ptr(), emitted[0].value.as_ptr());
+}
+
+#[test]
+fn huffman_memo() {
+    let mut huff = BytesMut::new();
+    huffman::encode(b"/bench.Echo/Unary", &mut huff);
+    let block = huffman_path_block(&huff);
+    let mut dec = Decoder::new(4096);
+    let decode = |dec: &mut Decoder, block: &Bytes| {
+        let mut fields = Vec::new();
+        dec.decode(block, |f| fields.push(f)).unwrap();
+        fields.pop().unwrap().value
+    };
+    // The same coded string again: the same plain bytes, not decoded again.
+    let first = decode(&mut dec, &block);
+    let again = decode(&mut dec, &block);
+    assert_eq!(&first[..], b"/bench.Echo/Unary");
+    assert_eq!(again, first);
+    assert_eq!(again.as_ptr(), first.as_ptr(), "answered by the memo");
+    // A different coded string of the same length is decoded, not taken for the last one.
+    let mut other = BytesMut::new();
+    huffman::encode(b"/bench.Ohce/Unary", &mut other);
+    assert_eq!(other.len(), huff.len());
+    let different = decode(&mut dec, &huffman_path_block(&other));
+    assert_eq!(&different[..], b"/bench.Ohce/Unary");
+    // A string longer than the memo holds is decoded every time.
+    let long =
+        b"/a.very.long.package.name.for.a.Service.of.some.kind/AndAMethodWithAVeryLongNameIndeed"
+            .as_slice();
+    let mut coded = BytesMut::new();
+    huffman::encode(long, &mut coded);
+    assert!(coded.len() > 48 && coded.len() < 127);
+    let block = huffman_path_block(&coded);
+    let (a, b) = (decode(&mut dec, &block), decode(&mut dec, &block));
+    assert_eq!((&a[..], &b[..]), (long, long));
+    assert_ne!(a.as_ptr(), b.as_ptr(), "decoded twice");
 }
 
 /// Encodes `fields` (with sensitivity) with `enc`, decodes with `dec`, checks the fields
