@@ -33,6 +33,7 @@ impl Fields {
             name: name.into(),
             value: value.into(),
             sensitive: false,
+            checked: false,
         });
     }
 
@@ -92,7 +93,7 @@ pub(super) fn check_fields(fields: &Fields, kind: Block) -> Result<Option<u64>, 
     let (mut method, mut scheme, mut path, mut status) = (false, false, false, false);
     for f in fields.iter() {
         let name = f.name.as_ref();
-        if has_nul_cr_lf(&f.value) {
+        if !f.checked && has_nul_cr_lf(&f.value) {
             return Err("field value with NUL, CR or LF");
         }
         if let Some(pseudo) = name.strip_prefix(b":") {
@@ -114,7 +115,7 @@ pub(super) fn check_fields(fields: &Fields, kind: Block) -> Result<Option<u64>, 
             continue;
         }
         regular = true;
-        if !valid_name(name) {
+        if !f.checked && !valid_name(name) {
             return Err("field name empty, not lowercase, or with a forbidden byte");
         }
         // Only names of these lengths need a closer look (connection-specific fields, te,
@@ -180,7 +181,7 @@ fn word(bytes: &[u8], pad: u8) -> u64 {
 /// was 530 instructions per proxied call of `check_fields`' 1,414 (callgrind, `bench/profile
 /// --cache`, c811a4d).
 #[inline]
-fn valid_name(name: &[u8]) -> bool {
+pub(super) fn valid_name(name: &[u8]) -> bool {
     // With every high bit clear, adding 0x80 - n to each byte carries into its own high bit
     // exactly when the byte is >= n, and never into the next byte: four exact comparisons.
     let bad = |x: u64| {
@@ -199,7 +200,7 @@ fn valid_name(name: &[u8]) -> bool {
 
 /// Whether `v` holds a NUL, CR or LF: eight bytes at a time.
 #[inline]
-fn has_nul_cr_lf(v: &[u8]) -> bool {
+pub(super) fn has_nul_cr_lf(v: &[u8]) -> bool {
     // Whether some byte is below `n` (exact as to whether, for n <= 0x80).
     let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGHS;
     // NUL, LF and CR are all below 0x0e, which a value seldom holds: one test for most words.
@@ -226,7 +227,57 @@ pub(super) enum Block {
 
 #[cfg(test)]
 mod tests {
-    use super::{has_nul_cr_lf, valid_name};
+    use super::{check_fields, has_nul_cr_lf, valid_name, Block, Fields};
+    use crate::wire::hpack::Decoder;
+    use bytes::Bytes;
+
+    fn decode(dec: &mut Decoder, block: &[u8]) -> Fields {
+        let mut fields = Fields::new();
+        dec.decode(&Bytes::copy_from_slice(block), |f| fields.list.push(f))
+            .expect("a well-formed block");
+        fields
+    }
+
+    /// A field that fails the checks when it enters the dynamic table fails them again each
+    /// time it is sent by index: only entries that passed are marked checked.
+    #[test]
+    fn table_entries_are_checked_once_and_bad_ones_always() {
+        for (bad, why) in [
+            (
+                &[0x40, 3, b'x', b'-', b'a', 3, b'a', 0, b'b'][..],
+                "NUL in the value",
+            ),
+            (
+                &[0x40, 3, b'x', b'-', b'a', 3, b'a', b'\r', b'b'][..],
+                "CR in the value",
+            ),
+            (&[0x40, 3, b'X', b'-', b'a', 1, b'v'][..], "uppercase name"),
+            (
+                &[0x40, 3, b'x', b' ', b'a', 1, b'v'][..],
+                "space in the name",
+            ),
+        ] {
+            let mut dec = Decoder::new(4096);
+            let first = decode(&mut dec, bad);
+            assert!(check_fields(&first, Block::Trailers).is_err(), "{why}");
+            // Index 62: the newest dynamic table entry, the same field.
+            let again = decode(&mut dec, &[0xbe]);
+            assert_eq!(again.list[0].name, first.list[0].name, "{why}");
+            assert!(!again.list[0].checked, "{why}");
+            assert!(check_fields(&again, Block::Trailers).is_err(), "{why}");
+        }
+        let mut dec = Decoder::new(4096);
+        let good = decode(&mut dec, &[0x40, 3, b'x', b'-', b'b', 1, b'v']);
+        assert!(good.list[0].checked);
+        assert_eq!(check_fields(&good, Block::Trailers), Ok(None));
+        let again = decode(&mut dec, &[0xbe]);
+        assert!(again.list[0].checked);
+        assert_eq!(check_fields(&again, Block::Trailers), Ok(None));
+        // A literal without indexing is never marked, and is checked every time.
+        let literal = decode(&mut dec, &[0x00, 3, b'x', b'-', b'c', 3, b'a', b'\n', b'b']);
+        assert!(!literal.list[0].checked);
+        assert!(check_fields(&literal, Block::Trailers).is_err());
+    }
 
     fn name_reference(name: &[u8]) -> bool {
         !name.is_empty()

@@ -363,6 +363,7 @@ fn round_trip(dec: &mut Decoder, enc: &mut Encoder, fields: &[(&[u8], &[u8])]) -
         .iter()
         .map(|&(n, v)| Field {
             sensitive: false,
+            checked: false,
             name: Bytes::copy_from_slice(n),
             value: Bytes::copy_from_slice(v),
         })
