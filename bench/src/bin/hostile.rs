@@ -6,7 +6,7 @@ use clap::Parser;
 fn main() {
     let args = ringway_bench::hostile::Args::parse();
     if args.serve_upstream {
-        ringway_bench::hostile::serve_upstream();
+        ringway_bench::hostile::serve_upstream(args.upstream_port);
     }
     let list = args.list;
     match ringway_bench::hostile::run(args) {

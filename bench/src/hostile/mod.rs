@@ -87,6 +87,9 @@ pub struct Args {
     /// Internal: run as the echo upstream process.
     #[arg(long, hide = true)]
     pub serve_upstream: bool,
+    /// Internal: the echo upstream's port (0: one the kernel chooses).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub upstream_port: u16,
 }
 
 fn bench_dir() -> PathBuf {
@@ -105,15 +108,20 @@ fn say(msg: &str) {
 }
 
 /// The echo upstream as its own process: the testkit's tonic `Upstream` (unary and
-/// server-streaming echo) on a one-thread runtime, printing `listening on ADDR`.
-pub fn serve_upstream() -> ! {
+/// server-streaming echo) on a one-thread runtime on `port` (0: the kernel's choice), printing
+/// `listening on ADDR`.
+pub fn serve_upstream(port: u16) -> ! {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("a tokio runtime");
     runtime.block_on(async {
-        let upstream = ringway_testkit::Upstream::start("echo").await;
+        let options = ringway_testkit::UpstreamOptions {
+            port: Some(port),
+            ..Default::default()
+        };
+        let upstream = ringway_testkit::Upstream::start_with("echo", options).await;
         eprintln!("echo upstream: listening on {}", upstream.addr());
         std::future::pending::<()>().await;
     });
@@ -250,10 +258,17 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
     redis.wait_port(redis_addr, Duration::from_secs(10))?;
     // This very binary, even if a build replaces the file meanwhile.
     let me = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+    // Below the ephemeral range like every port here, so the reports name no kernel-chosen port.
+    let upstream_port = next_port(&mut taken)?;
     let mut upstream = Proc::spawn(
         "echo-upstream",
         Some(&client),
-        &[me.display().to_string(), "--serve-upstream".into()],
+        &[
+            me.display().to_string(),
+            "--serve-upstream".into(),
+            "--upstream-port".into(),
+            upstream_port.to_string(),
+        ],
         &tmp.join("upstream.log"),
     )?;
     let upstream_addr = upstream.wait_listening(Duration::from_secs(10))?;
@@ -348,7 +363,9 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
                 ));
             }
             let port = next_port(&mut taken)?;
-            let result = run_case(&runtime, &ctx, gateway, case, &scale, &args, port, &set);
+            let target_port = next_port(&mut taken)?;
+            let ports = (port, target_port);
+            let result = run_case(&runtime, &ctx, gateway, case, &scale, &args, ports, &set);
             say(&format!(
                 "{} / {}: {}",
                 gateway.name(),
@@ -491,12 +508,12 @@ fn run_case(
     case: Case,
     scale: &Scale,
     args: &Args,
-    port: u16,
+    (port, target_port): (u16, u16),
     set: &dyn Fn(&str, &str) -> Result<(), String>,
 ) -> CaseResult {
     let mut result = CaseResult::new(gateway.name(), case.name());
     let target = match case.target() {
-        Some(mode) => match runtime.block_on(HostileTarget::start(mode)) {
+        Some(mode) => match runtime.block_on(HostileTarget::start_on(target_port, mode)) {
             Ok(target) => Some(target),
             Err(e) => return result.failed(format!("hostile target: {e}")),
         },

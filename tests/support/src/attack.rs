@@ -1408,7 +1408,7 @@ impl TargetLog {
     }
 }
 
-/// A raw HTTP/2 server on 127.0.0.1:0 that serves every connection with its [`TargetMode`].
+/// A raw HTTP/2 server on 127.0.0.1 that serves every connection with its [`TargetMode`].
 pub struct HostileTarget {
     addr: SocketAddr,
     log: Arc<Mutex<TargetLog>>,
@@ -1416,8 +1416,14 @@ pub struct HostileTarget {
 }
 
 impl HostileTarget {
+    /// On a port the kernel chooses.
     pub async fn start(mode: TargetMode) -> io::Result<HostileTarget> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        HostileTarget::start_on(0, mode).await
+    }
+
+    /// On `port` of 127.0.0.1 (0: one the kernel chooses).
+    pub async fn start_on(port: u16, mode: TargetMode) -> io::Result<HostileTarget> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let log = Arc::new(Mutex::new(TargetLog {
             stream_window: 65_535,

@@ -37,8 +37,10 @@ pub struct UpstreamOptions {
     pub http2_keepalive_interval: Option<Duration>,
     /// How long an unanswered PING may wait before the server closes the connection.
     pub http2_keepalive_timeout: Option<Duration>,
-    /// The address to listen on (port chosen by the kernel); `None`: 127.0.0.1.
+    /// The address to listen on; `None`: 127.0.0.1.
     pub bind: Option<std::net::IpAddr>,
+    /// The port to listen on; `None`: one the kernel chooses.
+    pub port: Option<u16>,
 }
 
 /// A TLS upstream's certificate, and the CA its clients' certificates must chain to (mTLS).
@@ -103,9 +105,10 @@ impl Upstream {
     /// As [`Upstream::start`], with server settings.
     pub async fn start_with(name: &str, options: UpstreamOptions) -> Upstream {
         let ip = options.bind.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
-        let listener = TcpListener::bind((ip, 0))
+        let port = options.port.unwrap_or(0);
+        let listener = TcpListener::bind((ip, port))
             .await
-            .unwrap_or_else(|e| panic!("bind an upstream on {ip}:0: {e}"));
+            .unwrap_or_else(|e| panic!("bind an upstream on {ip}:{port}: {e}"));
         let addr = listener.local_addr().expect("upstream local address");
         let mut upstream = Upstream {
             name: name.to_owned(),
