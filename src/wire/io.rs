@@ -55,6 +55,9 @@ const IDLE_PARTIAL: usize = 1024;
 /// should see the GOAWAY that says that stream was not processed (so it may be retried);
 /// an HTTP/2 client closes by itself once it has read the GOAWAY and has nothing open.
 const LINGER: Duration = Duration::from_secs(1);
+/// The most a closing connection reads and drops ([`drain`]): what a peer had in flight when our
+/// GOAWAY reached it, not a flood it keeps sending.
+const DRAIN_BYTES: usize = 1 << 20;
 
 /// The two halves of a connection's socket.
 pub type Halves = (OwnedReadHalf<TcpStream>, OwnedWriteHalf<TcpStream>);
@@ -229,7 +232,8 @@ pub async fn drive<T: Transport>(conn: Conn, (mut reader, writer): Halves, trans
                     }
                     match transport.received(&mut buf, |plain| conn.recv(plain)) {
                         Ok(true) => {}
-                        Ok(false) => return,
+                        // Closing: what the peer still sends is read and dropped (see `drain`).
+                        Ok(false) => return drain(&mut reader, buf).await,
                         Err(e) => {
                             conn.read_ended(Some(e));
                             return;
@@ -335,8 +339,29 @@ pub async fn drive<T: Transport>(conn: Conn, (mut reader, writer): Halves, trans
     conn.finished();
 }
 
-/// Writes all of `batch`. With `watch`, the deadline is armed `limit` ahead while a write is
-/// under way and pushed back on progress (the driver ends the connection if it passes).
+/// Once the connection is closing (our GOAWAY is queued or sent): reads and drops what the peer
+/// still sends until it closes or reading fails. A socket closed with unread input is reset
+/// by the kernel, and the reset can destroy what we wrote last — the GOAWAY saying why — before
+/// the peer reads it (seen in `tests/hostile.rs`: a flooding client read 592 of our
+/// RST_STREAMs, then a reset, no GOAWAY). How long this may go on is the driver's bound: the
+/// write loop's (send timeout, abort), then [`LINGER`] once the last bytes are written; and at
+/// most [`DRAIN_BYTES`] are read: a peer still flooding after that is cut off by the reset.
+async fn drain<R: AsyncReadRent>(reader: &mut R, mut buf: BytesMut) {
+    buf.clear();
+    buf.reserve(MIN_READ);
+    let mut left = DRAIN_BYTES;
+    while left > 0 {
+        let cap = buf.capacity();
+        let (result, slice) = reader.read(buf.slice_mut(0..cap)).await;
+        buf = slice.into_inner();
+        buf.clear();
+        match result {
+            Ok(n) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
+}
+
 /// Writes all of `batch` and hands `writer` back. With `watch`, the deadline is armed `limit`
 /// ahead while a write is under way and pushed back on progress (the driver ends the
 /// connection if it passes). Owns the writer, so the future borrows nothing from the loop and
