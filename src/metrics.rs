@@ -194,6 +194,8 @@ pub struct ShardMetrics {
 
     // Redis.
     pub redis_lookups: Counter,
+    /// Lookups that shared the GET of another lookup of the same key in the same write.
+    pub redis_lookups_shared: Counter,
     pub redis_errors: Counter,
     pub redis_timeouts: Counter,
     pub redis_connected: Gauge,
@@ -487,8 +489,14 @@ impl Exposition<'_, '_> {
 
         self.per_shard::<Counter>(
             "ringway_redis_lookups_total",
-            "Route lookups sent to Redis.",
+            "Route lookups asked of Redis, one per call without the cache (shared ones included).",
             |m, out| out.only(&m.redis_lookups),
+        )?;
+        self.per_shard::<Counter>(
+            "ringway_redis_lookups_shared_total",
+            "Route lookups answered by the GET of another lookup of the same key, queued for \
+             the same write to Redis (so sent once).",
+            |m, out| out.only(&m.redis_lookups_shared),
         )?;
         self.per_shard::<Counter>(
             "ringway_redis_errors_total",
@@ -1134,7 +1142,7 @@ mod tests {
         let text = render(&shards, &process);
         for line in [
             // A counter's family is named with `_total`, as the 0.0.4 format has it.
-            "# HELP ringway_redis_lookups_total Route lookups sent to Redis.",
+            "# HELP ringway_redis_lookups_total Route lookups asked of Redis, one per call without the cache (shared ones included).",
             "# TYPE ringway_redis_lookups_total counter",
             "ringway_redis_lookups_total{shard=\"0\"} 0",
             "ringway_redis_lookups_total{shard=\"1\"} 7",

@@ -306,7 +306,7 @@ impl Proxy {
                 header: String::from_utf8_lossy(route_header).into_owned(),
             })?;
         let asked = Instant::now();
-        let route = self.router.resolve(value).await;
+        let route = self.router.resolve(value, asked).await;
         let lookup_us = asked.elapsed().as_micros() as u64;
         self.latency
             .borrow_mut()

@@ -131,7 +131,12 @@ impl Cluster {
     }
 
     /// `GET <prefix><key>` from the owner of its slot, following redirects (module doc).
-    pub async fn get(&self, prefix: &[u8], key: &[u8]) -> Result<Reply, Unavailable> {
+    pub async fn get(
+        &self,
+        prefix: &[u8],
+        key: &[u8],
+        deadline: Instant,
+    ) -> Result<Reply, Unavailable> {
         let slot = slot::of(prefix, key);
         // After ASK: the node to ask, once.
         let mut asking: Option<(Connection, Arc<NodeMetrics>, String)> = None;
@@ -159,8 +164,8 @@ impl Cluster {
             }
             node.lookups.inc();
             let reply = match ask {
-                true => connection.get_asking(prefix, key).await,
-                false => connection.get(prefix, key).await,
+                true => connection.get_asking(prefix, key, deadline).await,
+                false => connection.get(prefix, key, deadline).await,
             };
             let redirect = match &reply {
                 Ok(Reply::Error(e)) => slot::redirect(e).map(|r| (r, e.clone())),

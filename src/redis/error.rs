@@ -64,6 +64,8 @@ pub enum Unavailable {
     },
     /// The lookup this call waited on was dropped before it answered.
     Abandoned,
+    /// No reply by the lookup's deadline (`lookup_timeout_ms`).
+    TimedOut,
     /// Sentinel mode: no sentinel named a primary for the service; why, sentinel by sentinel.
     NoPrimary {
         service: String,
@@ -138,6 +140,7 @@ impl fmt::Display for Unavailable {
                 write!(f, "no reply for {ms} ms with lookups outstanding")
             }
             Unavailable::Abandoned => f.write_str("lookup abandoned"),
+            Unavailable::TimedOut => f.write_str("no reply within the lookup timeout"),
             Unavailable::NoPrimary { service, why } => {
                 write!(f, "no sentinel named a primary for `{service}`: {why}")
             }

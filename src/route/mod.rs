@@ -12,7 +12,7 @@ pub mod cache;
 use std::cell::{Cell, RefCell};
 use std::ops::Deref;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -168,10 +168,11 @@ impl Router {
         }
     }
 
-    /// Resolves a routing value: from the cache when it has it, else from Redis.
-    pub async fn resolve(&self, value: &[u8]) -> Result<RouteRef, GatewayError> {
+    /// Resolves a routing value: from the cache when it has it, else from Redis, within the
+    /// lookup timeout from `asked` (when the call asked).
+    pub async fn resolve(&self, value: &[u8], asked: Instant) -> Result<RouteRef, GatewayError> {
         let Some(cache) = &self.inner.cache else {
-            return self.inner.fetch(value).await.map(RouteRef::Owned);
+            return self.inner.fetch(value, asked).await.map(RouteRef::Owned);
         };
         let answer = match cache.lookup(value) {
             Lookup::Hit(resolved) => return resolved.map(RouteRef::Shared),
@@ -182,7 +183,7 @@ impl Router {
                 let inner = self.inner.clone();
                 let key = Bytes::copy_from_slice(value);
                 monoio::spawn(async move {
-                    let resolved = inner.fetch(&key).await.map(Rc::new);
+                    let resolved = inner.fetch(&key, asked).await.map(Rc::new);
                     if let Some(cache) = &inner.cache {
                         cache.fill(&key, epoch, resolved);
                     }
@@ -202,25 +203,24 @@ impl Router {
 
 impl Inner {
     /// Looks the routing value up in Redis and validates what it holds.
-    async fn fetch(&self, key: &[u8]) -> Result<Route, GatewayError> {
+    async fn fetch(&self, key: &[u8], asked: Instant) -> Result<Route, GatewayError> {
         // A clone, not a borrow held across the await: a reload may replace the prefix.
         let prefix = self.prefix.borrow().clone();
         let timeout = self.lookup_timeout.get();
-        let lookup = self.redis.get(&prefix, key);
-        let reply = match monoio::time::timeout(timeout, lookup).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(unavailable)) => {
-                self.metrics.redis_errors.inc();
-                return Err(GatewayError::RedisUnavailable {
-                    addr: self.redis_addr.clone(),
-                    source: unavailable,
-                });
-            }
-            Err(_) => {
+        let reply = match self.redis.get(&prefix, key, asked + timeout).await {
+            Ok(reply) => reply,
+            Err(Unavailable::TimedOut) => {
                 self.metrics.redis_timeouts.inc();
                 return Err(GatewayError::LookupTimeout {
                     key: self.key_text(key),
                     timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+            Err(unavailable) => {
+                self.metrics.redis_errors.inc();
+                return Err(GatewayError::RedisUnavailable {
+                    addr: self.redis_addr.clone(),
+                    source: unavailable,
                 });
             }
         };
