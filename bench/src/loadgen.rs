@@ -78,6 +78,10 @@ pub struct Config {
     pub message_bytes: usize,
     /// Extra request headers, e.g. the routing header `jobid: bench`.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// With more than 1: the last of `headers` takes `keys` values, `<value>-0` …
+    /// `<value>-<keys - 1>`, call after call in turn (so a gateway looking each call's value
+    /// up sees that many keys, and consecutive calls never share one).
+    pub keys: usize,
     pub threads: usize,
     /// A call taking longer than this fails as `timeout`.
     pub call_timeout: Duration,
@@ -352,11 +356,52 @@ enum Outcome {
 struct CallTemplate {
     uri: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// `keys` > 1: the header whose value changes call by call, its values, and the next one.
+    keyed: Option<(HeaderName, Vec<HeaderValue>, Cell<usize>)>,
     body: Bytes,
 }
 
+impl CallTemplate {
+    fn new(uri: Uri, cfg: &Config) -> Result<CallTemplate, String> {
+        let mut headers = cfg.headers.clone();
+        let keyed = match (cfg.keys > 1, headers.pop()) {
+            (true, Some((name, value))) => {
+                let base = value
+                    .to_str()
+                    .map_err(|_| "--keys: the last header's value is not text".to_string())?;
+                let values = (0..cfg.keys)
+                    .map(|i| HeaderValue::from_str(&format!("{base}-{i}")))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("--keys: {e}"))?;
+                Some((name, values, Cell::new(0)))
+            }
+            (true, None) => return Err("--keys needs a header (-H NAME=VALUE) to vary".into()),
+            (false, last) => {
+                headers.extend(last);
+                None
+            }
+        };
+        Ok(CallTemplate {
+            uri,
+            headers,
+            keyed,
+            body: grpc::framed_message(cfg.message_bytes),
+        })
+    }
+
+    fn request(&self) -> http::Request<()> {
+        let mut req = grpc::request(&self.uri, &self.headers);
+        if let Some((name, values, next)) = &self.keyed {
+            let i = next.get();
+            next.set((i + 1) % values.len());
+            req.headers_mut().append(name.clone(), values[i].clone());
+        }
+        req
+    }
+}
+
 async fn call(send: &mut SendRequest<Bytes>, t: &CallTemplate) -> Outcome {
-    let req = grpc::request(&t.uri, &t.headers);
+    let req = t.request();
     let ready = match send.clone().ready().await {
         Ok(s) => s,
         Err(e) => return Outcome::Failed(h2_key(&e), true),
@@ -721,11 +766,7 @@ fn run_thread(
             .path_and_query(cfg.path.as_str())
             .build()
             .map_err(|e| format!("bad authority or path: {e}"))?;
-        let template = Rc::new(CallTemplate {
-            uri,
-            headers: cfg.headers.clone(),
-            body: grpc::framed_message(cfg.message_bytes),
-        });
+        let template = Rc::new(CallTemplate::new(uri, cfg)?);
         let rec = Rc::new(Recorder::new());
         let in_flight = Rc::new(Cell::new(0u64));
         let work = async {

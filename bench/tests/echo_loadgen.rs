@@ -25,6 +25,7 @@ fn config(target: std::net::SocketAddr) -> Config {
         warmup: Duration::from_millis(100),
         message_bytes: 100,
         headers: vec![("jobid".parse().unwrap(), "bench".parse().unwrap())],
+        keys: 1,
         threads: 1,
         call_timeout: Duration::from_secs(5),
         drain: Duration::from_secs(2),

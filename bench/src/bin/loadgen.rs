@@ -47,6 +47,10 @@ struct Args {
     /// Extra request header NAME=VALUE, repeatable (e.g. the routing header jobid=bench).
     #[arg(long = "header", short = 'H')]
     headers: Vec<String>,
+    /// With N > 1, the last --header's value becomes VALUE-0 … VALUE-(N-1), one after the
+    /// other call by call (e.g. N routing keys, each in Redis).
+    #[arg(long, default_value_t = 1)]
+    keys: usize,
     /// gRPC method path.
     #[arg(long, default_value = "/bench.Echo/Unary")]
     path: String,
@@ -132,6 +136,7 @@ fn main() {
         warmup: Duration::from_secs_f64(a.warmup),
         message_bytes: a.size,
         headers,
+        keys: a.keys,
         threads: a.threads.max(1),
         call_timeout: Duration::from_secs_f64(a.call_timeout),
         drain: Duration::from_secs_f64(a.drain),

@@ -28,6 +28,9 @@ pub struct Load {
     pub message_bytes: usize,
     pub threads: usize,
     pub headers: Vec<String>,
+    /// More than 1: the routing header takes this many values, `<value>-<i>` call after call
+    /// (`loadgen --keys`); each is a key in Redis.
+    pub keys: usize,
     pub path: String,
     /// TLS to the target (the TLS systems). `None`: h2c.
     pub tls: Option<LoadTls>,
@@ -162,6 +165,9 @@ pub fn loadgen_args(load: &Load, target: SocketAddr, json: &Path) -> Vec<String>
     }
     for h in &load.headers {
         a.extend(["--header".into(), h.clone()]);
+    }
+    if load.keys > 1 {
+        a.extend(["--keys".into(), load.keys.to_string()]);
     }
     a
 }

@@ -79,6 +79,11 @@ pub struct Args {
     pub route_value: String,
     #[arg(long, default_value = "")]
     pub route_prefix: String,
+    /// Routing keys: with N > 1, calls carry <value>-0 … <value>-(N-1) in turn (each set in
+    /// Redis to the same target), so no two calls in flight together share a key when N is at
+    /// least the calls in flight; 1: every call carries <value>.
+    #[arg(long, default_value_t = 1)]
+    pub route_keys: usize,
     /// gRPC method path.
     #[arg(long, default_value = "/bench.Echo/Unary")]
     pub path: String,
@@ -369,10 +374,12 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
     )?;
     let upstream_addr = upstream.wait_listening(Duration::from_secs(10))?;
     let key = format!("{}{}", args.route_prefix, args.route_value);
-    let reply = procs::redis_cmd(redis_addr, &["SET", &key, &upstream_addr.to_string()])?;
-    if reply != "+OK" {
-        return Err(format!("redis SET {key}: {reply}"));
-    }
+    set_routes(
+        redis_addr,
+        &key,
+        args.route_keys,
+        &upstream_addr.to_string(),
+    )?;
     say(&format!(
         "redis on {redis_addr}, echo upstream on {upstream_addr}, route {key} -> {upstream_addr}"
     ));
@@ -444,6 +451,7 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
         message_bytes: args.size,
         threads,
         headers: vec![format!("{}={}", args.route_header, args.route_value)],
+        keys: args.route_keys,
         path: args.path.clone(),
         tls: None,
         new_connections: false,
@@ -541,10 +549,7 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
         let upstream_log_from = std::fs::metadata(&upstream.log).map_or(0, |m| m.len());
         if system.uses_redis() {
             let target = system.route_target(&env);
-            let reply = procs::redis_cmd(redis_addr, &["SET", &key, &target])?;
-            if reply != "+OK" {
-                return Err(format!("redis SET {key} {target}: {reply}"));
-            }
+            set_routes(redis_addr, &key, args.route_keys, &target)?;
             say(&format!("route {key} -> {target}"));
         }
         let mut series = SweepSeries {
@@ -858,6 +863,24 @@ fn write_results(dir: &Path, r: &Results) -> Result<(), String> {
                 true,
             ),
         )?;
+    }
+    Ok(())
+}
+
+/// Sets the route `key` and, with `keys` > 1, `<key>-0` … `<key>-<keys - 1>`, all to `target`.
+fn set_routes(redis: SocketAddr, key: &str, keys: usize, target: &str) -> Result<(), String> {
+    let names: Vec<String> = std::iter::once(key.to_string())
+        .chain((0..keys).filter(|_| keys > 1).map(|i| format!("{key}-{i}")))
+        .collect();
+    for chunk in names.chunks(500) {
+        let mut command = vec!["MSET"];
+        for name in chunk {
+            command.extend([name.as_str(), target]);
+        }
+        let reply = procs::redis_cmd(redis, &command)?;
+        if reply != "+OK" {
+            return Err(format!("redis MSET {key}…: {reply}"));
+        }
     }
     Ok(())
 }

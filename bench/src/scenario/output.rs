@@ -283,7 +283,14 @@ pub fn markdown(r: &Results) -> String {
         l.message_bytes,
         l.warmup_s,
         l.duration_s,
-        l.headers.join(", "),
+        match l.keys {
+            0 | 1 => l.headers.join(", "),
+            n => format!(
+                "{} (the last one's value -0 … -{} in turn: {n} routing keys)",
+                l.headers.join(", "),
+                n - 1
+            ),
+        },
         l.path,
         r.nginx_keepalive,
         r.nginx_redis_pool
