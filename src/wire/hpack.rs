@@ -280,16 +280,25 @@ fn read_string(
     }
 }
 
-/// The last short Huffman-coded string a decoder decoded, coded and plain, so the same string
-/// sent again is not decoded again.
+/// The last two short Huffman-coded strings a decoder decoded, coded and plain, so the same
+/// string sent again is not decoded again.
 ///
 /// Some encoders never index a field whose value repeats call after call: the `h2` crate (so
 /// tonic, and the bench's load generator) sends `:path` as a Huffman-coded literal on every
 /// request. Decoding it was ~490 instructions per call (callgrind, `bench/profile --cache`);
-/// a hit costs one compare of at most [`MEMO_CODED`] bytes. The plain string is a slice of the
-/// arena it was decoded into: it keeps that arena (which the decoder holds anyway) alive, no
-/// other memory.
+/// a hit costs one compare of at most [`MEMO_CODED`] bytes. Two entries, the one used least
+/// lately replaced: with one, a routing value new on each call (also a Huffman literal)
+/// displaced `:path` every time (`bench/profile --keys 1000`: ~740 instructions per call of
+/// Huffman decoding against ~0 with one key). The plain strings are slices of the arena they
+/// were decoded into: they keep that arena (which the decoder holds anyway) alive, no other
+/// memory.
 pub(super) struct HuffmanMemo {
+    entries: [MemoEntry; 2],
+    /// The entry hit or set last.
+    recent: usize,
+}
+
+struct MemoEntry {
     coded: [u8; MEMO_CODED],
     /// Length of `coded`; 0: empty (an empty string is never Huffman-decoded).
     len: u8,
@@ -301,32 +310,45 @@ const MEMO_CODED: usize = 48;
 
 impl Default for HuffmanMemo {
     fn default() -> HuffmanMemo {
-        HuffmanMemo {
+        let empty = || MemoEntry {
             coded: [0; MEMO_CODED],
             len: 0,
             plain: Bytes::new(),
+        };
+        HuffmanMemo {
+            entries: [empty(), empty()],
+            recent: 0,
         }
     }
 }
 
 impl HuffmanMemo {
     #[inline]
-    fn get(&self, coded: &[u8]) -> Option<Bytes> {
-        (coded.len() == self.len as usize && self.coded[..coded.len()] == *coded)
-            .then(|| self.plain.clone())
+    fn get(&mut self, coded: &[u8]) -> Option<Bytes> {
+        let i = self
+            .entries
+            .iter()
+            .position(|e| coded.len() == e.len as usize && e.coded[..coded.len()] == *coded)?;
+        self.recent = i;
+        Some(self.entries[i].plain.clone())
     }
 
     fn clear(&mut self) {
-        self.len = 0;
-        self.plain = Bytes::new();
+        for entry in &mut self.entries {
+            entry.len = 0;
+            entry.plain = Bytes::new();
+        }
     }
 
     #[inline]
     fn set(&mut self, coded: &[u8], plain: &Bytes) {
         if coded.len() <= MEMO_CODED {
-            self.coded[..coded.len()].copy_from_slice(coded);
-            self.len = coded.len() as u8;
-            self.plain = plain.clone();
+            let i = 1 - self.recent;
+            let entry = &mut self.entries[i];
+            entry.coded[..coded.len()].copy_from_slice(coded);
+            entry.len = coded.len() as u8;
+            entry.plain = plain.clone();
+            self.recent = i;
         }
     }
 }

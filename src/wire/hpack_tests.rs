@@ -815,25 +815,34 @@ fn huffman_path_block(huff: &[u8]) -> Bytes {
 
 #[test]
 fn huffman_arena() {
-    // Two values of the same letters, so the same coded length; sent in turn, so the decoder's
-    // memo of the last string never answers and every one is decoded into the arena.
+    // Three values of the same letters, so the same coded length; sent in turn, so the
+    // decoder's memo of the last two strings never answers and every one is decoded into the
+    // arena.
     let value = b"/sample/path";
-    let other = b"/elpmas/path";
-    let (mut huff, mut huff_other) = (BytesMut::new(), BytesMut::new());
+    let others: [&[u8]; 2] = [b"/elpmas/path", b"/mplesa/path"];
+    let (mut huff, mut huff_a, mut huff_b) = (BytesMut::new(), BytesMut::new(), BytesMut::new());
     huffman::encode(value, &mut huff);
-    huffman::encode(other, &mut huff_other);
-    assert_eq!(huff.len(), huff_other.len());
-    let blocks = [huffman_path_block(&huff), huffman_path_block(&huff_other)];
+    huffman::encode(others[0], &mut huff_a);
+    huffman::encode(others[1], &mut huff_b);
+    assert_eq!((huff.len(), huff.len()), (huff_a.len(), huff_b.len()));
+    let blocks = [
+        huffman_path_block(&huff),
+        huffman_path_block(&huff_a),
+        huffman_path_block(&huff_b),
+    ];
     let needed = huff.len() * 8 / 5 + 1;
 
     let mut dec = Decoder::new(4096);
     let mut values = Vec::new();
     for i in 0..1000 {
         let mut fields = Vec::new();
-        dec.decode(&blocks[i % 2], |f| fields.push(f)).unwrap();
+        dec.decode(&blocks[i % 3], |f| fields.push(f)).unwrap();
         assert_eq!(fields.len(), 1);
         assert_eq!(&fields[0].name[..], b":path");
-        let want: &[u8] = if i % 2 == 0 { value } else { other };
+        let want: &[u8] = match i % 3 {
+            0 => value,
+            n => others[n - 1],
+        };
         assert_eq!(&fields[0].value[..], want);
         values.push(fields.pop().unwrap().value);
     }
@@ -863,7 +872,7 @@ fn huffman_arena() {
     drop(values);
     let (mut lo, mut hi) = (usize::MAX, 0);
     for i in 0..2000 {
-        dec.decode(&blocks[i % 2], |f| {
+        dec.decode(&blocks[i % 3], |f| {
             assert_eq!(f.value.len(), value.len());
             let p = f.value.as_ptr() as usize;
             lo = lo.min(p);
@@ -926,6 +935,35 @@ fn huffman_memo() {
     let (a, b) = (decode(&mut dec, &block), decode(&mut dec, &block));
     assert_eq!((&a[..], &b[..]), (long, long));
     assert_ne!(a.as_ptr(), b.as_ptr(), "decoded twice");
+}
+
+/// The memo holds two strings, the one used least lately replaced: a path sent on every call
+/// stays remembered while each call also brings a value never seen before.
+#[test]
+fn huffman_memo_keeps_the_path_among_new_values() {
+    let mut path = BytesMut::new();
+    huffman::encode(b"/bench.Echo/Unary", &mut path);
+    let path_block = huffman_path_block(&path);
+    let mut dec = Decoder::new(4096);
+    let decode = |dec: &mut Decoder, block: &Bytes| {
+        let mut fields = Vec::new();
+        dec.decode(block, |f| fields.push(f)).unwrap();
+        fields.pop().unwrap().value
+    };
+    let first = decode(&mut dec, &path_block);
+    for i in 0..5 {
+        let value = format!("/job-{i}/Unary");
+        let mut coded = BytesMut::new();
+        huffman::encode(value.as_bytes(), &mut coded);
+        let got = decode(&mut dec, &huffman_path_block(&coded));
+        assert_eq!(&got[..], value.as_bytes());
+        let again = decode(&mut dec, &path_block);
+        assert_eq!(
+            again.as_ptr(),
+            first.as_ptr(),
+            "call {i}: the path from the memo"
+        );
+    }
 }
 
 /// Encodes `fields` (with sensitivity) with `enc`, decodes with `dec`, checks the fields
