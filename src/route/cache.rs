@@ -96,10 +96,10 @@ impl RouteCache {
         }
     }
 
-    /// Looks `value` up. On a miss, a pending slot is left for the caller's fetch.
-    pub fn lookup(&self, value: &[u8]) -> Lookup {
+    /// Looks `value` up at `now` (the caller's clock reading: one fewer per call). On a miss,
+    /// a pending slot is left for the caller's fetch.
+    pub fn lookup(&self, value: &[u8], now: Instant) -> Lookup {
         let mut slots = self.slots.borrow_mut();
-        let now = Instant::now();
         match slots.get_mut(value) {
             Some(Slot::Ready { resolved, expires }) if *expires > now => {
                 self.metrics.route_cache_hits.inc();
@@ -259,15 +259,15 @@ mod tests {
     #[test]
     fn miss_fill_hit_and_coalescing() {
         let c = cache();
-        let Lookup::Miss { epoch, .. } = c.lookup(b"job") else {
+        let Lookup::Miss { epoch, .. } = c.lookup(b"job", Instant::now()) else {
             panic!("miss")
         };
-        let Lookup::Wait(mut waiter) = c.lookup(b"job") else {
+        let Lookup::Wait(mut waiter) = c.lookup(b"job", Instant::now()) else {
             panic!("waits on the pending GET")
         };
         c.fill(b"job", epoch, route("a:1"));
         assert_eq!(target(&waiter.try_recv().unwrap()), "a:1");
-        let Lookup::Hit(hit) = c.lookup(b"job") else {
+        let Lookup::Hit(hit) = c.lookup(b"job", Instant::now()) else {
             panic!("hit")
         };
         assert_eq!(target(&hit), "a:1");
@@ -276,29 +276,35 @@ mod tests {
     #[test]
     fn invalidation_removes_and_spoils_pending() {
         let c = cache();
-        let Lookup::Miss { epoch, .. } = c.lookup(b"job") else {
+        let Lookup::Miss { epoch, .. } = c.lookup(b"job", Instant::now()) else {
             panic!()
         };
         c.fill(b"job", epoch, route("a:1"));
         c.on_push(Push::Invalidate(vec![Bytes::from_static(b"r:job")]));
-        let Lookup::Miss { epoch, .. } = c.lookup(b"job") else {
+        let Lookup::Miss { epoch, .. } = c.lookup(b"job", Instant::now()) else {
             panic!("invalidated")
         };
         // An invalidation while the GET is out: the answer is used once, not cached.
         c.on_push(Push::Invalidate(vec![Bytes::from_static(b"r:job")]));
         c.fill(b"job", epoch, route("a:1"));
-        assert!(matches!(c.lookup(b"job"), Lookup::Miss { .. }));
+        assert!(matches!(
+            c.lookup(b"job", Instant::now()),
+            Lookup::Miss { .. }
+        ));
     }
 
     #[test]
     fn reset_flushes_and_fences_old_fills() {
         let c = cache();
-        let Lookup::Miss { epoch, .. } = c.lookup(b"x") else {
+        let Lookup::Miss { epoch, .. } = c.lookup(b"x", Instant::now()) else {
             panic!()
         };
         c.on_push(Push::Reset);
         c.fill(b"x", epoch, route("a:1"));
-        assert!(matches!(c.lookup(b"x"), Lookup::Miss { .. }));
+        assert!(matches!(
+            c.lookup(b"x", Instant::now()),
+            Lookup::Miss { .. }
+        ));
     }
 
     #[test]
@@ -306,7 +312,7 @@ mod tests {
         let c = cache();
         for i in 0..20u8 {
             let key = [b'k', i];
-            if let Lookup::Miss { epoch, .. } = c.lookup(&key) {
+            if let Lookup::Miss { epoch, .. } = c.lookup(&key, Instant::now()) {
                 c.fill(&key, epoch, route("a:1"));
             }
         }

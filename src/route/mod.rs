@@ -174,7 +174,7 @@ impl Router {
         let Some(cache) = &self.inner.cache else {
             return self.inner.fetch(value, asked).await.map(RouteRef::Owned);
         };
-        let answer = match cache.lookup(value) {
+        let answer = match cache.lookup(value, asked) {
             Lookup::Hit(resolved) => return resolved.map(RouteRef::Shared),
             Lookup::Wait(answer) => answer,
             Lookup::Miss { epoch, answer } => {
