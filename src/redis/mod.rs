@@ -405,6 +405,9 @@ impl Shared {
             if deadline > now {
                 return Some(deadline);
             }
+            // Its GET may still be in the outbox (Redis not reading): a lookup sharing it now
+            // would wait past its own deadline, as the expiry has passed it. None may.
+            self.unsent.clear();
             self.expired += 1;
             let mut next = slot;
             while next != NO_SLOT {
@@ -1438,6 +1441,9 @@ mod tests {
             Some(now + Duration::from_secs(10)),
             "the next deadline"
         );
+        // An expired GET is shared by no new lookup, even while it is still in the outbox.
+        let (own, leader) = queue(&s, b"job", now + Duration::from_secs(20));
+        assert_eq!(leader, None);
         assert!(matches!(poll(&w1), Poll::Ready(Err(Unavailable::TimedOut))));
         assert!(matches!(poll(&w2), Poll::Ready(Err(Unavailable::TimedOut))));
         assert!(poll(&w3).is_pending());
@@ -1449,7 +1455,7 @@ mod tests {
         // Expiring again finds nothing new.
         let next = s.borrow_mut().expire(now + Duration::from_millis(2));
         assert_eq!(next, Some(now + Duration::from_secs(10)));
-        for reply in [value("late:1"), value("own:2")] {
+        for reply in [value("late:1"), value("own:2"), value("own:3")] {
             let mut sh = s.borrow_mut();
             let slot = sh.pop_waiting().unwrap();
             sh.deliver(slot, reply);
@@ -1459,6 +1465,12 @@ mod tests {
         assert_eq!(free, [early, sharer], "the late reply freed both");
         assert!(format!("{:?}", poll(&w3)).contains("own:2"));
         drop(w3);
+        let w4 = SlotWait {
+            shared: &s,
+            slot: own,
+        };
+        assert!(format!("{:?}", poll(&w4)).contains("own:3"));
+        drop(w4);
         assert_eq!(s.borrow().expired, 0);
     }
 
