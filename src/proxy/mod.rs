@@ -146,7 +146,13 @@ impl Proxy {
                 (path, key)
             });
         let target = self
-            .forward(incoming, &stats, &settings, peer.identity.as_deref())
+            .forward(
+                incoming,
+                &stats,
+                &settings,
+                peer.identity.as_deref(),
+                started,
+            )
             .await;
         self.record(
             &stats,
@@ -181,6 +187,7 @@ impl Proxy {
         stats: &CallStats,
         settings: &CallSettings,
         identity: Option<&str>,
+        started: Instant,
     ) -> Option<Rc<str>> {
         let Incoming {
             head,
@@ -197,7 +204,7 @@ impl Proxy {
             health::serve(self, method, body, end, respond, stats).await;
             return None;
         }
-        let mut lease = match self.lease_for(&head, &settings.route_header).await {
+        let mut lease = match self.lease_for(&head, &settings.route_header, started).await {
             // The client went away while the route was looked up: the target is not bothered
             // with a call nobody waits for. (A client that opens hundreds of calls and closes
             // its connection would otherwise make ringway open and at once reset hundreds of
@@ -299,13 +306,19 @@ impl Proxy {
     }
 
     /// Steps 1–3: header → route → a leased stream on a connection to one of its targets.
-    async fn lease_for(&self, head: &Fields, route_header: &[u8]) -> Result<Lease, GatewayError> {
+    /// `asked`: when the call started — nothing between that and the lookup waits, so the
+    /// call's first clock reading serves as the lookup's start (one fewer per call).
+    async fn lease_for(
+        &self,
+        head: &Fields,
+        route_header: &[u8],
+        asked: Instant,
+    ) -> Result<Lease, GatewayError> {
         let value = head
             .get(route_header)
             .ok_or_else(|| GatewayError::MissingRouteHeader {
                 header: String::from_utf8_lossy(route_header).into_owned(),
             })?;
-        let asked = Instant::now();
         let route = self.router.resolve(value, asked).await;
         let lookup_us = asked.elapsed().as_micros() as u64;
         self.latency
