@@ -845,10 +845,24 @@ fn slow_reader_with_huge_windows() {
         while env.upstream(UP).cancelled() < 50 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // On failure, say where the missing calls ended: never reached the upstream (their
+        // outcome at ringway, Redis timeouts and errors) or reached it and were not cancelled.
+        let outcomes: Vec<String> = ["routed", "redis_error", "client_cancel", "upstream_reset"]
+            .iter()
+            .map(|o| {
+                let n = env.metric("ringway_call_outcomes_total", &[("outcome", o)]);
+                format!("{o} {n}")
+            })
+            .collect();
         assert!(
             env.upstream(UP).cancelled() >= 50,
-            "only {} of the 50 calls were cancelled at the upstream",
-            env.upstream(UP).cancelled()
+            "only {} of the 50 calls were cancelled at the upstream ({} calls reached it, \
+             bystander's included; ringway outcomes: {}; redis timeouts {}, errors {})",
+            env.upstream(UP).cancelled(),
+            env.upstream(UP).calls(),
+            outcomes.join(", "),
+            env.metric("ringway_redis_timeouts_total", &[]),
+            env.metric("ringway_redis_errors_total", &[]),
         );
     });
 }
