@@ -423,6 +423,52 @@ impl Shared {
         None
     }
 
+    /// Queues `GET <prefix><key>` (after `ASKING` if `asking`) for the next write, or, when the
+    /// same GET is already in the outbox, chains a slot to its reply instead: returns the
+    /// lookup's slot and the slot it shares (`None`: a GET of its own).
+    fn queue_get(
+        &mut self,
+        prefix: &[u8],
+        key: &[u8],
+        asking: bool,
+        deadline: Instant,
+    ) -> (usize, Option<usize>) {
+        if asking {
+            codec::encode_command(&mut self.outbox, &[b"ASKING"]);
+            let ignored = self.take_slot();
+            // Nobody waits for it: its reply frees it.
+            self.slots[ignored] = Slot::Orphan;
+            self.waiting.push_back((ignored, deadline));
+            self.sent += 1;
+            self.queued += 1;
+        }
+        let start = self.outbox.len();
+        codec::encode_get(&mut self.outbox, prefix, key);
+        let slot = self.take_slot();
+        // After ASKING, the GET must follow it: never shared.
+        let leader = match asking {
+            true => None,
+            false => self.unsent.share_or_note(&self.outbox, start, slot),
+        };
+        match leader {
+            Some(leader) => {
+                // The same GET is already in the outbox (and the writer woken for it): this
+                // lookup takes a copy of its reply.
+                self.outbox.truncate(start);
+                self.sharers[slot] = std::mem::replace(&mut self.sharers[leader], slot);
+            }
+            None => {
+                self.waiting.push_back((slot, deadline));
+                self.sent += 1;
+                self.queued += 1;
+                if let Some(writer) = self.writer.take() {
+                    writer.wake();
+                }
+            }
+        }
+        (slot, leader)
+    }
+
     /// The slot of the oldest command written, its reply having come.
     fn pop_waiting(&mut self) -> Option<usize> {
         let (slot, _) = self.waiting.pop_front()?;
@@ -551,44 +597,13 @@ impl Connection {
     ) -> Result<Reply, Unavailable> {
         let slot = {
             let mut shared = self.shared.borrow_mut();
-            let s = &mut *shared;
-            if !s.connected {
-                return Err(s.last_error.clone());
+            if !shared.connected {
+                return Err(shared.last_error.clone());
             }
             self.metrics.redis_lookups.inc();
-            if asking {
-                codec::encode_command(&mut s.outbox, &[b"ASKING"]);
-                let ignored = s.take_slot();
-                // Nobody waits for it: its reply frees it.
-                s.slots[ignored] = Slot::Orphan;
-                s.waiting.push_back((ignored, deadline));
-                s.sent += 1;
-                s.queued += 1;
-            }
-            let start = s.outbox.len();
-            codec::encode_get(&mut s.outbox, prefix, key);
-            let slot = s.take_slot();
-            // After ASKING, the GET must follow it: never shared.
-            let leader = match asking {
-                true => None,
-                false => s.unsent.share_or_note(&s.outbox, start, slot),
-            };
-            match leader {
-                Some(leader) => {
-                    // The same GET is already in the outbox (and the writer woken for it):
-                    // this lookup takes a copy of its reply.
-                    s.outbox.truncate(start);
-                    s.sharers[slot] = std::mem::replace(&mut s.sharers[leader], slot);
-                    self.metrics.redis_lookups_shared.inc();
-                }
-                None => {
-                    s.waiting.push_back((slot, deadline));
-                    s.sent += 1;
-                    s.queued += 1;
-                    if let Some(writer) = s.writer.take() {
-                        writer.wake();
-                    }
-                }
+            let (slot, leader) = shared.queue_get(prefix, key, asking, deadline);
+            if leader.is_some() {
+                self.metrics.redis_lookups_shared.inc();
             }
             slot
         };
@@ -1203,7 +1218,6 @@ fn fail_all(shared: &Rc<RefCell<Shared>>, reason: Unavailable) {
     s.last_error = reason;
     s.outbox.clear();
     s.unsent.clear();
-    s.expired = 0;
     s.queued = 0;
     // Every waiting lookup fails with the connection's error.
     while let Some(slot) = s.pop_waiting() {
@@ -1354,20 +1368,7 @@ mod tests {
 
     /// A lookup queued as `send_get` queues it: its own GET, or sharing `leader`'s.
     fn queue(s: &Rc<RefCell<Shared>>, key: &[u8], deadline: Instant) -> (usize, Option<usize>) {
-        let mut guard = s.borrow_mut();
-        let s = &mut *guard;
-        let start = s.outbox.len();
-        codec::encode_get(&mut s.outbox, b"", key);
-        let slot = s.take_slot();
-        let leader = s.unsent.share_or_note(&s.outbox, start, slot);
-        match leader {
-            Some(leader) => {
-                s.outbox.truncate(start);
-                s.sharers[slot] = std::mem::replace(&mut s.sharers[leader], slot);
-            }
-            None => s.waiting.push_back((slot, deadline)),
-        }
-        (slot, leader)
+        s.borrow_mut().queue_get(b"", key, false, deadline)
     }
 
     fn value(v: &'static str) -> Result<Reply, Unavailable> {

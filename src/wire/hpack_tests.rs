@@ -905,20 +905,22 @@ fn huffman_arena() {
     assert_ne!(again[0].value.as_ptr(), emitted[0].value.as_ptr());
 }
 
+/// The value of the last field of `block`, decoded by `dec`.
+fn last_value(dec: &mut Decoder, block: &Bytes) -> Bytes {
+    let mut fields = Vec::new();
+    dec.decode(block, |f| fields.push(f)).unwrap();
+    fields.pop().unwrap().value
+}
+
 #[test]
 fn huffman_memo() {
     let mut huff = BytesMut::new();
     huffman::encode(b"/bench.Echo/Unary", &mut huff);
     let block = huffman_path_block(&huff);
     let mut dec = Decoder::new(4096);
-    let decode = |dec: &mut Decoder, block: &Bytes| {
-        let mut fields = Vec::new();
-        dec.decode(block, |f| fields.push(f)).unwrap();
-        fields.pop().unwrap().value
-    };
     // The same coded string again: the same plain bytes, not decoded again.
-    let first = decode(&mut dec, &block);
-    let again = decode(&mut dec, &block);
+    let first = last_value(&mut dec, &block);
+    let again = last_value(&mut dec, &block);
     assert_eq!(&first[..], b"/bench.Echo/Unary");
     assert_eq!(again, first);
     assert_eq!(again.as_ptr(), first.as_ptr(), "answered by the memo");
@@ -926,7 +928,7 @@ fn huffman_memo() {
     let mut other = BytesMut::new();
     huffman::encode(b"/bench.Ohce/Unary", &mut other);
     assert_eq!(other.len(), huff.len());
-    let different = decode(&mut dec, &huffman_path_block(&other));
+    let different = last_value(&mut dec, &huffman_path_block(&other));
     assert_eq!(&different[..], b"/bench.Ohce/Unary");
     // A string longer than the memo holds is decoded every time.
     let long =
@@ -936,7 +938,7 @@ fn huffman_memo() {
     huffman::encode(long, &mut coded);
     assert!(coded.len() > 48 && coded.len() < 127);
     let block = huffman_path_block(&coded);
-    let (a, b) = (decode(&mut dec, &block), decode(&mut dec, &block));
+    let (a, b) = (last_value(&mut dec, &block), last_value(&mut dec, &block));
     assert_eq!((&a[..], &b[..]), (long, long));
     assert_ne!(a.as_ptr(), b.as_ptr(), "decoded twice");
 }
@@ -949,19 +951,14 @@ fn huffman_memo_keeps_the_path_among_new_values() {
     huffman::encode(b"/bench.Echo/Unary", &mut path);
     let path_block = huffman_path_block(&path);
     let mut dec = Decoder::new(4096);
-    let decode = |dec: &mut Decoder, block: &Bytes| {
-        let mut fields = Vec::new();
-        dec.decode(block, |f| fields.push(f)).unwrap();
-        fields.pop().unwrap().value
-    };
-    let first = decode(&mut dec, &path_block);
+    let first = last_value(&mut dec, &path_block);
     for i in 0..5 {
         let value = format!("/job-{i}/Unary");
         let mut coded = BytesMut::new();
         huffman::encode(value.as_bytes(), &mut coded);
-        let got = decode(&mut dec, &huffman_path_block(&coded));
+        let got = last_value(&mut dec, &huffman_path_block(&coded));
         assert_eq!(&got[..], value.as_bytes());
-        let again = decode(&mut dec, &path_block);
+        let again = last_value(&mut dec, &path_block);
         assert_eq!(
             again.as_ptr(),
             first.as_ptr(),
