@@ -240,8 +240,13 @@ pub struct ProcessCpu {
     pub ppid: u32,
     /// utime + stime of the process itself (all its threads).
     pub own_ticks: u64,
+    /// Of `own_ticks`, the time in the kernel (stime): system calls, and what the kernel does
+    /// in the process's name (on loopback, a send runs the receiver's TCP input too).
+    pub own_system_ticks: u64,
     /// cutime + cstime: children that exited and were waited for.
     pub reaped_children_ticks: u64,
+    /// Of `reaped_children_ticks`, cstime.
+    pub reaped_children_system_ticks: u64,
 }
 
 /// `/proc/<pid>/stat`'s CPU times; `None` if the process is gone.
@@ -250,7 +255,9 @@ pub fn process_cpu(pid: u32) -> Option<ProcessCpu> {
     Some(ProcessCpu {
         ppid: u32::try_from(stat.ppid).ok()?,
         own_ticks: stat.utime + stat.stime,
+        own_system_ticks: stat.stime,
         reaped_children_ticks: u64::try_from(stat.cutime + stat.cstime).ok()?,
+        reaped_children_system_ticks: u64::try_from(stat.cstime).ok()?,
     })
 }
 

@@ -16,16 +16,36 @@ pub use ringway::procfs::{process_cpu, process_tree, ticks_per_second};
 /// CPU seconds (user + system) used so far by `pid`'s whole tree: live descendants plus the
 /// children the root has reaped. An nginx master's workers are counted this way.
 pub fn tree_cpu_seconds(pid: u32) -> f64 {
-    let mut ticks = 0;
+    tree_cpu(pid).total_s
+}
+
+/// CPU seconds used so far by a process tree, and of them the time in the kernel.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TreeCpu {
+    /// User + system, as [`tree_cpu_seconds`].
+    pub total_s: f64,
+    /// Of it, system time (stime, and cstime of reaped children).
+    pub system_s: f64,
+}
+
+/// [`tree_cpu_seconds`] with the kernel's share beside it.
+pub fn tree_cpu(pid: u32) -> TreeCpu {
+    let (mut ticks, mut system) = (0, 0);
     for (i, p) in process_tree(pid).into_iter().enumerate() {
         if let Some(cpu) = process_cpu(p) {
             ticks += cpu.own_ticks;
+            system += cpu.own_system_ticks;
             if i == 0 {
                 ticks += cpu.reaped_children_ticks;
+                system += cpu.reaped_children_system_ticks;
             }
         }
     }
-    ticks as f64 / ticks_per_second() as f64
+    let hz = ticks_per_second() as f64;
+    TreeCpu {
+        total_s: ticks as f64 / hz,
+        system_s: system as f64 / hz,
+    }
 }
 
 /// Busy CPU seconds of the whole machine so far (all cores: everything but idle and iowait);
@@ -140,6 +160,13 @@ mod tests {
         let start = std::time::Instant::now();
         while tree_cpu_seconds(me) == 0.0 && start.elapsed().as_secs() < 5 {}
         assert!(tree_cpu_seconds(me) > 0.0);
+        // Time in the kernel: enough system calls to be sure of a tick of it.
+        let start = std::time::Instant::now();
+        while tree_cpu(me).system_s == 0.0 && start.elapsed().as_secs() < 5 {
+            let _ = std::fs::metadata("/proc/self/stat");
+        }
+        let cpu = tree_cpu(me);
+        assert!(cpu.system_s > 0.0 && cpu.system_s <= cpu.total_s, "{cpu:?}");
         assert!(machine_busy_seconds() > 0.0);
         assert!(loadavg() >= 0.0);
     }

@@ -88,6 +88,10 @@ pub struct Cpu {
     pub upstream_s: f64,
     pub redis_s: f64,
     pub gateway_us_per_call: Option<f64>,
+    /// Of `gateway_us_per_call`, the time in the kernel (stime): system calls and what the
+    /// kernel does on the gateway's behalf (on loopback a send also runs the receiver's TCP
+    /// input and wakes it). The rest is user space.
+    pub gateway_kernel_us_per_call: Option<f64>,
     pub upstream_us_per_call: f64,
     pub redis_us_per_call: f64,
     /// Busy CPU seconds of the whole machine during the load.
@@ -243,7 +247,7 @@ pub fn measure(
         tcp_before: snapshot(watch),
         ..Default::default()
     };
-    let g0 = watch.gateway.map(procfs::tree_cpu_seconds);
+    let g0 = watch.gateway.map(procfs::tree_cpu);
     let u0 = procfs::tree_cpu_seconds(watch.upstream);
     let r0 = procfs::tree_cpu_seconds(watch.redis);
     let m0 = procfs::machine_busy_seconds();
@@ -253,7 +257,7 @@ pub fn measure(
     let mut take = || during_snap = Some(snapshot(watch));
     let at = Duration::from_secs_f64(load.warmup_s + load.duration_s / 2.0);
     let result = run_loadgen(tools, &args, &json, &log, limit, Some((at, &mut take)));
-    let g1 = watch.gateway.map(procfs::tree_cpu_seconds);
+    let g1 = watch.gateway.map(procfs::tree_cpu);
     let u1 = procfs::tree_cpu_seconds(watch.upstream);
     let r1 = procfs::tree_cpu_seconds(watch.redis);
     let m1 = procfs::machine_busy_seconds();
@@ -267,10 +271,11 @@ pub fn measure(
             let calls = s.calls_total.max(1) as f64;
             let per = |secs: f64| secs * 1e6 / calls;
             m.cpu = Cpu {
-                gateway_s: g0.zip(g1).map(|(a, b)| b - a),
+                gateway_s: g0.zip(g1).map(|(a, b)| b.total_s - a.total_s),
                 upstream_s: u1 - u0,
                 redis_s: r1 - r0,
-                gateway_us_per_call: g0.zip(g1).map(|(a, b)| per(b - a)),
+                gateway_us_per_call: g0.zip(g1).map(|(a, b)| per(b.total_s - a.total_s)),
+                gateway_kernel_us_per_call: g0.zip(g1).map(|(a, b)| per(b.system_s - a.system_s)),
                 upstream_us_per_call: per(u1 - u0),
                 redis_us_per_call: per(r1 - r0),
                 machine_busy_s: m1 - m0,
@@ -278,7 +283,10 @@ pub fn measure(
                 other_busy_pct: 0.0,
                 loadavg_before,
             };
-            let ours = g1.zip(g0).map(|(b, a)| b - a).unwrap_or(0.0)
+            let ours = g1
+                .zip(g0)
+                .map(|(b, a)| b.total_s - a.total_s)
+                .unwrap_or(0.0)
                 + (u1 - u0)
                 + (r1 - r0)
                 + s.loadgen_cpu_s;

@@ -364,6 +364,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(o, "\nFailed calls by status:\n\n{}", errors.join("\n"));
     }
     whole_system(&mut o, r);
+    user_and_kernel(&mut o, r);
     if let Some(t) = &r.tls {
         tls_section(&mut o, r, t);
     }
@@ -618,6 +619,49 @@ fn whole_system(o: &mut String, r: &Results) {
         "| system | gateway | target | Redis | loadgen | sum | cost to the machine |"
     );
     let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let _ = writeln!(o, "{row}");
+    }
+}
+
+/// The gateway's CPU per call split into user space and kernel (utime and stime).
+fn user_and_kernel(o: &mut String, r: &Results) {
+    let rows: Vec<String> = r
+        .systems
+        .iter()
+        .filter_map(|s| {
+            let cpu = &s.main.as_ref().filter(|m| m.loadgen.is_some())?.cpu;
+            let (total, kernel) = (cpu.gateway_us_per_call?, cpu.gateway_kernel_us_per_call?);
+            let share = if total > 0.0 {
+                format!("{:.0}%", 100.0 * kernel / total)
+            } else {
+                "—".into()
+            };
+            Some(format!(
+                "| {} | {} | {} | {} | {share} |",
+                s.system,
+                f1(total),
+                f1(total - kernel),
+                f1(kernel)
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n## The gateway's CPU per call: user space and kernel\n"
+    );
+    let _ = writeln!(
+        o,
+        "The gateway CPU column above split into utime (user space: HTTP/2, HPACK, routing, TLS) and stime (the kernel: system calls and io_uring, the gateway's TCP input and output — on loopback a send also runs the receiver's TCP input and wakes it, whoever the receiver is). `/proc` counts both in clock ticks, so each is good to about one tick (10 ms) over the run.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| system | gateway µs/call | user | kernel | kernel share |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|");
     for row in rows {
         let _ = writeln!(o, "{row}");
     }
