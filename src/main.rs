@@ -63,6 +63,10 @@ struct Cli {
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
 
+    /// The shards' I/O driver (io_driver) [default: io_uring]
+    #[arg(long, value_name = "DRIVER")]
+    io_driver: Option<ringway::config::IoDriver>,
+
     /// Request header whose value is the routing key [default: jobid]
     #[arg(long, value_name = "NAME")]
     route_header: Option<String>,
@@ -275,6 +279,9 @@ fn effective_config(cli: &Cli) -> Result<Config, ringway::config::ConfigError> {
     }
     if let Some(ca) = &cli.redis_ca {
         config.redis.tls.ca = ca.clone();
+    }
+    if let Some(driver) = cli.io_driver {
+        config.io_driver = driver;
     }
     if let Some(shards) = cli.shards {
         config.shards = shards;

@@ -112,6 +112,7 @@ fn keep_fixed(current: &Config, next: &mut Config) -> Vec<&'static str> {
         "downstream.tls.listen" => downstream.tls.listen,
         "admin" => admin,
         "shards" => shards,
+        "io_driver" => io_driver,
         "upgrade_socket" => upgrade_socket,
         "redis" => redis,
         "route.cache" => route.cache,

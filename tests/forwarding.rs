@@ -116,171 +116,212 @@ async fn one_upstream(name: &str) -> Env {
 #[test]
 fn unary_call_carries_metadata_and_trailers_both_ways() {
     run(LIMIT, async {
-        let env = one_upstream("up").await;
-        let mut client = env.client().await;
-        let mut request = routed(EchoRequest::default(), "job");
-        decorate(request.metadata_mut(), "unary");
-        let reply = client.unary(request).await.expect("unary");
-        check_metadata("unary", reply.metadata(), &reply.get_ref().metadata);
-        assert_eq!(upstream_trailer(reply.metadata()), Some("up"));
-        assert_eq!(env.upstream("up").cancelled(), 0, "no call was cut short");
+        unary_relayed(&one_upstream("up").await).await
     });
+}
+
+async fn unary_relayed(env: &Env) {
+    let mut client = env.client().await;
+    let mut request = routed(EchoRequest::default(), "job");
+    decorate(request.metadata_mut(), "unary");
+    let reply = client.unary(request).await.expect("unary");
+    check_metadata("unary", reply.metadata(), &reply.get_ref().metadata);
+    assert_eq!(upstream_trailer(reply.metadata()), Some("up"));
+    assert_eq!(env.upstream("up").cancelled(), 0, "no call was cut short");
 }
 
 #[test]
 fn server_stream_relays_every_reply_with_metadata_and_trailers() {
     run(LIMIT, async {
-        let env = one_upstream("up").await;
-        let mut client = env.client().await;
-        let mut request = routed(
-            EchoRequest {
-                reply_count: 5,
-                payload: b"s".to_vec(),
-                ..Default::default()
-            },
-            "job",
-        );
-        decorate(request.metadata_mut(), "server");
-        let response = client.server_stream(request).await.expect("server stream");
-        let headers = response.metadata().clone();
-        let mut inbound = response.into_inner();
-        let mut replies = Vec::new();
-        while let Some(reply) = inbound.message().await.expect("server stream message") {
-            replies.push(reply);
-        }
-        assert_eq!(replies.len(), 5);
-        assert!(replies
-            .iter()
-            .enumerate()
-            .all(|(i, r)| r.seq == i as u32 && r.payload == b"s"));
-        check_metadata("server", &headers, &replies[0].metadata);
-        let trailers = inbound
-            .trailers()
-            .await
-            .expect("trailers")
-            .expect("some trailers");
-        assert_eq!(upstream_trailer(&trailers), Some("up"));
-        assert_eq!(env.upstream("up").cancelled(), 0, "no call was cut short");
+        server_stream_relayed(&one_upstream("up").await).await
     });
+}
+
+async fn server_stream_relayed(env: &Env) {
+    let mut client = env.client().await;
+    let mut request = routed(
+        EchoRequest {
+            reply_count: 5,
+            payload: b"s".to_vec(),
+            ..Default::default()
+        },
+        "job",
+    );
+    decorate(request.metadata_mut(), "server");
+    let response = client.server_stream(request).await.expect("server stream");
+    let headers = response.metadata().clone();
+    let mut inbound = response.into_inner();
+    let mut replies = Vec::new();
+    while let Some(reply) = inbound.message().await.expect("server stream message") {
+        replies.push(reply);
+    }
+    assert_eq!(replies.len(), 5);
+    assert!(replies
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.seq == i as u32 && r.payload == b"s"));
+    check_metadata("server", &headers, &replies[0].metadata);
+    let trailers = inbound
+        .trailers()
+        .await
+        .expect("trailers")
+        .expect("some trailers");
+    assert_eq!(upstream_trailer(&trailers), Some("up"));
+    assert_eq!(env.upstream("up").cancelled(), 0, "no call was cut short");
 }
 
 #[test]
 fn client_stream_relays_every_message_with_metadata_and_trailers() {
     run(LIMIT, async {
-        let env = one_upstream("up").await;
-        let mut client = env.client().await;
-        let outbound = stream::iter((0..7u32).map(|i| EchoRequest {
-            payload: pattern(1000, i),
-            ..Default::default()
-        }));
-        let mut request = with_jobid(Request::new(outbound), "job");
-        decorate(request.metadata_mut(), "client");
-        let reply = client.client_stream(request).await.expect("client stream");
-        check_metadata("client", reply.metadata(), &reply.get_ref().metadata);
-        assert_eq!(reply.get_ref().received_messages, 7);
-        assert_eq!(reply.get_ref().received_bytes, 7000);
-        assert_eq!(reply.get_ref().payload, pattern(1000, 6));
-        assert_eq!(upstream_trailer(reply.metadata()), Some("up"));
-        assert_eq!(env.upstream("up").cancelled(), 0, "no call was cut short");
+        client_stream_relayed(&one_upstream("up").await).await
     });
+}
+
+async fn client_stream_relayed(env: &Env) {
+    let mut client = env.client().await;
+    let outbound = stream::iter((0..7u32).map(|i| EchoRequest {
+        payload: pattern(1000, i),
+        ..Default::default()
+    }));
+    let mut request = with_jobid(Request::new(outbound), "job");
+    decorate(request.metadata_mut(), "client");
+    let reply = client.client_stream(request).await.expect("client stream");
+    check_metadata("client", reply.metadata(), &reply.get_ref().metadata);
+    assert_eq!(reply.get_ref().received_messages, 7);
+    assert_eq!(reply.get_ref().received_bytes, 7000);
+    assert_eq!(reply.get_ref().payload, pattern(1000, 6));
+    assert_eq!(upstream_trailer(reply.metadata()), Some("up"));
+    assert_eq!(env.upstream("up").cancelled(), 0, "no call was cut short");
 }
 
 /// Bidirectional, in lock step: each reply is read before the next request is sent.
 #[test]
 fn bidi_stream_relays_in_lock_step_with_metadata_and_trailers() {
     run(LIMIT, async {
-        let env = one_upstream("up").await;
-        let mut client = env.client().await;
-        let (tx, rx) = ringway_testkit::tokio::sync::mpsc::channel::<EchoRequest>(1);
-        let outbound = ringway_testkit::tokio_stream::wrappers::ReceiverStream::new(rx);
-        let mut request = with_jobid(Request::new(outbound), "job");
-        decorate(request.metadata_mut(), "bidi");
+        bidi_stream_relayed(&one_upstream("up").await).await
+    });
+}
+
+async fn bidi_stream_relayed(env: &Env) {
+    let mut client = env.client().await;
+    let (tx, rx) = ringway_testkit::tokio::sync::mpsc::channel::<EchoRequest>(1);
+    let outbound = ringway_testkit::tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut request = with_jobid(Request::new(outbound), "job");
+    decorate(request.metadata_mut(), "bidi");
+    tx.send(EchoRequest {
+        payload: pattern(10, 0),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let response = client.bidi_stream(request).await.expect("bidi");
+    let headers = response.metadata().clone();
+    let mut inbound = response.into_inner();
+    let first = inbound
+        .message()
+        .await
+        .expect("bidi reply")
+        .expect("a first reply");
+    check_metadata("bidi", &headers, &first.metadata);
+    assert_eq!(first.payload, pattern(10, 0));
+    for i in 1..5u32 {
         tx.send(EchoRequest {
-            payload: pattern(10, 0),
+            payload: pattern(10, i),
             ..Default::default()
         })
         .await
         .unwrap();
-        let response = client.bidi_stream(request).await.expect("bidi");
-        let headers = response.metadata().clone();
-        let mut inbound = response.into_inner();
-        let first = inbound
+        let reply = inbound
             .message()
             .await
             .expect("bidi reply")
-            .expect("a first reply");
-        check_metadata("bidi", &headers, &first.metadata);
-        assert_eq!(first.payload, pattern(10, 0));
-        for i in 1..5u32 {
-            tx.send(EchoRequest {
-                payload: pattern(10, i),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            let reply = inbound
-                .message()
-                .await
-                .expect("bidi reply")
-                .expect("a reply");
-            assert_eq!((reply.seq, reply.payload), (i, pattern(10, i)));
-        }
-        drop(tx);
-        assert!(inbound.message().await.expect("bidi end").is_none());
-        let trailers = inbound
-            .trailers()
-            .await
-            .expect("trailers")
-            .expect("some trailers");
-        assert_eq!(upstream_trailer(&trailers), Some("up"));
-        assert_eq!(env.upstream("up").cancelled(), 0, "no call was cut short");
-    });
+            .expect("a reply");
+        assert_eq!((reply.seq, reply.payload), (i, pattern(10, i)));
+    }
+    drop(tx);
+    assert!(inbound.message().await.expect("bidi end").is_none());
+    let trailers = inbound
+        .trailers()
+        .await
+        .expect("trailers")
+        .expect("some trailers");
+    assert_eq!(upstream_trailer(&trailers), Some("up"));
+    assert_eq!(env.upstream("up").cancelled(), 0, "no call was cut short");
 }
 
 #[test]
 fn four_mib_messages_cross_both_ways() {
     run(LIMIT, async {
-        let env = one_upstream("big").await;
-        let mut client = env.client().await;
+        four_mib_relayed(&one_upstream("big").await).await
+    });
+}
 
-        let payload = pattern(BIG, 1);
-        let reply = client
-            .unary(routed(
-                EchoRequest {
-                    payload: payload.clone(),
-                    ..Default::default()
-                },
-                "job",
-            ))
+async fn four_mib_relayed(env: &Env) {
+    let mut client = env.client().await;
+
+    let payload = pattern(BIG, 1);
+    let reply = client
+        .unary(routed(
+            EchoRequest {
+                payload: payload.clone(),
+                ..Default::default()
+            },
+            "job",
+        ))
+        .await
+        .expect("a 4 MiB unary call");
+    assert!(
+        reply.get_ref().payload == payload,
+        "unary payload came back intact"
+    );
+
+    let outbound = stream::iter((0..3u32).map(|i| EchoRequest {
+        payload: pattern(BIG, 10 + i),
+        ..Default::default()
+    }));
+    let mut inbound = client
+        .bidi_stream(routed(outbound, "job"))
+        .await
+        .expect("a 4 MiB bidi call")
+        .into_inner();
+    for i in 0..3u32 {
+        let reply = inbound
+            .message()
             .await
-            .expect("a 4 MiB unary call");
+            .expect("bidi reply")
+            .expect("a reply");
+        assert_eq!(reply.seq, i);
         assert!(
-            reply.get_ref().payload == payload,
-            "unary payload came back intact"
+            reply.payload == pattern(BIG, 10 + i),
+            "bidi payload {i} came back intact"
         );
+    }
+    assert!(inbound.message().await.expect("bidi end").is_none());
+}
 
-        let outbound = stream::iter((0..3u32).map(|i| EchoRequest {
-            payload: pattern(BIG, 10 + i),
-            ..Default::default()
-        }));
-        let mut inbound = client
-            .bidi_stream(routed(outbound, "job"))
-            .await
-            .expect("a 4 MiB bidi call")
-            .into_inner();
-        for i in 0..3u32 {
-            let reply = inbound
-                .message()
-                .await
-                .expect("bidi reply")
-                .expect("a reply");
-            assert_eq!(reply.seq, i);
-            assert!(
-                reply.payload == pattern(BIG, 10 + i),
-                "bidi payload {i} came back intact"
-            );
-        }
-        assert!(inbound.message().await.expect("bidi end").is_none());
+/// `io_driver = "epoll"` (monoio's legacy driver instead of io_uring): the shards say so, and
+/// every RPC kind, metadata, trailers and 4 MiB messages cross as they do on io_uring.
+#[test]
+fn epoll_driver_relays_every_kind() {
+    run(LIMIT, async {
+        let env = Env::builder(RINGWAY)
+            .shards(2)
+            .args(&["--io-driver", "epoll"])
+            .upstream("up")
+            .route("job", "up")
+            .start()
+            .await;
+        let log = env.gateway().stderr();
+        assert_eq!(
+            log.matches("driver epoll (io_driver = \"epoll\")").count(),
+            2,
+            "both shards on epoll: {log}"
+        );
+        unary_relayed(&env).await;
+        server_stream_relayed(&env).await;
+        client_stream_relayed(&env).await;
+        bidi_stream_relayed(&env).await;
+        four_mib_relayed(&env).await;
     });
 }
 
