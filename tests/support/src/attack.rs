@@ -1111,7 +1111,23 @@ pub async fn unread_responses(addr: SocketAddr, call: &Call, limits: Limits) -> 
         recv_buffer: Some(4096),
     };
     let mut a = Attacker::connect(addr, &how).await?;
+    let started = Instant::now();
     request_after_request(&mut a, call, &limits).await;
+    // Still not reading once it has sent `limits.count` calls: for the rest of
+    // `limits.duration` (or until a write fails) it sends one more call every 500 ms, unread —
+    // so a gateway that stopped reading it has something to not read — and only then listens.
+    let deadline = started + limits.duration;
+    let mut next_call = Instant::now();
+    while Instant::now() < deadline && !a.peer_gone() {
+        if Instant::now() >= next_call {
+            let id = a.next_stream();
+            if !a.send(&call.request(id), 1, deadline).await {
+                break;
+            }
+            next_call += Duration::from_millis(500);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Ok(a.finish("unread responses", limits.observe).await)
 }
 
@@ -1128,6 +1144,7 @@ async fn request_after_request(a: &mut Attacker, call: &Call, limits: &Limits) {
         (bytes, n)
     })
     .await;
+    a.next_stream = next;
 }
 
 /// Streams beyond the peer's SETTINGS_MAX_CONCURRENT_STREAMS, stream after stream: whole
