@@ -503,6 +503,14 @@ pub struct UpstreamConfig {
     /// without payload or END_STREAM, CONTINUATION without payload — allowed per connection
     /// per second; past it: GOAWAY ENHANCE_YOUR_CALM. Default 10000.
     pub max_control_frames_per_second: u32,
+    /// A call that ends on the client's side (cancel, reset, the client cut off) before its
+    /// target answered has its target stream reset after this long, or as soon as the target
+    /// answers. A target that finds a stream reset before it took it counts a rapid reset
+    /// (tonic/hyper close the connection after 20), and a client cut off with hundreds of
+    /// calls just forwarded would otherwise have them all reset at once on the connection
+    /// other clients' calls share. Raise it for targets that can be busy longer than this
+    /// before they read; 0 resets at once. Default 100 ms, at most 10000.
+    pub cancel_grace_ms: u64,
     /// TLS to `https://` targets: trust roots and the client certificate.
     pub tls: UpstreamTlsConfig,
 }
@@ -712,6 +720,7 @@ impl Default for UpstreamConfig {
             output_buffer_bytes: 256 << 10,
             send_timeout_ms: 30_000,
             max_control_frames_per_second: 10_000,
+            cancel_grace_ms: 100,
             tls: UpstreamTlsConfig::default(),
         }
     }
@@ -935,6 +944,13 @@ impl Config {
             return Err(bad(
                 "redis.reconnect_backoff_max_ms",
                 "must not be below redis.reconnect_backoff_initial_ms",
+            ));
+        }
+        if self.upstream.cancel_grace_ms > 10_000 {
+            return Err(bad(
+                "upstream.cancel_grace_ms",
+                "must be at most 10000: abandoned streams hold the target's stream limit \
+                 until it ends",
             ));
         }
         if self.upstream.max_connections_per_target == 0 {

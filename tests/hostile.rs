@@ -37,6 +37,7 @@
 //! | [`slow_reader_with_huge_windows`] | 2^31-1 windows, 50 × 64 MiB streams, never reading | output capped, send timeout closes it; `send_timeouts` |
 //! | [`client_that_never_reads_its_responses`] | call after call, no response read | reading stops, send timeout closes it; `output_pauses`, `send_timeouts` |
 //! | [`client_that_abandons_its_calls`] | 500 calls in one write, then the connection closed | calls cancelled; the shared target connection survives (no GOAWAY from the target) |
+//! | [`client_gone_with_calls_just_forwarded`] | 100 calls forwarded to a target not reading, then the connection closed | their resets wait for the answer or `cancel_grace_ms`; the shared target connection survives |
 //! | [`stalled_client_with_a_zero_window`] | INITIAL_WINDOW_SIZE 0, 50 streams | nothing sent, memory bounded, calls held then cancelled |
 //! | [`idle_connections`] | 2,000 handshaken idle connections | ≤ 4 KiB of RSS each; back near the baseline after |
 //! | [`idle_connections_holding_part_of_a_frame`] | the same, each with one byte of a frame sent | ≤ 4 KiB of RSS each |
@@ -902,10 +903,11 @@ fn client_that_never_reads_its_responses() {
         // 1,000 calls of 1 KiB stay far below the window, and with the 20 or so sent before
         // the send timeout, below max_concurrent_streams (1,024): streams past it are refused,
         // and a client that goes on opening them is cut off as a refused-stream flood within a
-        // second — again another defence. Cut off that early, the calls it had forwarded were
+        // second — again another defence. (Cut off that early, the calls it had forwarded were
         // reset on ringway's shared target connection before the target had accepted them, and
-        // the target (hyper/h2: 20 such resets at most) closed the connection, failing a
-        // bystander's call: an open problem, see the 2026-12-02 stop note.
+        // the target — hyper/h2: 20 such resets at most — closed the connection, failing a
+        // bystander's call; since 2026-12-03 those resets wait: see
+        // `client_gone_with_calls_just_forwarded`.)
         let call = Call::server_stream(JOB, 1 << 10, 16);
         let attacked = under_attack(
             env.gateway(),
@@ -942,6 +944,27 @@ fn client_that_never_reads_its_responses() {
     });
 }
 
+/// GOAWAYs ringway received from targets.
+fn goaways(gateway: &Gateway) -> f64 {
+    gateway.metric("ringway_upstream_goaways_received_total", &[])
+}
+
+/// Target connections the target closed.
+fn closed(gateway: &Gateway) -> f64 {
+    gateway.metric(
+        "ringway_upstream_connections_closed_total",
+        &[("by", "peer")],
+    )
+}
+
+/// Calls that ended because their client went or reset them.
+fn cancels(gateway: &Gateway) -> f64 {
+    gateway.metric(
+        "ringway_call_outcomes_total",
+        &[("outcome", "client_cancel")],
+    )
+}
+
 /// A client that sends 500 calls in one write and closes its connection at once. Its calls
 /// end (`ringway_call_outcomes_total{outcome="client_cancel"}`), but how they end must not
 /// hurt anyone else: ringway shares its connection to the target with the bystander, and a
@@ -955,19 +978,6 @@ fn client_that_abandons_its_calls() {
     run(LIMIT, async {
         let env = setup(&[]).await;
         let gateway = env.gateway();
-        let goaways = |g: &Gateway| g.metric("ringway_upstream_goaways_received_total", &[]);
-        let closed = |g: &Gateway| {
-            g.metric(
-                "ringway_upstream_connections_closed_total",
-                &[("by", "peer")],
-            )
-        };
-        let cancels = |g: &Gateway| {
-            g.metric(
-                "ringway_call_outcomes_total",
-                &[("outcome", "client_cancel")],
-            )
-        };
         let (goaways_before, closed_before, cancels_before) =
             (goaways(gateway), closed(gateway), cancels(gateway));
         let attack = async {
@@ -994,6 +1004,83 @@ fn client_that_abandons_its_calls() {
             "ringway_call_outcomes_total{{outcome=\"client_cancel\"}} did not count the \
              abandoned calls"
         );
+    });
+}
+
+/// A client cut off with calls ringway has just forwarded: 100 calls, reaching the target
+/// while it reads nothing (busy, as a target under load can be for a while), then the client
+/// closes its connection. ringway gives the calls up; had it reset them at once, the target
+/// would read 100 HEADERS and their 100 RST_STREAMs in one go — streams reset before it took
+/// them, which a target guarding against rapid reset (CVE-2023-44487; the testkit's tonic
+/// upstream, `h2`: more than 20) answers with GOAWAY ENHANCE_YOUR_CALM on the connection the
+/// bystander shares. The resets wait for the target's answer or `upstream.cancel_grace_ms`
+/// (here 1 s, longer than the target is held). With `cancel_grace_ms = 0` (resets at once, as
+/// before 2026-12-03) the target sends that GOAWAY and closes the connection, and bystander
+/// calls fail.
+#[test]
+fn client_gone_with_calls_just_forwarded() {
+    let _turn = serial();
+    run(LIMIT, async {
+        let env = setup(&[("upstream", "cancel_grace_ms", "1000")]).await;
+        let gateway = env.gateway();
+        let upstream = env.upstream(UP);
+        let attack = async {
+            let (calls, dials) = (upstream.calls(), upstream.connections_accepted());
+            let (goaways_before, closed_before) = (goaways(gateway), closed(gateway));
+            let cancels_before = cancels(gateway);
+            let hold = upstream.hold_reads();
+            // Sent, forwarded within the 300 ms, then the close; the report comes 200 ms later.
+            let report = attack::abandoned_calls_after(
+                gateway.addr(),
+                &Call::unary(JOB, 0),
+                100,
+                Duration::from_millis(300),
+            )
+            .await;
+            let cancelled = cancels(gateway) - cancels_before;
+            drop(hold);
+            // The target reads what waited, answers, and the bystander goes on.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let reached = upstream.calls() - calls;
+            let after = (goaways(gateway), closed(gateway));
+            (
+                report,
+                cancelled,
+                reached,
+                upstream.connections_accepted() - dials,
+                (goaways_before, closed_before),
+                after,
+            )
+        };
+        let attacked = under_attack(gateway, FLOOD_BOUND, attack).await;
+        let (report, cancelled, reached, dials, before, after) = &attacked.out;
+        let report = report.as_ref().expect("the attack connects");
+        eprintln!("{}", report.summary());
+        eprintln!(
+            "client_cancel outcomes while the target was held: {cancelled}; calls the target \
+             started after: {reached}; connections it accepted: {dials}; (GOAWAYs received, \
+             closed by the target) before {before:?}, after {after:?}"
+        );
+        assert_eq!(report.sent, 100, "{}", report.summary());
+        assert!(
+            *cancelled >= 100.0,
+            "ringway did not give the 100 calls up while the target was held (client_cancel \
+             +{cancelled}): the attack did not test what it is about"
+        );
+        // (A second connection may be dialed meanwhile: 100 calls and the bystander's waiting
+        // on a held target pass the pool's stream_high_watermark.)
+        assert!(
+            before == after,
+            "the target dropped ringway's shared connection after it read the abandoned calls: \
+             (GOAWAYs received, connections closed by the target) {before:?} → {after:?}"
+        );
+        assert!(
+            *reached >= 100,
+            "only {reached} calls reached the target after it read again: the attacker's \
+             100 were not all forwarded before the client went"
+        );
+        assert_bystander(&attacked.bystander, "calls abandoned after forwarding");
+        assert_growth(&attacked, FLOOD_BOUND, "100 calls of 64 bytes");
     });
 }
 

@@ -165,6 +165,8 @@ pub fn server_settings(config: &DownstreamConfig) -> wire::Settings {
         connection_window_on_receipt: false,
         send_timeout: (config.send_timeout_ms > 0)
             .then(|| Duration::from_millis(config.send_timeout_ms)),
+        // Client streams only: a server resets what it gives up on at once.
+        ..wire::Settings::default()
     }
 }
 

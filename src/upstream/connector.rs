@@ -47,6 +47,7 @@ impl DialSettings {
             connection_window_on_receipt: true,
             send_timeout: (config.send_timeout_ms > 0)
                 .then(|| Duration::from_millis(config.send_timeout_ms)),
+            cancel_grace: Duration::from_millis(config.cancel_grace_ms),
             ..wire::Settings::default()
         };
         let ms = Duration::from_millis;

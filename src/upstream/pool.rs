@@ -147,8 +147,11 @@ impl Pooled {
         !self.conn.closed.get() && !self.retiring.get()
     }
 
+    /// The streams calls may have open here: the peer's limit, less the abandoned streams
+    /// still open for their grace (`upstream.cancel_grace_ms`), which no lease counts.
     fn peer_limit(&self) -> usize {
-        self.conn.h2.peer_max_streams()
+        let h2 = &self.conn.h2;
+        h2.peer_max_streams().saturating_sub(h2.abandoned_streams())
     }
 }
 

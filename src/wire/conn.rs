@@ -29,6 +29,7 @@ use super::hpack::{Decoder, Encoder};
 use super::recv::Partial;
 use super::streams::{Stream, Streams, SPARE_QUEUES};
 use super::{Closed, Error, Observer, Reason};
+use crate::deadline::Deadline;
 
 // Also named from here (`wire::conn::Chunk`) by the relay and the fuzz targets.
 pub use super::handles::{Chunk, Response};
@@ -64,6 +65,9 @@ pub struct Settings {
     pub connection_window_on_receipt: bool,
     /// A connection with output waiting that writes nothing for this long is closed.
     pub send_timeout: Option<Duration>,
+    /// Client: how long a stream abandoned before the peer answered stays open before it is
+    /// reset ([`State::cancel`]); zero: reset at once.
+    pub cancel_grace: Duration,
 }
 
 impl Default for Settings {
@@ -77,6 +81,7 @@ impl Default for Settings {
             max_control_frames_per_second: 10_000,
             connection_window_on_receipt: false,
             send_timeout: None,
+            cancel_grace: CANCEL_GRACE,
         }
     }
 }
@@ -182,6 +187,8 @@ struct Driver {
     reader: Option<Waker>,
     /// Waiting in [`Conn::poll_aborted`].
     abort_waker: Option<Waker>,
+    /// Waiting in [`Conn::poll_cancels`] for an abandoned stream to be deferred.
+    cancel_waker: Option<Waker>,
 }
 
 /// Our PING ([`Conn::send_ping`]) and its ACK.
@@ -207,6 +214,12 @@ pub(super) struct Shutdown {
     /// Closed without flushing: the driver drops its reads and writes at once.
     aborted: bool,
 }
+
+/// How long, by default, a client stream abandoned before the peer answered it stays open
+/// before it is reset ([`State::cancel`], [`Settings::cancel_grace`]): ample for a server to
+/// take the stream from its accept queue (`h2` does so as soon as its connection task runs),
+/// short enough that abandoned streams do not hold a connection's stream limit for long.
+pub const CANCEL_GRACE: Duration = Duration::from_millis(100);
 
 /// A connection: cheap to clone, single-threaded.
 #[derive(Clone)]
@@ -275,6 +288,7 @@ impl Conn {
                 write_started: None,
                 reader: None,
                 abort_waker: None,
+                cancel_waker: None,
             },
             table: None,
             next_local_id: 1,
@@ -342,6 +356,34 @@ impl Conn {
 
     /// Ready once the connection was aborted: its socket is to be closed now, whatever
     /// reads or writes are in flight.
+    /// Resets the abandoned streams whose grace ran out ([`State::cancel`]) and keeps
+    /// `deadline` at the next one; never ready. The socket driver polls it beside
+    /// [`poll_aborted`](Self::poll_aborted).
+    pub fn poll_cancels(&self, cx: &mut Context<'_>, deadline: &Deadline) -> Poll<()> {
+        let mut s = self.0.borrow_mut();
+        loop {
+            match s.release_cancels(Instant::now()) {
+                Some(due) => {
+                    deadline.set(due);
+                    if deadline.poll_expired(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+                None => {
+                    deadline.clear();
+                    s.driver.cancel_waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Resets the abandoned streams whose grace ran out by `now`; returns when the next one is
+    /// due. For a connection without a socket driver (tests).
+    pub fn release_cancels(&self, now: Instant) -> Option<Instant> {
+        self.0.borrow_mut().release_cancels(now)
+    }
+
     pub fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut s = self.0.borrow_mut();
         if s.shutdown.aborted {
@@ -653,6 +695,16 @@ impl Conn {
     pub fn open_streams(&self) -> usize {
         self.0.borrow().active as usize
     }
+
+    /// Streams abandoned before the peer answered whose reset is still owed
+    /// ([`CANCEL_GRACE`]): open, counted against the peer's stream limit, used by no one.
+    pub fn abandoned_streams(&self) -> usize {
+        self.0
+            .borrow()
+            .table
+            .as_ref()
+            .map_or(0, |t| t.cancels.len())
+    }
 }
 
 impl State {
@@ -684,7 +736,8 @@ impl State {
     pub(super) fn unusable(&mut self, key: usize, sending: bool) -> Option<Error> {
         let failed = self.failed.is_some();
         let stream = self.stream(key);
-        if stream.reset.is_some() || stream.error.is_some() || failed {
+        if stream.reset.is_some() || stream.cancelled.is_some() || stream.error.is_some() || failed
+        {
             return self.stream(key).failure().or_else(|| self.failed.clone());
         }
         (sending && stream.send_end).then_some(Error::LocalReset(Reason::STREAM_CLOSED))
@@ -973,6 +1026,63 @@ impl State {
             self.release_connection(held);
         }
         self.send_stream_update(key);
+    }
+
+    /// The application gives up on stream `key`: a handle's `send_reset`, or its last handle
+    /// dropped before the stream closed.
+    ///
+    /// A client stream the peer has not answered yet is not reset at once but after
+    /// [`Settings::cancel_grace`], or as soon as the peer answers or ends it. A server that has not yet
+    /// taken the stream from its accept queue when the reset arrives counts it as a rapid
+    /// reset (CVE-2023-44487; the `h2` crate behind tonic and hyper ends the connection after
+    /// 20), and the streams of one connection to a target belong to many clients: a client
+    /// cut off with hundreds of calls just forwarded (a flood's GOAWAY, a window overrun)
+    /// would otherwise have them reset in the same write as their HEADERS, and the target
+    /// would drop the connection with every other client's calls on it. The handles see the
+    /// stream as reset at once; the peer's frames on it meanwhile are dropped.
+    pub(super) fn cancel(&mut self, key: usize, reason: Reason) {
+        let client = self.role == Role::Client;
+        let grace = self.local.cancel_grace;
+        let st = self.stream(key);
+        if !st.open || st.cancelled.is_some() {
+            return;
+        }
+        if !client || grace.is_zero() || st.got_head || st.reset.is_some() || st.error.is_some() {
+            self.reset(key, reason);
+            return;
+        }
+        st.cancelled = Some(reason);
+        st.recv.clear();
+        st.wake_all();
+        let id = st.id;
+        let t = self.t();
+        let first = t.cancels.is_empty();
+        t.cancels.push_back((key, id, Instant::now() + grace));
+        if first {
+            if let Some(w) = self.driver.cancel_waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Resets the abandoned streams whose grace ran out by `now` (those the peer answered or
+    /// ended meanwhile are gone already); returns when the next one is due.
+    pub(super) fn release_cancels(&mut self, now: Instant) -> Option<Instant> {
+        loop {
+            let t = self.table.as_mut()?;
+            let &(key, id, due) = t.cancels.front()?;
+            if due > now {
+                return Some(due);
+            }
+            t.cancels.pop_front();
+            let owed = match t.slots.get(key) {
+                Some(Some(st)) if st.id == id && st.open => st.cancelled,
+                _ => None,
+            };
+            if let Some(reason) = owed {
+                self.reset(key, reason);
+            }
+        }
     }
 
     /// Resets a stream from our side.

@@ -60,9 +60,8 @@ impl Handle {
     fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Reason> {
         self.with(|s, key| {
             let st = s.stream(key);
-            match (st.reset, &st.error) {
-                (Some((reason, true)), _) => Poll::Ready(reason),
-                (Some((reason, false)), _) => Poll::Ready(reason),
+            match (st.reset.map(|(r, _)| r).or(st.cancelled), &st.error) {
+                (Some(reason), _) => Poll::Ready(reason),
                 (None, Some(e)) => Poll::Ready(e.reason().unwrap_or(Reason::CANCEL)),
                 (None, None) => {
                     st.reset_waker = Some(cx.waker().clone());
@@ -73,7 +72,7 @@ impl Handle {
     }
 
     fn send_reset(&self, reason: Reason) {
-        self.with(|s, key| s.reset(key, reason));
+        self.with(|s, key| s.cancel(key, reason));
     }
 }
 
@@ -98,9 +97,10 @@ impl Drop for Handle {
                 s.start_draining(key);
                 return;
             }
-            // Abandoned before it closed: tell the peer. Closing it frees the slot, as no
-            // handle is left.
-            s.reset(key, Reason::CANCEL);
+            // Abandoned before it closed: tell the peer (after a grace, if it is a client
+            // stream the peer has not answered: see `State::cancel`). Closing it frees the
+            // slot, as no handle is left.
+            s.cancel(key, Reason::CANCEL);
             return;
         }
         if !st.queued {

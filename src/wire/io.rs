@@ -188,6 +188,9 @@ pub async fn drive<T: Transport>(conn: Conn, (mut reader, writer): Halves, trans
     let settings = conn.settings();
     let stalled = (settings.send_timeout.is_some() && conn.role() == Role::Client)
         .then(|| (Deadline::new(), settings.send_timeout.unwrap_or_default()));
+    // When the next abandoned stream's reset is due (client connections: see
+    // [`Conn::poll_cancels`]).
+    let cancels = (conn.role() == Role::Client).then(Deadline::new);
     let read_loop = async {
         let mut buf = BytesMut::new();
         if !transport.start(|plain| conn.recv(plain)) {
@@ -312,6 +315,9 @@ pub async fn drive<T: Transport>(conn: Conn, (mut reader, writer): Halves, trans
                 conn.send_timed_out(*limit);
                 return Poll::Ready(());
             }
+        }
+        if let Some(deadline) = &cancels {
+            let _ = conn.poll_cancels(cx, deadline);
         }
         conn.poll_aborted(cx)
     });

@@ -685,6 +685,17 @@ impl State {
         if st.recv_end {
             return self.stream_error(id, Reason::STREAM_CLOSED);
         }
+        if let Some(reason) = st.cancelled {
+            // Abandoned by us before this answer: the peer has taken the stream, so the reset
+            // we owe it goes now — unless the answer ended a stream whose request had ended.
+            if end && st.send_end {
+                st.recv_end = true;
+                self.maybe_close(key);
+            } else {
+                self.reset(key, reason);
+            }
+            return Ok(());
+        }
         if !st.got_head && role == Role::Client {
             let content_length = match check_fields(&fields, Block::Response) {
                 Ok(n) => n,

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::task::Waker;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -46,6 +47,10 @@ pub(super) struct Stream {
     pub(super) send_end: bool,
     /// Reset, by whom, and why.
     pub(super) reset: Option<(Reason, bool)>,
+    /// Client: abandoned by the application before the peer answered; the RST_STREAM with
+    /// this reason is owed, and sent once the peer answers or the grace runs out
+    /// ([`super::conn::CANCEL_GRACE`]). The handles see the stream as reset.
+    pub(super) cancelled: Option<Reason>,
     /// The connection's failure, or a GOAWAY, ended the stream.
     pub(super) error: Option<Error>,
     pub(super) recv_waker: Option<Waker>,
@@ -83,6 +88,7 @@ impl Stream {
             sent_head: false,
             send_end: false,
             reset: None,
+            cancelled: None,
             error: None,
             recv_waker: None,
             send_waker: None,
@@ -118,6 +124,9 @@ impl Stream {
             } else {
                 Error::LocalReset(reason)
             });
+        }
+        if let Some(reason) = self.cancelled {
+            return Some(Error::LocalReset(reason));
         }
         self.error.clone()
     }
@@ -161,6 +170,8 @@ pub(super) struct Streams {
     pub(super) accept: VecDeque<(usize, Fields, bool)>,
     /// Streams waiting for room in the output.
     pub(super) output_waiters: Vec<usize>,
+    /// Abandoned client streams whose reset is owed (key, id, when it is due), oldest first.
+    pub(super) cancels: VecDeque<(usize, u32, Instant)>,
 }
 
 impl Streams {
@@ -169,6 +180,7 @@ impl Streams {
         self.ids.is_empty()
             && self.accept.is_empty()
             && self.ready_waiters.is_empty()
+            && self.cancels.is_empty()
             && self.slots.iter().all(Option::is_none)
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 
-use super::conn::{Chunk, Response};
+use super::conn::{Chunk, Response, CANCEL_GRACE};
 use super::frame::{self, Head};
 use super::hpack::{Decoder, Encoder};
 use super::{
@@ -666,6 +666,10 @@ fn dropping_client_handles_cancels_the_stream() {
     drop(fut);
     assert!(take_output(&client).is_empty());
     drop(send);
+    // Not answered yet: the reset waits for its grace (see the next test).
+    assert!(take_output(&client).is_empty());
+    assert_eq!(client.abandoned_streams(), 1);
+    client.release_cancels(Instant::now() + CANCEL_GRACE);
     let moved = transfer(&client, &server);
     assert_eq!(resets(&moved), vec![(1, Reason::CANCEL)]);
     assert_eq!(
@@ -681,6 +685,76 @@ fn dropping_client_handles_cancels_the_stream() {
         .send_response(&fields(&[(":status", "200")]), false)
         .is_err());
     assert_eq!((client.open_streams(), server.open_streams()), (0, 0));
+}
+
+/// Client streams abandoned before the server answered them are reset only once the server
+/// answers, or after `CANCEL_GRACE` — never in the same write as their HEADERS, which a server
+/// guarding against rapid reset counts (the `h2` crate closes the connection after 20).
+#[test]
+fn abandoned_unanswered_streams_are_reset_after_an_answer_or_the_grace() {
+    let (client, server) = default_pair();
+    // 50 calls opened and given up in one turn, as when a client that had them forwarded is
+    // cut off; calls 1 and 3 sent their whole request.
+    let mut sends = Vec::new();
+    for i in 0..50u32 {
+        let (fut, mut send) = client.send_request(&request(), i == 1 || i == 3).unwrap();
+        drop(fut);
+        if i % 2 == 0 {
+            send.send_reset(Reason::CANCEL);
+            // The handle sees the stream as reset at once.
+            assert_eq!(send.poll_reset(&mut cx()), Poll::Ready(Reason::CANCEL));
+            assert!(matches!(
+                send.send_data(b"x", false),
+                Err(Error::LocalReset(Reason::CANCEL))
+            ));
+        }
+        sends.push(send);
+    }
+    sends.clear();
+    assert_eq!(client.abandoned_streams(), 50);
+    let moved = transfer(&client, &server);
+    assert_eq!(moved.len(), 50, "HEADERS only");
+    assert!(resets(&moved).is_empty(), "{:?}", resets(&moved));
+    let mut incoming: Vec<Incoming> = std::iter::from_fn(|| accept(&server)).collect();
+    assert_eq!(incoming.len(), 50);
+
+    // Answered: reset at once. Stream 3 (the second call) sent its whole request; a
+    // trailers-only answer ends it without a reset. Stream 7 (the fourth) also ended its
+    // request, but is answered with a head only: reset.
+    let ok = fields(&[(":status", "200"), ("grpc-status", "0")]);
+    let head = fields(&[(":status", "200")]);
+    incoming[0].respond.send_response(&head, false).unwrap();
+    incoming[1].respond.send_response(&ok, true).unwrap();
+    incoming[3].respond.send_response(&head, false).unwrap();
+    let moved = transfer(&server, &client);
+    assert_eq!(moved.len(), 3);
+    let moved = transfer(&client, &server);
+    assert_eq!(
+        resets(&moved),
+        vec![(1, Reason::CANCEL), (7, Reason::CANCEL)]
+    );
+    assert_eq!(client.open_streams(), 47);
+
+    // Not answered within the grace: reset then, with the reason given.
+    let now = Instant::now();
+    assert!(client.release_cancels(now).is_some());
+    assert!(take_output(&client).is_empty());
+    assert_eq!(client.release_cancels(now + CANCEL_GRACE), None);
+    let moved = transfer(&client, &server);
+    assert_eq!(resets(&moved).len(), 47);
+    assert_eq!(client.abandoned_streams(), 0);
+    assert_eq!(client.open_streams(), 0);
+    incoming.clear();
+    exchange(&client, &server);
+    assert_eq!(server.open_streams(), 0);
+    assert!(client.failure().is_none() && server.failure().is_none());
+    // The slots are free: new streams work.
+    let (mut fut, _send) = client.send_request(&request(), true).unwrap();
+    exchange(&client, &server);
+    let mut call = accept(&server).unwrap();
+    call.respond.send_response(&ok, true).unwrap();
+    exchange(&client, &server);
+    assert!(response(&mut fut).end);
 }
 
 #[test]

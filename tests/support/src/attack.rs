@@ -1167,6 +1167,17 @@ pub async fn refused_streams(addr: SocketAddr, call: &Call, limits: Limits) -> i
 /// the socket is dropped 200 ms later: a reset at once could make the kernel drop requests
 /// not yet sent.
 pub async fn abandoned_calls(addr: SocketAddr, call: &Call, streams: u32) -> io::Result<Report> {
+    abandoned_calls_after(addr, call, streams, Duration::ZERO).await
+}
+
+/// As [`abandoned_calls`], closing the connection `after` the calls were sent instead of at
+/// once: long enough for the gateway to have forwarded them.
+pub async fn abandoned_calls_after(
+    addr: SocketAddr,
+    call: &Call,
+    streams: u32,
+    after: Duration,
+) -> io::Result<Report> {
     let mut a = Attacker::connect(addr, &Connect::default()).await?;
     let started = Instant::now();
     let mut bytes = Vec::new();
@@ -1176,6 +1187,7 @@ pub async fn abandoned_calls(addr: SocketAddr, call: &Call, streams: u32) -> io:
     }
     a.send(&bytes, u64::from(streams), started + HANDSHAKE)
         .await;
+    tokio::time::sleep(after).await;
     let _ = a.writer.shutdown().await;
     a.report.sending = started.elapsed();
     tokio::time::sleep(Duration::from_millis(200)).await;

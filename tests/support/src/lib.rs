@@ -91,7 +91,7 @@ pub use pki::{Pem, Pki};
 pub use raw::{grpc_call_on, raw_grpc_call, RawResponse};
 pub use redis::{RedisOptions, RedisServer};
 pub use sentinel::{Sentinel, SentinelOptions};
-pub use upstream::{Upstream, UpstreamOptions, UpstreamTls};
+pub use upstream::{ReadHold, Upstream, UpstreamOptions, UpstreamTls};
 pub use wait::{eventually, run, tokio_sleep, within};
 
 // Re-exported so ringway's tests need no dependencies of their own beyond this crate.

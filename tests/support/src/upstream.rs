@@ -7,15 +7,19 @@
 //! stream, so the count is what the gateway really opened, not what it claims.
 
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::Server;
 
 use crate::client::MAX_MESSAGE_SIZE;
@@ -76,6 +80,83 @@ pub struct Upstream {
     options: UpstreamOptions,
     /// `None` while stopped.
     running: Option<Running>,
+    /// Closed by [`Upstream::hold_reads`]: the server reads nothing on any connection.
+    gate: Arc<Gate>,
+}
+
+/// Holds the server's reads while closed. What the gateway sends meanwhile waits in the
+/// socket and is read in one go when the gate opens — as by a server whose thread was busy.
+#[derive(Debug, Default)]
+struct Gate {
+    held: AtomicBool,
+    waiting: Mutex<Vec<Waker>>,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.held.store(false, Ordering::SeqCst);
+        for waker in self.waiting.lock().unwrap().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// An accepted socket whose reads pass the upstream's [`Gate`].
+struct Gated {
+    inner: TcpStream,
+    gate: Arc<Gate>,
+}
+
+impl Connected for Gated {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for Gated {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.gate.held.load(Ordering::SeqCst) {
+            self.gate.waiting.lock().unwrap().push(cx.waker().clone());
+            // Opened meanwhile: its wake may have missed the waker just stored.
+            if self.gate.held.load(Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Gated {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// While it lives, the upstream reads nothing ([`Upstream::hold_reads`]).
+pub struct ReadHold(Arc<Gate>);
+
+impl Drop for ReadHold {
+    fn drop(&mut self) {
+        self.0.open();
+    }
 }
 
 /// What exists only while the server runs.
@@ -117,6 +198,7 @@ impl Upstream {
             connections: Arc::default(),
             options,
             running: None,
+            gate: Arc::default(),
         };
         upstream.serve(listener);
         upstream
@@ -158,6 +240,13 @@ impl Upstream {
     /// peer gone before finishing its reply).
     pub fn cancelled(&self) -> usize {
         self.counters.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Stops the server reading from every connection until the hold is dropped: what
+    /// arrives meanwhile is read in one go afterwards.
+    pub fn hold_reads(&self) -> ReadHold {
+        self.gate.held.store(true, Ordering::SeqCst);
+        ReadHold(self.gate.clone())
     }
 
     pub fn is_running(&self) -> bool {
@@ -217,13 +306,17 @@ impl Upstream {
         let sockets: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
         let connections = self.connections.clone();
         let registry = sockets.clone();
+        let gate = self.gate.clone();
         let incoming = TcpListenerStream::new(listener).map(move |accepted| {
             let stream = accepted?;
             connections.fetch_add(1, Ordering::SeqCst);
             let stream = stream.into_std()?;
             stream.set_nodelay(true)?;
             registry.lock().unwrap().push(stream.try_clone()?);
-            TcpStream::from_std(stream)
+            Ok::<_, std::io::Error>(Gated {
+                inner: TcpStream::from_std(stream)?,
+                gate: gate.clone(),
+            })
         });
 
         let service = EchoServer::new(EchoService::new(&self.name, self.counters.clone()))
