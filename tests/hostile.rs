@@ -980,6 +980,7 @@ fn client_that_abandons_its_calls() {
         let gateway = env.gateway();
         let (goaways_before, closed_before, cancels_before) =
             (goaways(gateway), closed(gateway), cancels(gateway));
+        let calls_before = env.upstream(UP).calls();
         let attack = async {
             let report = attack::abandoned_calls(gateway.addr(), &Call::unary(JOB, 0), 500).await;
             // Let ringway finish with the 500 calls while the bystander goes on.
@@ -999,11 +1000,18 @@ fn client_that_abandons_its_calls() {
              calls: GOAWAYs received {goaways_before} → {goaways_after}, connections closed \
              by the target {closed_before} → {closed_after}"
         );
+        // The calls end as client_cancel — or, when the 500 calls and the close arrive in one
+        // read (as on the epoll driver), the connection ends before they become calls, and
+        // then none of them may reach the target.
+        let bystander_calls = attacked.bystander.calls + attacked.bystander.warm_up;
+        let reached = (env.upstream(UP).calls() - calls_before).saturating_sub(bystander_calls);
+        let cancelled = cancels(gateway) - cancels_before;
         assert!(
-            cancels(gateway) > cancels_before,
-            "ringway_call_outcomes_total{{outcome=\"client_cancel\"}} did not count the \
-             abandoned calls"
+            cancelled > 0.0 || reached == 0,
+            "{reached} abandoned calls reached the target, and \
+             ringway_call_outcomes_total{{outcome=\"client_cancel\"}} did not count them"
         );
+        eprintln!("client_cancel outcomes: {cancelled}; calls that reached the target: {reached}");
     });
 }
 

@@ -371,7 +371,11 @@ impl Conn {
                 }
                 None => {
                     deadline.clear();
-                    s.driver.cancel_waker = Some(cx.waker().clone());
+                    // Polled on every wake of the driver: no waker clone when it is the same.
+                    match &s.driver.cancel_waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => s.driver.cancel_waker = Some(cx.waker().clone()),
+                    }
                     return Poll::Pending;
                 }
             }
