@@ -29,10 +29,11 @@ pub struct Config {
     pub listen: Listen,
     /// Number of shards (threads, each pinned to one core). 0 means one per available core.
     pub shards: usize,
-    /// How the shards do their I/O: `"io_uring"` (default; the legacy epoll driver where
-    /// io_uring is unavailable) or `"epoll"` (monoio's legacy driver, readiness and
-    /// non-blocking system calls, wherever). Fixed at start. See the README, Performance: on
-    /// the 2-core VM of `bench/`, level at 64 calls in flight, epoll ahead at 1–4.
+    /// How the shards do their I/O: `"epoll"` (default; monoio's legacy driver, readiness and
+    /// non-blocking system calls) or `"io_uring"` (completions; epoll where the kernel has no
+    /// usable io_uring). Fixed at start. See the README, Performance, "io_uring or epoll": on
+    /// the 2-core VM of `bench/` epoll spent less CPU per call at 64 calls in flight and in an
+    /// open loop (every pair of 2026-12-03) and did more calls/s at 1–4 in flight.
     pub io_driver: IoDriver,
     /// Admin address (metrics, health, drain), served by its own thread, never by a shard.
     /// Default `127.0.0.1:9901`: loopback only, below the ephemeral range. Empty disables it.
@@ -277,11 +278,11 @@ pub struct RedisConfig {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 pub enum IoDriver {
     /// io_uring (completions), falling back to epoll where the kernel has no usable io_uring.
-    #[default]
     #[serde(rename = "io_uring")]
     #[value(name = "io_uring")]
     IoUring,
     /// epoll (readiness), monoio's legacy driver.
+    #[default]
     #[serde(rename = "epoll")]
     #[value(name = "epoll")]
     Epoll,

@@ -63,7 +63,7 @@ struct Cli {
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
 
-    /// The shards' I/O driver (io_driver) [default: io_uring]
+    /// The shards' I/O driver (io_driver) [default: epoll]
     #[arg(long, value_name = "DRIVER")]
     io_driver: Option<ringway::config::IoDriver>,
 
