@@ -8,8 +8,9 @@
 //!
 //! What is checked, and why:
 //!
-//! 1. io_uring: monoio probes for every ring operation it uses; without them ringway runs on
-//!    epoll. Kernels before 5.12 also charge each ring to `RLIMIT_MEMLOCK`.
+//! 1. io_uring, with `io_driver = "io_uring"`: monoio probes for every ring operation it uses;
+//!    without them ringway runs on epoll. Kernels before 5.12 also charge each ring to
+//!    `RLIMIT_MEMLOCK`. On epoll (the default) both are reported, not judged.
 //! 2. Descriptors: every client connection is one descriptor, so the hard `RLIMIT_NOFILE` (the
 //!    soft limit is raised to it at start) must cover `downstream.max_connections +
 //!    downstream.fd_reserve`, under `fs.nr_open` and `fs.file-max`.
@@ -33,7 +34,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::config::Config;
+use crate::config::{Config, IoDriver};
 use crate::procfs;
 
 /// How bad a finding is. Only `Fail` makes `ringway doctor` exit non-zero.
@@ -487,7 +488,7 @@ impl Facts {
 
 /// Runs every check on `facts`; the findings come in the order of the module doc's list.
 pub fn check(config: &Config, facts: &Facts, profile: Option<&Profile>) -> Vec<Finding> {
-    let mut findings = vec![check_uring(facts), check_memlock(config, facts)];
+    let mut findings = vec![check_uring(config, facts), check_memlock(config, facts)];
     findings.extend(check_descriptors(config, facts));
     findings.push(check_port(
         "listen port",
@@ -519,7 +520,23 @@ const MEMLOCK_FREE_KERNEL: (u32, u32) = (5, 12);
 /// whole pages with headroom: 128 KiB. (The distribution default used to be 64 KiB: not even one.)
 const RING_MEMLOCK_BYTES: u64 = 128 << 10;
 
-fn check_uring(facts: &Facts) -> Finding {
+/// io_uring matters only when the config asks for it; on epoll what would happen with it is
+/// still said, as information.
+fn check_uring(config: &Config, facts: &Facts) -> Finding {
+    let finding = check_uring_driver(facts);
+    if config.io_driver == IoDriver::IoUring {
+        return finding;
+    }
+    Finding::ok(
+        finding.check,
+        format!(
+            "not used (io_driver = \"epoll\"); with io_driver = \"io_uring\": {}",
+            finding.detail
+        ),
+    )
+}
+
+fn check_uring_driver(facts: &Facts) -> Finding {
     const CHECK: &str = "io_uring";
     let kernel = facts.sysctl("kernel.osrelease").unwrap_or("unknown");
     if facts.uring_usable {
@@ -587,6 +604,12 @@ fn check_memlock(config: &Config, facts: &Facts) -> Finding {
         Some(bytes) => format!("{} KiB", bytes >> 10),
         None => "unreadable".to_string(),
     };
+    if config.io_driver != IoDriver::IoUring {
+        return Finding::ok(
+            CHECK,
+            format!("RLIMIT_MEMLOCK {limit}; io_driver = \"epoll\" sets up no io_uring rings"),
+        );
+    }
     match facts.kernel_version() {
         Some(version) if version >= MEMLOCK_FREE_KERNEL => {
             return Finding::ok(
@@ -1537,14 +1560,21 @@ mod tests {
 
     #[test]
     fn uring_unavailable_names_its_cause() {
+        let config = Config {
+            io_driver: IoDriver::IoUring,
+            ..Config::default()
+        };
         let mut facts = healthy();
         facts.uring_usable = false;
-        let finding = check_uring(&facts);
+        let finding = check_uring(&config, &facts);
         assert_eq!(finding.severity, Severity::Warn);
         assert!(finding.detail.contains("epoll"), "{finding:?}");
         assert!(finding.detail.contains("seccomp"), "{finding:?}");
 
-        let finding = check_uring(&with_sysctl(facts.clone(), "kernel.io_uring_disabled", "2"));
+        let finding = check_uring(
+            &config,
+            &with_sysctl(facts.clone(), "kernel.io_uring_disabled", "2"),
+        );
         assert!(
             finding.detail.contains("io_uring_disabled = 2"),
             "{finding:?}"
@@ -1553,19 +1583,29 @@ mod tests {
         assert!(finding.fix.unwrap().contains("io_uring_disabled=0"));
 
         let old = with_sysctl(facts.clone(), "kernel.osrelease", "5.4.0-150-generic");
-        let finding = check_uring(&old);
+        let finding = check_uring(&config, &old);
         assert!(finding.detail.contains("older than 5.7"), "{finding:?}");
 
         facts.uring_forced_off = true;
-        assert!(check_uring(&facts)
+        assert!(check_uring(&config, &facts)
             .detail
             .contains("MONOIO_FORCE_LEGACY_DRIVER"));
+
+        // On epoll (the default) the same machine is fine: what io_uring would do is said.
+        let finding = check_uring(&Config::default(), &facts);
+        assert_eq!(finding.severity, Severity::Ok, "{finding:?}");
+        assert!(finding.detail.starts_with("not used"), "{finding:?}");
+        assert!(
+            finding.detail.contains("MONOIO_FORCE_LEGACY_DRIVER"),
+            "{finding:?}"
+        );
     }
 
     #[test]
     fn memlock_matters_only_before_5_12() {
         let config = Config {
             shards: 2,
+            io_driver: IoDriver::IoUring,
             ..Config::default()
         };
         let mut facts = healthy();
@@ -1577,6 +1617,13 @@ mod tests {
         assert_eq!(finding.severity, Severity::Warn);
         assert!(finding.detail.contains("64 KiB < 256 KiB"), "{finding:?}");
         assert!(finding.fix.unwrap().contains("ulimit -l 256"));
+
+        // On epoll (the default) no ring is charged to anything.
+        let epoll = Config {
+            shards: 2,
+            ..Config::default()
+        };
+        assert_eq!(check_memlock(&epoll, &old).severity, Severity::Ok);
 
         old.memlock = Some(rlimit::INFINITY);
         assert_eq!(check_memlock(&config, &old).severity, Severity::Ok);
