@@ -187,8 +187,6 @@ struct Driver {
     reader: Option<Waker>,
     /// Waiting in [`Conn::poll_aborted`].
     abort_waker: Option<Waker>,
-    /// Waiting in [`Conn::poll_cancels`] for an abandoned stream to be deferred.
-    cancel_waker: Option<Waker>,
 }
 
 /// Our PING ([`Conn::send_ping`]) and its ACK.
@@ -288,7 +286,6 @@ impl Conn {
                 write_started: None,
                 reader: None,
                 abort_waker: None,
-                cancel_waker: None,
             },
             table: None,
             next_local_id: 1,
@@ -354,32 +351,22 @@ impl Conn {
         s.shut(Closed::SendTimeout(limit), true);
     }
 
-    /// Ready once the connection was aborted: its socket is to be closed now, whatever
-    /// reads or writes are in flight.
     /// Resets the abandoned streams whose grace ran out ([`State::cancel`]) and keeps
     /// `deadline` at the next one; never ready. The socket driver polls it beside
-    /// [`poll_aborted`](Self::poll_aborted).
+    /// [`poll_aborted`](Self::poll_aborted), on every wake: with nothing owed it reads no clock.
+    /// The first deferral wakes the driver through the waker `poll_aborted` keeps.
     pub fn poll_cancels(&self, cx: &mut Context<'_>, deadline: &Deadline) -> Poll<()> {
         let mut s = self.0.borrow_mut();
-        loop {
-            match s.release_cancels(Instant::now()) {
-                Some(due) => {
-                    deadline.set(due);
-                    if deadline.poll_expired(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                }
-                None => {
-                    deadline.clear();
-                    // Polled on every wake of the driver: no waker clone when it is the same.
-                    match &s.driver.cancel_waker {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        _ => s.driver.cancel_waker = Some(cx.waker().clone()),
-                    }
-                    return Poll::Pending;
-                }
+        if s.table.as_ref().is_none_or(|t| t.cancels.is_empty()) {
+            return Poll::Pending;
+        }
+        while let Some(due) = s.release_cancels(Instant::now()) {
+            deadline.set(due);
+            if deadline.poll_expired(cx).is_pending() {
+                break;
             }
         }
+        Poll::Pending
     }
 
     /// Resets the abandoned streams whose grace ran out by `now`; returns when the next one is
@@ -388,6 +375,8 @@ impl Conn {
         self.0.borrow_mut().release_cancels(now)
     }
 
+    /// Ready once the connection was aborted: its socket is to be closed now, whatever
+    /// reads or writes are in flight.
     pub fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut s = self.0.borrow_mut();
         if s.shutdown.aborted {
@@ -701,7 +690,7 @@ impl Conn {
     }
 
     /// Streams abandoned before the peer answered whose reset is still owed
-    /// ([`CANCEL_GRACE`]): open, counted against the peer's stream limit, used by no one.
+    /// ([`Settings::cancel_grace`]): open, counted against the peer's stream limit, used by no one.
     pub fn abandoned_streams(&self) -> usize {
         self.0
             .borrow()
@@ -1055,16 +1044,17 @@ impl State {
             self.reset(key, reason);
             return;
         }
+        // Unanswered: nothing was received on it (DATA before the response head is refused).
         st.cancelled = Some(reason);
-        st.recv.clear();
         st.wake_all();
         let id = st.id;
         let t = self.t();
         let first = t.cancels.is_empty();
         t.cancels.push_back((key, id, Instant::now() + grace));
         if first {
-            if let Some(w) = self.driver.cancel_waker.take() {
-                w.wake();
+            // The socket driver arms its deadline for it ([`Conn::poll_cancels`]).
+            if let Some(w) = &self.driver.abort_waker {
+                w.wake_by_ref();
             }
         }
     }

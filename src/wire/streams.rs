@@ -49,7 +49,7 @@ pub(super) struct Stream {
     pub(super) reset: Option<(Reason, bool)>,
     /// Client: abandoned by the application before the peer answered; the RST_STREAM with
     /// this reason is owed, and sent once the peer answers or the grace runs out
-    /// ([`super::conn::CANCEL_GRACE`]). The handles see the stream as reset.
+    /// (`Settings::cancel_grace`). The handles see the stream as reset.
     pub(super) cancelled: Option<Reason>,
     /// The connection's failure, or a GOAWAY, ended the stream.
     pub(super) error: Option<Error>,
