@@ -17,7 +17,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::gateway::TempPath;
@@ -31,6 +31,11 @@ const PORTS: std::ops::Range<u16> = 20000..32000;
 /// Cluster nodes' ports: their bus ports (+10000) stay in 20000..32000, below the ephemeral
 /// range.
 const CLUSTER_PORTS: std::ops::Range<u16> = 10000..22000;
+/// Client and bus ports this process ever gave a cluster node. A node a test kills (a
+/// failover) stays known to the rest of its cluster, which keeps reaching for its address; a
+/// node of another test started there would be met by them, and `redis-cli --cluster create`
+/// then refuses it as "not empty" (seen in CI, 2026-12-03). So such a port is never reused.
+static CLUSTER_PORTS_USED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 /// How many ports [`RedisServer::start`] tries before giving up.
 const ATTEMPTS: usize = 20;
 /// How long a started server has to answer.
@@ -204,8 +209,17 @@ impl RedisServer {
             if TcpListener::bind(("127.0.0.1", port)).is_err() {
                 continue;
             }
-            if options.cluster_bus && TcpListener::bind(("127.0.0.1", port + 10000)).is_err() {
-                continue;
+            if options.cluster_bus {
+                if TcpListener::bind(("127.0.0.1", port + 10000)).is_err() {
+                    continue;
+                }
+                let mut used = CLUSTER_PORTS_USED
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if used.contains(&port) || used.contains(&(port + 10000)) {
+                    continue;
+                }
+                used.extend([port, port + 10000]);
             }
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let mut options = options.clone();
