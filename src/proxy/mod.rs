@@ -319,12 +319,18 @@ impl Proxy {
             .ok_or_else(|| GatewayError::MissingRouteHeader {
                 header: String::from_utf8_lossy(route_header).into_owned(),
             })?;
-        let route = self.router.resolve(value, asked).await;
-        let lookup_us = asked.elapsed().as_micros() as u64;
+        let (route, at_once) = self.router.resolve(value, asked).await;
+        // A route-cache hit waits for nothing and takes well under the histogram's 1 µs floor
+        // (~200 instructions): it records the floor without a clock reading, which cost ~0.9%
+        // of a shard's CPU per call under load (`perf`: `clock_gettime` on kvm-clock).
+        let lookup_us = match at_once {
+            true => 1,
+            false => (asked.elapsed().as_micros() as u64).max(1),
+        };
         self.latency
             .borrow_mut()
             .lookup
-            .saturating_record(lookup_us.max(1));
+            .saturating_record(lookup_us);
         let route = route?;
         let pool = self.upstreams.pick(&route);
         pool.acquire()

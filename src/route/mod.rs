@@ -169,13 +169,19 @@ impl Router {
     }
 
     /// Resolves a routing value: from the cache when it has it, else from Redis, within the
-    /// lookup timeout from `asked` (when the call asked).
-    pub async fn resolve(&self, value: &[u8], asked: Instant) -> Result<RouteRef, GatewayError> {
+    /// lookup timeout from `asked` (when the call asked). Also says whether the cache answered
+    /// at once (nothing waited: the caller need not read the clock to time the lookup).
+    pub async fn resolve(
+        &self,
+        value: &[u8],
+        asked: Instant,
+    ) -> (Result<RouteRef, GatewayError>, bool) {
         let Some(cache) = &self.inner.cache else {
-            return self.inner.fetch(value, asked).await.map(RouteRef::Owned);
+            let fetched = self.inner.fetch(value, asked).await;
+            return (fetched.map(RouteRef::Owned), false);
         };
         let answer = match cache.lookup(value, asked) {
-            Lookup::Hit(resolved) => return resolved.map(RouteRef::Shared),
+            Lookup::Hit(resolved) => return (resolved.map(RouteRef::Shared), true),
             Lookup::Wait(answer) => answer,
             Lookup::Miss { epoch, answer } => {
                 // The GET runs in its own task: the calls waiting on it must get their answer
@@ -191,13 +197,14 @@ impl Router {
                 answer
             }
         };
-        match answer.await {
+        let resolved = match answer.await {
             Ok(resolved) => resolved.map(RouteRef::Shared),
             Err(_) => Err(GatewayError::RedisUnavailable {
                 addr: self.inner.redis_addr.clone(),
                 source: Unavailable::Abandoned,
             }),
-        }
+        };
+        (resolved, false)
     }
 }
 
