@@ -193,10 +193,14 @@ impl RouteCache {
     /// Lands a fetch: caches it unless rule 2 or 3 forbids, and answers every waiter.
     pub fn fill(&self, value: &[u8], epoch: u64, resolved: Resolved) {
         let mut slots = self.slots.borrow_mut();
-        let Some(Slot::Pending {
-            waiters,
-            invalidated,
-        }) = slots.remove(value)
+        // The pending slot's key is put back with the answer: not built a second time.
+        let Some((
+            key,
+            Slot::Pending {
+                waiters,
+                invalidated,
+            },
+        )) = slots.remove_entry(value)
         else {
             return;
         };
@@ -209,7 +213,7 @@ impl RouteCache {
         if let Some(ttl) = ttl {
             if !invalidated && epoch == self.epoch.get() {
                 slots.insert(
-                    Key::new(value),
+                    key,
                     Slot::Ready {
                         resolved: resolved.clone(),
                         expires: Instant::now() + ttl,
