@@ -158,6 +158,13 @@ mod tests {
         let text = render(&dir, "haproxy-tls.cfg", &vars).unwrap();
         assert!(text.contains("bind 127.0.0.1:17010 ssl crt /tmp/x/gateway-bundle.pem alpn h2"));
         assert!(text.contains("server echo 127.0.0.1:17002 ssl verify required"));
+        let text = render(&dir, "haproxy-tcp.cfg", &vars).unwrap();
+        assert!(text.contains("mode tcp") && text.contains("bind 127.0.0.1:17010\n"));
+        assert!(text.contains("server echo 127.0.0.1:17001\n") && !text.contains("proto h2"));
+        let text = render(&dir, "haproxy-tcp-tls.cfg", &vars).unwrap();
+        assert!(text.contains("mode tcp"));
+        assert!(text.contains("bind 127.0.0.1:17010 ssl crt /tmp/x/gateway-bundle.pem alpn h2"));
+        assert!(text.contains("server echo 127.0.0.1:17002 ssl verify required"));
     }
 
     #[test]

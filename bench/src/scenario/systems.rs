@@ -42,9 +42,15 @@ pub enum System {
     HaproxyTls,
     /// nginx `listen … ssl http2` + `grpc_pass grpcs://` with upstream keepalive.
     NginxGrpcTls,
+    /// Floors, not gateways: HAProxy relaying TCP (layer 4) to the static upstream, one
+    /// upstream connection per client connection, the bytes copied unread — what a process in
+    /// the middle costs per call on this load when it parses nothing.
+    HaproxyTcp,
+    /// The same with TLS terminated from the client and made again to the upstream.
+    HaproxyTcpTls,
 }
 
-pub const ALL: [System; 12] = [
+pub const ALL: [System; 14] = [
     System::Direct,
     System::Ringway,
     System::RingwayCache,
@@ -57,6 +63,8 @@ pub const ALL: [System; 12] = [
     System::RingwayTlsCache,
     System::HaproxyTls,
     System::NginxGrpcTls,
+    System::HaproxyTcp,
+    System::HaproxyTcpTls,
 ];
 
 impl System {
@@ -74,6 +82,8 @@ impl System {
             System::RingwayTlsCache => "ringway-tls-cache",
             System::HaproxyTls => "haproxy-tls",
             System::NginxGrpcTls => "nginx-grpc-tls",
+            System::HaproxyTcp => "haproxy-tcp",
+            System::HaproxyTcpTls => "haproxy-tcp-tls",
         }
     }
 
@@ -111,6 +121,12 @@ impl System {
             System::NginxGrpcTls => {
                 "nginx, TLS both hops: listen ssl http2, grpc_pass grpcs:// with upstream keepalive and session reuse"
             }
+            System::HaproxyTcp => {
+                "a floor, not a gateway: HAProxy relaying TCP (mode tcp), one upstream connection per client connection, bytes copied unread"
+            }
+            System::HaproxyTcpTls => {
+                "the TLS floor: HAProxy mode tcp, TLS terminated from the client and made again to the upstream (verified, ALPN h2), bytes copied unread"
+            }
         }
     }
 
@@ -123,6 +139,7 @@ impl System {
                 | System::RingwayTlsCache
                 | System::HaproxyTls
                 | System::NginxGrpcTls
+                | System::HaproxyTcpTls
         )
     }
 
@@ -158,6 +175,8 @@ impl System {
             System::NginxLua => Some("nginx-lua-pooled.conf"),
             System::NginxLuaShort => Some("nginx-lua-short.conf"),
             System::Haproxy => Some("haproxy-grpc.cfg"),
+            System::HaproxyTcp => Some("haproxy-tcp.cfg"),
+            System::HaproxyTcpTls => Some("haproxy-tcp-tls.cfg"),
             _ => None,
         }
     }
@@ -289,7 +308,7 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
                 command: format!("taskset -c {cpus} {} (binary built {built})", cmd.join(" ")),
             })
         }
-        System::Haproxy | System::HaproxyTls => {
+        System::Haproxy | System::HaproxyTls | System::HaproxyTcp | System::HaproxyTcpTls => {
             let haproxy = which("haproxy").ok_or_else(|| {
                 NotRun::Skipped("haproxy not found: apt-get install -y haproxy".into())
             })?;
