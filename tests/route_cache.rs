@@ -82,14 +82,19 @@ fn not_found_is_cached_briefly_and_invalidated_by_a_set() {
     run(LIMIT, async {
         let env = cached().upstream("a").start().await;
         let mut client = env.client().await;
+        let mut messages = Vec::new();
         for _ in 0..5 {
             let status = client
                 .unary(routed(EchoRequest::default(), "later"))
                 .await
                 .unwrap_err();
             assert_eq!(status.code(), Code::NotFound);
+            messages.push(status.message().to_string());
         }
         assert_eq!(env.metric("ringway_redis_lookups_total", &[]), 1.0);
+        // The cached answer says what the lookup said: the key, as Redis was asked for it.
+        assert!(messages[0].contains("later"), "{}", messages[0]);
+        assert!(messages.iter().all(|m| *m == messages[0]), "{messages:?}");
         // Redis tracks keys read even when they do not exist: the SET invalidates the miss.
         env.route("later", "a");
         tokio_sleep(Duration::from_millis(20)).await;

@@ -42,6 +42,8 @@ struct Inner {
     redis_addr: String,
     cache: Option<Rc<RouteCache>>,
     valid: ValidValues,
+    /// The cache's routes (used only with a cache).
+    shared: SharedRoutes,
 }
 
 /// Route values that parsed well lately, so a value seen again skips the parse: with the same
@@ -99,6 +101,59 @@ impl ValidValues {
     }
 }
 
+/// The routes the cache holds, one `Rc` per value among the recent ones, in an allocation of
+/// their own.
+///
+/// A value fresh from Redis is a slice of the Redis connection's read buffer (64 KiB at a
+/// time): a cached route that kept it would keep that whole buffer alive as long as the entry
+/// lives — up to `cache_ttl_ms`, for as many entries as the cache holds, 64 KiB each at worst.
+/// So a route goes into the cache as a copy of its value, and routing values whose value is
+/// the same (many jobs on a few targets) share one copy: 1,000 cached keys naming one target
+/// are one `Route` in memory, not 1,000 scattered ones a call must fetch from the cache's
+/// misses. One slot per hash, the newest value winning its slot; a slot keeps its route (at
+/// most [`SHARED_MAX`] bytes) after the cache dropped it, until another value takes the slot.
+struct SharedRoutes {
+    slots: RefCell<[Option<Rc<Route>>; SHARED_SLOTS]>,
+    hasher: foldhash::fast::FixedState,
+}
+
+const SHARED_SLOTS: usize = 16;
+/// Longer values are copied for each entry, not shared.
+const SHARED_MAX: usize = 256;
+
+impl SharedRoutes {
+    fn new() -> SharedRoutes {
+        SharedRoutes {
+            slots: RefCell::new(Default::default()),
+            hasher: foldhash::fast::FixedState::default(),
+        }
+    }
+
+    /// `route` for the cache: the shared copy of its value, made if there is none.
+    fn share(&self, route: Route) -> Rc<Route> {
+        use std::hash::BuildHasher;
+        let own = |route: &Route| {
+            Rc::new(Route {
+                value: Bytes::copy_from_slice(&route.value),
+                count: route.count,
+            })
+        };
+        if route.value.len() > SHARED_MAX {
+            return own(&route);
+        }
+        let slot = self.hasher.hash_one(&route.value[..]) as usize % SHARED_SLOTS;
+        let mut slots = self.slots.borrow_mut();
+        match &slots[slot] {
+            Some(kept) if kept.value == route.value => kept.clone(),
+            _ => {
+                let made = own(&route);
+                slots[slot] = Some(made.clone());
+                made
+            }
+        }
+    }
+}
+
 /// A route as the router hands it out: fresh from Redis, or shared with the cache.
 pub enum RouteRef {
     Owned(Route),
@@ -147,6 +202,7 @@ impl Router {
                 redis_addr: config.redis.shown(),
                 cache,
                 valid: ValidValues::new(),
+                shared: SharedRoutes::new(),
             }),
         }
     }
@@ -189,7 +245,10 @@ impl Router {
                 let inner = self.inner.clone();
                 let key = Bytes::copy_from_slice(value);
                 monoio::spawn(async move {
-                    let resolved = inner.fetch(&key, asked).await.map(Rc::new);
+                    let resolved = inner
+                        .fetch(&key, asked)
+                        .await
+                        .map(|route| inner.shared.share(route));
                     if let Some(cache) = &inner.cache {
                         cache.fill(&key, epoch, resolved);
                     }
@@ -409,6 +468,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A cached route is a copy of its value, not a slice of the buffer Redis's reply was read
+    /// into (which it would keep alive); routing values whose value is the same share it.
+    #[test]
+    fn cached_routes_own_their_bytes_and_share_equal_values() {
+        let shared = SharedRoutes::new();
+        let read = Bytes::from(format!(
+            "{}127.0.0.1:20051{}",
+            "x".repeat(999),
+            "y".repeat(999)
+        ));
+        let a = shared.share(Route::parse(read.slice(999..1014)).unwrap());
+        assert_eq!(a.target(0), "127.0.0.1:20051");
+        assert!(!read.as_ptr_range().contains(&a.value.as_ptr()));
+        let b = shared.share(Route::parse(Bytes::from_static(b"127.0.0.1:20051")).unwrap());
+        assert!(Rc::ptr_eq(&a, &b), "the same value: one route");
+        let c = shared.share(Route::parse(Bytes::from_static(b"127.0.0.1:20052")).unwrap());
+        assert!(!Rc::ptr_eq(&a, &c));
+        assert_eq!(c.target(0), "127.0.0.1:20052");
+        // Longer than a slot keeps: copied for each entry, never shared.
+        let long = format!("{}:1", "h".repeat(SHARED_MAX));
+        let first = shared.share(Route::parse(Bytes::from(long.clone())).unwrap());
+        let again = shared.share(Route::parse(Bytes::from(long.clone())).unwrap());
+        assert!(!Rc::ptr_eq(&first, &again));
+        assert_eq!(again.target(0), long);
     }
 
     #[test]
