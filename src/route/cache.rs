@@ -36,7 +36,7 @@ use local_sync::oneshot;
 use super::Route;
 use crate::metrics::ShardMetrics;
 use crate::redis::Push;
-use crate::status::{printable, GatewayError};
+use crate::status::GatewayError;
 
 /// What a lookup resolves to: a route, or the error to answer with (NOT_FOUND among them).
 pub type Resolved = Result<Rc<Route>, GatewayError>;
@@ -288,10 +288,8 @@ impl RouteCache {
 
     /// The answer for a key cached as not in Redis: what the lookup that found it so said.
     fn not_found(&self, value: &[u8]) -> GatewayError {
-        let mut key = self.prefix.borrow().to_vec();
-        key.extend_from_slice(value);
         GatewayError::RouteNotFound {
-            key: printable(&key),
+            key: super::key_text(&self.prefix.borrow(), value),
         }
     }
 

@@ -104,6 +104,10 @@ impl ValidValues {
 /// The routes the cache holds, one `Rc` per value among the recent ones, in an allocation of
 /// their own.
 ///
+/// Not [`ValidValues`]'s slots: those keep a copy in place, so the call path without a cache
+/// skips the parse and allocates nothing; these own an allocation that cache entries share,
+/// made once per fill of a new value (off the call path).
+///
 /// A value fresh from Redis is a slice of the Redis connection's read buffer (64 KiB at a
 /// time): a cached route that kept it would keep that whole buffer alive as long as the entry
 /// lives — up to `cache_ttl_ms`, for as many entries as the cache holds, 64 KiB each at worst.
@@ -322,10 +326,15 @@ impl Inner {
 
     /// The Redis key, printable, for messages.
     fn key_text(&self, value: &[u8]) -> String {
-        let mut key = self.prefix.borrow().to_vec();
-        key.extend_from_slice(value);
-        printable(&key)
+        key_text(&self.prefix.borrow(), value)
     }
+}
+
+/// The Redis key of a routing value (`prefix` + `value`), printable, for messages.
+fn key_text(prefix: &[u8], value: &[u8]) -> String {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(value);
+    printable(&key)
 }
 
 /// A target as a route names it: `https://host:port` (TLS), else plaintext (`http://` or
