@@ -967,6 +967,63 @@ fn huffman_memo_keeps_the_path_among_new_values() {
     }
 }
 
+/// The table keeps and compares the low half of a field's hash: values that differ only in
+/// their last bytes, like routing values `bench-0` … `bench-999`, must differ there too.
+/// (Before the fold, 1,000 such values had 43 distinct low halves.)
+#[test]
+fn hash_low_half_tells_similar_values_apart() {
+    let name_hash = hash_bytes(b"jobid", 0x9e37_79b9_7f4a_7c15);
+    for prefix in ["bench-", "job-", "tenant-a/job-", ""] {
+        let mut low: Vec<u32> = (0..1000)
+            .map(|i| hash_bytes(format!("{prefix}{i}").as_bytes(), name_hash) as u32)
+            .collect();
+        low.sort_unstable();
+        low.dedup();
+        assert!(
+            low.len() >= 995,
+            "{prefix}: {} distinct low halves",
+            low.len()
+        );
+    }
+}
+
+/// A routing value that comes back only after hundreds of others would be evicted before
+/// its next use: indexing it costs an insertion (and an eviction) on both sides for nothing.
+/// The repeat filter must not mistake such values for repeats; values that do repeat soon
+/// are indexed and then sent as one byte.
+#[test]
+fn values_that_rarely_repeat_are_not_indexed() {
+    let block = |enc: &mut Encoder, dec: &mut Decoder, job: &str| {
+        let job = job.as_bytes().to_vec();
+        let fields = [
+            (b":path".to_vec(), b"/bench.Echo/Unary".to_vec(), false),
+            (
+                b"content-type".to_vec(),
+                b"application/grpc".to_vec(),
+                false,
+            ),
+            (b"jobid".to_vec(), job, false),
+        ];
+        round_trip_marked(dec, enc, &fields)
+    };
+    let (mut enc, mut dec) = (Encoder::new(), Decoder::new(4096));
+    for i in 0..4000 {
+        block(&mut enc, &mut dec, &format!("bench-{}", i % 1000));
+    }
+    let inserted = enc.table.as_ref().map_or(0, |t| t.inserted);
+    assert!(inserted <= 40, "{inserted} insertions in 4,000 blocks");
+
+    // Eight jobs in turn: each is indexed on its second use, then is one byte.
+    let (mut enc, mut dec) = (Encoder::new(), Decoder::new(4096));
+    for i in 0..16 {
+        block(&mut enc, &mut dec, &format!("bench-{}", i % 8));
+    }
+    for i in 0..8 {
+        let b = block(&mut enc, &mut dec, &format!("bench-{i}"));
+        assert_eq!(b.len(), 3, "job {i}: three indexed fields");
+    }
+}
+
 /// Encodes `fields` (with sensitivity) with `enc`, decodes with `dec`, checks the fields
 /// came through as sent and both sides hold the same table; returns the block.
 fn round_trip_marked(
