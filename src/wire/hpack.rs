@@ -12,7 +12,8 @@
 //! repeat from call to call on a connection: the first time such a field is sent it goes
 //! out as a literal with incremental indexing (§6.2.1), afterwards as its index (§6.1), one
 //! or two bytes. Which fields are indexed is a policy ([`indexing`]): pseudo-headers and
-//! the usual gRPC names at once, other fields once they repeat, never credentials or long
+//! the usual gRPC names at once, other fields once they repeat (and a name new to the table
+//! with its first value, so the values after it name it by index), never credentials or long
 //! values. The table is the size the peer's SETTINGS_HEADER_TABLE_SIZE allows, at most
 //! [`ENCODER_TABLE_CAP`]; each change is announced at the start of the next block (§4.2).
 //! Looking a field up is, when the block is like the previous one of its kind, one
@@ -25,7 +26,7 @@
 //!
 //! A typical unary call (8 request fields with the routing header, `:status` and
 //! `content-type`, `grpc-status`) takes 99 + 20 + 15 header block bytes without the table
-//! and 8 + 2 + 1 from the third call on (`bytes_per_call` in the tests).
+//! and 8 + 2 + 1 from the second call on (`bytes_per_call` in the tests).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -680,7 +681,9 @@ enum Indexing {
     /// The second time it is sent: it might repeat (the routing header's job names, custom
     /// metadata) or might not (a per-call id, a timeout counting down, an error message).
     /// Indexing every value of a field that changes with each call would evict the useful
-    /// entries; a field seen twice is likely to be seen again.
+    /// entries; a field seen twice is likely to be seen again. Also the first time, when
+    /// neither table holds its name: one entry per such name, and every later value names it
+    /// by index (2 bytes) instead of spelling it out.
     OnRepeat,
     /// Never: credentials (§7.1.3) and values too long to be worth the room.
     Never,
@@ -1233,7 +1236,10 @@ impl Encoder {
                 0 => table.find_name(name_hash, name).unwrap_or(0),
                 index => index,
             };
-            if indexing == Indexing::Always || table.seen_before(hash) {
+            // A name that neither table holds is indexed with its first value, so the values
+            // that follow can name it by index (2 bytes) instead of spelling it out: without
+            // that, a routing value new on every call sent `jobid` as a 7-byte literal name.
+            if indexing == Indexing::Always || name_index == 0 || table.seen_before(hash) {
                 // §6.2.1 Literal Header Field with Incremental Indexing: 01xxxxxx.
                 encode_literal(dst, name_index, name, value, 6, 0x40);
                 table.insert(name, value, (name_hash, hash), self.max_size);
@@ -1281,6 +1287,15 @@ fn encode_literal(
     } else if name_index < mask && value.len() < 127 {
         // The common case in two bytes.
         dst.extend_from_slice(&[flags | name_index as u8, value.len() as u8]);
+        dst.extend_from_slice(value);
+        return;
+    } else if name_index < mask + 128 && value.len() < 127 {
+        // A dynamic-table name (62 and up) in three: the prefix full, the rest in one byte.
+        dst.extend_from_slice(&[
+            flags | mask as u8,
+            (name_index - mask) as u8,
+            value.len() as u8,
+        ]);
         dst.extend_from_slice(value);
         return;
     } else {

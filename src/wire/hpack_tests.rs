@@ -435,12 +435,15 @@ fn encoder_round_trip_grpc() {
     assert_eq!(&first[35..37], &[0x40 | 31, 16]);
     // te: a literal name, indexed.
     assert_eq!(&first[53..57], &[0x40, 2, b't', b'e']);
-    // grpc-timeout and jobid: not indexed the first time they are seen (0000).
-    assert_eq!(&first[66..68], &[0x00, 12]);
+    // grpc-timeout and jobid: names that neither table holds, so indexed with their first
+    // values (01), for the values that follow to name them by index.
+    assert_eq!(&first[66..68], &[0x40, 12]);
     assert_eq!(
         table(&dec),
         pairs(&[
             ("user-agent", "grpc-go/1.60"),
+            ("jobid", "abc"),
+            ("grpc-timeout", "1S"),
             ("te", "trailers"),
             ("content-type", "application/grpc"),
             (":authority", "127.0.0.1:7000"),
@@ -449,26 +452,34 @@ fn encoder_round_trip_grpc() {
     );
     assert_eq!(enc.entries(), table_bytes(&dec));
 
-    // The second time: the indexed fields are one byte each, and the fields seen twice
-    // are indexed now, with a dynamic name where there is one.
+    // The second time: nine fields, nine bytes.
     let second = round_trip(&mut dec, &mut enc, REQUEST);
-    assert_eq!(&second[..6], &[0x83, 0x86, 0xc2, 0xc1, 0xc0, 0xbf]);
-    assert_eq!(&second[6..8], &[0x40, 12]);
     assert_eq!(
-        second[second.len() - 1],
-        0xc0,
-        "user-agent, two entries later"
+        &second[..],
+        &[0x83, 0x86, 0xc4, 0xc3, 0xc2, 0xc1, 0xc0, 0xbf, 0xbe]
     );
     assert_eq!(enc.entries(), table_bytes(&dec));
-    // The third time: nine fields, nine bytes.
-    let third = round_trip(&mut dec, &mut enc, REQUEST);
-    assert_eq!(third.len(), REQUEST.len());
-    assert!(third.iter().all(|b| b & 0x80 != 0));
+    // Values that change from call to call, under names now in the table: a literal with the
+    // name by index, not indexed (0000 1111 + index - 15: 2 bytes), until a value repeats.
+    let mut changed = REQUEST.to_vec();
+    changed[6] = (b"grpc-timeout", b"2S");
+    let third = round_trip(&mut dec, &mut enc, &changed);
+    assert_eq!(&third[6..10], &[0x0f, 64 - 15, 2, b'2']);
+    assert_eq!(dec.table.len(), 7, "not indexed the first time");
+    let fourth = round_trip(&mut dec, &mut enc, &changed);
+    // 6-bit prefix: 63 (all ones), then 64 - 63 = 1.
+    assert_eq!(
+        &fourth[6..8],
+        &[0x40 | 0x3f, 1],
+        "indexed the second time, name 64"
+    );
+    assert_eq!(enc.entries(), table_bytes(&dec));
 
     let response: &[(&[u8], &[u8])] =
         &[(b":status", b"200"), (b"content-type", b"application/grpc")];
     let block = round_trip(&mut dec, &mut enc, response);
-    assert_eq!(&block[..], &[0x88, 0x80 | (62 + 4)]);
+    // content-type: five entries newer than it (the four of the first block, `grpc-timeout: 2S`).
+    assert_eq!(&block[..], &[0x88, 0x80 | (62 + 5)]);
 
     let trailers: &[(&[u8], &[u8])] = &[
         (b"grpc-status", b"0"),
@@ -477,9 +488,16 @@ fn encoder_round_trip_grpc() {
     let block = round_trip(&mut dec, &mut enc, trailers);
     assert_eq!(&block[..2], &[0x40, 11]);
     assert_eq!(&block[2..13], b"grpc-status");
-    assert_eq!(block[15], 0x00, "grpc-message: not indexed the first time");
+    assert_eq!(
+        block[15], 0x40,
+        "grpc-message: a new name, indexed the first time"
+    );
     let block = round_trip(&mut dec, &mut enc, trailers);
-    assert_eq!(block[0], 0xbe, "grpc-status 0 is the newest entry");
+    assert_eq!(
+        &block[..],
+        &[0xbf, 0xbe],
+        "grpc-status 0, then grpc-message"
+    );
     assert_eq!(enc.entries(), table_bytes(&dec));
     assert_eq!(enc.table_size(), dec.table_size());
 
@@ -508,14 +526,14 @@ fn encoder_long_strings_and_empty_block() {
     // Too long to index: without indexing, a literal name.
     assert_eq!(&block[..8], &[0x00, 5, b'x', b'-', b'b', b'i', b'g', 0x7f]);
     assert_eq!(&block[8..11], &[0xf1, 0xa1, 0x04]);
-    // The empty field, seen twice, is indexed; the big one stays a literal.
+    // The empty field, a name new to the table, is indexed the first time; the big one stays
+    // a literal.
+    assert_eq!(&block[block.len() - 3..], &[0x40, 0, 0]);
+    assert_eq!(enc.table_size(), 32);
     let fields: &[(&[u8], &[u8])] = &[(b"x-big", &big[..]), (b"", b"")];
     let again = round_trip(&mut dec, &mut enc, fields);
-    assert_eq!(&again[again.len() - 3..], &[0x40, 0, 0]);
-    assert_eq!(enc.table_size(), 32);
-    let third = round_trip(&mut dec, &mut enc, fields);
-    assert_eq!(third.len(), block.len() - 2);
-    assert_eq!(third[third.len() - 1], 0xbe);
+    assert_eq!(again.len(), block.len() - 2);
+    assert_eq!(again[again.len() - 1], 0xbe);
     let empty = round_trip(&mut dec, &mut enc, &[]);
     assert!(empty.is_empty());
 }
@@ -1008,7 +1026,16 @@ fn values_that_rarely_repeat_are_not_indexed() {
     };
     let (mut enc, mut dec) = (Encoder::new(), Decoder::new(4096));
     for i in 0..4000 {
-        block(&mut enc, &mut dec, &format!("bench-{}", i % 1000));
+        let job = format!("bench-{}", i % 1000);
+        let b = block(&mut enc, &mut dec, &job);
+        // And what is not indexed still names `jobid` by index (the entry made with its
+        // first value, `bench-0`, which is one byte itself): two indexed fields, then
+        // 0000 1111 + one byte, the length, the value.
+        if i % 1000 == 0 {
+            assert_eq!(b.len(), if i == 0 { 52 } else { 3 }, "block {i}");
+        } else {
+            assert_eq!(b.len(), 2 + 2 + 1 + job.len(), "block {i}");
+        }
     }
     let inserted = enc.table.as_ref().map_or(0, |t| t.inserted);
     assert!(inserted <= 40, "{inserted} insertions in 4,000 blocks");
@@ -1272,7 +1299,7 @@ fn bytes_per_call() {
     }
     // Before: a size update to 0 in each direction's first block, then the same literals.
     assert_eq!(before, [[100, 21, 15], [99, 20, 15], [99, 20, 15]]);
-    assert_eq!(after, [[97, 19, 15], [20, 2, 1], [8, 2, 1]]);
+    assert_eq!(after, [[97, 19, 15], [8, 2, 1], [8, 2, 1]]);
 }
 
 #[test]
