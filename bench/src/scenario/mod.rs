@@ -10,6 +10,7 @@
 //! peers.rs     nginx configs rendered from bench/peers/ templates
 //! systems.rs   the systems under test and how each starts
 //! measure.rs   one load: loadgen as a child, CPU / RSS / TCP states around it, h2load checks
+//! rounds.rs    --rounds: every system up at once, the load on each in turn, ratios by round
 //! output.rs    results.json + README.md, machine and commit facts
 //! chart.rs     the sweep's SVG charts
 //! ```
@@ -24,6 +25,7 @@ pub mod measure;
 pub mod output;
 pub mod peers;
 pub mod procs;
+pub mod rounds;
 pub mod systems;
 
 use std::net::SocketAddr;
@@ -129,6 +131,17 @@ pub struct Args {
     /// Lowest port to try for Redis, the upstream and the gateways (all stay below 32768).
     #[arg(long, default_value_t = 17000)]
     pub base_port: u16,
+    /// Interleaved rounds instead of one run per system: start every system at once, then run
+    /// the main load on each in turn this many times (the order rotated each round), and
+    /// report each system's CPU per call over the reference's round by round. The systems
+    /// that use Redis must route to the same target (plaintext and TLS systems go in separate
+    /// runs). No sweep, handshake runs or cross-checks in this mode.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// With --rounds: the system the ratios are taken against (default: the first system
+    /// listed that is not ringway).
+    #[arg(long)]
+    pub rounds_reference: Option<String>,
     /// Results directory (default: bench/results/<date>-<commit>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -502,6 +515,7 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
         sweep: Vec::new(),
         sweep_load: do_sweep.then(|| sweep_load.clone()),
         cross_check: None,
+        rounds: None,
         tls: env.tls.as_ref().map(|t| output::TlsSetup {
             key_type: t.pki.key_type.clone(),
             pki: t.pki.clone(),
@@ -512,6 +526,30 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
             handshake_concurrency: args.handshake_concurrency,
         }),
     };
+
+    if args.rounds > 1 {
+        results.mode = format!("{} interleaved rounds", args.rounds);
+        let ports = systems
+            .iter()
+            .map(|_| next_port(&mut taken))
+            .collect::<Result<Vec<u16>, String>>()?;
+        let procs = RoundsProcs {
+            redis: &redis,
+            upstream: &upstream,
+            upstream_port,
+            upstream_tls: upstream_tls.as_ref(),
+            redis_port,
+        };
+        let r = run_rounds(
+            &args, &systems, &ports, &env, &tools, &load, &load_tls, &procs, &key,
+        )?;
+        results.rounds = Some(r);
+        drop(upstream_tls);
+        drop(upstream);
+        drop(redis);
+        write_results(&out_dir, &results)?;
+        return Ok(out_dir);
+    }
 
     for system in systems {
         let port = next_port(&mut taken)?;
@@ -817,6 +855,152 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
     drop(redis);
     write_results(&out_dir, &results)?;
     Ok(out_dir)
+}
+
+/// The shared processes a round's measurement watches.
+struct RoundsProcs<'a> {
+    redis: &'a Proc,
+    upstream: &'a Proc,
+    upstream_port: u16,
+    upstream_tls: Option<&'a Proc>,
+    redis_port: u16,
+}
+
+/// `--rounds`: every system up at once, then `args.rounds` rounds of the main load on each in
+/// turn (see `rounds.rs`). Systems are stopped when this returns.
+#[allow(clippy::too_many_arguments)]
+fn run_rounds(
+    args: &Args,
+    systems: &[System],
+    ports: &[u16],
+    env: &Env,
+    tools: &Tools,
+    load: &Load,
+    load_tls: &Option<measure::LoadTls>,
+    procs: &RoundsProcs<'_>,
+    key: &str,
+) -> Result<rounds::Rounds, String> {
+    let reference = match &args.rounds_reference {
+        Some(name) => System::parse(name)
+            .filter(|s| systems.contains(s))
+            .ok_or_else(|| format!("--rounds-reference {name}: not one of --systems"))?,
+        None => *systems
+            .iter()
+            .find(|s| !s.is_ringway())
+            .ok_or("--rounds needs a system that is not ringway to take ratios against (or --rounds-reference)")?,
+    };
+    // One route for all: the Redis keys are shared, and changing them between windows would
+    // make the caching systems look the keys up again.
+    let mut targets: Vec<(System, String)> = systems
+        .iter()
+        .filter(|s| s.uses_redis())
+        .map(|&s| (s, s.route_target(env)))
+        .collect();
+    targets.dedup_by(|a, b| a.1 == b.1);
+    if let [(a, ta), (b, tb), ..] = targets.as_slice() {
+        return Err(format!(
+            "--rounds: {} routes to {ta} and {} to {tb}; run them in separate invocations",
+            a.name(),
+            b.name()
+        ));
+    }
+    if let Some((_, target)) = targets.first() {
+        set_routes(env.redis, key, args.route_keys, target)?;
+        say(&format!("route {key} -> {target}"));
+    }
+    let mut up = Vec::new();
+    let mut not_run = Vec::new();
+    for (&system, &port) in systems.iter().zip(ports) {
+        let load = Load {
+            tls: if system.is_tls() {
+                load_tls.clone()
+            } else {
+                None
+            },
+            ..load.clone()
+        };
+        match systems::start(system, env, port) {
+            Ok(running) => match measure::probe(tools, &load, running.target) {
+                Ok(()) => {
+                    say(&format!("{} up on {}", system.name(), running.target));
+                    up.push((system, running, load));
+                }
+                Err(e) => not_run.push((
+                    system.name().to_string(),
+                    format!("probe calls failed: {e}"),
+                )),
+            },
+            Err(NotRun::Skipped(why) | NotRun::Failed(why)) => {
+                not_run.push((system.name().to_string(), why))
+            }
+        }
+    }
+    if !up.iter().any(|(s, _, _)| *s == reference) {
+        return Err(format!(
+            "--rounds: the reference {} did not start",
+            reference.name()
+        ));
+    }
+    let mut windows = Vec::new();
+    let indices: Vec<usize> = (0..up.len()).collect();
+    for round in 0..args.rounds {
+        for i in rounds::order(&indices, round) {
+            let (system, running, load) = &mut up[i];
+            if let Some(st) = running.proc.as_mut().and_then(|p| p.exited()) {
+                return Err(format!("{} exited during the rounds ({st})", system.name()));
+            }
+            let (upstream, upstream_port) = match (system.is_tls(), procs.upstream_tls) {
+                (true, Some(p)) => (p, env.tls.as_ref().map_or(0, |t| t.upstream.port())),
+                _ => (procs.upstream, procs.upstream_port),
+            };
+            let watch = Watch {
+                gateway: running.proc.as_ref().map(|p| p.pid()),
+                upstream: upstream.pid(),
+                redis: procs.redis.pid(),
+                ports: vec![
+                    ("upstream".into(), upstream_port),
+                    ("redis".into(), procs.redis_port),
+                    ("gateway".into(), running.target.port()),
+                ],
+            };
+            let m = measure::measure(
+                tools,
+                &watch,
+                load,
+                running.target,
+                &format!("{}-round-{}", system.name(), round + 1),
+            );
+            let w = rounds::Window::new(round, system.name(), &m);
+            say(&format!(
+                "round {} {}: {} calls/s, gateway {} µs/call{}",
+                round + 1,
+                system.name(),
+                w.calls_per_s
+                    .map(|v| format!("{v:.0}"))
+                    .unwrap_or_else(|| "—".into()),
+                w.gateway_us_per_call
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "—".into()),
+                w.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+            windows.push(w);
+        }
+    }
+    for (_, running, _) in &mut up {
+        if let Some(p) = running.proc.as_mut() {
+            p.stop();
+        }
+    }
+    Ok(rounds::Rounds {
+        rounds: args.rounds,
+        reference: reference.name().into(),
+        systems: up.iter().map(|(s, _, _)| s.name().to_string()).collect(),
+        not_run,
+        windows,
+    })
 }
 
 fn write_results(dir: &Path, r: &Results) -> Result<(), String> {

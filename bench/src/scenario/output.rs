@@ -240,6 +240,8 @@ pub struct Results {
     pub sweep: Vec<SweepSeries>,
     pub sweep_load: Option<Load>,
     pub cross_check: Option<H2loadCheck>,
+    /// Set by `--rounds`: the interleaved rounds (then `systems` is empty).
+    pub rounds: Option<super::rounds::Rounds>,
     /// Set when the run had TLS systems.
     pub tls: Option<TlsSetup>,
 }
@@ -295,6 +297,10 @@ pub fn markdown(r: &Results) -> String {
         r.nginx_keepalive,
         r.nginx_redis_pool
     );
+    if let Some(rounds) = &r.rounds {
+        rounds.markdown(&mut o);
+        return o;
+    }
     let _ = writeln!(o, "## Throughput, latency, CPU per call, memory\n");
     let _ = writeln!(
         o,
