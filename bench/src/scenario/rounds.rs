@@ -73,17 +73,20 @@ pub fn order<T: Copy>(systems: &[T], round: usize) -> Vec<T> {
 
 /// The median of `values` (the mean of the middle two for an even count); `None` if empty.
 pub fn median(values: &[f64]) -> Option<f64> {
+    quantile(values, 0.5)
+}
+
+/// The `q` quantile of `values` (0 ≤ q ≤ 1), interpolating linearly between the two nearest
+/// ranks; NaNs are left out; `None` if nothing is left.
+pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return None;
     }
     v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    let at = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    Some(v[lo] + (v[hi] - v[lo]) * (at - lo as f64))
 }
 
 impl Rounds {
@@ -124,10 +127,10 @@ impl Rounds {
         }
         let _ = writeln!(
             o,
-            "| system | median gateway µs/call | min – max | median kernel µs/call | median calls/s | median ratio to {} | ratios by round |",
+            "| system | median gateway µs/call | min – max | median kernel µs/call | median calls/s | median ratio to {} | middle half of the ratios | ratios by round |",
             self.reference
         );
-        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---|");
         for system in &self.systems {
             let mine: Vec<&Window> = self
                 .windows
@@ -149,20 +152,30 @@ impl Rounds {
             };
             let lo = cpu.iter().copied().reduce(f64::min);
             let hi = cpu.iter().copied().reduce(f64::max);
+            let reference = system == &self.reference;
             let _ = writeln!(
                 o,
-                "| {system} | {} | {} – {} | {} | {} | {} | {} |",
+                "| {system} | {} | {} – {} | {} | {} | {} | {} | {} |",
                 fmt(median(&cpu), 2),
                 fmt(lo, 2),
                 fmt(hi, 2),
                 fmt(median(&kernel), 2),
                 fmt(median(&rate), 0),
-                if system == &self.reference {
+                if reference {
                     "(reference)".into()
                 } else {
                     fmt(median(&r), 3)
                 },
-                if system == &self.reference {
+                if reference {
+                    String::new()
+                } else {
+                    format!(
+                        "{} – {}",
+                        fmt(quantile(&r, 0.25), 2),
+                        fmt(quantile(&r, 0.75), 2)
+                    )
+                },
+                if reference {
                     String::new()
                 } else {
                     r.iter()
@@ -233,6 +246,9 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[f64::NAN, 1.0]), Some(1.0));
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.25), Some(2.0));
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.25), Some(1.75));
+        assert_eq!(quantile(&[7.0], 0.75), Some(7.0));
     }
 
     #[test]
@@ -258,6 +274,6 @@ mod tests {
         let mut o = String::new();
         r.markdown(&mut o);
         assert!(o.contains("| gw | 5.00 | 5.00 – 8.00 |"), "{o}");
-        assert!(o.contains("| 0.450 | 0.50 0.40 |"), "{o}");
+        assert!(o.contains("| 0.450 | 0.43 – 0.47 | 0.50 0.40 |"), "{o}");
     }
 }
