@@ -31,6 +31,9 @@ pub enum System {
     NginxLuaShort,
     /// HAProxy, h2c both sides to a static upstream, multiplexed (`http-reuse always`).
     Haproxy,
+    /// HAProxy reading the route from Redis on every call: a Lua action GETs it over a pooled
+    /// socket, `set-dst` sends the call there.
+    HaproxyLua,
     /// TLS systems: the load generator speaks TLS to the gateway, the gateway TLS to the echo
     /// upstream's TLS listener; certificates from the run's PKI (`crate::tls`).
     /// No gateway: the load generator over TLS to the echo upstream's TLS listener.
@@ -50,11 +53,12 @@ pub enum System {
     HaproxyTcpTls,
 }
 
-pub const ALL: [System; 14] = [
+pub const ALL: [System; 15] = [
     System::Direct,
     System::Ringway,
     System::RingwayCache,
     System::Haproxy,
+    System::HaproxyLua,
     System::NginxGrpc,
     System::NginxLua,
     System::NginxLuaShort,
@@ -77,6 +81,7 @@ impl System {
             System::NginxLua => "nginx-lua",
             System::NginxLuaShort => "nginx-lua-short",
             System::Haproxy => "haproxy",
+            System::HaproxyLua => "haproxy-lua",
             System::DirectTls => "direct-tls",
             System::RingwayTls => "ringway-tls",
             System::RingwayTlsCache => "ringway-tls-cache",
@@ -107,6 +112,9 @@ impl System {
             }
             System::Haproxy => {
                 "HAProxy: h2c both sides, static upstream, multiplexed server connections (http-reuse always)"
+            }
+            System::HaproxyLua => {
+                "HAProxy + Lua: GET per call over a pooled Redis socket, set-dst, h2c both sides, http-reuse always"
             }
             System::DirectTls => {
                 "no gateway, TLS: load generator -> echo upstream's TLS listener (the TLS ceiling)"
@@ -175,6 +183,7 @@ impl System {
             System::NginxLua => Some("nginx-lua-pooled.conf"),
             System::NginxLuaShort => Some("nginx-lua-short.conf"),
             System::Haproxy => Some("haproxy-grpc.cfg"),
+            System::HaproxyLua => Some("haproxy-lua.cfg"),
             System::HaproxyTcp => Some("haproxy-tcp.cfg"),
             System::HaproxyTcpTls => Some("haproxy-tcp-tls.cfg"),
             _ => None,
@@ -183,7 +192,11 @@ impl System {
 
     /// Whether the system looks the route up in Redis.
     pub fn uses_redis(self) -> bool {
-        self.is_ringway() || matches!(self, System::NginxLua | System::NginxLuaShort)
+        self.is_ringway()
+            || matches!(
+                self,
+                System::NginxLua | System::NginxLuaShort | System::HaproxyLua
+            )
     }
 }
 
@@ -308,7 +321,11 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
                 command: format!("taskset -c {cpus} {} (binary built {built})", cmd.join(" ")),
             })
         }
-        System::Haproxy | System::HaproxyTls | System::HaproxyTcp | System::HaproxyTcpTls => {
+        System::Haproxy
+        | System::HaproxyLua
+        | System::HaproxyTls
+        | System::HaproxyTcp
+        | System::HaproxyTcpTls => {
             let haproxy = which("haproxy").ok_or_else(|| {
                 NotRun::Skipped("haproxy not found: apt-get install -y haproxy".into())
             })?;
