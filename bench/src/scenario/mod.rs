@@ -142,6 +142,11 @@ pub struct Args {
     /// listed that is not ringway).
     #[arg(long)]
     pub rounds_reference: Option<String>,
+    /// With --rounds: a second ringway binary; every ringway system listed runs twice, with
+    /// `--ringway` and with this one (named `<system>@b`), so a change is measured against its
+    /// base in the same rounds.
+    #[arg(long)]
+    pub rounds_ringway_b: Option<PathBuf>,
     /// Results directory (default: bench/results/<date>-<commit>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -529,7 +534,15 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
 
     if args.rounds > 1 {
         results.mode = format!("{} interleaved rounds", args.rounds);
-        let ports = systems
+        // Each system, and after each ringway system its `@b` twin when there is a B binary.
+        let entries: Vec<(System, bool)> = systems
+            .iter()
+            .flat_map(|&s| {
+                let twin = s.is_ringway() && args.rounds_ringway_b.is_some();
+                std::iter::once((s, false)).chain(twin.then_some((s, true)))
+            })
+            .collect();
+        let ports = entries
             .iter()
             .map(|_| next_port(&mut taken))
             .collect::<Result<Vec<u16>, String>>()?;
@@ -541,7 +554,7 @@ pub fn run(args: Args) -> Result<PathBuf, String> {
             redis_port,
         };
         let r = run_rounds(
-            &args, &systems, &ports, &env, &tools, &load, &load_tls, &procs, &key,
+            &args, &entries, &ports, &env, &tools, &load, &load_tls, &procs, &key,
         )?;
         results.rounds = Some(r);
         drop(upstream_tls);
@@ -867,11 +880,12 @@ struct RoundsProcs<'a> {
 }
 
 /// `--rounds`: every system up at once, then `args.rounds` rounds of the main load on each in
-/// turn (see `rounds.rs`). Systems are stopped when this returns.
+/// turn (see `rounds.rs`). `entries`: the systems, each with whether it is the `@b` twin run
+/// with `--rounds-ringway-b`. Systems are stopped when this returns.
 #[allow(clippy::too_many_arguments)]
 fn run_rounds(
     args: &Args,
-    systems: &[System],
+    entries: &[(System, bool)],
     ports: &[u16],
     env: &Env,
     tools: &Tools,
@@ -880,6 +894,7 @@ fn run_rounds(
     procs: &RoundsProcs<'_>,
     key: &str,
 ) -> Result<rounds::Rounds, String> {
+    let systems: Vec<System> = entries.iter().map(|&(s, _)| s).collect();
     let reference = match &args.rounds_reference {
         Some(name) => System::parse(name)
             .filter(|s| systems.contains(s))
@@ -908,9 +923,22 @@ fn run_rounds(
         set_routes(env.redis, key, args.route_keys, target)?;
         say(&format!("route {key} -> {target}"));
     }
+    let env_b = args.rounds_ringway_b.as_ref().map(|b| Env {
+        ringway_bin: b.clone(),
+        ..env.clone()
+    });
     let mut up = Vec::new();
     let mut not_run = Vec::new();
-    for (&system, &port) in systems.iter().zip(ports) {
+    for (&(system, twin), &port) in entries.iter().zip(ports) {
+        let name = if twin {
+            format!("{}@b", system.name())
+        } else {
+            system.name().to_string()
+        };
+        let env = match (&env_b, twin) {
+            (Some(b), true) => b,
+            _ => env,
+        };
         let load = Load {
             tls: if system.is_tls() {
                 load_tls.clone()
@@ -922,20 +950,18 @@ fn run_rounds(
         match systems::start(system, env, port) {
             Ok(running) => match measure::probe(tools, &load, running.target) {
                 Ok(()) => {
-                    say(&format!("{} up on {}", system.name(), running.target));
-                    up.push((system, running, load));
+                    say(&format!("{name} up on {}", running.target));
+                    up.push((system, name, running, load));
                 }
-                Err(e) => not_run.push((
-                    system.name().to_string(),
-                    format!("probe calls failed: {e}"),
-                )),
+                Err(e) => not_run.push((name, format!("probe calls failed: {e}"))),
             },
-            Err(NotRun::Skipped(why) | NotRun::Failed(why)) => {
-                not_run.push((system.name().to_string(), why))
-            }
+            Err(NotRun::Skipped(why) | NotRun::Failed(why)) => not_run.push((name, why)),
         }
     }
-    if !up.iter().any(|(s, _, _)| *s == reference) {
+    if !up
+        .iter()
+        .any(|(s, n, _, _)| *s == reference && n == reference.name())
+    {
         return Err(format!(
             "--rounds: the reference {} did not start",
             reference.name()
@@ -945,9 +971,9 @@ fn run_rounds(
     let indices: Vec<usize> = (0..up.len()).collect();
     for round in 0..args.rounds {
         for i in rounds::order(&indices, round) {
-            let (system, running, load) = &mut up[i];
+            let (system, name, running, load) = &mut up[i];
             if let Some(st) = running.proc.as_mut().and_then(|p| p.exited()) {
-                return Err(format!("{} exited during the rounds ({st})", system.name()));
+                return Err(format!("{name} exited during the rounds ({st})"));
             }
             let (upstream, upstream_port) = match (system.is_tls(), procs.upstream_tls) {
                 (true, Some(p)) => (p, env.tls.as_ref().map_or(0, |t| t.upstream.port())),
@@ -968,13 +994,12 @@ fn run_rounds(
                 &watch,
                 load,
                 running.target,
-                &format!("{}-round-{}", system.name(), round + 1),
+                &format!("{name}-round-{}", round + 1),
             );
-            let w = rounds::Window::new(round, system.name(), &m);
+            let w = rounds::Window::new(round, name, &m);
             say(&format!(
-                "round {} {}: {} calls/s, gateway {} µs/call{}",
+                "round {} {name}: {} calls/s, gateway {} µs/call{}",
                 round + 1,
-                system.name(),
                 w.calls_per_s
                     .map(|v| format!("{v:.0}"))
                     .unwrap_or_else(|| "—".into()),
@@ -989,7 +1014,7 @@ fn run_rounds(
             windows.push(w);
         }
     }
-    for (_, running, _) in &mut up {
+    for (_, _, running, _) in &mut up {
         if let Some(p) = running.proc.as_mut() {
             p.stop();
         }
@@ -997,7 +1022,7 @@ fn run_rounds(
     Ok(rounds::Rounds {
         rounds: args.rounds,
         reference: reference.name().into(),
-        systems: up.iter().map(|(s, _, _)| s.name().to_string()).collect(),
+        systems: up.iter().map(|(_, n, _, _)| n.clone()).collect(),
         not_run,
         windows,
     })

@@ -99,11 +99,16 @@ impl Rounds {
     /// Per round, `system`'s CPU per call over the reference's; rounds where either has no
     /// figure are left out.
     pub fn ratios(&self, system: &str) -> Vec<(usize, f64)> {
+        self.pair_ratios(system, &self.reference)
+    }
+
+    /// Per round, `a`'s CPU per call over `b`'s.
+    fn pair_ratios(&self, a: &str, b: &str) -> Vec<(usize, f64)> {
         (0..self.rounds)
             .filter_map(|r| {
-                let a = self.window(r, system)?.cpu()?;
-                let b = self.window(r, &self.reference)?.cpu()?;
-                (b > 0.0).then_some((r, a / b))
+                let x = self.window(r, a)?.cpu()?;
+                let y = self.window(r, b)?.cpu()?;
+                (y > 0.0).then_some((r, x / y))
             })
             .collect()
     }
@@ -184,6 +189,37 @@ impl Rounds {
                         .join(" ")
                 }
             );
+        }
+        // `--rounds-ringway-b`: each `<system>@b` against its `<system>`, round by round.
+        let twins: Vec<(&str, &str)> = self
+            .systems
+            .iter()
+            .filter_map(|b| Some((b.strip_suffix("@b")?, b.as_str())))
+            .filter(|(a, _)| self.systems.iter().any(|s| s == a))
+            .collect();
+        if !twins.is_empty() {
+            let _ = writeln!(
+                o,
+                "\n### The B binary against the A binary (`--rounds-ringway-b`)\n\n| systems | median CPU per call, B / A | middle half | rounds B < A | ratios by round |\n|---|---:|---:|---:|---|"
+            );
+            for (a, b) in twins {
+                let r: Vec<f64> = self.pair_ratios(b, a).iter().map(|&(_, x)| x).collect();
+                let show =
+                    |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "—".into());
+                let _ = writeln!(
+                    o,
+                    "| {b} / {a} | {} | {} – {} | {} of {} | {} |",
+                    show(median(&r)),
+                    show(quantile(&r, 0.25)),
+                    show(quantile(&r, 0.75)),
+                    r.iter().filter(|&&x| x < 1.0).count(),
+                    r.len(),
+                    r.iter()
+                        .map(|x| format!("{x:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
         }
         let _ = writeln!(o, "\n### Every window\n");
         let _ = writeln!(
@@ -275,5 +311,30 @@ mod tests {
         r.markdown(&mut o);
         assert!(o.contains("| gw | 5.00 | 5.00 – 8.00 |"), "{o}");
         assert!(o.contains("| 0.450 | 0.43 – 0.47 | 0.50 0.40 |"), "{o}");
+        assert!(!o.contains("B binary"), "{o}");
+    }
+
+    #[test]
+    fn a_b_twin_is_compared_with_its_a_round_by_round() {
+        let r = Rounds {
+            rounds: 2,
+            reference: "ref".into(),
+            systems: vec!["gw".into(), "gw@b".into(), "ref".into()],
+            not_run: Vec::new(),
+            windows: vec![
+                window(0, "gw", 5.0),
+                window(0, "gw@b", 4.5),
+                window(0, "ref", 10.0),
+                window(1, "gw", 8.0),
+                window(1, "gw@b", 8.8),
+                window(1, "ref", 20.0),
+            ],
+        };
+        let mut o = String::new();
+        r.markdown(&mut o);
+        assert!(
+            o.contains("| gw@b / gw | 1.000 | 0.950 – 1.050 | 1 of 2 | 0.90 1.10 |"),
+            "{o}"
+        );
     }
 }

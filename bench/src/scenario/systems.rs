@@ -210,6 +210,7 @@ pub enum NotRun {
 }
 
 /// What every system is started with.
+#[derive(Clone)]
 pub struct Env {
     pub tmp: PathBuf,
     pub peers_dir: PathBuf,
@@ -229,6 +230,7 @@ pub struct Env {
     pub tls: Option<EnvTls>,
 }
 
+#[derive(Clone)]
 pub struct EnvTls {
     pub pki: Pki,
     /// The echo upstream's TLS listener (a second echo-upstream process).
