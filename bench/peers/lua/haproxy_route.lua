@@ -11,8 +11,12 @@
 -- until Redis refused more clients, so that is not a variant measured here.
 --
 -- Configured by the environment, which the config's `setenv` lines set (HAProxy 2.6 passes no
--- arguments to a `lua-load`ed file): ROUTE_REDIS_HOST, ROUTE_REDIS_PORT, ROUTE_HEADER,
--- ROUTE_PREFIX (after a leading "-": `setenv` takes no empty value).
+-- arguments to a `lua-load`ed file): ROUTE_LUA_DIR, ROUTE_REDIS_HOST, ROUTE_REDIS_PORT,
+-- ROUTE_HEADER, ROUTE_PREFIX (after a leading "-": `setenv` takes no empty value).
+
+-- resp.lua (RESP's GET, shared with the nginx peers) sits beside this file.
+package.path = (os.getenv("ROUTE_LUA_DIR") or ".") .. "/?.lua;" .. package.path
+local resp = require("resp")
 
 local redis_host = os.getenv("ROUTE_REDIS_HOST") or "127.0.0.1"
 local redis_port = tonumber(os.getenv("ROUTE_REDIS_PORT") or "6379")
@@ -22,33 +26,6 @@ local prefix = (os.getenv("ROUTE_PREFIX") or "-"):sub(2)
 local function fail(txn, code, msg)
     txn:set_var("txn.grpc_status", code)
     txn:set_var("txn.grpc_message", msg)
-end
-
--- GET key over RESP. Returns value (string), false (key absent) or nil, err.
-local function redis_get(sock, key)
-    local ok, err = sock:send("*2\r\n$3\r\nGET\r\n$" .. #key .. "\r\n" .. key .. "\r\n")
-    if not ok then
-        return nil, "send: " .. tostring(err)
-    end
-    local line, rerr = sock:receive("*l")
-    if not line then
-        return nil, "receive: " .. tostring(rerr)
-    end
-    local kind = line:sub(1, 1)
-    if kind == "$" then
-        local n = tonumber(line:sub(2))
-        if not n or n < 0 then
-            return false
-        end
-        local data, derr = sock:receive(n + 2)
-        if not data then
-            return nil, "receive: " .. tostring(derr)
-        end
-        return data:sub(1, n)
-    elseif kind == "-" then
-        return nil, "redis: " .. line:sub(2)
-    end
-    return nil, "unexpected reply: " .. line
 end
 
 -- Idle Redis sockets, most recently used last; at most POOL_MAX kept.
@@ -69,7 +46,7 @@ end
 local function pooled_get(key)
     local sock = table.remove(idle)
     if sock then
-        local value, err = redis_get(sock, key)
+        local value, err = resp.get(sock, key)
         if value ~= nil then
             if #idle < POOL_MAX then
                 idle[#idle + 1] = sock
@@ -84,7 +61,7 @@ local function pooled_get(key)
     if not fresh then
         return nil, cerr
     end
-    local value, err = redis_get(fresh, key)
+    local value, err = resp.get(fresh, key)
     if value == nil then
         fresh:close()
         return nil, err

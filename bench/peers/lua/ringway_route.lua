@@ -1,6 +1,6 @@
 -- Route lookup for the nginx + Lua peers: read the routing header, GET <prefix><value> from
--- Redis, hand the target to nginx. lua-resty-redis is not packaged by Debian, so RESP is
--- spoken directly over an ngx.socket.tcp cosocket (a GET needs a dozen lines of it).
+-- Redis, hand the target to nginx. RESP is spoken directly over an ngx.socket.tcp cosocket
+-- (resp.lua, shared with the HAProxy peer).
 --
 -- lookup(true):  pooled Redis socket (setkeepalive), target in ngx.ctx for balancer_by_lua.
 -- lookup(false): Redis socket closed after each GET, target in ngx.var.target for
@@ -35,33 +35,7 @@ local function grpc_error(code, msg)
     return ngx.exit(200)
 end
 
--- GET key over RESP. Returns value (string), false (key absent) or nil, err.
-local function redis_get(sock, key)
-    local req = "*2\r\n$3\r\nGET\r\n$" .. #key .. "\r\n" .. key .. "\r\n"
-    local ok, err = sock:send(req)
-    if not ok then
-        return nil, "send: " .. err
-    end
-    local line, rerr = sock:receive("*l")
-    if not line then
-        return nil, "receive: " .. rerr
-    end
-    local kind = line:sub(1, 1)
-    if kind == "$" then
-        local n = tonumber(line:sub(2))
-        if not n or n < 0 then
-            return false
-        end
-        local data, derr = sock:receive(n + 2)
-        if not data then
-            return nil, "receive: " .. derr
-        end
-        return data:sub(1, n)
-    elseif kind == "-" then
-        return nil, "redis: " .. line:sub(2)
-    end
-    return nil, "unexpected reply: " .. line
-end
+local resp = require("resp")
 
 function M.lookup(pooled)
     local v = ngx.req.get_headers()[cfg.header]
@@ -78,7 +52,7 @@ function M.lookup(pooled)
     if not ok then
         return grpc_error(14, "redis connect: " .. err)
     end
-    local target, gerr = redis_get(sock, key)
+    local target, gerr = resp.get(sock, key)
     if target == nil then
         sock:close()
         return grpc_error(14, "redis GET " .. key .. ": " .. gerr)
