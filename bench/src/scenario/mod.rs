@@ -131,11 +131,11 @@ pub struct Args {
     /// Lowest port to try for Redis, the upstream and the gateways (all stay below 32768).
     #[arg(long, default_value_t = 17000)]
     pub base_port: u16,
-    /// Interleaved rounds instead of one run per system: start every system at once, then run
-    /// the main load on each in turn this many times (the order rotated each round), and
-    /// report each system's CPU per call over the reference's round by round. The systems
-    /// that use Redis must route to the same target (plaintext and TLS systems go in separate
-    /// runs). No sweep, handshake runs or cross-checks in this mode.
+    /// Interleaved rounds instead of one run per system (N > 1; 1 is the ordinary run): start
+    /// every system at once, then run the main load on each in turn N times (the order rotated
+    /// each round), and report each system's CPU per call over the reference's round by round.
+    /// The systems that use Redis must route to the same target (plaintext and TLS systems go
+    /// in separate runs). No sweep, handshake runs or cross-checks in this mode.
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// With --rounds: the system the ratios are taken against (default: the first system
@@ -906,13 +906,15 @@ fn run_rounds(
     };
     // One route for all: the Redis keys are shared, and changing them between windows would
     // make the caching systems look the keys up again.
-    let mut targets: Vec<(System, String)> = systems
+    let targets: Vec<(System, String)> = systems
         .iter()
         .filter(|s| s.uses_redis())
         .map(|&s| (s, s.route_target(env)))
         .collect();
-    targets.dedup_by(|a, b| a.1 == b.1);
-    if let [(a, ta), (b, tb), ..] = targets.as_slice() {
+    if let Some(((a, ta), (b, tb))) = targets
+        .first()
+        .and_then(|first| Some((first, targets.iter().find(|(_, t)| *t != first.1)?)))
+    {
         return Err(format!(
             "--rounds: {} routes to {ta} and {} to {tb}; run them in separate invocations",
             a.name(),
