@@ -42,36 +42,32 @@ local function connect()
     return sock
 end
 
+-- GET key on `sock`; a socket that answered goes back to the idle list (closed if the list is
+-- full), one that failed is closed.
+local function get_on(sock, key)
+    local value, err = resp.get(sock, key)
+    if value ~= nil and #idle < POOL_MAX then
+        idle[#idle + 1] = sock
+    else
+        sock:close()
+    end
+    return value, err
+end
+
 -- GET key on a pooled socket, or on a new one if there is none or the pooled one failed.
 local function pooled_get(key)
     local sock = table.remove(idle)
     if sock then
-        local value, err = resp.get(sock, key)
+        local value = get_on(sock, key)
         if value ~= nil then
-            if #idle < POOL_MAX then
-                idle[#idle + 1] = sock
-            else
-                sock:close()
-            end
             return value
         end
-        sock:close()
     end
     local fresh, cerr = connect()
     if not fresh then
         return nil, cerr
     end
-    local value, err = resp.get(fresh, key)
-    if value == nil then
-        fresh:close()
-        return nil, err
-    end
-    if #idle < POOL_MAX then
-        idle[#idle + 1] = fresh
-    else
-        fresh:close()
-    end
-    return value
+    return get_on(fresh, key)
 end
 
 core.register_action("redis_route", { "http-req" }, function(txn)

@@ -71,6 +71,21 @@ pub fn order<T: Copy>(systems: &[T], round: usize) -> Vec<T> {
     systems[k..].iter().chain(&systems[..k]).copied().collect()
 }
 
+/// A figure with `digits` decimals, or a dash for none.
+fn figure(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "—".into())
+}
+
+/// Ratios to two decimals, space-separated.
+fn joined(ratios: &[f64]) -> String {
+    ratios
+        .iter()
+        .map(|x| format!("{x:.2}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The median of `values` (the mean of the middle two for an even count); `None` if empty.
 pub fn median(values: &[f64]) -> Option<f64> {
     quantile(values, 0.5)
@@ -149,45 +164,30 @@ impl Rounds {
                 .filter_map(|w| w.gateway_kernel_us_per_call)
                 .collect();
             let rate: Vec<f64> = mine.iter().filter_map(|w| w.calls_per_s).collect();
-            let ratios = self.ratios(system);
-            let r: Vec<f64> = ratios.iter().map(|&(_, x)| x).collect();
-            let fmt = |v: Option<f64>, digits: usize| {
-                v.map(|x| format!("{x:.digits$}"))
-                    .unwrap_or_else(|| "—".into())
-            };
+            let r: Vec<f64> = self.ratios(system).iter().map(|&(_, x)| x).collect();
             let lo = cpu.iter().copied().reduce(f64::min);
             let hi = cpu.iter().copied().reduce(f64::max);
-            let reference = system == &self.reference;
-            let _ = writeln!(
-                o,
-                "| {system} | {} | {} – {} | {} | {} | {} | {} | {} |",
-                fmt(median(&cpu), 2),
-                fmt(lo, 2),
-                fmt(hi, 2),
-                fmt(median(&kernel), 2),
-                fmt(median(&rate), 0),
-                if reference {
-                    "(reference)".into()
-                } else {
-                    fmt(median(&r), 3)
-                },
-                if reference {
-                    String::new()
-                } else {
+            let (ratio, middle, by_round) = if system == &self.reference {
+                ("(reference)".into(), String::new(), String::new())
+            } else {
+                (
+                    figure(median(&r), 3),
                     format!(
                         "{} – {}",
-                        fmt(quantile(&r, 0.25), 2),
-                        fmt(quantile(&r, 0.75), 2)
-                    )
-                },
-                if reference {
-                    String::new()
-                } else {
-                    r.iter()
-                        .map(|x| format!("{x:.2}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                }
+                        figure(quantile(&r, 0.25), 2),
+                        figure(quantile(&r, 0.75), 2)
+                    ),
+                    joined(&r),
+                )
+            };
+            let _ = writeln!(
+                o,
+                "| {system} | {} | {} – {} | {} | {} | {ratio} | {middle} | {by_round} |",
+                figure(median(&cpu), 2),
+                figure(lo, 2),
+                figure(hi, 2),
+                figure(median(&kernel), 2),
+                figure(median(&rate), 0),
             );
         }
         // `--rounds-ringway-b`: each `<system>@b` against its `<system>`, round by round.
@@ -204,20 +204,15 @@ impl Rounds {
             );
             for (a, b) in twins {
                 let r: Vec<f64> = self.pair_ratios(b, a).iter().map(|&(_, x)| x).collect();
-                let show =
-                    |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "—".into());
                 let _ = writeln!(
                     o,
                     "| {b} / {a} | {} | {} – {} | {} of {} | {} |",
-                    show(median(&r)),
-                    show(quantile(&r, 0.25)),
-                    show(quantile(&r, 0.75)),
+                    figure(median(&r), 3),
+                    figure(quantile(&r, 0.25), 3),
+                    figure(quantile(&r, 0.75), 3),
                     r.iter().filter(|&&x| x < 1.0).count(),
                     r.len(),
-                    r.iter()
-                        .map(|x| format!("{x:.2}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                    joined(&r)
                 );
             }
         }
