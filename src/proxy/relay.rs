@@ -85,11 +85,18 @@ pub(super) async fn relay(
         stats,
         replay,
     } = legs;
-    let end = {
+    // A request already here in full (a unary call's one DATA frame) goes out now: no pump,
+    // and the response is all that is left to wait for.
+    let request_end = if request_complete {
+        Some(RequestEnd::Done)
+    } else {
+        send_whole(down_body, &mut up_send, stats, replay)
+    };
+    let end = if request_end.is_some() {
+        // Done, or the target reset the stream (TargetReset): the response side reports.
+        relay_response(response, respond, lease, stats, replay).await
+    } else {
         let request_side = pin!(async {
-            if request_complete {
-                return RequestEnd::Done;
-            }
             match pump(down_body, &mut up_send, stats, Direction::Request, replay).await {
                 Ok(()) => RequestEnd::Done,
                 Err(PumpError::Source(e)) => {
@@ -124,6 +131,31 @@ pub(super) async fn relay(
             RelayEnd::Done
         }
     }
+}
+
+/// The request body when it is here in full as one DATA frame the upstream stream's windows
+/// take now: sent, counted, recorded for a retry and released to the client as the pump would,
+/// without the pump. `None`: it is not (more to come, or no room), and nothing was taken.
+fn send_whole(
+    src: &mut RecvStream,
+    dst: &mut SendStream,
+    stats: &CallStats,
+    replay: Option<&RefCell<Replay>>,
+) -> Option<RequestEnd> {
+    let data = src.take_whole(dst.capacity_now())?;
+    let n = data.len();
+    stats.bytes_in.set(stats.bytes_in.get() + n as u64);
+    if let Some(replay) = replay {
+        replay.borrow_mut().record(&data, true);
+    }
+    if dst.send_data(&data, true).is_err() {
+        return Some(RequestEnd::TargetReset);
+    }
+    src.release(n);
+    stats
+        .request_released
+        .set(stats.request_released.get() + n as u64);
+    Some(RequestEnd::Done)
 }
 
 /// The response direction: head, body, trailers — or the client's reset, whichever comes first.
@@ -258,14 +290,24 @@ async fn pump(
         Direction::Response => (&stats.bytes_out, None),
     };
     loop {
-        // Wait for data, or for the sink's peer to reset: a reset must not wait for data.
-        let next = poll_fn(|cx| {
-            if let Poll::Ready(reason) = dst.poll_reset(cx) {
-                return Poll::Ready(Err(PumpError::SinkReset(reason)));
+        // What is here already is taken without waiting (no waker cloned into either stream);
+        // otherwise wait for data, or for the sink's peer to reset: a reset must not wait for
+        // data. Either way a reset sink is seen before a chunk is taken.
+        if let Some(reason) = dst.reset_reason() {
+            return Err(PumpError::SinkReset(reason));
+        }
+        let next = match src.try_recv() {
+            Some(next) => next.map_err(PumpError::Source)?,
+            None => {
+                poll_fn(|cx| {
+                    if let Poll::Ready(reason) = dst.poll_reset(cx) {
+                        return Poll::Ready(Err(PumpError::SinkReset(reason)));
+                    }
+                    src.poll_recv(cx).map_err(PumpError::Source)
+                })
+                .await?
             }
-            src.poll_recv(cx).map_err(PumpError::Source)
-        })
-        .await?;
+        };
         match next {
             Some(Chunk::Data(data, end)) => {
                 bytes.set(bytes.get() + data.len() as u64);

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::conn::{Role, State};
 use super::frame;
 use super::headers::Fields;
-use super::streams::In;
+use super::streams::{In, Stream};
 use super::{Error, Reason};
 
 /// A stream the client opened (server role).
@@ -60,10 +60,9 @@ impl Handle {
     fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Reason> {
         self.with(|s, key| {
             let st = s.stream(key);
-            match (st.reset.map(|(r, _)| r).or(st.cancelled), &st.error) {
-                (Some(reason), _) => Poll::Ready(reason),
-                (None, Some(e)) => Poll::Ready(e.reason().unwrap_or(Reason::CANCEL)),
-                (None, None) => {
+            match reset_reason(st) {
+                Some(reason) => Poll::Ready(reason),
+                None => {
                     st.reset_waker = Some(cx.waker().clone());
                     Poll::Pending
                 }
@@ -71,8 +70,23 @@ impl Handle {
         })
     }
 
+    /// [`poll_reset`](Self::poll_reset) without waiting: the reason if the stream was reset
+    /// or its connection failed, and no waker left behind.
+    fn reset_reason(&self) -> Option<Reason> {
+        self.with(|s, key| reset_reason(s.stream(key)))
+    }
+
     fn send_reset(&self, reason: Reason) {
         self.with(|s, key| s.cancel(key, reason));
+    }
+}
+
+/// Why `st` was reset (by either side), or its connection's error as a reason.
+fn reset_reason(st: &Stream) -> Option<Reason> {
+    match (st.reset.map(|(r, _)| r).or(st.cancelled), &st.error) {
+        (Some(reason), _) => Some(reason),
+        (None, Some(e)) => Some(e.reason().unwrap_or(Reason::CANCEL)),
+        (None, None) => None,
     }
 }
 
@@ -117,17 +131,35 @@ impl RecvStream {
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Chunk>, Error>> {
         self.0.with(|s, key| {
             let st = s.stream(key);
+            match next_chunk(st) {
+                Some(next) => Poll::Ready(next),
+                None => {
+                    st.recv_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+    }
+
+    /// [`poll_recv`](Self::poll_recv) without waiting: `None` when nothing is there yet (and
+    /// no waker is left behind, so a caller that finds nothing must poll before it waits).
+    pub fn try_recv(&mut self) -> Option<Result<Option<Chunk>, Error>> {
+        self.0.with(|s, key| next_chunk(s.stream(key)))
+    }
+
+    /// The whole rest of the body if it is here already as one DATA frame that ends the
+    /// stream (how gRPC clients send a unary request) of at most `limit` bytes; otherwise
+    /// nothing is taken.
+    pub fn take_whole(&mut self, limit: usize) -> Option<Bytes> {
+        self.0.with(|s, key| {
+            let st = s.stream(key);
+            match st.recv.front() {
+                Some(In::Data(data, true)) if st.recv.len() == 1 && data.len() <= limit => {}
+                _ => return None,
+            }
             match st.recv.pop_front() {
-                Some(In::Data(data, end)) => Poll::Ready(Ok(Some(Chunk::Data(data, end)))),
-                Some(In::Trailers(fields)) => Poll::Ready(Ok(Some(Chunk::Trailers(fields)))),
-                None if st.recv_end => Poll::Ready(Ok(None)),
-                None => match st.failure() {
-                    Some(e) => Poll::Ready(Err(e)),
-                    None => {
-                        st.recv_waker = Some(cx.waker().clone());
-                        Poll::Pending
-                    }
-                },
+                Some(In::Data(data, _)) => Some(data),
+                _ => None,
             }
         })
     }
@@ -154,10 +186,39 @@ impl RecvStream {
     }
 }
 
+/// What is queued on `st` for its reader, its end, or why it will never come; `None`: nothing
+/// yet.
+fn next_chunk(st: &mut Stream) -> Option<Result<Option<Chunk>, Error>> {
+    match st.recv.pop_front() {
+        Some(In::Data(data, end)) => Some(Ok(Some(Chunk::Data(data, end)))),
+        Some(In::Trailers(fields)) => Some(Ok(Some(Chunk::Trailers(fields)))),
+        None if st.recv_end => Some(Ok(None)),
+        None => st.failure().map(Err),
+    }
+}
+
 /// The sending half of a stream: DATA, trailers, reset.
 pub struct SendStream(pub(super) Handle);
 
 impl SendStream {
+    /// How many bytes [`send_data`](Self::send_data) takes now without waiting: the stream's
+    /// and the connection's windows, 0 while the connection's output is over its limit, and
+    /// 0 on a stream that can take none ever again.
+    pub fn capacity_now(&mut self) -> usize {
+        self.0.with(|s, key| {
+            if s.unusable(key, true).is_some() || !s.output_room() {
+                return 0;
+            }
+            let conn_window = s.flow.send_window;
+            s.stream(key).send_window.min(conn_window).max(0) as usize
+        })
+    }
+
+    /// [`poll_reset`](Self::poll_reset) without waiting.
+    pub fn reset_reason(&self) -> Option<Reason> {
+        self.0.reset_reason()
+    }
+
     /// Ready with how many bytes may be sent now (> 0), or why none ever will.
     pub fn poll_capacity(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
         self.0.with(|s, key| {

@@ -459,6 +459,64 @@ fn unary_call_end_to_end() {
 }
 
 #[test]
+fn what_is_here_is_taken_without_waiting() {
+    let settings = Settings {
+        output_limit: 64,
+        ..Settings::default()
+    };
+    let (client, server) = pair(settings, Settings::default());
+    let (_fut, mut send) = client.send_request(&request(), false).unwrap();
+    exchange(&client, &server);
+    // The batch handed to the writer counts until it is written.
+    client.written();
+    assert_eq!(send.capacity_now(), frame::DEFAULT_WINDOW as usize);
+    assert_eq!(send.reset_reason(), None);
+    let mut incoming = accept(&server).unwrap();
+    // Nothing yet: nothing taken, and the stream is still open.
+    assert!(incoming.body.try_recv().is_none());
+    assert!(incoming.body.take_whole(100).is_none());
+
+    // A body in one frame that ends the stream: taken whole, if it fits the limit.
+    send.send_data(b"hello", true).unwrap();
+    assert_eq!(send.capacity_now(), 0, "the stream ended: no more room");
+    exchange(&client, &server);
+    assert!(incoming.body.take_whole(4).is_none(), "over the limit");
+    assert_eq!(incoming.body.take_whole(5).as_deref(), Some(&b"hello"[..]));
+    assert!(matches!(incoming.body.try_recv(), Some(Ok(None))));
+
+    // A body in two frames is not whole until its last frame is the only one left.
+    let (_fut, mut send) = client.send_request(&request(), false).unwrap();
+    send.send_data(b"ab", false).unwrap();
+    send.send_data(b"c", true).unwrap();
+    exchange(&client, &server);
+    let mut incoming = accept(&server).unwrap();
+    assert!(incoming.body.take_whole(100).is_none());
+    match incoming.body.try_recv() {
+        Some(Ok(Some(Chunk::Data(d, false)))) => assert_eq!(&d[..], b"ab"),
+        other => panic!("expected the first frame, got {}", other.is_some()),
+    }
+    assert_eq!(incoming.body.take_whole(100).as_deref(), Some(&b"c"[..]));
+
+    // Output over the connection's limit: no room now, whatever the windows say.
+    let (_fut, mut send) = client.send_request(&request(), false).unwrap();
+    send.send_data(&[1; 100], false).unwrap();
+    assert_eq!(send.capacity_now(), 0);
+    exchange(&client, &server);
+    client.written();
+    // What poll_capacity grants: the stream's window less 100, under the connection's, which
+    // the bodies above (never released) took 108 bytes of.
+    assert_eq!(send.capacity_now(), frame::DEFAULT_WINDOW as usize - 108);
+    assert_eq!(send.capacity_now(), granted(&mut send));
+
+    // A reset reaches the other side's reset_reason without anyone waiting on it.
+    let mut incoming = accept(&server).unwrap();
+    incoming.respond.send_reset(Reason::CANCEL);
+    exchange(&client, &server);
+    assert_eq!(send.reset_reason(), Some(Reason::CANCEL));
+    assert_eq!(send.capacity_now(), 0);
+}
+
+#[test]
 fn trailers_only_response_and_bodiless_request() {
     let (client, server) = default_pair();
     let (mut fut, mut send) = client.send_request(&request(), true).unwrap();
