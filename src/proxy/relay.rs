@@ -133,28 +133,41 @@ pub(super) async fn relay(
     }
 }
 
-/// The request body when it is here in full as one DATA frame the upstream stream's windows
-/// take now: sent, counted, recorded for a retry and released to the client as the pump would,
-/// without the pump. `None`: it is not (more to come, or no room), and nothing was taken.
+/// The rest of the request when it is here in full (see [`RecvStream::take_rest`]) and the
+/// upstream stream's windows take it now: sent, counted, recorded for a retry and released to
+/// the client as the pump would, without the pump. `None`: it is not (more to come, or no
+/// room), and nothing was taken.
 fn send_whole(
     src: &mut RecvStream,
     dst: &mut SendStream,
     stats: &CallStats,
     replay: Option<&RefCell<Replay>>,
 ) -> Option<RequestEnd> {
-    let data = src.take_whole(dst.capacity_now())?;
-    let n = data.len();
-    stats.bytes_in.set(stats.bytes_in.get() + n as u64);
-    if let Some(replay) = replay {
-        replay.borrow_mut().record(&data, true);
+    let (data, trailers) = src.take_rest(dst.capacity_now())?;
+    // As the pump: no DATA frame of its own for trailers that come alone.
+    if !data.is_empty() || trailers.is_none() {
+        let n = data.len();
+        stats.bytes_in.set(stats.bytes_in.get() + n as u64);
+        if let Some(replay) = replay {
+            replay.borrow_mut().record(&data, trailers.is_none());
+        }
+        if dst.send_data(&data, trailers.is_none()).is_err() {
+            return Some(RequestEnd::TargetReset);
+        }
+        src.release(n);
+        stats
+            .request_released
+            .set(stats.request_released.get() + n as u64);
     }
-    if dst.send_data(&data, true).is_err() {
-        return Some(RequestEnd::TargetReset);
+    if let Some(trailers) = trailers {
+        if let Some(replay) = replay {
+            // Request trailers are rare in gRPC; not worth replaying.
+            replay.borrow_mut().spoil();
+        }
+        if dst.send_trailers(&trailers).is_err() {
+            return Some(RequestEnd::TargetReset);
+        }
     }
-    src.release(n);
-    stats
-        .request_released
-        .set(stats.request_released.get() + n as u64);
     Some(RequestEnd::Done)
 }
 
@@ -211,6 +224,20 @@ async fn relay_response(
     }
     if trailers_only {
         stats.saw_status(&head);
+    } else if let Some((data, trailers)) = up_body.take_rest(respond.capacity_now()) {
+        // The usual unary answer: its body and trailers came with the head, and the client's
+        // windows take them. All of it goes out at once, as the pump would send it.
+        let n = data.len();
+        stats.bytes_out.set(stats.bytes_out.get() + n as u64);
+        if let Some(trailers) = &trailers {
+            stats.saw_status(trailers);
+        }
+        if respond.send_whole(&head, &data, trailers.as_ref()).is_err() {
+            // The client's stream is gone; dropping the upstream stream resets it.
+            return ResponseEnd::ClientReset(Reason::CANCEL);
+        }
+        up_body.release(n);
+        return ResponseEnd::Done;
     }
     let mut down_send = match respond.send_response(&head, trailers_only) {
         Ok(stream) => stream,

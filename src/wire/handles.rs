@@ -147,20 +147,34 @@ impl RecvStream {
         self.0.with(|s, key| next_chunk(s.stream(key)))
     }
 
-    /// The whole rest of the body if it is here already as one DATA frame that ends the
-    /// stream (how gRPC clients send a unary request) of at most `limit` bytes; otherwise
-    /// nothing is taken.
-    pub fn take_whole(&mut self, limit: usize) -> Option<Bytes> {
+    /// The whole rest of the body if it is here already — one DATA frame of at most `limit`
+    /// bytes that ends the stream or is followed by the trailers, or the trailers alone (how a
+    /// unary request or answer comes) — as its data and its trailers; otherwise nothing is
+    /// taken.
+    pub fn take_rest(&mut self, limit: usize) -> Option<(Bytes, Option<Fields>)> {
         self.0.with(|s, key| {
             let st = s.stream(key);
-            match st.recv.front() {
-                Some(In::Data(data, true)) if st.recv.len() == 1 && data.len() <= limit => {}
-                _ => return None,
+            let whole = match (st.recv.front(), st.recv.back(), st.recv.len()) {
+                (Some(In::Data(data, true)), _, 1) => data.len() <= limit,
+                (Some(In::Data(data, false)), Some(In::Trailers(_)), 2) => data.len() <= limit,
+                (Some(In::Trailers(_)), _, 1) => true,
+                _ => false,
+            };
+            if !whole {
+                return None;
             }
-            match st.recv.pop_front() {
-                Some(In::Data(data, _)) => Some(data),
+            let data = match st.recv.front() {
+                Some(In::Data(..)) => match st.recv.pop_front() {
+                    Some(In::Data(data, _)) => data,
+                    _ => unreachable!("the front was DATA"),
+                },
+                _ => Bytes::new(),
+            };
+            let trailers = match st.recv.pop_front() {
+                Some(In::Trailers(fields)) => Some(fields),
                 _ => None,
-            }
+            };
+            Some((data, trailers))
         })
     }
 
@@ -330,6 +344,62 @@ impl Respond {
             Ok(())
         })?;
         Ok(SendStream(Handle::adopt(&self.0.conn, self.0.key)))
+    }
+
+    /// How many body bytes [`send_whole`](Self::send_whole) takes now: the stream's and the
+    /// connection's windows; 0 while the connection's output is over its limit, and 0 on a
+    /// stream that cannot be answered (reset, its connection failed, or answered already).
+    pub fn capacity_now(&mut self) -> usize {
+        self.0.with(|s, key| {
+            if s.unusable(key, true).is_some() || !s.output_room() || s.stream(key).sent_head {
+                return 0;
+            }
+            let conn_window = s.flow.send_window;
+            s.stream(key).send_window.min(conn_window).max(0) as usize
+        })
+    }
+
+    /// The whole answer in one go: the head, `data` (at most what
+    /// [`capacity_now`](Self::capacity_now) said; no DATA frame when it is empty and trailers
+    /// follow), then the trailers, or END_STREAM on the data without them. What
+    /// [`send_response`](Self::send_response), [`SendStream::send_data`] and
+    /// [`SendStream::send_trailers`] would queue, under one borrow and with no send handle.
+    pub fn send_whole(
+        &mut self,
+        head: &Fields,
+        data: &[u8],
+        trailers: Option<&Fields>,
+    ) -> Result<(), Error> {
+        self.0.with(|s, key| {
+            if let Some(e) = s.unusable(key, false) {
+                return Err(e);
+            }
+            let conn_window = s.flow.send_window;
+            let max_frame = s.peer.max_frame;
+            let st = s.stream(key);
+            if st.sent_head {
+                return Err(Error::LocalReset(Reason::STREAM_CLOSED));
+            }
+            let n = data.len() as i64;
+            if n > st.send_window.min(conn_window) {
+                return Err(Error::LocalReset(Reason::FLOW_CONTROL_ERROR));
+            }
+            st.sent_head = true;
+            st.send_end = true;
+            st.send_window -= n;
+            let id = st.id;
+            s.flow.send_window -= n;
+            s.write_head(id, head, false);
+            if !data.is_empty() || trailers.is_none() {
+                frame::put_data(&mut s.out, id, data, trailers.is_none(), max_frame);
+                s.observe_write(frame::DATA, id);
+            }
+            if let Some(trailers) = trailers {
+                s.write_head(id, trailers, true);
+            }
+            s.maybe_close(key);
+            Ok(())
+        })
     }
 
     pub fn send_reset(&mut self, reason: Reason) {

@@ -19,8 +19,8 @@ use super::conn::{Chunk, Response, CANCEL_GRACE};
 use super::frame::{self, Head};
 use super::hpack::{Decoder, Encoder};
 use super::{
-    Closed, Conn, Error, Fields, Incoming, Reason, RecvStream, ResponseFuture, Role, SendStream,
-    Settings,
+    Closed, Conn, Error, Fields, Incoming, Reason, RecvStream, Respond, ResponseFuture, Role,
+    SendStream, Settings,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -474,14 +474,15 @@ fn what_is_here_is_taken_without_waiting() {
     let mut incoming = accept(&server).unwrap();
     // Nothing yet: nothing taken, and the stream is still open.
     assert!(incoming.body.try_recv().is_none());
-    assert!(incoming.body.take_whole(100).is_none());
+    assert!(incoming.body.take_rest(100).is_none());
 
     // A body in one frame that ends the stream: taken whole, if it fits the limit.
     send.send_data(b"hello", true).unwrap();
     assert_eq!(send.capacity_now(), 0, "the stream ended: no more room");
     exchange(&client, &server);
-    assert!(incoming.body.take_whole(4).is_none(), "over the limit");
-    assert_eq!(incoming.body.take_whole(5).as_deref(), Some(&b"hello"[..]));
+    assert!(incoming.body.take_rest(4).is_none(), "over the limit");
+    let (data, trailers) = incoming.body.take_rest(5).expect("the whole body");
+    assert_eq!((&data[..], trailers.is_none()), (&b"hello"[..], true));
     assert!(matches!(incoming.body.try_recv(), Some(Ok(None))));
 
     // A body in two frames is not whole until its last frame is the only one left.
@@ -490,12 +491,13 @@ fn what_is_here_is_taken_without_waiting() {
     send.send_data(b"c", true).unwrap();
     exchange(&client, &server);
     let mut incoming = accept(&server).unwrap();
-    assert!(incoming.body.take_whole(100).is_none());
+    assert!(incoming.body.take_rest(100).is_none());
     match incoming.body.try_recv() {
         Some(Ok(Some(Chunk::Data(d, false)))) => assert_eq!(&d[..], b"ab"),
         other => panic!("expected the first frame, got {}", other.is_some()),
     }
-    assert_eq!(incoming.body.take_whole(100).as_deref(), Some(&b"c"[..]));
+    let (data, trailers) = incoming.body.take_rest(100).expect("the last frame");
+    assert_eq!((&data[..], trailers.is_none()), (&b"c"[..], true));
 
     // Output over the connection's limit: no room now, whatever the windows say.
     let (_fut, mut send) = client.send_request(&request(), false).unwrap();
@@ -514,6 +516,92 @@ fn what_is_here_is_taken_without_waiting() {
     exchange(&client, &server);
     assert_eq!(send.reset_reason(), Some(Reason::CANCEL));
     assert_eq!(send.capacity_now(), 0);
+}
+
+#[test]
+fn a_whole_answer_goes_out_in_one_go() {
+    let ok = fields(&[(":status", "200"), ("content-type", "application/grpc")]);
+    let status = fields(&[("grpc-status", "0")]);
+    let answer = |respond: &mut Respond, data: &[u8], trailers: Option<&Fields>| {
+        let room = respond.capacity_now();
+        assert_eq!(room, frame::DEFAULT_WINDOW as usize);
+        respond.send_whole(&ok, data, trailers).unwrap();
+        assert_eq!(respond.capacity_now(), 0, "answered: nothing more to send");
+    };
+    let kinds = |moved: &[Frame]| -> Vec<(u8, usize, bool)> {
+        moved
+            .iter()
+            .map(|(h, _)| (h.kind, h.len as usize, h.has(frame::FLAG_END_STREAM)))
+            .map(|(k, len, end)| (k, if k == frame::DATA { len } else { 0 }, end))
+            .collect()
+    };
+    for (data, with_trailers, frames) in [
+        // Head, DATA, trailers: what a unary gRPC answer is.
+        (
+            &b"world"[..],
+            true,
+            vec![
+                (frame::HEADERS, 0, false),
+                (frame::DATA, 5, false),
+                (frame::HEADERS, 0, true),
+            ],
+        ),
+        // No trailers: the data ends the stream.
+        (
+            &b"world"[..],
+            false,
+            vec![(frame::HEADERS, 0, false), (frame::DATA, 5, true)],
+        ),
+        // Trailers alone after the head: no empty DATA frame.
+        (
+            &b""[..],
+            true,
+            vec![(frame::HEADERS, 0, false), (frame::HEADERS, 0, true)],
+        ),
+    ] {
+        let (client, server) = default_pair();
+        let (mut fut, mut send) = client.send_request(&request(), false).unwrap();
+        send.send_data(b"hello", true).unwrap();
+        exchange(&client, &server);
+        let mut incoming = accept(&server).unwrap();
+        let (body, _) = incoming.body.take_rest(5).unwrap();
+        incoming.body.release(body.len());
+        answer(
+            &mut incoming.respond,
+            data,
+            with_trailers.then_some(&status),
+        );
+        assert_eq!(kinds(&transfer(&server, &client)), frames);
+        exchange(&client, &server);
+
+        let mut r = response(&mut fut);
+        assert_eq!(list(&r.head), list(&ok));
+        let (got, trailers) = r.body.take_rest(100).expect("all of it came");
+        assert_eq!(&got[..], data);
+        assert_eq!(
+            trailers.map(|t| list(&t)),
+            with_trailers.then(|| list(&status))
+        );
+        assert!(ended(&mut r.body));
+        r.body.release(got.len());
+        assert_eq!((client.open_streams(), server.open_streams()), (0, 0));
+    }
+
+    // More than the windows take: refused, nothing queued.
+    let settings = Settings {
+        stream_window: 4,
+        ..Settings::default()
+    };
+    let (client, server) = pair(settings, Settings::default());
+    let (_fut, _send) = client.send_request(&request(), true).unwrap();
+    exchange(&client, &server);
+    let mut incoming = accept(&server).unwrap();
+    assert_eq!(incoming.respond.capacity_now(), 4);
+    assert!(matches!(
+        incoming.respond.send_whole(&ok, b"hello", Some(&status)),
+        Err(Error::LocalReset(Reason::FLOW_CONTROL_ERROR))
+    ));
+    assert!(take_output(&server).is_empty());
 }
 
 #[test]
