@@ -163,17 +163,14 @@ impl RecvStream {
             if !whole {
                 return None;
             }
-            let data = match st.recv.front() {
-                Some(In::Data(..)) => match st.recv.pop_front() {
-                    Some(In::Data(data, _)) => data,
-                    _ => unreachable!("the front was DATA"),
-                },
-                _ => Bytes::new(),
-            };
-            let trailers = match st.recv.pop_front() {
-                Some(In::Trailers(fields)) => Some(fields),
-                _ => None,
-            };
+            // At most a DATA frame, then trailers: what `whole` let through.
+            let (mut data, mut trailers) = (Bytes::new(), None);
+            while let Some(next) = st.recv.pop_front() {
+                match next {
+                    In::Data(d, _) => data = d,
+                    In::Trailers(fields) => trailers = Some(fields),
+                }
+            }
             Some((data, trailers))
         })
     }
