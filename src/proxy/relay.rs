@@ -85,8 +85,8 @@ pub(super) async fn relay(
         stats,
         replay,
     } = legs;
-    // A request already here in full (a unary call's one DATA frame) goes out now: no pump,
-    // and the response is all that is left to wait for.
+    // A request already here in full (a unary call's one DATA frame, with or without
+    // trailers) goes out now: no pump, and the response is all that is left to wait for.
     let request_end = if request_complete {
         Some(RequestEnd::Done)
     } else {

@@ -208,6 +208,16 @@ fn next_chunk(st: &mut Stream) -> Option<Result<Option<Chunk>, Error>> {
     }
 }
 
+/// DATA bytes the stream `key` can queue now: its window and the connection's; 0 while the
+/// connection's output is over its limit, and 0 on a stream that can send none ever again.
+fn room_now(s: &mut State, key: usize) -> usize {
+    if s.unusable(key, true).is_some() || !s.output_room() {
+        return 0;
+    }
+    let conn_window = s.flow.send_window;
+    s.stream(key).send_window.min(conn_window).max(0) as usize
+}
+
 /// The sending half of a stream: DATA, trailers, reset.
 pub struct SendStream(pub(super) Handle);
 
@@ -216,13 +226,7 @@ impl SendStream {
     /// and the connection's windows, 0 while the connection's output is over its limit, and
     /// 0 on a stream that can take none ever again.
     pub fn capacity_now(&mut self) -> usize {
-        self.0.with(|s, key| {
-            if s.unusable(key, true).is_some() || !s.output_room() {
-                return 0;
-            }
-            let conn_window = s.flow.send_window;
-            s.stream(key).send_window.min(conn_window).max(0) as usize
-        })
+        self.0.with(room_now)
     }
 
     /// [`poll_reset`](Self::poll_reset) without waiting.
@@ -348,11 +352,10 @@ impl Respond {
     /// stream that cannot be answered (reset, its connection failed, or answered already).
     pub fn capacity_now(&mut self) -> usize {
         self.0.with(|s, key| {
-            if s.unusable(key, true).is_some() || !s.output_room() || s.stream(key).sent_head {
+            if s.stream(key).sent_head {
                 return 0;
             }
-            let conn_window = s.flow.send_window;
-            s.stream(key).send_window.min(conn_window).max(0) as usize
+            room_now(s, key)
         })
     }
 
@@ -390,6 +393,7 @@ impl Respond {
             if !data.is_empty() || trailers.is_none() {
                 frame::put_data(&mut s.out, id, data, trailers.is_none(), max_frame);
                 s.observe_write(frame::DATA, id);
+                s.wake_writer();
             }
             if let Some(trailers) = trailers {
                 s.write_head(id, trailers, true);
