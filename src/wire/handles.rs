@@ -218,6 +218,29 @@ fn room_now(s: &mut State, key: usize) -> usize {
     s.stream(key).send_window.min(conn_window).max(0) as usize
 }
 
+/// Takes `n` bytes off the stream's and the connection's send windows, or says the windows do
+/// not hold them (and takes nothing).
+fn debit(s: &mut State, key: usize, n: usize) -> Result<(), Error> {
+    let conn_window = s.flow.send_window;
+    let st = s.stream(key);
+    let n = n as i64;
+    if n > st.send_window.min(conn_window) {
+        return Err(Error::LocalReset(Reason::FLOW_CONTROL_ERROR));
+    }
+    st.send_window -= n;
+    s.flow.send_window -= n;
+    Ok(())
+}
+
+/// Queues `data` as DATA frames of stream `id` (END_STREAM on the last with `end`) and wakes
+/// the writer.
+fn queue_data(s: &mut State, id: u32, data: &[u8], end: bool) {
+    let max_frame = s.peer.max_frame;
+    frame::put_data(&mut s.out, id, data, end, max_frame);
+    s.observe_write(frame::DATA, id);
+    s.wake_writer();
+}
+
 /// The sending half of a stream: DATA, trailers, reset.
 pub struct SendStream(pub(super) Handle);
 
@@ -269,20 +292,11 @@ impl SendStream {
             if let Some(e) = s.unusable(key, true) {
                 return Err(e);
             }
-            let max_frame = s.peer.max_frame;
-            let conn_window = s.flow.send_window;
+            debit(s, key, data.len())?;
             let st = s.stream(key);
-            let n = data.len() as i64;
-            if n > st.send_window.min(conn_window) {
-                return Err(Error::LocalReset(Reason::FLOW_CONTROL_ERROR));
-            }
-            st.send_window -= n;
             st.send_end = end;
             let id = st.id;
-            s.flow.send_window -= n;
-            frame::put_data(&mut s.out, id, data, end, max_frame);
-            s.observe_write(frame::DATA, id);
-            s.wake_writer();
+            queue_data(s, id, data, end);
             if end {
                 s.maybe_close(key);
             }
@@ -374,26 +388,17 @@ impl Respond {
             if let Some(e) = s.unusable(key, false) {
                 return Err(e);
             }
-            let conn_window = s.flow.send_window;
-            let max_frame = s.peer.max_frame;
-            let st = s.stream(key);
-            if st.sent_head {
+            if s.stream(key).sent_head {
                 return Err(Error::LocalReset(Reason::STREAM_CLOSED));
             }
-            let n = data.len() as i64;
-            if n > st.send_window.min(conn_window) {
-                return Err(Error::LocalReset(Reason::FLOW_CONTROL_ERROR));
-            }
+            debit(s, key, data.len())?;
+            let st = s.stream(key);
             st.sent_head = true;
             st.send_end = true;
-            st.send_window -= n;
             let id = st.id;
-            s.flow.send_window -= n;
             s.write_head(id, head, false);
             if !data.is_empty() || trailers.is_none() {
-                frame::put_data(&mut s.out, id, data, trailers.is_none(), max_frame);
-                s.observe_write(frame::DATA, id);
-                s.wake_writer();
+                queue_data(s, id, data, trailers.is_none());
             }
             if let Some(trailers) = trailers {
                 s.write_head(id, trailers, true);

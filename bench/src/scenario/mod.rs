@@ -911,17 +911,14 @@ fn run_rounds(
         .filter(|s| s.uses_redis())
         .map(|&s| (s, s.route_target(env)))
         .collect();
-    if let Some(((a, ta), (b, tb))) = targets
-        .first()
-        .and_then(|first| Some((first, targets.iter().find(|(_, t)| *t != first.1)?)))
-    {
-        return Err(format!(
-            "--rounds: {} routes to {ta} and {} to {tb}; run them in separate invocations",
-            a.name(),
-            b.name()
-        ));
-    }
-    if let Some((_, target)) = targets.first() {
+    if let Some((a, target)) = targets.first() {
+        if let Some((b, other)) = targets.iter().find(|(_, t)| t != target) {
+            return Err(format!(
+                "--rounds: {} routes to {target} and {} to {other}; run them in separate invocations",
+                a.name(),
+                b.name()
+            ));
+        }
         set_routes(env.redis, key, args.route_keys, target)?;
         say(&format!("route {key} -> {target}"));
     }
