@@ -37,7 +37,7 @@
 //! | 22 | [`upstream_response_over_continuation_and_padded_data`] | §6.1, §6.10 |
 //! | 23 | [`request_data_respects_the_upstreams_stream_window`] | §5.2, §6.9.2 |
 //! | 24 | [`upstream_max_concurrent_streams_is_respected`], [`upstream_max_concurrent_streams_with_a_full_pool`] | §5.1.2 |
-//! | 25 | [`upstream_goaway_protocol_error_is_retried_on_a_new_connection`] | §6.8 |
+//! | 25 | [`upstream_goaway_protocol_error_is_retried_on_a_new_connection`], [`a_request_without_a_body_is_retried_whole`] | §6.8, §8.1 |
 //! | 26 | [`a_stream_depending_on_itself_is_a_protocol_error`] | §5.3.1 |
 //! | 27 | [`requests_that_are_not_grpc_get_http_errors_with_a_body`] | §5.1, §6.9 |
 //! | 28 | [`streams_answered_early_still_check_the_rest_of_the_request`] | §8.1, §6.9, §8.1.1, §8.3 |
@@ -1963,6 +1963,43 @@ fn upstream_goaway_protocol_error_is_retried_on_a_new_connection() {
             "retried once, on the second connection: {log:?}"
         );
         assert!(log.connections >= 2, "{log:?}");
+        assert_eq!(
+            env.metric("ringway_upstream_retries_total", &[]),
+            1.0,
+            "one retry counted"
+        );
+    });
+}
+
+/// 25b. The same for a request that ended with its headers (no DATA frame, as a bodiless
+///      HTTP/2 request comes): the retry must end its stream too. (Before 2026-12-04 the retry
+///      went out without END_STREAM and nothing followed, so the target waited for a body and
+///      the call hung until a deadline.)
+#[test]
+fn a_request_without_a_body_is_retried_whole() {
+    run(LIMIT, async {
+        let (target, log) = start_target(TargetPlan {
+            goaway_first: true,
+            ..Default::default()
+        })
+        .await;
+        let env = gateway_to(target, "").await;
+        let mut client = Client::connect(env.addr(), &[]).await;
+        let head = grpc_request_headers("ringway.test", UNARY, "job");
+        client.send(&[Frame::headers(1, &head, true)]).await;
+        let outcome = client.wait_stream(1, WAIT).await;
+        let log = log.lock().unwrap();
+        eprintln!("{outcome:?}; target: {log:?}");
+        assert_eq!(log.goaways_sent, 1, "{log:?}");
+        assert!(
+            matches!(outcome, Outcome::Ended(_)),
+            "the retried bodiless request got no answer: {outcome:?}; target: {log:?}"
+        );
+        assert_eq!(
+            log.requests, 1,
+            "answered once, on the second connection: {log:?}"
+        );
+        assert_eq!(log.answered, 1, "{log:?}");
         assert_eq!(
             env.metric("ringway_upstream_retries_total", &[]),
             1.0,

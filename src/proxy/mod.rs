@@ -230,14 +230,14 @@ impl Proxy {
         let mut retried = false;
         loop {
             // On a retry, the body received so far is sent from memory.
-            let request_complete = if retried {
-                replay
-                    .expect("a retry needs the replay")
-                    .borrow()
-                    .complete()
-            } else {
-                end
-            };
+            // A request that ended with its head holds nothing in the replay, and is complete
+            // all the same.
+            let request_complete = end
+                || (retried
+                    && replay
+                        .expect("a retry needs the replay")
+                        .borrow()
+                        .complete());
             let (response, mut up_send) = match lease.send_request(&head, request_complete) {
                 Ok(pair) => pair,
                 Err(e) => {
