@@ -1938,12 +1938,7 @@ fn upstream_max_concurrent_streams_with_a_full_pool() {
 #[test]
 fn upstream_goaway_protocol_error_is_retried_on_a_new_connection() {
     run(LIMIT, async {
-        let (target, log) = start_target(TargetPlan {
-            goaway_first: true,
-            ..Default::default()
-        })
-        .await;
-        let env = gateway_to(target, "").await;
+        let (env, log) = gateway_to_a_target_that_goes_away_first().await;
         let mut client = env.client().await;
         let result = within(
             Duration::from_secs(10),
@@ -1971,6 +1966,17 @@ fn upstream_goaway_protocol_error_is_retried_on_a_new_connection() {
     });
 }
 
+/// A gateway to a target that answers the first HEADERS on its first connection with GOAWAY
+/// PROTOCOL_ERROR, last stream 0 (25, 25b); and the target's log.
+async fn gateway_to_a_target_that_goes_away_first() -> (Env, Arc<Mutex<TargetLog>>) {
+    let (target, log) = start_target(TargetPlan {
+        goaway_first: true,
+        ..Default::default()
+    })
+    .await;
+    (gateway_to(target, "").await, log)
+}
+
 /// 25b. The same for a request that ended with its headers (no DATA frame, as a bodiless
 ///      HTTP/2 request comes): the retry must end its stream too. (Before 2026-12-04 the retry
 ///      went out without END_STREAM and nothing followed, so the target waited for a body and
@@ -1978,12 +1984,7 @@ fn upstream_goaway_protocol_error_is_retried_on_a_new_connection() {
 #[test]
 fn a_request_without_a_body_is_retried_whole() {
     run(LIMIT, async {
-        let (target, log) = start_target(TargetPlan {
-            goaway_first: true,
-            ..Default::default()
-        })
-        .await;
-        let env = gateway_to(target, "").await;
+        let (env, log) = gateway_to_a_target_that_goes_away_first().await;
         let mut client = Client::connect(env.addr(), &[]).await;
         let head = grpc_request_headers("ringway.test", UNARY, "job");
         client.send(&[Frame::headers(1, &head, true)]).await;
