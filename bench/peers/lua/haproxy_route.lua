@@ -12,7 +12,9 @@
 --
 -- Configured by the environment, which the config's `setenv` lines set (HAProxy 2.6 passes no
 -- arguments to a `lua-load`ed file): ROUTE_LUA_DIR, ROUTE_REDIS_HOST, ROUTE_REDIS_PORT,
--- ROUTE_HEADER, ROUTE_PREFIX (after a leading "-": `setenv` takes no empty value).
+-- ROUTE_HEADER, ROUTE_PREFIX (after a leading "-": `setenv` takes no empty value), and
+-- ROUTE_TLS=1 when the config's server line speaks TLS (haproxy-lua-tls.cfg): then a route must
+-- be `https://ip:port`, else `ip:port` or `http://ip:port`, as ringway reads a route's scheme.
 
 -- resp.lua (RESP's GET, shared with the nginx peers) sits beside this file.
 package.path = (os.getenv("ROUTE_LUA_DIR") or ".") .. "/?.lua;" .. package.path
@@ -22,6 +24,7 @@ local redis_host = os.getenv("ROUTE_REDIS_HOST") or "127.0.0.1"
 local redis_port = tonumber(os.getenv("ROUTE_REDIS_PORT") or "6379")
 local header = os.getenv("ROUTE_HEADER") or "jobid"
 local prefix = (os.getenv("ROUTE_PREFIX") or "-"):sub(2)
+local tls = os.getenv("ROUTE_TLS") == "1"
 
 local function fail(txn, code, msg)
     txn:set_var("txn.grpc_status", code)
@@ -84,8 +87,19 @@ core.register_action("redis_route", { "http-req" }, function(txn)
         return fail(txn, 5, "no route for key " .. key)
     end
     -- One target, or the first of a comma-separated list (this peer does not balance).
-    local first = target:match("^%s*([^,%s]+)")
-    local host, port = (first or ""):match("^(%d+%.%d+%.%d+%.%d+):(%d+)$")
+    local first = target:match("^%s*([^,%s]+)") or ""
+    local scheme, rest = first:match("^(%a+)://(.*)$")
+    local scheme_ok
+    if tls then
+        scheme_ok = scheme == "https"
+    else
+        scheme_ok = scheme == nil or scheme == "http"
+    end
+    if not scheme_ok then
+        return fail(txn, 13, "route " .. key .. " = " .. target .. " is not "
+            .. (tls and "https://ip:port (this HAProxy speaks TLS to targets)" or "ip:port"))
+    end
+    local host, port = (rest or first):match("^(%d+%.%d+%.%d+%.%d+):(%d+)$")
     if not host then
         return fail(txn, 13, "route " .. key .. " = " .. target .. " is not ip:port")
     end

@@ -158,6 +158,12 @@ mod tests {
         let text = render(&dir, "haproxy-tls.cfg", &vars).unwrap();
         assert!(text.contains("bind 127.0.0.1:17010 ssl crt /tmp/x/gateway-bundle.pem alpn h2"));
         assert!(text.contains("server echo 127.0.0.1:17002 ssl verify required"));
+        let text = render(&dir, "haproxy-lua-tls.cfg", &vars).unwrap();
+        assert!(text.contains("bind 127.0.0.1:17010 ssl crt /tmp/x/gateway-bundle.pem alpn h2"));
+        assert!(text.contains("server routed 0.0.0.0:0 ssl verify required ca-file /tmp/x/ca.pem"));
+        assert!(
+            text.contains("setenv ROUTE_TLS 1") && text.contains("http-request lua.redis_route")
+        );
         let text = render(&dir, "haproxy-tcp.cfg", &vars).unwrap();
         assert!(text.contains("mode tcp") && text.contains("bind 127.0.0.1:17010\n"));
         assert!(text.contains("server echo 127.0.0.1:17001\n") && !text.contains("proto h2"));

@@ -43,6 +43,9 @@ pub enum System {
     RingwayTlsCache,
     /// HAProxy, `ssl crt … alpn h2` on both sides, multiplexed.
     HaproxyTls,
+    /// `haproxy-lua` with TLS on both hops: the route read from Redis on every call, as
+    /// ringway-tls does it.
+    HaproxyLuaTls,
     /// nginx `listen … ssl http2` + `grpc_pass grpcs://` with upstream keepalive.
     NginxGrpcTls,
     /// Floors, not gateways: HAProxy relaying TCP (layer 4) to the static upstream, one
@@ -53,7 +56,7 @@ pub enum System {
     HaproxyTcpTls,
 }
 
-pub const ALL: [System; 15] = [
+pub const ALL: [System; 16] = [
     System::Direct,
     System::Ringway,
     System::RingwayCache,
@@ -66,6 +69,7 @@ pub const ALL: [System; 15] = [
     System::RingwayTls,
     System::RingwayTlsCache,
     System::HaproxyTls,
+    System::HaproxyLuaTls,
     System::NginxGrpcTls,
     System::HaproxyTcp,
     System::HaproxyTcpTls,
@@ -86,6 +90,7 @@ impl System {
             System::RingwayTls => "ringway-tls",
             System::RingwayTlsCache => "ringway-tls-cache",
             System::HaproxyTls => "haproxy-tls",
+            System::HaproxyLuaTls => "haproxy-lua-tls",
             System::NginxGrpcTls => "nginx-grpc-tls",
             System::HaproxyTcp => "haproxy-tcp",
             System::HaproxyTcpTls => "haproxy-tcp-tls",
@@ -126,6 +131,9 @@ impl System {
             System::HaproxyTls => {
                 "HAProxy, TLS both hops: bind ssl crt alpn h2, server ssl verify required alpn h2, http-reuse always"
             }
+            System::HaproxyLuaTls => {
+                "HAProxy + Lua, TLS both hops: GET per call over a pooled Redis socket, set-dst, bind ssl crt alpn h2, server ssl verify required alpn h2, http-reuse always"
+            }
             System::NginxGrpcTls => {
                 "nginx, TLS both hops: listen ssl http2, grpc_pass grpcs:// with upstream keepalive and session reuse"
             }
@@ -146,6 +154,7 @@ impl System {
                 | System::RingwayTls
                 | System::RingwayTlsCache
                 | System::HaproxyTls
+                | System::HaproxyLuaTls
                 | System::NginxGrpcTls
                 | System::HaproxyTcpTls
         )
@@ -165,10 +174,10 @@ impl System {
     }
 
     /// The route's value in Redis while this system runs: the echo upstream's plaintext
-    /// address, or for the TLS ringway systems `https://` and its TLS listener.
+    /// address, or for the TLS systems that read it `https://` and its TLS listener.
     pub fn route_target(self, env: &Env) -> String {
         match (self, &env.tls) {
-            (System::RingwayTls | System::RingwayTlsCache, Some(t)) => {
+            (System::RingwayTls | System::RingwayTlsCache | System::HaproxyLuaTls, Some(t)) => {
                 format!("https://{}", t.upstream)
             }
             _ => env.upstream.to_string(),
@@ -184,6 +193,7 @@ impl System {
             System::NginxLuaShort => Some("nginx-lua-short.conf"),
             System::Haproxy => Some("haproxy-grpc.cfg"),
             System::HaproxyLua => Some("haproxy-lua.cfg"),
+            System::HaproxyLuaTls => Some("haproxy-lua-tls.cfg"),
             System::HaproxyTcp => Some("haproxy-tcp.cfg"),
             System::HaproxyTcpTls => Some("haproxy-tcp-tls.cfg"),
             _ => None,
@@ -195,7 +205,10 @@ impl System {
         self.is_ringway()
             || matches!(
                 self,
-                System::NginxLua | System::NginxLuaShort | System::HaproxyLua
+                System::NginxLua
+                    | System::NginxLuaShort
+                    | System::HaproxyLua
+                    | System::HaproxyLuaTls
             )
     }
 }
@@ -326,6 +339,7 @@ pub fn start(system: System, env: &Env, port: u16) -> Result<Running, NotRun> {
         System::Haproxy
         | System::HaproxyLua
         | System::HaproxyTls
+        | System::HaproxyLuaTls
         | System::HaproxyTcp
         | System::HaproxyTcpTls => {
             let haproxy = which("haproxy").ok_or_else(|| {
