@@ -227,17 +227,13 @@ impl Proxy {
         let limit = settings.retry_buffer_bytes;
         let replay = (limit > 0).then(|| self.replays.take(limit));
         let replay = replay.as_ref().map(|r| &r.0);
-        let mut retried = false;
+        // The replay while the call is sent again (a refusal is retried only when one is
+        // held); `None` on the first attempt.
+        let mut resending: Option<&RefCell<Replay>> = None;
         loop {
-            // On a retry, the body received so far is sent from memory.
-            // A request that ended with its head holds nothing in the replay, and is complete
-            // all the same.
-            let request_complete = end
-                || (retried
-                    && replay
-                        .expect("a retry needs the replay")
-                        .borrow()
-                        .complete());
+            // On a retry, the body received so far is sent from memory. A request that ended
+            // with its head holds nothing in the replay, and is complete all the same.
+            let request_complete = end || resending.is_some_and(|r| r.borrow().complete());
             let (response, mut up_send) = match lease.send_request(&head, request_complete) {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -255,9 +251,8 @@ impl Proxy {
                 .routed_at
                 .set(Some(leased_at.take().unwrap_or_else(Instant::now)));
             let mut request_complete = request_complete;
-            if retried && !request_complete {
+            if let (Some(replay), false) = (resending, request_complete) {
                 // Send what the first target was given, without taking more from the client.
-                let replay = replay.expect("a retry needs the replay");
                 let (chunks, ended) = {
                     let r = replay.borrow();
                     (r.chunks.clone(), r.ended)
@@ -274,7 +269,7 @@ impl Proxy {
                 client: &mut respond,
                 lease: &lease,
                 stats,
-                replay: (!retried).then_some(replay).flatten(),
+                replay: resending.is_none().then_some(replay).flatten(),
             };
             if !matches!(
                 relay(legs, up_send, response, request_complete).await,
@@ -284,7 +279,7 @@ impl Proxy {
             }
             // Refused unprocessed: once more, on another connection. The client's window for
             // what it sent so far is given back now; the replay is sent from memory.
-            retried = true;
+            resending = replay;
             self.metrics.upstream_retries.inc();
             let unreleased = stats.bytes_in.get() - stats.request_released.get();
             if unreleased > 0 {
