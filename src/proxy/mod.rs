@@ -225,15 +225,14 @@ impl Proxy {
         };
         let (mut lease, mut leased_at) = leased;
         let limit = settings.retry_buffer_bytes;
-        let replay = (limit > 0).then(|| self.replays.take(limit));
+        let replay = (limit > 0).then(|| self.replays.take(limit, end));
         let replay = replay.as_ref().map(|r| &r.0);
         // The replay while the call is sent again (a refusal is retried only when one is
         // held); `None` on the first attempt.
         let mut resending: Option<&RefCell<Replay>> = None;
         loop {
-            // On a retry, the body received so far is sent from memory. A request that ended
-            // with its head holds nothing in the replay, and is complete all the same.
-            let request_complete = end || resending.is_some_and(|r| r.borrow().complete());
+            // On a retry, the body received so far is sent from memory.
+            let request_complete = resending.map_or(end, |r| r.borrow().complete());
             let (response, mut up_send) = match lease.send_request(&head, request_complete) {
                 Ok(pair) => pair,
                 Err(e) => {

@@ -60,12 +60,14 @@ impl Drop for LentReplay<'_> {
 }
 
 impl ReplayPool {
-    pub(super) fn take(&self, limit: usize) -> LentReplay<'_> {
+    /// A replay for a call whose request ended with its head (`ended`: nothing more to come,
+    /// and the replay is complete as it is) or goes on with a body.
+    pub(super) fn take(&self, limit: usize, ended: bool) -> LentReplay<'_> {
         let mut r = self.spare.borrow_mut().pop().unwrap_or_default();
         r.buffered = 0;
         r.limit = limit;
         r.spoiled = false;
-        r.ended = false;
+        r.ended = ended;
         LentReplay(RefCell::new(r), self)
     }
 }
@@ -153,7 +155,7 @@ mod tests {
     #[test]
     fn a_body_past_the_limit_or_with_trailers_spoils_the_replay() {
         let pool = ReplayPool::default();
-        let lent = pool.take(10);
+        let lent = pool.take(10, false);
         let mut r = lent.0.borrow_mut();
         r.record(&Bytes::from_static(b"12345"), false);
         assert!(!r.spoiled && r.chunks.len() == 1 && !r.ended);
@@ -164,7 +166,7 @@ mod tests {
         drop(r);
         drop(lent);
         // Given back to the pool, and handed out fresh.
-        let again = pool.take(100);
+        let again = pool.take(100, false);
         let r = again.0.borrow();
         assert!(!r.spoiled && !r.ended && r.chunks.is_empty());
     }
@@ -172,9 +174,8 @@ mod tests {
     #[test]
     fn a_request_that_ended_with_its_head_is_complete() {
         let pool = ReplayPool::default();
-        let lent = pool.take(10);
+        let lent = pool.take(10, true);
         let mut r = lent.0.borrow_mut();
-        r.ended = true;
         assert!(r.complete());
         r.record(&Bytes::from_static(b"x"), true);
         assert!(!r.complete(), "a body to send first");
